@@ -1,0 +1,262 @@
+"""The registry's tables (SQLAlchemy 2). The schema itself is created only by Alembic migrations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite needs INTEGER (not BIGINT) for an autoincrementing primary key.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    gpu_hours_quota: Mapped[float] = mapped_column(Float, default=100.0)
+    budget_cap_usd: Mapped[float] = mapped_column(Float, default=500.0)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class SourceKey(Base):
+    """Public keys of the sources (devices, upstream systems) allowed to sign a tenant's learning events."""
+
+    __tablename__ = "source_keys"
+
+    key_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    public_key_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DatasetSnapshot(Base):
+    __tablename__ = "dataset_snapshots"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "window_start"),
+        Index("ix_dataset_snapshots_tenant_window_end", "tenant_id", "window_end"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    row_count: Mapped[int] = mapped_column(Integer)
+    byte_size: Mapped[int] = mapped_column(BigInteger)
+    leaf_count: Mapped[int] = mapped_column(Integer)
+    merkle_root: Mapped[str] = mapped_column(String(64))
+    artifact_digest: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "model_name", "number"),
+        Index("ix_model_versions_tenant_model_state", "tenant_id", "model_name", "state"),
+        # The database itself keeps at most one CHAMPION and one CANARY per tenant and model.
+        Index(
+            "uq_model_versions_one_champion",
+            "tenant_id",
+            "model_name",
+            unique=True,
+            sqlite_where=text("state = 'CHAMPION'"),
+            postgresql_where=text("state = 'CHAMPION'"),
+        ),
+        Index(
+            "uq_model_versions_one_canary",
+            "tenant_id",
+            "model_name",
+            unique=True,
+            sqlite_where=text("state = 'CANARY'"),
+            postgresql_where=text("state = 'CANARY'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    model_name: Mapped[str] = mapped_column(String(100))
+    number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    lock_version: Mapped[int] = mapped_column(Integer, default=1)
+    parent_id: Mapped[str | None] = mapped_column(String(40))
+    dataset_snapshot_id: Mapped[str | None] = mapped_column(ForeignKey("dataset_snapshots.id"))
+    model_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    manifest: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    was_champion: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LearningEvent(Base):
+    __tablename__ = "learning_events"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "request_id"),
+        Index("ix_learning_events_tenant_event_time", "tenant_id", "event_time"),
+        Index("ix_learning_events_tenant_prediction", "tenant_id", "prediction_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    request_id: Mapped[str] = mapped_column(String(100))
+    event_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source_key_id: Mapped[str] = mapped_column(String(80))
+    features: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prediction_id: Mapped[str | None] = mapped_column(String(100))
+    actual: Mapped[float | None] = mapped_column(Float)
+    payload_digest: Mapped[str] = mapped_column(String(64))
+
+
+class Prediction(Base):
+    """Every served prediction, so that arriving outcomes join to it (the canary's paired errors)."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (Index("ix_predictions_tenant_model_created", "tenant_id", "model_name", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    model_name: Mapped[str] = mapped_column(String(100))
+    request_id: Mapped[str] = mapped_column(String(100))
+    served_role: Mapped[str] = mapped_column(String(16))
+    champion_version_id: Mapped[str | None] = mapped_column(String(40))
+    champion_prediction: Mapped[float | None] = mapped_column(Float)
+    candidate_version_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    candidate_prediction: Mapped[float | None] = mapped_column(Float)
+    served_prediction: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DriftReport(Base):
+    __tablename__ = "drift_reports"
+    __table_args__ = (Index("ix_drift_reports_tenant_model_created", "tenant_id", "model_name", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    model_name: Mapped[str] = mapped_column(String(100))
+    baseline_version_id: Mapped[str] = mapped_column(String(40))
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    level: Mapped[str] = mapped_column(String(24))
+    report: Mapped[str] = mapped_column(Text)  # canonical JSON, exactly the bytes that were signed
+    report_digest: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "seq"),
+        Index("ix_audit_log_tenant_subject", "tenant_id", "subject_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(100))
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str | None] = mapped_column(String(16))
+    request_id: Mapped[str | None] = mapped_column(String(100))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(64))
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class DeadLetter(Base):
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index("ix_dead_letters_tenant_received", "tenant_id", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    field: Mapped[str | None] = mapped_column(String(200))
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Notification(Base):
+    """The embedded notifier's outbox: each warning or alert, to be delivered by a production notifier."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TrainingRun(Base):
+    """One training run, charged against the tenant's monthly GPU-hours and budget."""
+
+    __tablename__ = "training_runs"
+    __table_args__ = (Index("ix_training_runs_tenant_started", "tenant_id", "started_at"),)
+
+    id: Mapped[str] = mapped_column(String(60), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    model_version_id: Mapped[str] = mapped_column(String(40))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_s: Mapped[float] = mapped_column(Float)
+    gpu_hours: Mapped[float] = mapped_column(Float)
+    cost_usd: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16))
+
+
+# Tables whose rows are facts: the database refuses UPDATE and DELETE on them.
+IMMUTABLE_TABLES = ("audit_log", "dataset_snapshots", "drift_reports")

@@ -1,0 +1,452 @@
+"""ModelRegistryService: the only way a model version changes state.
+
+Every transition is checked against the lifecycle table, applied under an optimistic lock (``lock_version``),
+idempotent by ``request_id``, and audited in the same transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from evolution.errors import Conflict, IllegalTransition, InvalidInput, NotFound, StaleVersion
+from evolution.lifecycle import ModelState, check_transition
+from evolution.registry.audit import ChainReport, append_audit, load_chain, lock_tenant_chain, verify_chain
+from evolution.registry.db import transaction
+from evolution.registry.idempotency import run_idempotent
+from evolution.registry.schema import AuditEntry, ModelVersion, Tenant
+from evolution.registry.views import AuditView, VersionView
+from evolution.security import Action, Principal, authorize
+from evolution.timeutil import utcnow
+
+TENANT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_tenant_id(tenant_id: str) -> str:
+    if not TENANT_ID_PATTERN.match(tenant_id):
+        raise InvalidInput(f"tenant id {tenant_id!r}: use 1-63 lowercase letters, digits, '-' or '_'")
+    return tenant_id
+
+
+def check_model_name(name: str) -> str:
+    if not MODEL_NAME_PATTERN.match(name):
+        raise InvalidInput(f"model name {name!r}: use 1-100 letters, digits, '.', '-' or '_'")
+    return name
+
+
+class VersionChanges(BaseModel):
+    """Facts recorded together with a transition (e.g. the signed manifest when training ends)."""
+
+    model_hash: str | None = None
+    manifest: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    dataset_snapshot_id: str | None = None
+
+
+class TransitionRequest(BaseModel):
+    version_id: str
+    to_state: ModelState
+    expected_version: int = Field(description="The lock_version the caller read; a stale one is refused.")
+    request_id: str
+    reason: str = ""
+    changes: VersionChanges | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class TransitionResult(BaseModel):
+    version: VersionView
+    from_state: ModelState
+    audit_seq: int
+    demoted: VersionView | None = None
+
+
+class ModelRegistryService:
+    def __init__(self, factory: sessionmaker[Session], clock: Callable[[], datetime] = utcnow) -> None:
+        self._factory = factory
+        self._clock = clock
+
+    # ----------------------------------------------------------------- tenants
+    def ensure_tenant(
+        self,
+        principal: Principal,
+        tenant_id: str,
+        name: str | None = None,
+        gpu_hours_quota: float = 100.0,
+        budget_cap_usd: float = 500.0,
+        config: dict[str, Any] | None = None,
+    ) -> bool:
+        """Create the tenant if it does not exist; returns True when it was created."""
+        check_tenant_id(tenant_id)
+        authorize(principal, Action.MANAGE_TENANT, tenant_id)
+        with transaction(self._factory) as session:
+            if session.get(Tenant, tenant_id) is not None:
+                return False
+            session.add(
+                Tenant(
+                    id=tenant_id,
+                    name=name or tenant_id,
+                    created_at=self._clock(),
+                    gpu_hours_quota=gpu_hours_quota,
+                    budget_cap_usd=budget_cap_usd,
+                    config=config or {},
+                )
+            )
+            session.flush()
+            append_audit(
+                session,
+                tenant_id=tenant_id,
+                principal=principal,
+                action="tenant.created",
+                subject_type="tenant",
+                subject_id=tenant_id,
+                at=self._clock(),
+                details={"gpu_hours_quota": gpu_hours_quota, "budget_cap_usd": budget_cap_usd},
+            )
+            return True
+
+    def tenant_ids(self) -> list[str]:
+        with self._factory() as session:
+            return list(session.scalars(select(Tenant.id).order_by(Tenant.id)))
+
+    # ----------------------------------------------------------------- versions
+    def register_version(
+        self,
+        principal: Principal,
+        tenant_id: str,
+        model_name: str,
+        request_id: str,
+        parent_id: str | None = None,
+        reason: str = "",
+    ) -> VersionView:
+        """A new DRAFT version, numbered after the last one of this tenant and model."""
+        authorize(principal, Action.REGISTER_VERSION, tenant_id)
+        check_model_name(model_name)
+
+        def work(session: Session) -> dict[str, Any]:
+            if session.get(Tenant, tenant_id) is None:
+                raise NotFound(f"tenant {tenant_id!r} does not exist")
+            lock_tenant_chain(session, tenant_id)  # numbers are assigned under the tenant's lock
+            number = (
+                session.scalar(
+                    select(func.max(ModelVersion.number)).where(
+                        ModelVersion.tenant_id == tenant_id, ModelVersion.model_name == model_name
+                    )
+                )
+                or 0
+            ) + 1
+            now = self._clock()
+            row = ModelVersion(
+                id=f"mv-{uuid.uuid4().hex[:20]}",
+                tenant_id=tenant_id,
+                model_name=model_name,
+                number=number,
+                state=ModelState.DRAFT.value,
+                lock_version=1,
+                parent_id=parent_id,
+                metrics={},
+                was_champion=False,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            append_audit(
+                session,
+                tenant_id=tenant_id,
+                principal=principal,
+                action="version.registered",
+                subject_type="model_version",
+                subject_id=row.id,
+                to_state=ModelState.DRAFT.value,
+                request_id=request_id,
+                at=now,
+                details={"model_name": model_name, "number": number, "parent_id": parent_id, "reason": reason},
+            )
+            return VersionView.of(row).model_dump(mode="json")
+
+        payload = {"model_name": model_name, "parent_id": parent_id, "reason": reason}
+        return VersionView.model_validate(
+            run_idempotent(
+                self._factory,
+                tenant_id=tenant_id,
+                request_id=request_id,
+                operation="register_version",
+                payload=payload,
+                work=work,
+            )
+        )
+
+    def transition(self, principal: Principal, request: TransitionRequest) -> TransitionResult:
+        """Apply one lifecycle transition. CHAMPION is reached only through :meth:`promote`."""
+        tenant_id = self._tenant_of(request.version_id)
+        authorize(principal, Action.TRANSITION, tenant_id)
+        if request.to_state == ModelState.CHAMPION:
+            raise IllegalTransition("CHAMPION is reached only by promote (approval) or force_rollback")
+        return self._transition(principal, tenant_id, request, operation="transition")
+
+    def promote(
+        self, principal: Principal, version_id: str, expected_version: int, request_id: str, reason: str = ""
+    ) -> TransitionResult:
+        """CANARY -> CHAMPION after approval; the old CHAMPION -> DEPRECATED in the same transaction."""
+        tenant_id = self._tenant_of(version_id)
+        authorize(principal, Action.APPROVE, tenant_id)
+        request = TransitionRequest(
+            version_id=version_id,
+            to_state=ModelState.CHAMPION,
+            expected_version=expected_version,
+            request_id=request_id,
+            reason=reason or "approved",
+        )
+        return self._transition(principal, tenant_id, request, operation="promote")
+
+    def reject(
+        self, principal: Principal, version_id: str, expected_version: int, request_id: str, reason: str
+    ) -> TransitionResult:
+        tenant_id = self._tenant_of(version_id)
+        authorize(principal, Action.REJECT, tenant_id)
+        request = TransitionRequest(
+            version_id=version_id,
+            to_state=ModelState.FAILED,
+            expected_version=expected_version,
+            request_id=request_id,
+            reason=reason or "rejected",
+            details={"decision": "rejected"},
+        )
+        return self._transition(principal, tenant_id, request, operation="reject")
+
+    def quarantine(self, principal: Principal, version_id: str, request_id: str, reason: str) -> TransitionResult:
+        """An integrity failure: to QUARANTINED from whatever live state the version is in."""
+        tenant_id = self._tenant_of(version_id)
+        authorize(principal, Action.TRANSITION, tenant_id)
+        current = self.get_version(principal, version_id)
+        request = TransitionRequest(
+            version_id=version_id,
+            to_state=ModelState.QUARANTINED,
+            expected_version=current.lock_version,
+            request_id=request_id,
+            reason=reason,
+            details={"integrity_failure": reason},
+        )
+        return self._transition(principal, tenant_id, request, operation="quarantine")
+
+    def force_rollback(
+        self, principal: Principal, tenant_id: str, model_name: str, request_id: str, reason: str
+    ) -> TransitionResult:
+        """Admin: the current CHAMPION -> DEPRECATED and the previous champion (DEPRECATED) -> CHAMPION."""
+        authorize(principal, Action.FORCE_ROLLBACK, tenant_id)
+        if not reason.strip():
+            raise InvalidInput("reason: a forced rollback needs a reason for the audit log")
+
+        def work(session: Session) -> dict[str, Any]:
+            champion = self._current(session, tenant_id, model_name, ModelState.CHAMPION)
+            if champion is None:
+                raise NotFound(f"{tenant_id}/{model_name} has no CHAMPION to roll back")
+            previous = session.scalars(
+                select(ModelVersion)
+                .where(
+                    ModelVersion.tenant_id == tenant_id,
+                    ModelVersion.model_name == model_name,
+                    ModelVersion.state == ModelState.DEPRECATED.value,
+                    ModelVersion.was_champion.is_(True),
+                    ModelVersion.number < champion.number,
+                )
+                .order_by(ModelVersion.number.desc())
+                .limit(1)
+            ).first()
+            if previous is None:
+                raise NotFound(f"{tenant_id}/{model_name} has no previous champion to restore")
+            demoted = self._apply(
+                session, principal, champion, ModelState.DEPRECATED, champion.lock_version, request_id,
+                "forced rollback: " + reason, None, {"forced_rollback": True},
+            )
+            restored, seq = self._apply_with_seq(
+                session, principal, previous, ModelState.CHAMPION, previous.lock_version, request_id,
+                "forced rollback: " + reason, None, {"forced_rollback": True, "replaces": champion.id},
+            )
+            return TransitionResult(
+                version=VersionView.of(restored),
+                from_state=ModelState.DEPRECATED,
+                audit_seq=seq,
+                demoted=VersionView.of(demoted),
+            ).model_dump(mode="json")
+
+        return TransitionResult.model_validate(
+            run_idempotent(
+                self._factory,
+                tenant_id=tenant_id,
+                request_id=request_id,
+                operation="force_rollback",
+                payload={"model_name": model_name, "reason": reason},
+                work=work,
+            )
+        )
+
+    # ----------------------------------------------------------------- queries
+    def get_version(self, principal: Principal, version_id: str) -> VersionView:
+        with self._factory() as session:
+            row = session.get(ModelVersion, version_id)
+            if row is None:
+                raise NotFound(f"model version {version_id!r} does not exist")
+            authorize(principal, Action.VIEW, row.tenant_id)
+            return VersionView.of(row)
+
+    def current(self, principal: Principal, tenant_id: str, model_name: str, state: ModelState) -> VersionView | None:
+        authorize(principal, Action.VIEW, tenant_id)
+        with self._factory() as session:
+            row = self._current(session, tenant_id, model_name, state)
+            return VersionView.of(row) if row else None
+
+    def list_versions(self, principal: Principal, tenant_id: str, model_name: str | None = None) -> list[VersionView]:
+        authorize(principal, Action.VIEW, tenant_id)
+        with self._factory() as session:
+            query = select(ModelVersion).where(ModelVersion.tenant_id == tenant_id)
+            if model_name:
+                query = query.where(ModelVersion.model_name == model_name)
+            return [VersionView.of(r) for r in session.scalars(query.order_by(ModelVersion.model_name, ModelVersion.number))]
+
+    def audit_trail(self, principal: Principal, tenant_id: str, subject_id: str | None = None) -> list[AuditView]:
+        authorize(principal, Action.VIEW, tenant_id)
+        with self._factory() as session:
+            query = select(AuditEntry).where(AuditEntry.tenant_id == tenant_id)
+            if subject_id:
+                query = query.where(AuditEntry.subject_id == subject_id)
+            return [AuditView.of(r) for r in session.scalars(query.order_by(AuditEntry.seq))]
+
+    def verify_audit(self, principal: Principal, tenant_id: str) -> ChainReport:
+        authorize(principal, Action.VIEW, tenant_id)
+        with self._factory() as session:
+            return verify_chain(tenant_id, load_chain(session, tenant_id))
+
+    # ----------------------------------------------------------------- internals
+    def _tenant_of(self, version_id: str) -> str:
+        with self._factory() as session:
+            tenant_id = session.scalar(select(ModelVersion.tenant_id).where(ModelVersion.id == version_id))
+        if tenant_id is None:
+            raise NotFound(f"model version {version_id!r} does not exist")
+        return tenant_id
+
+    @staticmethod
+    def _current(session: Session, tenant_id: str, model_name: str, state: ModelState) -> ModelVersion | None:
+        return session.scalars(
+            select(ModelVersion).where(
+                ModelVersion.tenant_id == tenant_id,
+                ModelVersion.model_name == model_name,
+                ModelVersion.state == state.value,
+            )
+        ).first()
+
+    def _transition(
+        self, principal: Principal, tenant_id: str, request: TransitionRequest, operation: str
+    ) -> TransitionResult:
+        def work(session: Session) -> dict[str, Any]:
+            row = session.get(ModelVersion, request.version_id)
+            if row is None:
+                raise NotFound(f"model version {request.version_id!r} does not exist")
+            source = ModelState(row.state)
+            demoted: ModelVersion | None = None
+            if request.to_state == ModelState.CHAMPION:
+                check_transition(source, ModelState.CHAMPION)
+                old = self._current(session, tenant_id, row.model_name, ModelState.CHAMPION)
+                if old is not None:
+                    demoted = self._apply(
+                        session, principal, old, ModelState.DEPRECATED, old.lock_version, request.request_id,
+                        f"replaced by {row.id}", None, {"replaced_by": row.id},
+                    )
+            applied, seq = self._apply_with_seq(
+                session, principal, row, request.to_state, request.expected_version, request.request_id,
+                request.reason, request.changes, request.details,
+            )
+            return TransitionResult(
+                version=VersionView.of(applied),
+                from_state=source,
+                audit_seq=seq,
+                demoted=VersionView.of(demoted) if demoted else None,
+            ).model_dump(mode="json")
+
+        payload = request.model_dump(mode="json", exclude={"request_id"})
+        return TransitionResult.model_validate(
+            run_idempotent(
+                self._factory,
+                tenant_id=tenant_id,
+                request_id=request.request_id,
+                operation=operation,
+                payload=payload,
+                work=work,
+            )
+        )
+
+    def _apply(self, *args: Any) -> ModelVersion:
+        return self._apply_with_seq(*args)[0]
+
+    def _apply_with_seq(
+        self,
+        session: Session,
+        principal: Principal,
+        row: ModelVersion,
+        target: ModelState,
+        expected_version: int,
+        request_id: str,
+        reason: str,
+        changes: VersionChanges | None,
+        details: dict[str, Any],
+    ) -> tuple[ModelVersion, int]:
+        source = ModelState(row.state)
+        check_transition(source, target)
+        now = self._clock()
+        values: dict[str, Any] = {
+            "state": target.value,
+            "lock_version": ModelVersion.lock_version + 1,
+            "updated_at": now,
+        }
+        if target == ModelState.CHAMPION:
+            values["was_champion"] = True
+        if changes is not None:
+            values.update(changes.model_dump(exclude_none=True))
+        # Optimistic lock: the UPDATE matches only the version the caller read.
+        result = session.execute(
+            update(ModelVersion)
+            .where(
+                ModelVersion.id == row.id,
+                ModelVersion.lock_version == expected_version,
+                ModelVersion.state == source.value,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise StaleVersion(
+                f"model version {row.id}: expected lock version {expected_version} in state {source}, "
+                "but it was changed meanwhile; re-read and retry"
+            )
+        session.refresh(row)
+        entry = append_audit(
+            session,
+            tenant_id=row.tenant_id,
+            principal=principal,
+            action="version.transition",
+            subject_type="model_version",
+            subject_id=row.id,
+            from_state=source.value,
+            to_state=target.value,
+            request_id=request_id,
+            at=now,
+            details={"reason": reason, "model_name": row.model_name, "number": row.number, **details},
+        )
+        return row, entry.seq
+
+
+__all__ = [
+    "Conflict",
+    "ModelRegistryService",
+    "TransitionRequest",
+    "TransitionResult",
+    "VersionChanges",
+]

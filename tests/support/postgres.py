@@ -1,0 +1,80 @@
+"""A real, throwaway PostgreSQL server for the tests: initdb + pg_ctl from the machine's binaries."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+CANDIDATE_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+def find_pg_bin() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    for candidate in CANDIDATE_BIN_DIRS:
+        if (candidate / "pg_ctl").exists():
+            return candidate
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_db_user(cmd: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Start a server on a free loopback port; yield a superuser URL of its ``postgres`` database."""
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        raise RuntimeError("PostgreSQL binaries not found: `make test` installs Debian's postgresql package")
+    root = Path(tempfile.mkdtemp(prefix="evolution-pg-"))
+    data = root / "data"
+    port = _free_port()
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    env = {**os.environ, "LC_ALL": "C.UTF-8"}
+    subprocess.run(
+        _as_db_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+        check=True, capture_output=True, env=env,
+    )
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    subprocess.run(
+        _as_db_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
+        check=True, capture_output=True, env=env,
+    )
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            _as_db_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            capture_output=True, env=env,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def create_database(server_url: str) -> str:
+    """A fresh, empty database on the server; returns its URL."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    dsn = server_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
