@@ -383,6 +383,13 @@ class ModelRegistryService:
             )
         )
 
+    @staticmethod
+    def _stale(version_id: str, expected_version: int, source: ModelState) -> StaleVersion:
+        return StaleVersion(
+            f"model version {version_id}: expected lock version {expected_version} (state {source}), "
+            "but it was changed meanwhile; re-read and retry"
+        )
+
     def _apply(self, *args: Any) -> ModelVersion:
         return self._apply_with_seq(*args)[0]
 
@@ -399,6 +406,8 @@ class ModelRegistryService:
         details: dict[str, Any],
     ) -> tuple[ModelVersion, int]:
         source = ModelState(row.state)
+        if row.lock_version != expected_version:
+            raise self._stale(row.id, expected_version, source)
         check_transition(source, target)
         now = self._clock()
         values: dict[str, Any] = {
@@ -422,10 +431,7 @@ class ModelRegistryService:
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
-            raise StaleVersion(
-                f"model version {row.id}: expected lock version {expected_version} in state {source}, "
-                "but it was changed meanwhile; re-read and retry"
-            )
+            raise self._stale(row.id, expected_version, source)
         session.refresh(row)
         entry = append_audit(
             session,

@@ -1,0 +1,1 @@
+"""Temporal activities: thin methods on classes holding injected services; the only side effects of workflows."""

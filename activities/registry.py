@@ -1,0 +1,109 @@
+"""Registry, quota and notification activities."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities.errors import domain_errors_are_final
+from evolution.contracts import (
+    CurrentVersionIn,
+    CurrentVersionOut,
+    NotifyIn,
+    NotifyOut,
+    PrincipalRef,
+    PromoteIn,
+    QuarantineIn,
+    QuotaCheckIn,
+    QuotaCheckOut,
+    RegisterCandidateIn,
+    TransitionIn,
+    TransitionOut,
+)
+from evolution.errors import QuotaExceeded
+from evolution.lifecycle import ModelState
+from evolution.notify import NotificationIn, Notifier
+from evolution.quota import QuotaManager
+from evolution.registry.service import ModelRegistryService, TransitionRequest, VersionChanges
+from evolution.registry.views import VersionView
+from evolution.security import Principal, Role
+
+
+def principal_of(ref: PrincipalRef) -> Principal:
+    return Principal.for_tenant(ref.user, Role(ref.role), ref.tenant_id)
+
+
+class RegistryActivities:
+    def __init__(self, registry: ModelRegistryService, quota: QuotaManager, notifier: Notifier) -> None:
+        self._registry = registry
+        self._quota = quota
+        self._notifier = notifier
+
+    @activity.defn(name="check_quota")
+    @domain_errors_are_final
+    def check_quota(self, inp: QuotaCheckIn) -> QuotaCheckOut:
+        system = Principal.system(inp.tenant_id)
+        status = self._quota.status(system, inp.tenant_id)
+        try:
+            self._quota.check(system, inp.tenant_id)
+        except QuotaExceeded as blocked:
+            return QuotaCheckOut(
+                allowed=False, reason=str(blocked), gpu_hours_used=status.gpu_hours_used, cost_usd=status.cost_usd
+            )
+        return QuotaCheckOut(allowed=True, reason=None, gpu_hours_used=status.gpu_hours_used, cost_usd=status.cost_usd)
+
+    @activity.defn(name="register_candidate")
+    @domain_errors_are_final
+    def register_candidate(self, inp: RegisterCandidateIn) -> VersionView:
+        return self._registry.register_version(
+            Principal.system(inp.tenant_id), inp.tenant_id, inp.model_name, inp.request_id, reason=inp.reason
+        )
+
+    @activity.defn(name="current_version")
+    @domain_errors_are_final
+    def current_version(self, inp: CurrentVersionIn) -> CurrentVersionOut:
+        version = self._registry.current(
+            Principal.system(inp.tenant_id), inp.tenant_id, inp.model_name, ModelState(inp.state)
+        )
+        return CurrentVersionOut(version=version)
+
+    @activity.defn(name="transition")
+    @domain_errors_are_final
+    def transition(self, inp: TransitionIn) -> TransitionOut:
+        request = TransitionRequest(
+            version_id=inp.version_id,
+            to_state=ModelState(inp.to_state),
+            expected_version=inp.expected_version,
+            request_id=inp.request_id,
+            reason=inp.reason,
+            changes=VersionChanges.model_validate(inp.changes) if inp.changes else None,
+            details=inp.details,
+        )
+        return TransitionOut(result=self._registry.transition(Principal.system(inp.tenant_id), request))
+
+    @activity.defn(name="promote")
+    @domain_errors_are_final
+    def promote(self, inp: PromoteIn) -> TransitionOut:
+        result = self._registry.promote(
+            principal_of(inp.approver), inp.version_id, inp.expected_version, inp.request_id, inp.reason
+        )
+        return TransitionOut(result=result)
+
+    @activity.defn(name="reject")
+    @domain_errors_are_final
+    def reject(self, inp: PromoteIn) -> TransitionOut:
+        result = self._registry.reject(
+            principal_of(inp.approver), inp.version_id, inp.expected_version, inp.request_id, inp.reason
+        )
+        return TransitionOut(result=result)
+
+    @activity.defn(name="quarantine")
+    @domain_errors_are_final
+    def quarantine(self, inp: QuarantineIn) -> TransitionOut:
+        result = self._registry.quarantine(Principal.system(inp.tenant_id), inp.version_id, inp.request_id, inp.reason)
+        return TransitionOut(result=result)
+
+    @activity.defn(name="notify")
+    @domain_errors_are_final
+    def notify(self, inp: NotifyIn) -> NotifyOut:
+        self._notifier.notify(NotificationIn(**inp.model_dump()))
+        return NotifyOut(delivered=True)

@@ -1,0 +1,254 @@
+"""The pydantic models that cross the workflow boundary (workflow, activity, update and query payloads).
+
+They hold only identifiers, small numbers and short texts: no secrets, no data rows, nothing large.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from evolution.registry.service import TransitionResult
+from evolution.registry.views import VersionView
+from evolution.stats.canary import Decision, GuardConfig, GuardState
+
+Outcome = Literal[
+    "promoted", "rolled_back", "rejected", "no_significant_difference", "failed", "quarantined", "blocked",
+    "approval_timeout", "validation_failed",
+]
+
+
+class PrincipalRef(BaseModel):
+    """A principal as it travels through a workflow (identity only; authority is re-checked by the service)."""
+
+    user: str
+    role: str
+    tenant_id: str
+
+
+class RolloutTiming(BaseModel):
+    look_interval_s: float = Field(default=60.0, gt=0)
+    shadow_min_pairs: int = Field(default=300, ge=10)
+    shadow_max_s: float = Field(default=6 * 3600.0, gt=0)
+    rollout_window_s: float = Field(default=3600.0, gt=0, description="SLO: a canary over this rolls back.")
+    approval_timeout_s: float = Field(default=24 * 3600.0, gt=0)
+    canary_share: float = Field(default=0.1, gt=0, lt=1)
+
+
+class RetrainingInput(BaseModel):
+    tenant_id: str
+    model_name: str
+    trigger: Literal["drift", "manual", "bootstrap"] = "manual"
+    reason: str = ""
+    drift_report_id: str | None = None
+    seed: int = 42
+    timing: RolloutTiming = Field(default_factory=RolloutTiming)
+    requested_by: PrincipalRef | None = None
+
+
+class RetrainingStatus(BaseModel):
+    phase: str = "starting"
+    version_id: str | None = None
+    version_number: int | None = None
+    state: str | None = None
+    awaiting_approval: bool = False
+    guard: Decision | None = None
+    shadow_pairs: int = 0
+    message: str = ""
+
+
+class RetrainingResult(BaseModel):
+    tenant_id: str
+    model_name: str
+    version_id: str | None
+    final_state: str | None
+    outcome: Outcome
+    reason: str
+    guard: Decision | None = None
+
+
+class ApprovalRequest(BaseModel):
+    decision: Literal["approve", "reject"]
+    user: str = Field(min_length=1, max_length=200)
+    role: str
+    tenant_id: str
+    reason: str = Field(default="", max_length=2000)
+
+
+class ApprovalResponse(BaseModel):
+    accepted: bool
+    decision: str
+    final_state: str | None
+    message: str
+
+
+# ------------------------------------------------------------------ activities
+class QuotaCheckIn(BaseModel):
+    tenant_id: str
+
+
+class QuotaCheckOut(BaseModel):
+    allowed: bool
+    reason: str | None
+    gpu_hours_used: float
+    cost_usd: float
+
+
+class RegisterCandidateIn(BaseModel):
+    tenant_id: str
+    model_name: str
+    request_id: str
+    reason: str
+
+
+class CurrentVersionIn(BaseModel):
+    tenant_id: str
+    model_name: str
+    state: str
+
+
+class CurrentVersionOut(BaseModel):
+    version: VersionView | None
+
+
+class TransitionIn(BaseModel):
+    tenant_id: str
+    version_id: str
+    to_state: str
+    expected_version: int
+    request_id: str
+    reason: str = ""
+    changes: dict[str, Any] | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class PromoteIn(BaseModel):
+    version_id: str
+    expected_version: int
+    request_id: str
+    approver: PrincipalRef
+    reason: str = ""
+
+
+class QuarantineIn(BaseModel):
+    tenant_id: str
+    version_id: str
+    request_id: str
+    reason: str
+
+
+class TransitionOut(BaseModel):
+    result: TransitionResult
+
+
+class TrainIn(BaseModel):
+    tenant_id: str
+    model_name: str
+    version_id: str
+    seed: int
+    run_id: str
+
+
+class TrainOut(BaseModel):
+    snapshot_id: str
+    model_hash: str
+    signed_manifest: dict[str, Any]
+    metrics: dict[str, Any]
+    duration_s: float
+
+
+class ValidateIn(BaseModel):
+    tenant_id: str
+    model_name: str
+    candidate_version_id: str
+    signed_manifest: dict[str, Any]
+    model_hash: str
+
+
+class ValidateOut(BaseModel):
+    passed: bool
+    reason: str
+    candidate_mae: float
+    champion_mae: float | None
+    n: int
+
+
+class PairsIn(BaseModel):
+    tenant_id: str
+    candidate_version_id: str
+    cursor: int = 0
+
+
+class ShadowOut(BaseModel):
+    pairs: int
+    cursor: int
+    guard_config: GuardConfig | None
+
+
+class LookIn(BaseModel):
+    tenant_id: str
+    candidate_version_id: str
+    cursor: int
+    config: GuardConfig
+    state: GuardState
+    elapsed_s: float
+
+
+class LookOut(BaseModel):
+    cursor: int
+    state: GuardState
+    decision: Decision
+
+
+class NotifyIn(BaseModel):
+    tenant_id: str
+    severity: Literal["info", "warning", "alert", "critical"]
+    kind: str
+    subject: str
+    body: dict[str, Any] = Field(default_factory=dict)
+
+
+class NotifyOut(BaseModel):
+    delivered: bool
+
+
+class DriftScanInput(BaseModel):
+    tenant_id: str
+    model_name: str
+    min_window_rows: int = 50
+    auto_retrain: bool = True
+    retraining_timing: RolloutTiming = Field(default_factory=RolloutTiming)
+
+
+class SealIn(BaseModel):
+    tenant_id: str
+    min_rows: int
+
+
+class SealOut(BaseModel):
+    snapshot_id: str | None
+    rows: int
+    message: str
+
+
+class ScanIn(BaseModel):
+    tenant_id: str
+    model_name: str
+    snapshot_id: str
+
+
+class ScanOut(BaseModel):
+    report_id: str | None
+    level: str
+    alerts: list[str] = Field(default_factory=list)
+    message: str = ""
+
+
+class DriftScanResult(BaseModel):
+    tenant_id: str
+    snapshot_id: str | None
+    report_id: str | None
+    level: str
+    retraining: Literal["started", "already_running", "not_needed", "disabled"] = "not_needed"
+    message: str = ""

@@ -1,0 +1,326 @@
+"""Learning-event ingestion: validated, signature-checked, deduplicated; every reject kept with its reason.
+
+A source (a sensor gateway, an upstream system) signs each event with a key registered for the tenant. What is
+signed is the canonical JSON of the event without its ``signature`` field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from evolution.canonical import canonical_json
+from evolution.errors import IntegrityViolation, InvalidInput, NotFound
+from evolution.integrity.signing import Signature, verify_signature
+from evolution.registry.audit import append_audit
+from evolution.registry.db import transaction
+from evolution.registry.schema import DatasetSnapshot, DeadLetter, LearningEvent, SourceKey, Tenant
+from evolution.security import Action, Principal, authorize
+from evolution.timeutil import as_utc, utcnow
+
+MAX_EVENT_BYTES = 64 * 1024
+MAX_FEATURES = 200
+BATCH_SIZE = 500
+FeatureValue = float | int | str | bool | None
+
+
+class LearningEventIn(BaseModel):
+    """One learning event as a source sends it."""
+
+    tenant: str = Field(min_length=1, max_length=64)
+    request_id: str = Field(min_length=1, max_length=100)
+    event_time: datetime
+    features: dict[str, FeatureValue] = Field(max_length=MAX_FEATURES)
+    prediction_id: str | None = Field(default=None, max_length=100)
+    actual: float | None = None
+    source_key_id: str = Field(min_length=1, max_length=80)
+    signature: str = Field(min_length=1, max_length=200, description="base64 signature of the signed payload")
+
+    @field_validator("event_time")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("must carry a timezone (e.g. 2026-05-01T12:00:00Z)")
+        return as_utc(value)
+
+    @field_validator("actual")
+    @classmethod
+    def _finite_actual(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _finite_features(cls, value: dict[str, FeatureValue]) -> dict[str, FeatureValue]:
+        for key, item in value.items():
+            if not key or len(key) > 100:
+                raise ValueError(f"feature name {key[:40]!r} must be 1-100 characters")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"feature {key!r} is not finite (send null for missing)")
+            if isinstance(item, str) and len(item) > 200:
+                raise ValueError(f"feature {key!r} is longer than 200 characters")
+        return value
+
+    def signed_payload(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
+
+
+def sign_event(event: dict[str, Any], private_key_pem: bytes, key_id: str) -> dict[str, Any]:
+    """What a source does: add its key id and the signature over the canonical payload."""
+    from evolution.integrity.signing import sign_with_private_pem
+
+    unsigned = LearningEventIn.model_validate({**event, "source_key_id": key_id, "signature": "-"})
+    signature = sign_with_private_pem(private_key_pem, unsigned.signed_payload())
+    return {**unsigned.model_dump(mode="json"), "signature": signature.value}
+
+
+class Reject(BaseModel):
+    line: int
+    request_id: str | None
+    field: str | None
+    reason: str
+
+
+class IngestSummary(BaseModel):
+    accepted: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+    rejects: list[Reject] = Field(default_factory=list, description="The first rejects, for the user to read.")
+
+    def add(self, other: IngestSummary) -> None:
+        self.accepted += other.accepted
+        self.duplicate += other.duplicate
+        self.rejected += other.rejected
+        self.rejects.extend(other.rejects[: max(0, 20 - len(self.rejects))])
+
+
+def _digest(event: LearningEventIn) -> str:
+    return hashlib.sha256(event.signed_payload()).hexdigest()
+
+
+def _first_error(error: ValidationError) -> tuple[str, str]:
+    first = error.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or None
+    return field or "event", f"{field}: {first['msg']}" if field else first["msg"]
+
+
+class EventIngestor:
+    """Validates and stores learning events for one tenant."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self._factory = factory
+
+    def register_source_key(self, principal: Principal, tenant_id: str, key_id: str, public_key_pem: bytes) -> None:
+        authorize(principal, Action.REGISTER_SOURCE_KEY, tenant_id)
+        with transaction(self._factory) as session:
+            existing = session.get(SourceKey, key_id)
+            if existing is not None:
+                if existing.tenant_id != tenant_id or existing.public_key_pem != public_key_pem.decode():
+                    raise InvalidInput(f"key id {key_id!r} is already registered with another key or tenant")
+                return
+            now = utcnow()
+            session.add(
+                SourceKey(key_id=key_id, tenant_id=tenant_id, public_key_pem=public_key_pem.decode(), created_at=now)
+            )
+            append_audit(
+                session, tenant_id=tenant_id, principal=principal, action="source_key.registered",
+                subject_type="source_key", subject_id=key_id, at=now,
+            )
+
+    def ingest_lines(self, principal: Principal, tenant_id: str, lines: Iterable[str], source: str) -> IngestSummary:
+        """JSON Lines, one event a line; blank lines are skipped."""
+
+        def parsed() -> Iterator[tuple[int, Any, str]]:
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    yield number, None, line
+
+        return self._ingest(principal, tenant_id, parsed(), source)
+
+    def ingest_objects(
+        self, principal: Principal, tenant_id: str, objects: Iterable[Any], source: str
+    ) -> IngestSummary:
+        return self._ingest(
+            principal, tenant_id, ((i, obj, "") for i, obj in enumerate(objects, start=1)), source
+        )
+
+    def _ingest(
+        self, principal: Principal, tenant_id: str, items: Iterable[tuple[int, Any, str]], source: str
+    ) -> IngestSummary:
+        authorize(principal, Action.INGEST_EVENTS, tenant_id)
+        with self._factory() as session:
+            if session.get(Tenant, tenant_id) is None:
+                raise NotFound(f"tenant {tenant_id!r} does not exist")
+        summary = IngestSummary()
+        batch: list[tuple[int, Any, str]] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) >= BATCH_SIZE:
+                summary.add(self._ingest_batch(tenant_id, batch, source))
+                batch = []
+        if batch:
+            summary.add(self._ingest_batch(tenant_id, batch, source))
+        return summary
+
+    def _ingest_batch(self, tenant_id: str, batch: list[tuple[int, Any, str]], source: str) -> IngestSummary:
+        summary = IngestSummary()
+        now = utcnow()
+        with transaction(self._factory) as session:
+            keys = {
+                k.key_id: k
+                for k in session.scalars(
+                    select(SourceKey).where(SourceKey.tenant_id == tenant_id, SourceKey.revoked_at.is_(None))
+                )
+            }
+            sealed_until = session.scalar(
+                select(DatasetSnapshot.window_end)
+                .where(DatasetSnapshot.tenant_id == tenant_id)
+                .order_by(DatasetSnapshot.window_end.desc())
+                .limit(1)
+            )
+            candidates: list[tuple[int, LearningEventIn, str]] = []
+            for line_no, obj, raw in batch:
+                try:
+                    event = self._check(tenant_id, obj, raw, keys, sealed_until)
+                except _Rejected as rejected:
+                    request_id = obj.get("request_id") if isinstance(obj, dict) else None
+                    if request_id is None and raw:
+                        request_id = _peek_request_id(raw)
+                    self._dead_letter(session, summary, tenant_id, line_no, request_id, rejected, raw or obj, source, now)
+                    continue
+                candidates.append((line_no, event, _digest(event)))
+            known = {
+                row.request_id: row.payload_digest
+                for row in session.execute(
+                    select(LearningEvent.request_id, LearningEvent.payload_digest).where(
+                        LearningEvent.tenant_id == tenant_id,
+                        LearningEvent.request_id.in_([e.request_id for _, e, _ in candidates]),
+                    )
+                )
+            }
+            for line_no, event, digest in candidates:
+                seen = known.get(event.request_id)
+                if seen == digest:
+                    summary.duplicate += 1
+                    continue
+                if seen is not None:
+                    rejected = _Rejected("request_id", f"request_id {event.request_id!r} was already accepted with other content")
+                    self._dead_letter(
+                        session, summary, tenant_id, line_no, event.request_id, rejected,
+                        event.model_dump(mode="json"), source, now,
+                    )
+                    continue
+                known[event.request_id] = digest
+                session.add(
+                    LearningEvent(
+                        tenant_id=tenant_id,
+                        request_id=event.request_id,
+                        event_time=event.event_time,
+                        received_at=now,
+                        source_key_id=event.source_key_id,
+                        features=event.features,
+                        prediction_id=event.prediction_id,
+                        actual=event.actual,
+                        payload_digest=digest,
+                    )
+                )
+                summary.accepted += 1
+        return summary
+
+    @staticmethod
+    def _check(
+        tenant_id: str, obj: Any, raw: str, keys: dict[str, SourceKey], sealed_until: datetime | None
+    ) -> LearningEventIn:
+        if raw:
+            if len(raw.encode()) > MAX_EVENT_BYTES:
+                raise _Rejected(None, f"event is larger than {MAX_EVENT_BYTES} bytes")
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as error:
+                raise _Rejected(None, f"malformed JSON: {error.msg} at column {error.colno}") from None
+        elif len(canonical_json(obj) if _jsonable(obj) else b"") > MAX_EVENT_BYTES:
+            raise _Rejected(None, f"event is larger than {MAX_EVENT_BYTES} bytes")
+        if not isinstance(obj, dict):
+            raise _Rejected(None, "an event must be a JSON object")
+        try:
+            event = LearningEventIn.model_validate(obj)
+        except ValidationError as error:
+            field, reason = _first_error(error)
+            raise _Rejected(field, reason) from None
+        if event.tenant != tenant_id:
+            raise _Rejected("tenant", f"tenant: event is for {event.tenant!r}, ingested into {tenant_id!r}")
+        key = keys.get(event.source_key_id)
+        if key is None:
+            raise _Rejected("source_key_id", f"source_key_id: {event.source_key_id!r} is not a registered key of {tenant_id!r}")
+        try:
+            verify_signature(
+                key.public_key_pem.encode(),
+                event.signed_payload(),
+                Signature(algorithm=_algorithm_of(key.public_key_pem), key_id=key.key_id, value=event.signature),
+            )
+        except (IntegrityViolation, ValueError):
+            raise _Rejected("signature", "signature: does not verify with the source's registered key") from None
+        if sealed_until is not None and event.event_time < as_utc(sealed_until):
+            raise _Rejected(
+                "event_time",
+                f"event_time: {event.event_time.isoformat()} falls in an already sealed snapshot window "
+                f"(sealed until {as_utc(sealed_until).isoformat()})",
+            )
+        return event
+
+    @staticmethod
+    def _dead_letter(
+        session: Session, summary: IngestSummary, tenant_id: str, line_no: int, request_id: Any,
+        rejected: _Rejected, payload: Any, source: str, now: datetime,
+    ) -> None:
+        request_id = str(request_id)[:100] if request_id is not None else None
+        text = payload if isinstance(payload, str) else json.dumps(payload, default=str)[:MAX_EVENT_BYTES]
+        session.add(
+            DeadLetter(
+                tenant_id=tenant_id, request_id=request_id, source=source[:200], reason=rejected.reason,
+                field=rejected.field, payload=text[:MAX_EVENT_BYTES], received_at=now,
+            )
+        )
+        summary.rejected += 1
+        if len(summary.rejects) < 20:
+            summary.rejects.append(Reject(line=line_no, request_id=request_id, field=rejected.field, reason=rejected.reason))
+
+
+class _Rejected(Exception):
+    def __init__(self, field: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def _peek_request_id(raw: str) -> str | None:
+    try:
+        value = json.loads(raw).get("request_id")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _jsonable(obj: Any) -> bool:
+    try:
+        canonical_json(obj)
+    except Exception:
+        return False
+    return True
+
+
+def _algorithm_of(public_key_pem: str) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    key = load_pem_public_key(public_key_pem.encode())
+    return "ed25519" if isinstance(key, ed25519.Ed25519PublicKey) else "ecdsa-p256-sha256"

@@ -1,0 +1,55 @@
+"""Loading a model version for use: the signed manifest is verified, then every file, and only then deserialised."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from evolution.errors import IntegrityViolation
+from evolution.integrity.artifacts import ArtifactStore
+from evolution.integrity.manifest import SignedManifest, verify_model_files
+from evolution.integrity.signing import KeyRing
+from evolution.registry.views import VersionView
+from evolution.stats.drift_models import Baseline
+from evolution.training.trainer import TrainedModel, load_model
+
+BASELINE_FILE = "baseline.json"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version_id: str
+    number: int
+    model_hash: str
+    model: TrainedModel
+    baseline: Baseline | None
+    card: dict[str, Any]
+
+
+class ModelLoader:
+    def __init__(self, store: ArtifactStore, keyring: KeyRing) -> None:
+        self._store = store
+        self._keyring = keyring
+
+    def signed_manifest(self, version: VersionView) -> SignedManifest:
+        if not version.manifest:
+            raise IntegrityViolation(f"model version {version.id} has no signed manifest")
+        signed = SignedManifest.model_validate(version.manifest)
+        if version.model_hash and signed.digest != version.model_hash:
+            raise IntegrityViolation(f"model version {version.id}: manifest digest differs from the recorded model hash")
+        return signed
+
+    def load(self, version: VersionView) -> LoadedModel:
+        """Raises IntegrityViolation before any byte is deserialised if anything does not verify."""
+        signed = self.signed_manifest(version)
+        if signed.manifest.tenant != version.tenant_id:
+            raise IntegrityViolation(f"model version {version.id}: manifest names another tenant")
+        files = verify_model_files(signed, self._store, version.tenant_id, self._keyring)
+        model = load_model({name: data for name, data in files.items() if name != BASELINE_FILE})
+        baseline = Baseline.model_validate_json(files[BASELINE_FILE]) if BASELINE_FILE in files else None
+        card = json.loads(files.get("model.json", b"{}"))
+        return LoadedModel(
+            version_id=version.id, number=version.number, model_hash=signed.digest, model=model,
+            baseline=baseline, card=card,
+        )

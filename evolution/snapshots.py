@@ -1,0 +1,205 @@
+"""Dataset snapshots: immutable, non-overlapping windows of learning events, Merkle-hashed and signed.
+
+The canonical encoding is one canonical-JSON line per event, ordered by (event_time, request_id). The Merkle tree's
+leaves are 64 KiB chunks of that encoding (RFC 6962 prefixes), so hashing costs about one flat SHA-256 pass.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from evolution.canonical import canonical_json
+from evolution.errors import InsufficientData, IntegrityViolation, InvalidInput, NotFound
+from evolution.integrity.artifacts import ArtifactStore
+from evolution.integrity.merkle import ChunkedMerkle
+from evolution.integrity.signing import KeyRing, Signature, Signer
+from evolution.registry.audit import append_audit
+from evolution.registry.db import transaction
+from evolution.registry.schema import DatasetSnapshot, LearningEvent
+from evolution.security import Action, Principal, authorize
+from evolution.timeutil import as_utc, iso, utcnow
+
+SNAPSHOT_SCHEMA = "controlled-evolution/dataset-snapshot/v1"
+
+
+class SnapshotView(BaseModel):
+    id: str
+    tenant_id: str
+    window_start: datetime
+    window_end: datetime
+    row_count: int
+    byte_size: int
+    leaf_count: int
+    merkle_root: str
+    artifact_digest: str
+    signature: Signature
+
+    @classmethod
+    def of(cls, row: DatasetSnapshot) -> SnapshotView:
+        return cls(
+            id=row.id, tenant_id=row.tenant_id, window_start=as_utc(row.window_start),
+            window_end=as_utc(row.window_end), row_count=row.row_count, byte_size=row.byte_size,
+            leaf_count=row.leaf_count, merkle_root=row.merkle_root, artifact_digest=row.artifact_digest,
+            signature=Signature.model_validate(row.signature),
+        )
+
+    def statement(self) -> bytes:
+        """The bytes that are signed: everything that identifies the snapshot's content."""
+        return snapshot_statement(
+            self.id, self.tenant_id, self.window_start, self.window_end, self.row_count, self.byte_size,
+            self.merkle_root, self.artifact_digest,
+        )
+
+
+def snapshot_statement(
+    snapshot_id: str, tenant_id: str, start: datetime, end: datetime, rows: int, size: int, root: str, digest: str
+) -> bytes:
+    return canonical_json(
+        {
+            "schema": SNAPSHOT_SCHEMA, "id": snapshot_id, "tenant": tenant_id, "window_start": iso(start),
+            "window_end": iso(end), "row_count": rows, "byte_size": size, "merkle_root": root,
+            "artifact_digest": digest,
+        }
+    )
+
+
+def encode_event(row: LearningEvent) -> bytes:
+    return canonical_json(
+        {
+            "request_id": row.request_id, "event_time": iso(row.event_time), "features": row.features,
+            "prediction_id": row.prediction_id, "actual": row.actual, "source_key_id": row.source_key_id,
+            "payload_digest": row.payload_digest,
+        }
+    ) + b"\n"
+
+
+class DatasetSnapshotService:
+    def __init__(self, factory: sessionmaker[Session], store: ArtifactStore, signer: Signer) -> None:
+        self._factory = factory
+        self._store = store
+        self._signer = signer
+
+    def seal(
+        self, principal: Principal, tenant_id: str, window_end: datetime, min_rows: int = 1
+    ) -> SnapshotView:
+        """Seal the next window: from the end of the last snapshot (or the first event) up to ``window_end``."""
+        authorize(principal, Action.CREATE_SNAPSHOT, tenant_id)
+        window_end = as_utc(window_end)
+        with transaction(self._factory) as session:
+            last_end = session.scalar(
+                select(func.max(DatasetSnapshot.window_end)).where(DatasetSnapshot.tenant_id == tenant_id)
+            )
+            if last_end is not None:
+                start = as_utc(last_end)
+            else:
+                first = session.scalar(
+                    select(func.min(LearningEvent.event_time)).where(LearningEvent.tenant_id == tenant_id)
+                )
+                if first is None:
+                    raise InsufficientData(f"tenant {tenant_id!r} has no learning events to snapshot")
+                start = as_utc(first)
+            if window_end <= start:
+                raise InvalidInput(
+                    f"window_end {iso(window_end)} must be after the last sealed window's end {iso(start)}"
+                )
+            merkle = ChunkedMerkle()
+            encoded = bytearray()
+            rows = 0
+            for event in self._events(session, tenant_id, start, window_end):
+                line = encode_event(event)
+                merkle.update(line)
+                encoded += line
+                rows += 1
+            if rows < min_rows:
+                raise InsufficientData(
+                    f"window {iso(start)} .. {iso(window_end)} holds {rows} events, fewer than {min_rows}"
+                )
+            digest = self._store.put_bytes(tenant_id, bytes(encoded))
+            snapshot_id = f"ds-{uuid.uuid4().hex[:20]}"
+            root = merkle.root().hex()
+            statement = snapshot_statement(snapshot_id, tenant_id, start, window_end, rows, len(encoded), root, digest)
+            signature = self._signer.sign(statement)
+            row = DatasetSnapshot(
+                id=snapshot_id, tenant_id=tenant_id, window_start=start, window_end=window_end, row_count=rows,
+                byte_size=len(encoded), leaf_count=len(merkle.leaf_hashes), merkle_root=root,
+                artifact_digest=digest, signature=signature.model_dump(mode="json"), created_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            append_audit(
+                session, tenant_id=tenant_id, principal=principal, action="snapshot.sealed",
+                subject_type="dataset_snapshot", subject_id=snapshot_id, at=utcnow(),
+                details={"window_start": iso(start), "window_end": iso(window_end), "rows": rows, "merkle_root": root},
+            )
+            return SnapshotView.of(row)
+
+    @staticmethod
+    def _events(session: Session, tenant_id: str, start: datetime, end: datetime) -> Iterator[LearningEvent]:
+        query = (
+            select(LearningEvent)
+            .where(
+                LearningEvent.tenant_id == tenant_id,
+                LearningEvent.event_time >= start,
+                LearningEvent.event_time < end,
+            )
+            .order_by(LearningEvent.event_time, LearningEvent.request_id)
+            .execution_options(yield_per=2000)
+        )
+        yield from session.scalars(query)
+
+    def get(self, principal: Principal, snapshot_id: str) -> SnapshotView:
+        with self._factory() as session:
+            row = session.get(DatasetSnapshot, snapshot_id)
+            if row is None:
+                raise NotFound(f"dataset snapshot {snapshot_id!r} does not exist")
+            authorize(principal, Action.VIEW, row.tenant_id)
+            return SnapshotView.of(row)
+
+    def latest(self, principal: Principal, tenant_id: str) -> SnapshotView | None:
+        authorize(principal, Action.VIEW, tenant_id)
+        with self._factory() as session:
+            row = session.scalars(
+                select(DatasetSnapshot)
+                .where(DatasetSnapshot.tenant_id == tenant_id)
+                .order_by(DatasetSnapshot.window_end.desc())
+                .limit(1)
+            ).first()
+            return SnapshotView.of(row) if row else None
+
+    def list(self, principal: Principal, tenant_id: str) -> list[SnapshotView]:
+        authorize(principal, Action.VIEW, tenant_id)
+        with self._factory() as session:
+            rows = session.scalars(
+                select(DatasetSnapshot).where(DatasetSnapshot.tenant_id == tenant_id).order_by(DatasetSnapshot.window_start)
+            )
+            return [SnapshotView.of(r) for r in rows]
+
+    def verify(self, snapshot: SnapshotView, keyring: KeyRing) -> None:
+        """Signature over the statement, then the stored bytes against the Merkle root. Raises IntegrityViolation."""
+        keyring.verify(snapshot.statement(), snapshot.signature)
+        data = self._store.read_bytes(snapshot.tenant_id, snapshot.artifact_digest)
+        merkle = ChunkedMerkle()
+        merkle.update(data)
+        if merkle.root().hex() != snapshot.merkle_root or len(data) != snapshot.byte_size:
+            raise IntegrityViolation(f"snapshot {snapshot.id}: content does not match its signed Merkle root")
+
+    def load_rows(self, snapshot: SnapshotView, keyring: KeyRing) -> list[dict[str, Any]]:
+        """The snapshot's events, verified first; each row is the event's features plus event_time and actual."""
+        self.verify(snapshot, keyring)
+        data = self._store.read_bytes(snapshot.tenant_id, snapshot.artifact_digest)
+        rows = []
+        for line in data.splitlines():
+            event = json.loads(line)
+            rows.append(
+                {**event["features"], "event_time": event["event_time"], "actual": event["actual"],
+                 "request_id": event["request_id"], "prediction_id": event["prediction_id"]}
+            )
+        return rows

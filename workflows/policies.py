@@ -1,0 +1,32 @@
+"""Named timeouts and retry policies shared by the workflows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+# Domain errors are raised as non-retryable ApplicationErrors by the activities; everything else is transient.
+TRANSIENT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+)
+TRAINING_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=2),
+    maximum_attempts=3,
+)
+
+REGISTRY_TIMEOUT = timedelta(seconds=60)
+QUERY_TIMEOUT = timedelta(seconds=60)
+SNAPSHOT_TIMEOUT = timedelta(minutes=10)
+DRIFT_SCAN_TIMEOUT = timedelta(minutes=15)
+VALIDATION_TIMEOUT = timedelta(minutes=15)
+LOOK_TIMEOUT = timedelta(minutes=2)
+# SLO: retraining over 24 h is cancelled (the compute job with it).
+TRAINING_TIMEOUT = timedelta(hours=24)
+TRAINING_HEARTBEAT = timedelta(seconds=60)
+
+INTEGRITY_ERROR = "IntegrityViolation"
+QUOTA_ERROR = "QuotaExceeded"

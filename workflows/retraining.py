@@ -1,0 +1,373 @@
+"""RetrainingWorkflow (id ``retrain/{tenant}``): quota → train → validate → shadow → canary → approval → CHAMPION."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from evolution.contracts import (
+        ApprovalRequest,
+        ApprovalResponse,
+        CurrentVersionIn,
+        CurrentVersionOut,
+        LookIn,
+        LookOut,
+        NotifyIn,
+        NotifyOut,
+        PairsIn,
+        PrincipalRef,
+        PromoteIn,
+        QuarantineIn,
+        QuotaCheckIn,
+        QuotaCheckOut,
+        RegisterCandidateIn,
+        RetrainingInput,
+        RetrainingResult,
+        RetrainingStatus,
+        ShadowOut,
+        TrainIn,
+        TrainOut,
+        TransitionIn,
+        TransitionOut,
+        ValidateIn,
+        ValidateOut,
+    )
+    from evolution.registry.views import VersionView
+    from evolution.stats.canary import Decision, GuardState
+
+from workflows.policies import (
+    INTEGRITY_ERROR,
+    LOOK_TIMEOUT,
+    QUERY_TIMEOUT,
+    REGISTRY_TIMEOUT,
+    TRAINING_HEARTBEAT,
+    TRAINING_RETRY,
+    TRAINING_TIMEOUT,
+    TRANSIENT_RETRY,
+    VALIDATION_TIMEOUT,
+)
+
+APPROVER_ROLES = ("manager", "admin")
+
+
+def retraining_workflow_id(tenant_id: str) -> str:
+    return f"retrain/{tenant_id}"
+
+
+def _error_type(error: BaseException) -> str | None:
+    cause = error.cause if isinstance(error, ActivityError) else error
+    return cause.type if isinstance(cause, ApplicationError) else None
+
+
+def _error_message(error: BaseException) -> str:
+    cause = error.cause if isinstance(error, ActivityError) and error.cause else error
+    return str(cause)
+
+
+@workflow.defn(name="RetrainingWorkflow")
+class RetrainingWorkflow:
+    def __init__(self) -> None:
+        self._status = RetrainingStatus()
+        self._input: RetrainingInput | None = None
+        self._approval: ApprovalRequest | None = None
+        self._approval_answer: ApprovalResponse | None = None
+        self._version: VersionView | None = None
+
+    # --------------------------------------------------------------- queries and updates
+    @workflow.query(name="status")
+    def status(self) -> RetrainingStatus:
+        return self._status
+
+    @workflow.update(name="approval")
+    async def approval(self, request: ApprovalRequest) -> ApprovalResponse:
+        self._approval = request
+        await workflow.wait_condition(lambda: self._approval_answer is not None)
+        assert self._approval_answer is not None
+        return self._approval_answer
+
+    @approval.validator
+    def validate_approval(self, request: ApprovalRequest) -> None:
+        # Rejected here, an update never enters the history: the caller gets the reason at once.
+        if self._input is None or request.tenant_id != self._input.tenant_id:
+            raise ValueError(f"approval for tenant {request.tenant_id!r} sent to another tenant's retraining")
+        if request.role not in APPROVER_ROLES:
+            raise ValueError(f"role {request.role!r} may not approve or reject; a manager or admin must")
+        if not self._status.awaiting_approval:
+            raise ValueError(f"nothing is waiting for approval (phase: {self._status.phase})")
+        if self._approval is not None:
+            raise ValueError("a decision was already taken for this candidate")
+
+    # --------------------------------------------------------------- the run
+    @workflow.run
+    async def run(self, inp: RetrainingInput) -> RetrainingResult:
+        result = await self._run(inp)
+        # Let an approval update deliver its answer before the workflow completes.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
+
+    async def _run(self, inp: RetrainingInput) -> RetrainingResult:
+        self._input = inp
+        quota = await self._activity("check_quota", QuotaCheckIn(tenant_id=inp.tenant_id), QuotaCheckOut)
+        if not quota.allowed:
+            await self._notify("warning", "retraining.blocked", f"Retraining of {inp.model_name} blocked: {quota.reason}")
+            return self._finish("blocked", quota.reason or "quota exceeded")
+
+        self._set("registering")
+        self._version = await self._activity(
+            "register_candidate",
+            RegisterCandidateIn(
+                tenant_id=inp.tenant_id, model_name=inp.model_name, request_id=self._rid("register"),
+                reason=f"{inp.trigger}: {inp.reason}".strip(": "),
+            ),
+            VersionView,
+        )
+        champion = (
+            await self._activity(
+                "current_version",
+                CurrentVersionIn(tenant_id=inp.tenant_id, model_name=inp.model_name, state="CHAMPION"),
+                CurrentVersionOut,
+            )
+        ).version
+        try:
+            return await self._lifecycle(inp, champion)
+        except ActivityError as error:
+            if _error_type(error) == INTEGRITY_ERROR:
+                await self._quarantine(_error_message(error))
+                return self._finish("quarantined", _error_message(error))
+            await self._fail(f"{_error_type(error) or 'error'}: {_error_message(error)}")
+            return self._finish("failed", _error_message(error))
+
+    async def _lifecycle(self, inp: RetrainingInput, champion: VersionView | None) -> RetrainingResult:
+        await self._move("TRAINING", "training started")
+        self._set("training")
+        assert self._version is not None
+        trained = await workflow.execute_activity(
+            "train_candidate",
+            TrainIn(
+                tenant_id=inp.tenant_id, model_name=inp.model_name, version_id=self._version.id, seed=inp.seed,
+                run_id=self._rid("train"),
+            ),
+            result_type=TrainOut,
+            start_to_close_timeout=TRAINING_TIMEOUT,
+            heartbeat_timeout=TRAINING_HEARTBEAT,
+            retry_policy=TRAINING_RETRY,
+        )
+        self._set("validating")
+        validation = await self._activity(
+            "validate_candidate",
+            ValidateIn(
+                tenant_id=inp.tenant_id, model_name=inp.model_name, candidate_version_id=self._version.id,
+                signed_manifest=trained.signed_manifest, model_hash=trained.model_hash,
+            ),
+            ValidateOut,
+            timeout=VALIDATION_TIMEOUT,
+        )
+        metrics: dict[str, Any] = {**trained.metrics, "validation": validation.model_dump()}
+        if not validation.passed:
+            await self._fail(f"validation failed: {validation.reason}")
+            return self._finish("validation_failed", validation.reason)
+        await self._move(
+            "VALIDATED",
+            validation.reason,
+            changes={
+                "model_hash": trained.model_hash, "manifest": trained.signed_manifest, "metrics": metrics,
+                "dataset_snapshot_id": trained.snapshot_id,
+            },
+        )
+        await self._move("SHADOW", "shadow scoring started")
+
+        if champion is None:
+            decision = Decision(action="promote", reason="bootstrap: no champion to compare against", n=0)
+        else:
+            decision_or_none = await self._shadow_and_canary(inp)
+            if decision_or_none.action != "promote":
+                await self._fail(f"canary: {decision_or_none.reason}", details={"guard": decision_or_none.model_dump(exclude={"state"})})
+                outcome = "rolled_back" if decision_or_none.action == "rollback" else "no_significant_difference"
+                await self._notify("warning", f"canary.{outcome}", f"Candidate {self._label()} not promoted: {decision_or_none.reason}")
+                return self._finish(outcome, decision_or_none.reason, decision_or_none)
+            decision = decision_or_none
+        if self._status.state == "SHADOW":
+            await self._move("CANARY", decision.reason)
+        self._status.guard = decision
+        return await self._await_approval(inp, decision)
+
+    async def _shadow_and_canary(self, inp: RetrainingInput) -> Decision:
+        assert self._version is not None
+        timing = inp.timing
+        self._set("shadow")
+        cursor = 0
+        started = workflow.now()
+        shadow = ShadowOut(pairs=0, cursor=0, guard_config=None)
+        pairs = 0
+        while True:
+            shadow = await self._activity(
+                "collect_shadow",
+                PairsIn(tenant_id=inp.tenant_id, candidate_version_id=self._version.id, cursor=cursor),
+                ShadowOut,
+                timeout=LOOK_TIMEOUT,
+            )
+            pairs = shadow.pairs
+            self._status.shadow_pairs = pairs
+            if shadow.guard_config is not None:
+                cursor = shadow.cursor
+                break
+            if (workflow.now() - started).total_seconds() > timing.shadow_max_s:
+                return Decision(action="no_significant_difference", reason=f"shadow phase collected only {pairs} labelled pairs", n=pairs)
+            await workflow.sleep(timedelta(seconds=timing.look_interval_s))
+
+        await self._move("CANARY", f"tau fixed from {pairs} shadow pairs", details={"guard_config": shadow.guard_config.model_dump()})
+        self._set("canary")
+        state = GuardState()
+        canary_started = workflow.now()
+        while True:
+            await workflow.sleep(timedelta(seconds=timing.look_interval_s))
+            look = await self._activity(
+                "canary_look",
+                LookIn(
+                    tenant_id=inp.tenant_id, candidate_version_id=self._version.id, cursor=cursor,
+                    config=shadow.guard_config, state=state,
+                    elapsed_s=(workflow.now() - canary_started).total_seconds(),
+                ),
+                LookOut,
+                timeout=LOOK_TIMEOUT,
+            )
+            cursor, state = look.cursor, look.state
+            self._status.guard = look.decision
+            if look.decision.action != "continue":
+                return look.decision
+            if (workflow.now() - canary_started).total_seconds() > timing.rollout_window_s:
+                return Decision(
+                    action="rollback", reason=f"rollout window of {timing.rollout_window_s:.0f}s ran out",
+                    n=look.decision.n, p_promote=look.decision.p_promote, q_rollback=look.decision.q_rollback,
+                    theta_hat=look.decision.theta_hat,
+                )
+
+    async def _await_approval(self, inp: RetrainingInput, decision: Decision) -> RetrainingResult:
+        self._set("awaiting_approval", f"guard: {decision.reason}")
+        self._status.awaiting_approval = True
+        await self._notify(
+            "info", "approval.requested",
+            f"Candidate {self._label()} of {inp.model_name} passed the canary ({decision.reason}); approval needed",
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: self._approval is not None, timeout=timedelta(seconds=inp.timing.approval_timeout_s)
+            )
+        except TimeoutError:
+            self._status.awaiting_approval = False
+            await self._fail("approval deadline passed")
+            return self._finish("approval_timeout", "approval deadline passed", decision)
+        self._status.awaiting_approval = False
+        request = self._approval
+        assert request is not None and self._version is not None
+        approver = PrincipalRef(user=request.user, role=request.role, tenant_id=request.tenant_id)
+        try:
+            if request.decision == "approve":
+                result = await self._activity(
+                    "promote",
+                    PromoteIn(
+                        version_id=self._version.id, expected_version=self._version.lock_version,
+                        request_id=self._rid("promote"), approver=approver, reason=request.reason or "approved",
+                    ),
+                    TransitionOut,
+                )
+                self._version = result.result.version
+                self._status.state = self._version.state
+                outcome, reason = "promoted", f"approved by {request.user}"
+            else:
+                result = await self._activity(
+                    "reject",
+                    PromoteIn(
+                        version_id=self._version.id, expected_version=self._version.lock_version,
+                        request_id=self._rid("reject"), approver=approver, reason=request.reason or "rejected",
+                    ),
+                    TransitionOut,
+                )
+                self._version = result.result.version
+                self._status.state = self._version.state
+                outcome, reason = "rejected", f"rejected by {request.user}: {request.reason}"
+        except ActivityError as error:
+            self._approval_answer = ApprovalResponse(
+                accepted=False, decision=request.decision, final_state=self._status.state, message=_error_message(error)
+            )
+            raise
+        self._approval_answer = ApprovalResponse(
+            accepted=True, decision=request.decision, final_state=self._version.state, message=reason
+        )
+        await self._notify("info", f"candidate.{outcome}", f"Candidate {self._label()} of {inp.model_name} {outcome}: {reason}")
+        return self._finish(outcome, reason, decision)  # type: ignore[arg-type]
+
+    # --------------------------------------------------------------- helpers
+    async def _activity(self, name: str, arg: Any, result_type: type[Any], timeout: timedelta = REGISTRY_TIMEOUT) -> Any:
+        return await workflow.execute_activity(
+            name, arg, result_type=result_type, start_to_close_timeout=timeout, retry_policy=TRANSIENT_RETRY
+        )
+
+    def _rid(self, step: str) -> str:
+        # Deterministic per workflow run and step: activity retries reuse it, so their effect is applied once.
+        info = workflow.info()
+        return f"{info.workflow_id}/{info.run_id}/{step}"
+
+    def _set(self, phase: str, message: str = "") -> None:
+        self._status.phase = phase
+        self._status.message = message
+
+    def _label(self) -> str:
+        return f"v{self._version.number}" if self._version else "?"
+
+    async def _move(
+        self, state: str, reason: str, changes: dict[str, Any] | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        assert self._version is not None
+        out = await self._activity(
+            "transition",
+            TransitionIn(
+                tenant_id=self._version.tenant_id, version_id=self._version.id, to_state=state, expected_version=self._version.lock_version,
+                request_id=self._rid(f"to-{state}"), reason=reason, changes=changes, details=details or {},
+            ),
+            TransitionOut,
+        )
+        self._version = out.result.version
+        self._status.version_id = self._version.id
+        self._status.version_number = self._version.number
+        self._status.state = self._version.state
+
+    async def _fail(self, reason: str, details: dict[str, Any] | None = None) -> None:
+        if self._version is None or self._status.state in ("FAILED", "QUARANTINED"):
+            return
+        await self._move("FAILED", reason, details=details)
+
+    async def _quarantine(self, reason: str) -> None:
+        if self._version is None:
+            return
+        out = await self._activity(
+            "quarantine", QuarantineIn(tenant_id=self._version.tenant_id, version_id=self._version.id, request_id=self._rid("quarantine"), reason=reason),
+            TransitionOut,
+        )
+        self._version = out.result.version
+        self._status.state = self._version.state
+        await self._notify("critical", "integrity.quarantined", f"Candidate {self._label()} quarantined: {reason}")
+
+    async def _notify(self, severity: str, kind: str, subject: str) -> None:
+        assert self._input is not None
+        await self._activity(
+            "notify",
+            NotifyIn(tenant_id=self._input.tenant_id, severity=severity, kind=kind, subject=subject),  # type: ignore[arg-type]
+            NotifyOut,
+        )
+
+    def _finish(self, outcome: str, reason: str, decision: Decision | None = None) -> RetrainingResult:
+        assert self._input is not None
+        self._set("finished", f"{outcome}: {reason}")
+        return RetrainingResult(
+            tenant_id=self._input.tenant_id, model_name=self._input.model_name,
+            version_id=self._version.id if self._version else None,
+            final_state=self._version.state if self._version else None,
+            outcome=outcome,  # type: ignore[arg-type]
+            reason=reason,
+            guard=decision.model_copy(update={"state": None}) if decision else None,
+        )
