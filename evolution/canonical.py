@@ -1,11 +1,11 @@
 """Canonical JSON: the one byte encoding that is hashed and signed.
 
 Two parties that hold the same logical value must produce the same bytes, or a signature made by one will not
-verify for the other. The rules: object keys sorted and strings only, no insignificant whitespace, UTF-8 without
-ASCII escaping, floats as Python's shortest round-trip ``repr``, and no NaN or infinity (JSON has no spelling for
-them, and every ad-hoc spelling breaks somebody's parser). Anything else that is not plainly JSON (datetimes, sets,
-bytes, ...) is refused rather than guessed at: the caller converts it explicitly, so the encoding never depends on
-a library default.
+verify for the other. The rules: object keys sorted and strings only, no insignificant whitespace, UTF-8
+without ASCII escaping, floats as Python's shortest round-trip ``repr``, and no NaN or infinity (JSON has no
+spelling for them, and every ad-hoc spelling breaks somebody's parser). Anything else that is not plainly JSON
+(datetimes, sets, bytes, ...) is refused rather than guessed at: the caller converts it explicitly, so the
+encoding never depends on a library default.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from evolution.errors import InvalidInput
 
 
 def _default(obj: Any) -> Any:
-    """Pydantic models (also nested ones) encode as their JSON-mode dump; nothing else is converted implicitly."""
+    """Pydantic models (nested ones too) encode as their JSON-mode dump; nothing else is converted."""
     if isinstance(obj, BaseModel):
         return obj.model_dump(mode="json")
     raise TypeError(f"object of type {type(obj).__name__} has no canonical JSON encoding")
@@ -44,7 +44,9 @@ def _check_keys(obj: Any) -> None:
         if isinstance(value, dict):
             for key in value:
                 if not isinstance(key, str):
-                    raise InvalidInput(f"canonical JSON: object key {key!r} is a {type(key).__name__}, not a string")
+                    raise InvalidInput(
+                        f"canonical JSON: object key {key!r} is a {type(key).__name__}, not a string"
+                    )
             stack.extend(value.values())
         elif isinstance(value, list | tuple):
             stack.extend(value)
@@ -57,7 +59,9 @@ def canonical_json(obj: Any) -> bytes:
         text = _ENCODER.encode(obj)
     except ValueError as error:  # NaN/inf, circular reference
         if "float" in str(error):
-            raise InvalidInput("canonical JSON: NaN and infinity have no JSON encoding; refuse or drop them") from None
+            raise InvalidInput(
+                "canonical JSON: NaN and infinity have no JSON encoding; refuse or drop them"
+            ) from None
         raise InvalidInput(f"canonical JSON: {error}") from None
     except TypeError as error:  # a type json does not know (datetime, set, bytes, ...)
         raise InvalidInput(f"canonical JSON: {error}; convert it to a JSON type explicitly") from None

@@ -169,7 +169,7 @@ class ValidateIn(BaseModel):
 class ValidateOut(BaseModel):
     passed: bool
     reason: str
-    candidate_mae: float
+    candidate_mae: float | None
     champion_mae: float | None
     n: int
 
@@ -178,6 +178,7 @@ class PairsIn(BaseModel):
     tenant_id: str
     candidate_version_id: str
     cursor: int = 0
+    min_pairs: int = 300
 
 
 class ShadowOut(BaseModel):
@@ -193,6 +194,7 @@ class LookIn(BaseModel):
     config: GuardConfig
     state: GuardState
     elapsed_s: float
+    window_s: float
 
 
 class LookOut(BaseModel):

@@ -1,18 +1,19 @@
-"""Deterministic synthetic agronomic data: weather, soil, NDVI and inputs → yield (t/ha), with optional drift.
+"""Deterministic synthetic agronomic data: weather, soil, NDVI and inputs -> yield (t/ha), with drift.
 
-Used by `evolution demo` and by tests. Each row is one field-season observation that arrived at ``event_time``.
-The relation is a multiplicative crop model that an agronomist would recognise (water and temperature response,
-a saturating nitrogen response, pH and organic-matter effects, soil texture), plus field effects and noise.
+Used by `evolution demo` and by tests. Each row is one field-season observation that arrived at
+``event_time``. The relation is a multiplicative crop model an agronomist would recognise (water and
+temperature response, a saturating nitrogen response, pH and organic-matter effects, soil texture), plus
+field effects and noise.
 
-Determinism: rows are generated in blocks of :data:`_BLOCK` rows, each block from its own random stream keyed by
-``(seed, block)``, and the field pool from its own stream keyed by ``seed``. So row *i* depends only on the seed and
-*i*: ``generate_rows(n)`` is a prefix of ``generate_rows(n + k)``, and a drifted row differs from its undrifted self
-only by the drift.
+Determinism: rows are generated in blocks of ``_BLOCK`` rows, each block from its own random stream keyed by
+``(seed, block)``, and the field pool from its own stream keyed by ``seed``. So row *i* depends only on the
+seed and *i*: ``generate_rows(n)`` is a prefix of ``generate_rows(n + k)``, and a drifted row differs from
+its undrifted self only by the drift.
 
-Drift (:class:`DriftSpec`) is both a covariate shift (drier, hotter seasons) and a concept shift: under drought, heavy
-nitrogen makes a lush canopy that then "hays off", so yield falls above an N optimum. The NDVI peak is measured
-before that happens and does not see it — which is exactly why a model trained before the drift over-predicts
-heavily fertilised fields afterwards, and a retrained model is really better.
+Drift (:class:`DriftSpec`) is both a covariate shift (drier, hotter seasons) and a concept shift: under
+drought, heavy nitrogen makes a lush canopy that then "hays off", so yield falls above an N optimum. The NDVI
+peak is measured before that happens and does not see it. That is why a model trained before the drift
+over-predicts heavily fertilised fields afterwards, and a retrained model is really better.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ TEXTURES: tuple[str, ...] = ("sand", "loam", "clay", "silt_loam")
 CROPS: tuple[str, ...] = ("maize", "wheat", "soy")
 
 MISSING_RATE = 0.01
-"""Share of missing values per feature (sensor gaps, cloud-covered NDVI, lost lab sheets); crop is always known."""
+"""Share of missing values per feature (sensor gaps, clouded NDVI, lost lab sheets); crop is always known."""
 
 _MAYBE_MISSING: tuple[str, ...] = tuple(f for f in FEATURES if f != "crop")
 _BLOCK = 1024
@@ -81,13 +82,19 @@ class DriftSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     at: datetime
-    rain_factor: float = Field(default=0.65, gt=0.0, description="Season rainfall is multiplied by this (−35 %).")
+    rain_factor: float = Field(
+        default=0.65, gt=0.0, description="Season rainfall is multiplied by this (-35 %)."
+    )
     temp_shift_c: float = Field(default=2.5, description="Added to the season's mean temperature (°C).")
     nitrogen_optimum_kg_ha: float = Field(
-        default=110.0, ge=0.0, description="Above this N rate yield falls after the drift (haying-off under drought)."
+        default=110.0,
+        ge=0.0,
+        description="Above this N rate yield falls after the drift (haying-off under drought).",
     )
     nitrogen_excess_penalty: float = Field(
-        default=0.35, ge=0.0, description="Relative yield lost per 100 kg/ha of N above the optimum after the drift."
+        default=0.35,
+        ge=0.0,
+        description="Relative yield lost per 100 kg/ha of N above the optimum after the drift.",
     )
 
     @field_validator("at")
@@ -103,7 +110,7 @@ def generate_rows(
     drift: DriftSpec | None = None,
     period_s: float = 3600,
 ) -> list[dict[str, Any]]:
-    """``n`` rows with ``event_time`` = start + i·period_s (ISO 8601 UTC), field_id, the FEATURES and the TARGET.
+    """``n`` rows: ``event_time`` = start + i*period_s (ISO 8601 UTC), field_id, the FEATURES and the TARGET.
 
     Missing values are ``None``. Floats are rounded to the precision a real record would carry.
     """
@@ -136,10 +143,10 @@ def to_columns(
     rows: Iterable[Mapping[str, Any]],
     categorical: Collection[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Rows → columns: floats as float64 with NaN for missing, categoricals as object arrays with None for missing.
+    """Rows -> columns: floats as float64 with NaN for missing, categoricals as object arrays with None.
 
-    ``categorical`` defaults to :data:`CATEGORICAL` plus ``field_id`` and ``event_time``. Columns are every key seen,
-    in order of first appearance; a key absent from a row counts as missing there.
+    ``categorical`` defaults to :data:`CATEGORICAL` plus ``field_id`` and ``event_time``. Columns are every
+    key seen, in order of first appearance; a key absent from a row counts as missing there.
     """
     text_columns = set(CATEGORICAL | {"field_id", "event_time"} if categorical is None else categorical)
     rows = list(rows)
@@ -212,18 +219,24 @@ def _simulate(
         temp[drifted] += drift.temp_shift_c
     gdd = np.maximum(_SEASON_DAYS[crop] * (temp - _GDD_BASE_C[crop]) + d["gdd_noise"], 0.0)
     # Irrigated fields top up a dry season; the farmer reacts to the rain, so irrigation drifts with it.
-    irrigation = np.where(fields["irrigated"][field], np.maximum(330.0 - 0.5 * rain + d["irrigation_noise"], 0.0), 0.0)
+    irrigation = np.where(
+        fields["irrigated"][field], np.maximum(330.0 - 0.5 * rain + d["irrigation_noise"], 0.0), 0.0
+    )
     ph = np.clip(fields["ph"][field] + d["ph_noise"], 4.5, 8.6)
     om = np.clip(fields["om"][field] + d["om_noise"], 0.3, 10.0)
     n_rate = d["n_rate"]
 
     water = (rain + 0.85 * irrigation) * _TEX_WATER[texture] / _WATER_NEED_MM[crop]
     water_f = (1.0 - np.exp(-2.2 * water)) - 0.15 * np.maximum(water - 1.8, 0.0)
-    temp_f = np.exp(-(((temp - _TEMP_OPT_C[crop]) / 6.0) ** 2)) - 0.04 * np.maximum(temp - _TEMP_OPT_C[crop] - 4.0, 0.0)
+    temp_f = np.exp(-(((temp - _TEMP_OPT_C[crop]) / 6.0) ** 2)) - 0.04 * np.maximum(
+        temp - _TEMP_OPT_C[crop] - 4.0, 0.0
+    )
     n_f = 1.0 - _N_GAIN[crop] * np.exp(-n_rate / _N_SCALE[crop])
     ph_f = np.maximum(1.0 - np.where(crop == 2, 0.12, 0.08) * (ph - 6.5) ** 2, 0.5)
     om_f = 0.85 + 0.06 * np.log1p(om)
-    canopy = np.clip(water_f * temp_f * n_f * ph_f * om_f * _TEX_YIELD[texture] * fields["productivity"][field], 0.02, None)
+    canopy = np.clip(
+        water_f * temp_f * n_f * ph_f * om_f * _TEX_YIELD[texture] * fields["productivity"][field], 0.02, None
+    )
 
     # NDVI peaks before grain fill: it sees the canopy, not the haying-off that follows under drought.
     ndvi = np.clip(0.22 + 0.62 * canopy**0.8 + d["ndvi_noise"], 0.05, 0.95)

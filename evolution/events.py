@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.canonical import canonical_json
 from evolution.errors import IntegrityViolation, InvalidInput, NotFound
-from evolution.integrity.signing import Signature, verify_signature
+from evolution.integrity.signing import Signature, algorithm_for_public_pem, verify_signature
 from evolution.registry.audit import append_audit
 from evolution.registry.db import transaction
 from evolution.registry.schema import DatasetSnapshot, DeadLetter, LearningEvent, SourceKey, Tenant
@@ -265,7 +265,7 @@ class EventIngestor:
             verify_signature(
                 key.public_key_pem.encode(),
                 event.signed_payload(),
-                Signature(algorithm=_algorithm_of(key.public_key_pem), key_id=key.key_id, value=event.signature),
+                Signature(algorithm=algorithm_for_public_pem(key.public_key_pem), key_id=key.key_id, value=event.signature),
             )
         except (IntegrityViolation, ValueError):
             raise _Rejected("signature", "signature: does not verify with the source's registered key") from None
@@ -316,11 +316,3 @@ def _jsonable(obj: Any) -> bool:
     except Exception:
         return False
     return True
-
-
-def _algorithm_of(public_key_pem: str) -> str:
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-    key = load_pem_public_key(public_key_pem.encode())
-    return "ed25519" if isinstance(key, ed25519.Ed25519PublicKey) else "ecdsa-p256-sha256"

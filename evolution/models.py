@@ -32,24 +32,25 @@ class ModelLoader:
         self._store = store
         self._keyring = keyring
 
-    def signed_manifest(self, version: VersionView) -> SignedManifest:
-        if not version.manifest:
-            raise IntegrityViolation(f"model version {version.id} has no signed manifest")
-        signed = SignedManifest.model_validate(version.manifest)
-        if version.model_hash and signed.digest != version.model_hash:
-            raise IntegrityViolation(f"model version {version.id}: manifest digest differs from the recorded model hash")
-        return signed
-
     def load(self, version: VersionView) -> LoadedModel:
         """Raises IntegrityViolation before any byte is deserialised if anything does not verify."""
-        signed = self.signed_manifest(version)
-        if signed.manifest.tenant != version.tenant_id:
-            raise IntegrityViolation(f"model version {version.id}: manifest names another tenant")
-        files = verify_model_files(signed, self._store, version.tenant_id, self._keyring)
+        if not version.manifest:
+            raise IntegrityViolation(f"model version {version.id} has no signed manifest")
+        return self.load_manifest(version.tenant_id, version.manifest, version.model_hash, version.id, version.number)
+
+    def load_manifest(
+        self, tenant_id: str, manifest: dict[str, Any], expected_hash: str | None, version_id: str, number: int
+    ) -> LoadedModel:
+        try:
+            signed = SignedManifest.model_validate(manifest)
+        except ValueError as error:
+            raise IntegrityViolation(f"model version {version_id}: the signed manifest is malformed: {error}") from None
+        if expected_hash and signed.digest != expected_hash:
+            raise IntegrityViolation(f"model version {version_id}: manifest digest differs from the recorded model hash")
+        files = verify_model_files(signed, self._store, tenant_id, self._keyring)
         model = load_model({name: data for name, data in files.items() if name != BASELINE_FILE})
         baseline = Baseline.model_validate_json(files[BASELINE_FILE]) if BASELINE_FILE in files else None
         card = json.loads(files.get("model.json", b"{}"))
         return LoadedModel(
-            version_id=version.id, number=version.number, model_hash=signed.digest, model=model,
-            baseline=baseline, card=card,
+            version_id=version_id, number=number, model_hash=signed.digest, model=model, baseline=baseline, card=card
         )

@@ -206,7 +206,10 @@ class RetrainingWorkflow:
         while True:
             shadow = await self._activity(
                 "collect_shadow",
-                PairsIn(tenant_id=inp.tenant_id, candidate_version_id=self._version.id, cursor=cursor),
+                PairsIn(
+                    tenant_id=inp.tenant_id, candidate_version_id=self._version.id, cursor=cursor,
+                    min_pairs=timing.shadow_min_pairs,
+                ),
                 ShadowOut,
                 timeout=LOOK_TIMEOUT,
             )
@@ -231,6 +234,7 @@ class RetrainingWorkflow:
                     tenant_id=inp.tenant_id, candidate_version_id=self._version.id, cursor=cursor,
                     config=shadow.guard_config, state=state,
                     elapsed_s=(workflow.now() - canary_started).total_seconds(),
+                    window_s=timing.rollout_window_s,
                 ),
                 LookOut,
                 timeout=LOOK_TIMEOUT,

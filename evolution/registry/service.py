@@ -304,6 +304,20 @@ class ModelRegistryService:
             row = self._current(session, tenant_id, model_name, state)
             return VersionView.of(row) if row else None
 
+    def in_states(
+        self, principal: Principal, tenant_id: str, model_name: str, states: tuple[ModelState, ...]
+    ) -> list[VersionView]:
+        authorize(principal, Action.VIEW, tenant_id)
+        with self._factory() as session:
+            rows = session.scalars(
+                select(ModelVersion).where(
+                    ModelVersion.tenant_id == tenant_id,
+                    ModelVersion.model_name == model_name,
+                    ModelVersion.state.in_([s.value for s in states]),
+                )
+            )
+            return [VersionView.of(r) for r in rows]
+
     def list_versions(self, principal: Principal, tenant_id: str, model_name: str | None = None) -> list[VersionView]:
         authorize(principal, Action.VIEW, tenant_id)
         with self._factory() as session:

@@ -1,13 +1,15 @@
 """Freezing a feature's bins from the baseline, and counting a chunk of values into them.
 
 The numeric hot path reads each value once per block: for a block that fits in cache it counts ``x < e_j`` for
-every inner edge and ``isfinite(x)``; bin counts are differences of those cumulative counts. On column-major data
-this runs at about 3x the time of a plain ``numpy.sum`` over the same bytes, against about 30x for ``searchsorted``
-plus ``bincount`` (see bench/bench_drift.py). Nothing here allocates more than one block's scratch.
+every inner edge and ``isfinite(x)``; bin counts are differences of those cumulative counts. On column-major
+data this runs at about 3x the time of a plain ``numpy.sum`` over the same bytes, against about 30x for
+``searchsorted`` plus ``bincount`` (see bench/bench_drift.py). Nothing here allocates more than one block's
+scratch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from collections import Counter
@@ -24,8 +26,9 @@ BLOCK = 1 << 16  # values per block: 512 KiB of float64, so the block and its ma
 Counter_ = Callable[[Any], np.ndarray]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Coercion: a column is either numeric (float64, NaN/inf = missing) or categorical (labels, None/NaN = missing).
+# ------------------------------------------------------------------------------------------------------------
+# Coercion: a column is either numeric (float64, NaN/inf = missing) or categorical (labels, None/NaN =
+# missing).
 
 
 def _is_missing_scalar(v: object) -> bool:
@@ -96,10 +99,12 @@ def numeric_values(values: object, name: str) -> np.ndarray:
         if converted is not None:
             return converted
     bad = next((v for v in arr if not _is_missing_scalar(v) and not _is_number(v)), None)
-    raise InvalidInput(f"feature {name!r}: the baseline is numeric but the column holds non-numeric values such as {bad!r}")
+    raise InvalidInput(
+        f"feature {name!r}: the baseline is numeric but the column holds non-numeric values such as {bad!r}"
+    )
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Counting kernels.
 
 
@@ -214,10 +219,8 @@ class _LabelCategoryCounter:
                 code = None
             if code is None:
                 code = self._missing if _is_missing_scalar(v) else self._code_of_label(category_label(v))
-                try:
+                with contextlib.suppress(TypeError):
                     cache[v] = code
-                except TypeError:
-                    pass
             out[i] = code
         return out
 
@@ -240,7 +243,7 @@ def counter_for(feature: FeatureBaseline) -> Counter_:
     return _LabelCategoryCounter(feature.categories, feature.name)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Fitting a baseline feature.
 
 
@@ -251,7 +254,9 @@ def _keep_top(counts: Counter[Any] | dict[Any, int], present: int, config: Drift
     return [key for key, c in ranked[: config.top_k] if c > 0 and c >= threshold]
 
 
-def _numeric_categorical(name: str, x: np.ndarray, finite_sorted: np.ndarray, config: DriftConfig) -> FeatureBaseline:
+def _numeric_categorical(
+    name: str, x: np.ndarray, finite_sorted: np.ndarray, config: DriftConfig
+) -> FeatureBaseline:
     uniq, cnt = np.unique(finite_sorted, return_counts=True)
     kept = _keep_top(dict(zip(uniq.tolist(), cnt.tolist(), strict=True)), int(finite_sorted.size), config)
     kept_values = sorted(float(v) for v in kept)
@@ -261,8 +266,9 @@ def _numeric_categorical(name: str, x: np.ndarray, finite_sorted: np.ndarray, co
     values = list(kept_values)
     counter = _ValueCategoryCounter(values, name)
     counts = counter(x)
-    return _finish(name, "categorical", counts, x.size, categories=labels, category_values=values,
-                   finite=finite_sorted)
+    return _finish(
+        name, "categorical", counts, x.size, categories=labels, category_values=values, finite=finite_sorted
+    )
 
 
 def _finish(
@@ -278,8 +284,11 @@ def _finish(
 ) -> FeatureBaseline:
     mean = std = None
     if finite is not None and finite.size > 0:
-        mean = float(finite.mean())
-        std = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
+        with np.errstate(over="ignore", invalid="ignore"):  # values near 1e308 overflow: report no summary
+            mean_v = float(finite.mean())
+            std_v = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
+        mean = mean_v if np.isfinite(mean_v) else None
+        std = std_v if np.isfinite(std_v) and mean is not None else None
     return FeatureBaseline(
         name=name,
         kind=kind,  # type: ignore[arg-type]
@@ -314,7 +323,9 @@ def fit_feature(name: str, values: object, config: DriftConfig) -> FeatureBaseli
         return _numeric_categorical(name, numeric, finite_sorted, config)
     distinct = 1 + int(np.count_nonzero(finite_sorted[1:] != finite_sorted[:-1]))
     probs = np.linspace(0.0, 1.0, config.bins + 1)[1:-1]
-    edges = np.unique(np.quantile(finite_sorted, probs))
+    with np.errstate(over="ignore", invalid="ignore"):  # interpolating between +-1e308 can overflow
+        quantiles = np.quantile(finite_sorted, probs)
+    edges = np.unique(quantiles[np.isfinite(quantiles)])
     if distinct <= config.categorical_max_distinct or edges.size < 2:
         return _numeric_categorical(name, numeric, finite_sorted, config)
     counts = count_numeric(numeric, edges)

@@ -2,14 +2,15 @@
 
 Conventions, fixed here once:
 
-* Counts are smoothed per bin, ``p_i = (c_i + 0.5) / (n + 0.5 B)``. A constant epsilon (1e-4) instead inflates PSI
-  badly in small windows, because an empty bin then contributes ``q ln(q / 1e-4)``.
-* Bins that are empty in *both* samples are dropped before smoothing. They carry no information, yet smoothing would
-  give them a spurious share on each side (an always-empty ``__missing__`` bin adds about 0.001 to PSI at m = 1,000,
-  a tenth of the null mean) and they would add a degree of freedom that the null distribution does not have.
+* Counts are smoothed per bin, ``p_i = (c_i + 0.5) / (n + 0.5 B)``. A constant epsilon (1e-4) instead
+  inflates PSI badly in small windows, because an empty bin then contributes ``q ln(q / 1e-4)``.
+* Bins that are empty in *both* samples are dropped before smoothing. They carry no information, yet
+  smoothing would give them a spurious share on each side (an always-empty ``__missing__`` bin adds about
+  0.001 to PSI at m = 1,000, a tenth of the null mean) and they would add a degree of freedom that the null
+  distribution does not have.
 * KL is reported as KL(current || baseline) = sum q ln(q / p); PSI = KL(p || q) + KL(q || p).
-* Under no drift, PSI / (1/n + 1/m) is approximately chi-square with B - 1 degrees of freedom (Yurdakul 2018);
-  2 KL / (1/n + 1/m) likewise.
+* Under no drift, PSI / (1/n + 1/m) is approximately chi-square with B - 1 degrees of freedom (Yurdakul
+  2018); 2 KL / (1/n + 1/m) likewise.
 """
 
 from __future__ import annotations
@@ -44,13 +45,15 @@ def _paired_counts(base_counts: ArrayLike, window_counts: ArrayLike) -> tuple[np
 
 
 def active_bins(base_counts: ArrayLike, window_counts: ArrayLike) -> int:
-    """Number of bins that are non-empty in at least one sample: the B of the smoothing and of the chi-square."""
+    """Number of bins that are non-empty in at least one sample: the B of the smoothing and of the
+    chi-square."""
     b, _ = _paired_counts(base_counts, window_counts)
     return int(b.size)
 
 
 def smoothed_shares(counts: ArrayLike) -> np.ndarray:
-    """``(c_i + 0.5) / (n + 0.5 B)`` over the bins given (drop both-empty bins first; see the module docstring)."""
+    """``(c_i + 0.5) / (n + 0.5 B)`` over the bins given (drop both-empty bins first; see the module
+    docstring)."""
     c = _as_counts(counts, "counts")
     return (c + 0.5) / (c.sum() + 0.5 * c.size)
 
@@ -62,7 +65,8 @@ def psi_shares(p: ArrayLike, q: ArrayLike) -> float:
 
 
 def kl_shares(q: ArrayLike, p: ArrayLike) -> float:
-    """KL(q || p) = sum q ln(q / p) of two strictly positive share vectors (scipy.stats.entropy(q, p) order)."""
+    """KL(q || p) = sum q ln(q / p) of two strictly positive share vectors (scipy.stats.entropy(q, p)
+    order)."""
     pp, qq = _positive_shares(p, q)
     return float(np.sum(qq * np.log(qq / pp)))
 

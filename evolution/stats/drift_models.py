@@ -5,6 +5,7 @@ A baseline is small (edges, counts, summary statistics), so it is stored once an
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Literal
 
@@ -22,14 +23,18 @@ class DriftConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    alpha: float = Field(0.01, gt=0.0, lt=1.0, description="level of the chi-square and Welch tests (after BH)")
+    alpha: float = Field(
+        0.01, gt=0.0, lt=1.0, description="level of the chi-square and Welch tests (after BH)"
+    )
     warn_psi: float = Field(0.10, ge=0.0, description="PSI a significant drift needs to warn")
     alert_psi: float = Field(0.25, ge=0.0, description="PSI a significant drift needs to alert")
     min_window: int = Field(50, ge=2, description="fewer window rows than this report insufficient_data")
     bins: int = Field(10, ge=2, description="quantile bins of a numeric feature")
     top_k: int = Field(20, ge=1, description="most frequent categories kept; the rest go to __other__")
     min_share: float = Field(0.005, ge=0.0, lt=1.0, description="share a category needs to be kept")
-    categorical_max_distinct: int = Field(20, ge=0, description="numeric with at most this many values is categorical")
+    categorical_max_distinct: int = Field(
+        20, ge=0, description="numeric with at most this many values is categorical"
+    )
     mae_material_change: float = Field(0.10, gt=0.0, description="relative MAE increase that matters")
 
     @model_validator(mode="after")
@@ -47,7 +52,8 @@ class FeatureBaseline(BaseModel):
     """One feature's frozen binning and baseline counts.
 
     Numeric: ``edges`` are the inner edges (baseline quantiles); bins are ``(-inf, e1)``, ``[e1, e2)``, ...,
-    ``[ek, +inf)`` and then ``__missing__``. Categorical: ``categories`` then ``__other__`` then ``__missing__``.
+    ``[ek, +inf)`` and then ``__missing__``. Categorical: ``categories`` then ``__other__`` then
+    ``__missing__``.
     ``category_values`` holds the numbers of a numeric feature that is binned as categorical (<= 20 distinct
     values), so windows are matched by value rather than by string.
     """
@@ -72,7 +78,7 @@ class FeatureBaseline(BaseModel):
                 raise ValueError(f"feature {self.name!r}: a numeric baseline has no categories")
             if not all(math.isfinite(e) for e in self.edges):
                 raise ValueError(f"feature {self.name!r}: edges must be finite")
-            if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            if any(b <= a for a, b in itertools.pairwise(self.edges)):
                 raise ValueError(f"feature {self.name!r}: edges must be strictly increasing")
             expected = len(self.edges) + 2
         else:
@@ -93,7 +99,7 @@ class FeatureBaseline(BaseModel):
         if self.kind == "numeric":
             bounds = [-math.inf, *self.edges, math.inf]
             labels = []
-            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            for lo, hi in itertools.pairwise(bounds):
                 left = "(-inf" if lo == -math.inf else f"[{_edge_label(lo)}"
                 right = "inf)" if hi == math.inf else f"{_edge_label(hi)})"
                 labels.append(f"{left}, {right}")
@@ -102,7 +108,8 @@ class FeatureBaseline(BaseModel):
 
 
 class ErrorBaseline(BaseModel):
-    """The champion's absolute errors on the baseline: count, mean (the baseline MAE) and unbiased variance."""
+    """The champion's absolute errors on the baseline: count, mean (the baseline MAE) and unbiased
+    variance."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -141,7 +148,9 @@ class FeatureDrift(BaseModel):
     psi: float | None
     kl: float | None = Field(description="KL(current || baseline)")
     p_value: float | None = Field(description="chi-square p-value of PSI")
-    p_adjusted: float | None = Field(description="Benjamini-Hochberg adjusted p-value across the scan's features")
+    p_adjusted: float | None = Field(
+        description="Benjamini-Hochberg adjusted p-value across the scan's features"
+    )
     kl_p_value: float | None = None
     dof: int | None = Field(None, description="chi-square degrees of freedom: non-empty bins - 1")
     n: int

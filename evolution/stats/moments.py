@@ -1,7 +1,8 @@
 """Mergeable running moments (count, mean, sum of squared deviations).
 
-Chunks of a stream, or looks of a canary, are summarised by ``(n, mean, m2)`` and merged with Chan's formula, which
-stays accurate where the textbook ``sum(x**2) - sum(x)**2 / n`` cancels catastrophically (errors of 1000 +- 0.01).
+Chunks of a stream, or looks of a canary, are summarised by ``(n, mean, m2)`` and merged with Chan's formula,
+which stays accurate where the textbook ``sum(x**2) - sum(x)**2 / n`` cancels catastrophically (errors of 1000
++- 0.01).
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ from evolution.errors import InvalidInput
 def benjamini_hochberg(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     """BH step-up adjusted p-values, in the input order, capped at 1.
 
-    A feature is declared drifted at false-discovery rate ``alpha`` when its adjusted p-value is below ``alpha``.
-    BH (not Bonferroni) because a scan tests tens of features and a missed drift is as costly as a false alarm.
+    A feature is declared drifted at false-discovery rate ``alpha`` when its adjusted p-value is below
+    ``alpha``.
+    BH (not Bonferroni) because a scan tests tens of features and a missed drift is as costly as a false
+    alarm.
     """
     p = np.asarray(pvalues, dtype=np.float64).ravel()
     if p.size == 0:

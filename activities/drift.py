@@ -1,0 +1,24 @@
+"""Drift-scan activities: seal the window, scan it, write the signed report."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities.errors import domain_errors_are_final
+from evolution.contracts import ScanIn, ScanOut, SealIn, SealOut
+from evolution.drift_scan import DriftScanner
+
+
+class DriftActivities:
+    def __init__(self, scanner: DriftScanner) -> None:
+        self._scanner = scanner
+
+    @activity.defn(name="seal_window")
+    @domain_errors_are_final
+    def seal_window(self, inp: SealIn) -> SealOut:
+        return self._scanner.seal_latest_window(inp.tenant_id, inp.min_rows)
+
+    @activity.defn(name="scan_drift")
+    @domain_errors_are_final
+    def scan_drift(self, inp: ScanIn) -> ScanOut:
+        return self._scanner.scan(inp.tenant_id, inp.model_name, inp.snapshot_id)

@@ -1,0 +1,35 @@
+"""Training and validation activities (the long one heartbeats while the compute job runs)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import activity
+
+from activities.errors import domain_errors_are_final
+from evolution.contracts import TrainIn, TrainOut, ValidateIn, ValidateOut
+from evolution.retraining import CandidateBuilder
+
+
+class TrainingActivities:
+    def __init__(self, builder: CandidateBuilder) -> None:
+        self._builder = builder
+
+    @activity.defn(name="train_candidate")
+    @domain_errors_are_final
+    async def train_candidate(self, inp: TrainIn) -> TrainOut:
+        def beat(message: str) -> None:
+            activity.heartbeat(message)
+
+        # Cancellation (including the 24 h SLO timeout) reaches the compute backend, which kills the job.
+        return await self._builder.train(
+            inp.tenant_id, inp.model_name, inp.version_id, inp.seed, inp.run_id, heartbeat=beat
+        )
+
+    @activity.defn(name="validate_candidate")
+    @domain_errors_are_final
+    async def validate_candidate(self, inp: ValidateIn) -> ValidateOut:
+        return await asyncio.to_thread(
+            self._builder.validate, inp.tenant_id, inp.model_name, inp.candidate_version_id, inp.signed_manifest,
+            inp.model_hash,
+        )

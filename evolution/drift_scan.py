@@ -1,0 +1,93 @@
+"""The scheduled drift scan of one tenant: the latest sealed window against the champion's signed baseline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from evolution.contracts import ScanOut, SealOut
+from evolution.drift_reports import DriftReportService
+from evolution.errors import InsufficientData, InvalidInput
+from evolution.integrity.signing import KeyRing
+from evolution.lifecycle import ModelState
+from evolution.models import ModelLoader
+from evolution.notify import NotificationIn, Notifier
+from evolution.registry.service import ModelRegistryService
+from evolution.security import Principal
+from evolution.snapshots import DatasetSnapshotService
+from evolution.stats.drift import scan
+from evolution.timeutil import utcnow
+
+
+class DriftScanner:
+    def __init__(
+        self,
+        registry: ModelRegistryService,
+        snapshots: DatasetSnapshotService,
+        reports: DriftReportService,
+        loader: ModelLoader,
+        keyring: KeyRing,
+        notifier: Notifier,
+    ) -> None:
+        self._registry = registry
+        self._snapshots = snapshots
+        self._reports = reports
+        self._loader = loader
+        self._keyring = keyring
+        self._notifier = notifier
+
+    def seal_latest_window(self, tenant_id: str, min_rows: int) -> SealOut:
+        """Seal everything that arrived since the last window; too few events wait for the next scan."""
+        try:
+            snapshot = self._snapshots.seal(Principal.system(tenant_id), tenant_id, utcnow(), min_rows=min_rows)
+        except (InsufficientData, InvalidInput) as not_yet:
+            return SealOut(snapshot_id=None, rows=0, message=str(not_yet))
+        return SealOut(snapshot_id=snapshot.id, rows=snapshot.row_count, message="sealed")
+
+    def scan(self, tenant_id: str, model_name: str, snapshot_id: str) -> ScanOut:
+        system = Principal.system(tenant_id)
+        champion_view = self._registry.current(system, tenant_id, model_name, ModelState.CHAMPION)
+        if champion_view is None:
+            return ScanOut(report_id=None, level="no_champion", message="no champion: nothing to compare against")
+        champion = self._loader.load(champion_view)
+        if champion.baseline is None:
+            return ScanOut(report_id=None, level="no_baseline", message=f"champion v{champion.number} has no baseline")
+        snapshot = self._snapshots.get(system, snapshot_id)
+        rows = self._snapshots.load_rows(snapshot, self._keyring)
+        names = [f.name for f in champion.baseline.features]
+        columns: dict[str, Any] = {name: np.asarray([row.get(name) for row in rows], dtype=object) for name in names}
+        columns = {name: _numeric_if_possible(values) for name, values in columns.items()}
+        labelled = [row for row in rows if row.get("actual") is not None]
+        abs_errors = None
+        if labelled:
+            predicted = champion.model.predict(labelled)
+            actual = np.asarray([row["actual"] for row in labelled], dtype=float)
+            abs_errors = np.abs(actual - predicted)
+        result = scan(champion.baseline, columns, abs_errors)
+        report = self._reports.write(
+            system, tenant_id=tenant_id, model_name=model_name, baseline_version_id=champion.version_id,
+            baseline_model_hash=champion.model_hash, snapshot_id=snapshot.id, window_start=snapshot.window_start,
+            window_end=snapshot.window_end, result=result,
+        )
+        alerts = [f.feature for f in result.features if f.status == "alert"]
+        warnings = [f.feature for f in result.features if f.status == "warn"]
+        if result.mae is not None and result.mae.status in ("warn", "alert"):
+            (alerts if result.mae.status == "alert" else warnings).append("mae")
+        if result.level in ("warn", "alert"):
+            self._notifier.notify(
+                NotificationIn(
+                    tenant_id=tenant_id, severity="alert" if result.level == "alert" else "warning",
+                    kind=f"drift.{result.level}",
+                    subject=f"Drift {result.level} for {model_name}: {', '.join(alerts or warnings)}",
+                    body={"report_id": report.id, "alerts": alerts, "warnings": warnings},
+                )
+            )
+        return ScanOut(report_id=report.id, level=result.level, alerts=alerts, message=f"{len(rows)} rows scanned")
+
+
+def _numeric_if_possible(values: np.ndarray) -> np.ndarray:
+    """Numbers (with None as NaN) become float64 for the fast numeric path; anything textual stays as objects."""
+    if all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values):
+        return np.asarray([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    return values

@@ -1,0 +1,305 @@
+"""Signatures: the signer port, the local Ed25519 signer, offline verification and the key ring.
+
+Verification never needs the signer: it takes a public key in PEM, so every signature made by any backend (the
+local Ed25519 key, an AWS KMS ECC_NIST_P256 key) is checked offline with ``cryptography``. A failed check is
+always an :class:`IntegrityViolation`, whatever went wrong (bad base64, wrong key type, wrong signature):
+callers must not be able to mistake a malformed signature for a transient error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from pydantic import BaseModel, ConfigDict, Field
+
+from evolution.errors import IntegrityViolation, InvalidInput
+
+Algorithm = Literal["ed25519", "ecdsa-p256-sha256"]
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_MAX_KEY_FILE = 16 * 1024
+
+
+class Signature(BaseModel):
+    """A detached signature: which algorithm, which key, and the signature bytes in standard base64."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    algorithm: Algorithm
+    key_id: str = Field(min_length=1, max_length=200)
+    value: str = Field(min_length=1, max_length=400, description="standard base64 of the raw signature bytes")
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """Port: whatever signs on the system's behalf (local key file, AWS KMS)."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    @property
+    def algorithm(self) -> str: ...
+
+    def sign(self, payload: bytes) -> Signature: ...
+
+    def public_key_pem(self) -> bytes: ...
+
+
+def _load_public_pem(public_key_pem: bytes | str) -> PublicKey:
+    pem = public_key_pem.encode() if isinstance(public_key_pem, str) else public_key_pem
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError) as error:
+        raise IntegrityViolation(f"public key is not a readable PEM public key: {error}") from None
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    raise IntegrityViolation(
+        f"unsupported public key type {type(key).__name__}: only Ed25519 and ECDSA P-256"
+    )
+
+
+def _algorithm_of(key: PublicKey) -> Algorithm:
+    return "ed25519" if isinstance(key, ed25519.Ed25519PublicKey) else "ecdsa-p256-sha256"
+
+
+def _key_id_of(key: PublicKey) -> str:
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
+    point = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return "ecdsa-p256:" + hashlib.sha256(point).hexdigest()[:16]
+
+
+def _public_pem_of(key: PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def key_id_for_public_pem(public_key_pem: bytes | str) -> str:
+    """The key id the system derives from a public key: ``ed25519:<16 hex>`` or ``ecdsa-p256:<16 hex>``."""
+    return _key_id_of(_load_public_pem(public_key_pem))
+
+
+def algorithm_for_public_pem(public_key_pem: bytes | str) -> Algorithm:
+    """Which signature algorithm a public key verifies."""
+    return _algorithm_of(_load_public_pem(public_key_pem))
+
+
+def verify_signature(public_key_pem: bytes | str, payload: bytes, signature: Signature) -> None:
+    """Check ``signature`` over ``payload`` with the given public key; IntegrityViolation if it fails."""
+    key = _load_public_pem(public_key_pem)
+    expected = _algorithm_of(key)
+    if signature.algorithm != expected:
+        raise IntegrityViolation(
+            f"signature by {signature.key_id} claims {signature.algorithm}, but the key is {expected}"
+        )
+    try:
+        raw = base64.b64decode(signature.value, validate=True)
+    except (binascii.Error, ValueError):
+        raise IntegrityViolation(f"signature by {signature.key_id} is not valid base64") from None
+    try:
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(raw, payload)
+        else:
+            key.verify(raw, payload, ec.ECDSA(hashes.SHA256()))  # DER-encoded (r, s), as AWS KMS returns it
+    except InvalidSignature:
+        raise IntegrityViolation(
+            f"signature by {signature.key_id} does not verify over the payload"
+        ) from None
+
+
+class KeyRing:
+    """Trusted public keys by key id; verifies a signature with the key its ``key_id`` names."""
+
+    def __init__(self, keys: Mapping[str, bytes | str] | None = None) -> None:
+        self._keys: dict[str, bytes] = {}
+        for key_id, pem in (keys or {}).items():
+            self.add(key_id, pem)
+
+    @classmethod
+    def of(cls, *signers: Signer) -> KeyRing:
+        ring = cls()
+        for signer in signers:
+            ring.add(signer.key_id, signer.public_key_pem())
+        return ring
+
+    def add(self, key_id: str, public_key_pem: bytes | str) -> None:
+        """Trust ``public_key_pem`` under ``key_id``; a different key under a known id is refused."""
+        pem = public_key_pem.encode() if isinstance(public_key_pem, str) else bytes(public_key_pem)
+        try:
+            _load_public_pem(pem)
+        except IntegrityViolation as error:
+            raise InvalidInput(f"key {key_id!r}: {error}") from None
+        known = self._keys.get(key_id)
+        if known is not None and known != pem:
+            raise InvalidInput(f"key id {key_id!r} is already bound to a different public key")
+        self._keys[key_id] = pem
+
+    def public_key_pem(self, key_id: str) -> bytes:
+        try:
+            return self._keys[key_id]
+        except KeyError:
+            raise IntegrityViolation(f"signing key {key_id!r} is not a trusted key") from None
+
+    def verify(self, payload: bytes, signature: Signature) -> None:
+        """Raises IntegrityViolation unless a trusted key named by the signature verifies it."""
+        verify_signature(self.public_key_pem(signature.key_id), payload, signature)
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._keys
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._keys))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+class LocalEd25519Signer:
+    """The embedded signer: an Ed25519 key in ``<key_dir>/<name>.key`` (PKCS#8 PEM, mode 0600, dir 0700).
+
+    The key is created on first use and loaded afterwards. Creation is atomic and race-free: the key is
+    written to a private temporary file, fsynced, and hard-linked into place, so a concurrent process either
+    wins (and both use its key) or loses; a half-written key file is never visible. A key file that group or
+    others can read, or that is a symlink, is refused rather than used: a leaked signing key would let anyone
+    forge models.
+    """
+
+    algorithm: str = "ed25519"
+
+    def __init__(self, key_dir: Path, name: str = "signing") -> None:
+        if not _KEY_NAME.match(name):
+            raise InvalidInput(f"key name {name!r} must match {_KEY_NAME.pattern}")
+        self.key_dir = Path(key_dir)
+        self.path = self.key_dir / f"{name}.key"
+        self._ensure_dir()
+        private = self._load() if os.path.lexists(self.path) else self._create()
+        self._private = private
+        self._public = private.public_key()
+        self.key_id: str = _key_id_of(self._public)
+
+    def _ensure_dir(self) -> None:
+        if not self.key_dir.exists():
+            self.key_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+            os.chmod(self.key_dir, 0o700)
+        mode = self.key_dir.stat().st_mode
+        if not stat.S_ISDIR(mode):
+            raise InvalidInput(f"key directory {self.key_dir} is not a directory")
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise IntegrityViolation(
+                f"key directory {self.key_dir} is writable by group/other (mode {stat.S_IMODE(mode):o}); "
+                "anyone could replace the signing key: chmod 700 it"
+            )
+
+    def _create(self) -> ed25519.Ed25519PrivateKey:
+        private = ed25519.Ed25519PrivateKey.generate()
+        pem = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        tmp = self.key_dir / f".{self.path.name}.{secrets.token_hex(8)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            try:
+                os.fchmod(fd, 0o600)  # the umask can only remove bits, but be explicit
+                os.write(fd, pem)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, self.path)  # fails if the key appeared meanwhile: never overwrite a key
+            except FileExistsError:
+                return self._load()
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(self.key_dir)
+        return private
+
+    def _load(self) -> ed25519.Ed25519PrivateKey:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as error:
+            raise IntegrityViolation(
+                f"signing key {self.path} cannot be opened safely (symlink?): {error}"
+            ) from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise IntegrityViolation(f"signing key {self.path} is not a regular file")
+            if info.st_mode & 0o077:
+                raise IntegrityViolation(
+                    f"signing key {self.path} is accessible by group/other "
+                    f"(mode {stat.S_IMODE(info.st_mode):o}); "
+                    "refusing to use a possibly leaked key: chmod 600 it, or rotate it if it was exposed"
+                )
+            pem = os.read(fd, _MAX_KEY_FILE)
+        finally:
+            os.close(fd)
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as error:
+            raise IntegrityViolation(
+                f"signing key {self.path} is not a readable PEM private key: {error}"
+            ) from None
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise IntegrityViolation(f"signing key {self.path} is a {type(key).__name__}, not Ed25519")
+        return key
+
+    def sign(self, payload: bytes) -> Signature:
+        return Signature(algorithm="ed25519", key_id=self.key_id, value=_b64(self._private.sign(payload)))
+
+    def public_key_pem(self) -> bytes:
+        return _public_pem_of(self._public)
+
+    def __repr__(self) -> str:
+        return f"LocalEd25519Signer(key_id={self.key_id!r}, path={str(self.path)!r})"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def generate_source_keypair() -> tuple[bytes, bytes]:
+    """A new Ed25519 key pair for an event source: (private PKCS#8 PEM, public SubjectPublicKeyInfo PEM)."""
+    private = ed25519.Ed25519PrivateKey.generate()
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return private_pem, _public_pem_of(private.public_key())
+
+
+def sign_with_private_pem(private_pem: bytes | str, payload: bytes) -> Signature:
+    """What an event source does: sign ``payload`` with its Ed25519 or ECDSA P-256 private key."""
+    pem = private_pem.encode() if isinstance(private_pem, str) else private_pem
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as error:
+        raise InvalidInput(f"private key is not a readable unencrypted PEM private key: {error}") from None
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return Signature(
+            algorithm="ed25519", key_id=_key_id_of(key.public_key()), value=_b64(key.sign(payload))
+        )
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        raw = key.sign(payload, ec.ECDSA(hashes.SHA256()))
+        return Signature(algorithm="ecdsa-p256-sha256", key_id=_key_id_of(key.public_key()), value=_b64(raw))
+    raise InvalidInput(f"unsupported private key type {type(key).__name__}: only Ed25519 and ECDSA P-256")

@@ -1,0 +1,55 @@
+"""The orchestration port: what the CLI, the demo and the dashboard ask of the workflow engine.
+
+The Temporal adapter lives in ``workers/orchestrator.py`` and is found through the ``evolution.orchestrators`` entry
+point, so that ``evolution`` itself never imports Temporal.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Protocol
+
+from evolution.contracts import (
+    ApprovalRequest,
+    ApprovalResponse,
+    DriftScanInput,
+    DriftScanResult,
+    RetrainingInput,
+    RetrainingResult,
+    RetrainingStatus,
+)
+from evolution.errors import EvolutionError
+from evolution.settings import Settings
+
+
+class RetrainingAlreadyRunning(EvolutionError):
+    """``retrain/{tenant}`` is the per-tenant mutex: a second start while one runs is refused."""
+
+    error_type = "RetrainingAlreadyRunning"
+
+
+class Orchestrator(Protocol):
+    async def ensure_drift_schedule(self, scan: DriftScanInput, interval_s: float) -> str: ...
+
+    async def trigger_drift_scan(self, tenant_id: str) -> None: ...
+
+    async def run_drift_scan(self, scan: DriftScanInput) -> DriftScanResult: ...
+
+    async def start_retraining(self, request: RetrainingInput) -> str: ...
+
+    async def retraining_status(self, tenant_id: str) -> RetrainingStatus | None: ...
+
+    async def retraining_result(self, tenant_id: str) -> RetrainingResult: ...
+
+    async def send_approval(self, tenant_id: str, request: ApprovalRequest) -> ApprovalResponse: ...
+
+    async def close(self) -> None: ...
+
+
+async def connect_orchestrator(settings: Settings, name: str = "temporal") -> Orchestrator:
+    """Load the named adapter from the ``evolution.orchestrators`` entry points and connect it."""
+    found = [ep for ep in entry_points(group="evolution.orchestrators") if ep.name == name]
+    if not found:
+        raise EvolutionError(f"no orchestrator adapter named {name!r} is installed (reinstall the package)")
+    factory = found[0].load()
+    return await factory(settings)  # type: ignore[no-any-return]

@@ -1,0 +1,170 @@
+"""Building a candidate: train on the latest verified snapshot through the compute port, sign, validate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from evolution.contracts import TrainOut, ValidateOut
+from evolution.errors import InsufficientData, TrainingFailed
+from evolution.integrity.artifacts import ArtifactStore
+from evolution.integrity.manifest import build_manifest_from_dir, sign_manifest
+from evolution.integrity.signing import KeyRing, Signer
+from evolution.models import BASELINE_FILE, ModelLoader
+from evolution.quota import QuotaManager
+from evolution.registry.service import ModelRegistryService
+from evolution.security import Principal
+from evolution.snapshots import DatasetSnapshotService, SnapshotView
+from evolution.stats.drift import build_baseline
+from evolution.stats.drift_models import DriftConfig, ErrorBaseline
+from evolution.timeutil import utcnow
+from evolution.training.compute import ComputeBackend, TrainingJob
+from evolution.training.trainer import TrainingConfig, holdout_mask
+from evolution.training.validation import validate
+
+TARGET = "actual"
+NON_FEATURE_COLUMNS = ("event_time", "actual", "request_id", "prediction_id")
+DEFAULT_ID_COLUMNS = ("field_id",)
+MIN_TRAINING_ROWS = 200
+TRAINER_NAME = "evolution.builtin.hist_gbr"
+
+
+def training_config_for(rows: list[dict[str, Any]], tenant_config: dict[str, Any]) -> TrainingConfig:
+    """Features are every column of the events except identifiers; text-valued ones are categorical."""
+    excluded = set(NON_FEATURE_COLUMNS) | set(tenant_config.get("id_columns", DEFAULT_ID_COLUMNS))
+    features: list[str] = sorted({k for row in rows for k in row if k not in excluded})
+    categorical = sorted({k for row in rows for k, v in row.items() if k in features and isinstance(v, str)})
+    overrides = tenant_config.get("training", {})
+    return TrainingConfig(
+        features=features, categorical=categorical, target=TARGET, split_keys=["request_id"], **overrides
+    )
+
+
+def labelled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r.get("actual") is not None]
+
+
+def feature_columns(rows: list[dict[str, Any]], names: list[str]) -> dict[str, list[Any]]:
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
+class CandidateBuilder:
+    def __init__(
+        self,
+        *,
+        registry: ModelRegistryService,
+        snapshots: DatasetSnapshotService,
+        store: ArtifactStore,
+        signer: Signer,
+        keyring: KeyRing,
+        loader: ModelLoader,
+        compute: ComputeBackend,
+        quota: QuotaManager,
+        work_dir: Path,
+        tenant_config: Callable[[str], dict[str, Any]],
+        timeout_s: float,
+        memory_limit_mb: int | None,
+    ) -> None:
+        self._registry = registry
+        self._snapshots = snapshots
+        self._store = store
+        self._signer = signer
+        self._keyring = keyring
+        self._loader = loader
+        self._compute = compute
+        self._quota = quota
+        self._work_dir = work_dir
+        self._tenant_config = tenant_config
+        self._timeout_s = timeout_s
+        self._memory_limit_mb = memory_limit_mb
+
+    def training_snapshot(self, tenant_id: str) -> SnapshotView:
+        snapshot = self._snapshots.latest(Principal.system(tenant_id), tenant_id)
+        if snapshot is None:
+            raise InsufficientData(f"tenant {tenant_id!r} has no sealed snapshot to train on")
+        return snapshot
+
+    def training_rows(self, snapshot: SnapshotView) -> list[dict[str, Any]]:
+        rows = labelled(self._snapshots.load_rows(snapshot, self._keyring))
+        if len(rows) < MIN_TRAINING_ROWS:
+            raise InsufficientData(
+                f"snapshot {snapshot.id} holds {len(rows)} labelled events; training needs {MIN_TRAINING_ROWS}"
+            )
+        return rows
+
+    async def train(
+        self, tenant_id: str, model_name: str, version_id: str, seed: int, run_id: str,
+        heartbeat: Callable[[str], None] | None = None,
+    ) -> TrainOut:
+        system = Principal.system(tenant_id)
+        snapshot = self.training_snapshot(tenant_id)
+        rows = self.training_rows(snapshot)
+        config = training_config_for(rows, self._tenant_config(tenant_id))
+        job_dir = self._work_dir / tenant_id / run_id.replace("/", "_")
+        shutil.rmtree(job_dir, ignore_errors=True)  # a retried attempt starts clean
+        output_dir = job_dir / "model"
+        output_dir.mkdir(parents=True)
+        dataset = job_dir / "dataset.jsonl"
+        with dataset.open("w", encoding="utf-8") as out:
+            for row in rows:
+                out.write(json.dumps(row) + "\n")
+        job = TrainingJob(
+            job_id=run_id.replace("/", "_")[-60:], tenant=tenant_id, model_name=model_name, dataset_path=str(dataset),
+            config=config, seed=seed, output_dir=str(output_dir), timeout_s=self._timeout_s,
+            memory_limit_mb=self._memory_limit_mb, cpu_seconds=None,
+        )
+        started = utcnow()
+        t0 = time.monotonic()
+        result = await self._compute.run(job, heartbeat=heartbeat)
+        duration = time.monotonic() - t0
+        self._quota.charge(system, tenant_id, run_id[-60:], version_id, started, duration, result.status)
+        if result.status != "succeeded":
+            raise TrainingFailed(f"training job {result.status}: {result.log_tail[-500:]}")
+
+        # Sign exactly the model's files plus the baseline: not the job's own bookkeeping files.
+        signed_dir = job_dir / "signed"
+        signed_dir.mkdir()
+        for name in result.output_files:
+            shutil.copyfile(output_dir / name, signed_dir / name)
+        drift_config = DriftConfig.model_validate(self._tenant_config(tenant_id).get("drift", {}))
+        baseline = build_baseline(feature_columns(rows, config.features), config=drift_config)
+        errors = result.metrics["holdout_abs_error"]
+        baseline = baseline.model_copy(
+            update={"errors": ErrorBaseline(n=errors["n"], mean=errors["mean"], var=errors["var"])}
+        )
+        (signed_dir / BASELINE_FILE).write_text(baseline.model_dump_json())
+        manifest = build_manifest_from_dir(
+            signed_dir, tenant=tenant_id, model_name=model_name, dataset_snapshot_id=snapshot.id,
+            dataset_merkle_root=snapshot.merkle_root, training_config=config.model_dump(mode="json"), seed=seed,
+            trainer=TRAINER_NAME, store=self._store,
+        )
+        signed = sign_manifest(manifest, self._signer)
+        self._store.put_bytes(tenant_id, signed.model_dump_json(by_alias=True).encode())
+        shutil.rmtree(job_dir, ignore_errors=True)
+        return TrainOut(
+            snapshot_id=snapshot.id, model_hash=signed.digest,
+            signed_manifest=signed.model_dump(mode="json", by_alias=True), metrics=result.metrics, duration_s=duration,
+        )
+
+    def validate(
+        self, tenant_id: str, model_name: str, version_id: str, signed_manifest: dict[str, Any], model_hash: str
+    ) -> ValidateOut:
+        from evolution.lifecycle import ModelState
+
+        system = Principal.system(tenant_id)
+        candidate = self._loader.load_manifest(tenant_id, signed_manifest, model_hash, version_id, 0)
+        champion_view = self._registry.current(system, tenant_id, model_name, ModelState.CHAMPION)
+        champion = self._loader.load(champion_view) if champion_view else None
+        snapshot_id = signed_manifest["manifest"]["dataset_snapshot_id"]
+        rows = self.training_rows(self._snapshots.get(system, snapshot_id))
+        mask = holdout_mask(rows, candidate.model.config)
+        holdout = [row for row, held in zip(rows, mask, strict=True) if held]
+        report = validate(candidate.model, champion.model if champion else None, holdout)
+        return ValidateOut(
+            passed=report.passed, reason=report.reason, candidate_mae=report.candidate_mae,
+            champion_mae=report.champion_mae, n=report.n,
+        )

@@ -1,0 +1,201 @@
+"""Answers predictions from cached, verified models: champion serves, a SHADOW candidate scores alongside, a CANARY
+candidate serves a deterministic share of requests (by request id) while the champion shadow-scores them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+from evolution.errors import IntegrityViolation, NotFound
+from evolution.lifecycle import ModelState
+from evolution.models import LoadedModel, ModelLoader
+from evolution.outcomes import OutcomeJoiner, PredictionRecord
+from evolution.registry.service import ModelRegistryService
+from evolution.registry.views import VersionView
+from evolution.security import Action, Principal, authorize
+from evolution.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+SERVING_STATES = (ModelState.CHAMPION, ModelState.SHADOW, ModelState.CANARY)
+
+
+class PredictInstance(BaseModel):
+    request_id: str = Field(min_length=1, max_length=100)
+    features: dict[str, float | int | str | bool | None]
+
+
+class PredictOut(BaseModel):
+    request_id: str
+    prediction_id: str
+    prediction: float
+    served_by: str = Field(description="model version id")
+    version_number: int
+    role: str = Field(description="champion, shadow (champion served, candidate scored) or canary")
+
+
+def canary_bucket(tenant_id: str, model_name: str, request_id: str) -> float:
+    """A stable number in [0, 1) per request id: the same request always takes the same route."""
+    digest = hashlib.sha256(f"{tenant_id}/{model_name}/{request_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass
+class _Slot:
+    champion: LoadedModel | None
+    candidate: LoadedModel | None
+    candidate_state: ModelState | None
+    checked_at: float
+    fingerprint: tuple[tuple[str, int], ...]
+
+
+class Predictor:
+    def __init__(
+        self,
+        registry: ModelRegistryService,
+        loader: ModelLoader,
+        outcomes: OutcomeJoiner,
+        canary_share: float,
+        refresh_s: float = 1.0,
+    ) -> None:
+        self._registry = registry
+        self._loader = loader
+        self._outcomes = outcomes
+        self._canary_share = canary_share
+        self._refresh_s = refresh_s
+        self._slots: dict[tuple[str, str], _Slot] = {}
+        self._lock = threading.Lock()
+
+    def predict(
+        self, principal: Principal, tenant_id: str, model_name: str, instances: list[PredictInstance]
+    ) -> list[PredictOut]:
+        authorize(principal, Action.PREDICT, tenant_id)
+        slot = self._slot(tenant_id, model_name)
+        if slot.champion is None:
+            raise NotFound(f"{tenant_id}/{model_name} has no champion to serve")
+        rows = [inst.features for inst in instances]
+        started = time.perf_counter()
+        champion_pred = slot.champion.model.predict(rows)
+        candidate_pred = slot.candidate.model.predict(rows) if slot.candidate else None
+        latency_ms = (time.perf_counter() - started) * 1000 / max(len(rows), 1)
+        now = utcnow()
+        outs: list[PredictOut] = []
+        records: list[PredictionRecord] = []
+        for i, inst in enumerate(instances):
+            champ = float(champion_pred[i])
+            cand = float(candidate_pred[i]) if candidate_pred is not None else None
+            cand_valid = cand is not None and math.isfinite(cand)
+            role = "champion"
+            served, served_by = champ, slot.champion
+            if slot.candidate is not None and slot.candidate_state == ModelState.SHADOW:
+                role = "shadow"
+            elif slot.candidate is not None and slot.candidate_state == ModelState.CANARY:
+                if cand_valid and canary_bucket(tenant_id, model_name, inst.request_id) < self._canary_share:
+                    role, served, served_by = "canary", cand, slot.candidate  # type: ignore[assignment]
+                else:
+                    role = "champion"
+            prediction_id = f"p-{uuid.uuid4().hex}"
+            outs.append(
+                PredictOut(
+                    request_id=inst.request_id, prediction_id=prediction_id, prediction=served,
+                    served_by=served_by.version_id, version_number=served_by.number, role=role,
+                )
+            )
+            records.append(
+                PredictionRecord(
+                    id=prediction_id, tenant_id=tenant_id, model_name=model_name, request_id=inst.request_id,
+                    served_role=role, champion_version_id=slot.champion.version_id, champion_prediction=champ,
+                    candidate_version_id=slot.candidate.version_id if slot.candidate else None,
+                    candidate_prediction=cand if cand_valid else None, served_prediction=served,
+                    latency_ms=latency_ms, created_at=now,
+                )
+            )
+        try:
+            self._outcomes.record_predictions(records)
+        except Exception:  # serving must not fail because the registry is unreachable
+            log.exception("could not record %d predictions", len(records), extra={"tenantId": tenant_id})
+        return outs
+
+    def current(self, tenant_id: str, model_name: str) -> dict[str, Any]:
+        slot = self._slot(tenant_id, model_name)
+        return {
+            "champion": _describe(slot.champion),
+            "candidate": _describe(slot.candidate),
+            "candidate_state": slot.candidate_state,
+            "canary_share": self._canary_share,
+        }
+
+    # ------------------------------------------------------------------ cache
+    def _slot(self, tenant_id: str, model_name: str) -> _Slot:
+        key = (tenant_id, model_name)
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is not None and time.monotonic() - slot.checked_at < self._refresh_s:
+                return slot
+            try:
+                versions = self._serving_versions(tenant_id, model_name)
+            except Exception:
+                if slot is not None:  # keep answering from the cache while the registry is down
+                    log.warning("registry unreachable; serving cached models", extra={"tenantId": tenant_id})
+                    return slot
+                raise
+            fingerprint = tuple(sorted((v.id, v.lock_version) for v in versions))
+            if slot is not None and slot.fingerprint == fingerprint:
+                slot.checked_at = time.monotonic()
+                return slot
+            slot = self._load(versions, slot, fingerprint)
+            self._slots[key] = slot
+            return slot
+
+    def _serving_versions(self, tenant_id: str, model_name: str) -> list[VersionView]:
+        return self._registry.in_states(
+            Principal.system(tenant_id, "serving"), tenant_id, model_name, SERVING_STATES
+        )
+
+    def _load(self, versions: list[VersionView], old: _Slot | None, fingerprint: tuple[tuple[str, int], ...]) -> _Slot:
+        champion = candidate = None
+        candidate_state = None
+        for version in versions:
+            cached = _reuse(old, version.id)
+            try:
+                loaded = cached or self._loader.load(version)
+            except IntegrityViolation as error:
+                self._quarantine(version, str(error))
+                continue
+            if version.state == ModelState.CHAMPION:
+                champion = loaded
+            else:
+                candidate, candidate_state = loaded, version.state
+        return _Slot(champion, candidate, candidate_state, time.monotonic(), fingerprint)
+
+    def _quarantine(self, version: VersionView, reason: str) -> None:
+        log.error("refusing to serve %s: %s", version.id, reason, extra={"tenantId": version.tenant_id})
+        try:
+            self._registry.quarantine(
+                Principal.system(version.tenant_id, "serving"), version.id,
+                f"serving/quarantine/{version.id}/{version.lock_version}", f"integrity check failed at load: {reason}",
+            )
+        except Exception:
+            log.exception("could not quarantine %s", version.id, extra={"tenantId": version.tenant_id})
+
+
+def _reuse(old: _Slot | None, version_id: str) -> LoadedModel | None:
+    if old is None:
+        return None
+    for model in (old.champion, old.candidate):
+        if model is not None and model.version_id == version_id:
+            return model
+    return None
+
+
+def _describe(model: LoadedModel | None) -> dict[str, Any] | None:
+    if model is None:
+        return None
+    return {"version_id": model.version_id, "number": model.number, "model_hash": model.model_hash}

@@ -1,0 +1,399 @@
+"""The compute port (where training runs) and its embedded backend, a local subprocess.
+
+The port is one job in, one result out: the caller writes the snapshot's rows to ``dataset_path``, the
+backend runs :mod:`evolution.training.job_runner` somewhere with limits, and returns the digests of the files
+it left in ``output_dir``. A Kubernetes Job backend implements the same Protocol.
+
+The local backend runs the job in its own process group (session), so a timeout or a cancellation kills
+everything the job started, not only the direct child. The child gets a scrubbed environment: training needs
+no credentials, so none are passed on, and BLAS/OpenMP are capped at one thread for reproducible bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import json
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any, Literal, Protocol, cast
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from evolution.errors import InvalidInput
+from evolution.training.trainer import MODEL_FILES, TrainingConfig
+
+log = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"
+RESULT_FILE = "result.json"
+LOG_FILE = "job.log"
+RUNNER_MODULE = "evolution.training.job_runner"
+
+THREAD_CAPS: dict[str, str] = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "BLIS_NUM_THREADS": "1",
+}
+_PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "VIRTUAL_ENV")
+_MAX_LOG_FILE_BYTES = 10 * 1024 * 1024
+
+Heartbeat = Callable[[str], None]
+
+
+class TrainingJob(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job_id: str = Field(min_length=1, max_length=200)
+    tenant: str = Field(min_length=1)
+    model_name: str = Field(min_length=1)
+    dataset_path: str = Field(
+        description="JSON Lines (optionally .gz) or Parquet file of rows, written by the caller."
+    )
+    config: TrainingConfig
+    seed: int
+    output_dir: str
+    timeout_s: float = Field(gt=0)
+    memory_limit_mb: int | None = Field(default=None, ge=16)
+    cpu_seconds: int | None = Field(default=None, ge=1)
+
+
+class TrainingJobResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    status: Literal["succeeded", "failed", "timed_out"]
+    output_files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256 hex")
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    duration_s: float
+    log_tail: str = ""
+    exit_code: int | None = None
+    error: str | None = Field(default=None, description="Why the job did not succeed, in words.")
+
+
+class ComputeBackend(Protocol):
+    async def run(self, job: TrainingJob, heartbeat: Heartbeat | None = None) -> TrainingJobResult:
+        """Run ``job`` to completion, timeout or cancellation; a cancelled caller's job is killed."""
+        ...
+
+    async def cancel(self, job_id: str) -> None:
+        """Stop a running job; its ``run`` then returns status ``failed`` with error ``cancelled``."""
+        ...
+
+
+class LocalSubprocessBackend:
+    """Runs ``python -m evolution.training.job_runner <job.json>`` as a child with rlimits and a timeout."""
+
+    def __init__(
+        self,
+        python_executable: str = sys.executable,
+        *,
+        heartbeat_interval_s: float = 2.0,
+        log_tail_chars: int = 4000,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.python_executable = python_executable
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.log_tail_chars = log_tail_chars
+        self.extra_env = dict(extra_env or {})
+        self._running: dict[str, asyncio.subprocess.Process] = {}
+        self._cancelled: set[str] = set()
+
+    async def run(self, job: TrainingJob, heartbeat: Heartbeat | None = None) -> TrainingJobResult:
+        if job.job_id in self._running:
+            raise InvalidInput(f"job {job.job_id!r} is already running on this backend")
+        out = Path(job.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in (*MODEL_FILES, RESULT_FILE):  # never report a previous attempt's files
+            (out / stale).unlink(missing_ok=True)
+        job_path = out / JOB_FILE
+        job_path.write_text(job.model_dump_json(indent=2))
+
+        started = time.monotonic()
+        process = await asyncio.create_subprocess_exec(
+            self.python_executable,
+            "-m",
+            RUNNER_MODULE,
+            str(job_path.resolve()),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=str(out),
+            env=self._child_env(),
+            start_new_session=True,  # own session and process group: killpg reaches all it spawns
+            preexec_fn=_rlimit_setter(job.memory_limit_mb, job.cpu_seconds),
+        )
+        self._running[job.job_id] = process
+        tail = _LogTail(self.log_tail_chars * 4)
+        log_file = (out / LOG_FILE).open("wb")
+        reader = asyncio.create_task(_pump(process, tail, log_file))
+        timed_out = False
+        try:
+            timed_out = await self._wait(job, process, started, heartbeat)
+        except BaseException:
+            _kill_group(process)
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(process.wait())
+            raise
+        finally:
+            _kill_group(process)  # leftovers of a finished job, if any
+            await _finish_reader(reader)
+            log_file.close()
+            self._running.pop(job.job_id, None)
+        cancelled = job.job_id in self._cancelled
+        self._cancelled.discard(job.job_id)
+        return self._result(job, process.returncode, timed_out, cancelled, time.monotonic() - started, tail)
+
+    async def cancel(self, job_id: str) -> None:
+        process = self._running.get(job_id)
+        if process is None:
+            return
+        self._cancelled.add(job_id)
+        _kill_group(process)
+
+    def running_pids(self) -> dict[str, int]:
+        """job_id -> pid (which is also the process group id) of the jobs running now."""
+        return {job_id: p.pid for job_id, p in self._running.items()}
+
+    async def _wait(
+        self,
+        job: TrainingJob,
+        process: asyncio.subprocess.Process,
+        started: float,
+        heartbeat: Heartbeat | None,
+    ) -> bool:
+        """Wait for exit; heartbeat every interval; kill the group and return True on timeout."""
+        waiter = asyncio.ensure_future(process.wait())
+        try:
+            while True:
+                remaining = started + job.timeout_s - time.monotonic()
+                if remaining <= 0:
+                    _kill_group(process)
+                    await waiter
+                    return True
+                done, _ = await asyncio.wait({waiter}, timeout=min(self.heartbeat_interval_s, remaining))
+                if done:
+                    return False
+                if heartbeat is not None:
+                    heartbeat(f"training job {job.job_id} running for {time.monotonic() - started:.1f} s")
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+
+    def _child_env(self) -> dict[str, str]:
+        env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
+        env.update(THREAD_CAPS)
+        env["PYTHONHASHSEED"] = "0"
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        source_root = str(Path(__file__).resolve().parents[2])  # so `-m evolution...` resolves this checkout
+        inherited = os.environ.get("PYTHONPATH")
+        env["PYTHONPATH"] = source_root if not inherited else f"{source_root}{os.pathsep}{inherited}"
+        env.update(self.extra_env)
+        return env
+
+    def _result(
+        self,
+        job: TrainingJob,
+        returncode: int | None,
+        timed_out: bool,
+        cancelled: bool,
+        duration_s: float,
+        tail: _LogTail,
+    ) -> TrainingJobResult:
+        log_tail = tail.text(self.log_tail_chars)
+        base: dict[str, Any] = {
+            "job_id": job.job_id,
+            "duration_s": duration_s,
+            "log_tail": log_tail,
+            "exit_code": returncode,
+        }
+        if timed_out:
+            error = f"timed out after {job.timeout_s:g} s; the job's process group was killed"
+            return TrainingJobResult(status="timed_out", error=error, **base)
+        if cancelled:
+            return TrainingJobResult(status="failed", error="cancelled", **base)
+        reported = _read_result(Path(job.output_dir) / RESULT_FILE, job.job_id)
+        if returncode != 0:
+            error = reported.get("error") or _describe_exit(returncode, job)
+            return TrainingJobResult(status="failed", error=str(error), **base)
+        if reported.get("status") != "succeeded":
+            error = reported.get("error") or f"the job exited 0 but {RESULT_FILE} is missing or not a success"
+            return TrainingJobResult(status="failed", error=str(error), **base)
+        files, problem = _verify_outputs(Path(job.output_dir), reported.get("output_files"))
+        if problem is not None:
+            return TrainingJobResult(status="failed", error=problem, **base)
+        return TrainingJobResult(
+            status="succeeded", output_files=files, metrics=dict(reported.get("metrics") or {}), **base
+        )
+
+
+def write_dataset(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write rows as JSON Lines (one canonical object per line; ``.gz`` suffix compresses) for a job."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _open_binary(target, "wb") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, sort_keys=True, separators=(",", ":"), default=str).encode() + b"\n")
+    return target
+
+
+def load_dataset(path: str | Path) -> list[dict[str, Any]]:
+    """Rows from JSON Lines (``.jsonl``, ``.ndjson``, ``.json``, optionally ``.gz``) or a Parquet file."""
+    source = Path(path)
+    if not source.is_file():
+        raise InvalidInput(f"dataset file {str(source)!r} does not exist")
+    suffixes = [s.lower() for s in source.suffixes]
+    if suffixes and suffixes[-1] in (".parquet", ".pq"):
+        import pyarrow.parquet as pq  # imported here: only Parquet datasets need it
+
+        return [dict(row) for row in pq.read_table(source).to_pylist()]
+    compressed = bool(suffixes) and suffixes[-1] == ".gz"
+    kind = suffixes[-2] if compressed and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
+    if kind not in (".jsonl", ".ndjson", ".json"):
+        raise InvalidInput(f"dataset file {source.name!r}: expected .jsonl, .ndjson, .json(.gz) or .parquet")
+    rows: list[dict[str, Any]] = []
+    with _open_binary(source, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise InvalidInput(f"dataset {source.name!r} line {number} is not JSON: {exc}") from exc
+            if not isinstance(row, dict):
+                raise InvalidInput(f"dataset {source.name!r} line {number} is not a JSON object")
+            rows.append(row)
+    return rows
+
+
+def _open_binary(path: Path, mode: Literal["rb", "wb"]) -> IO[bytes]:
+    if path.suffix.lower() == ".gz":
+        return cast(IO[bytes], gzip.open(path, mode))
+    return path.open(mode)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _LogTail:
+    """The last ``limit`` bytes of a stream."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        if len(self._buffer) > 2 * self.limit:
+            del self._buffer[: len(self._buffer) - self.limit]
+
+    def text(self, chars: int) -> str:
+        return bytes(self._buffer[-self.limit :]).decode("utf-8", errors="replace")[-chars:]
+
+
+async def _pump(process: asyncio.subprocess.Process, tail: _LogTail, log_file: IO[bytes]) -> None:
+    """Drain the child's output (a full pipe would block it) into the tail and the job's log file."""
+    assert process.stdout is not None
+    written = 0
+    while chunk := await process.stdout.read(65536):
+        tail.feed(chunk)
+        if written < _MAX_LOG_FILE_BYTES:
+            log_file.write(chunk[: _MAX_LOG_FILE_BYTES - written])
+            written += len(chunk)
+
+
+async def _finish_reader(reader: asyncio.Task[None]) -> None:
+    """Let the reader drain what is left; give up soon if a process outside the group holds the pipe."""
+    try:
+        await asyncio.wait_for(asyncio.shield(reader), timeout=2.0)
+    except TimeoutError:
+        reader.cancel()
+    except asyncio.CancelledError:
+        reader.cancel()
+        raise
+
+
+def _rlimit_setter(memory_limit_mb: int | None, cpu_seconds: int | None) -> Callable[[], None]:
+    """A preexec function that only calls setrlimit (values computed before the fork, nothing else runs).
+
+    preexec_fn is documented as unsafe with threads because arbitrary code could take a lock that another
+    thread held at fork time; setrlimit takes none, which is why this function does nothing else.
+    """
+    limits: list[tuple[int, tuple[int, int]]] = [(resource.RLIMIT_CORE, (0, 0))]
+    if memory_limit_mb is not None:
+        size = memory_limit_mb * 1024 * 1024
+        limits.append((resource.RLIMIT_AS, (size, size)))
+    if cpu_seconds is not None:
+        # Soft limit sends SIGXCPU (terminates); the hard limit a second later is SIGKILL for a process that
+        # ignores it.
+        limits.append((resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1)))
+
+    def apply() -> None:
+        for which, value in limits:
+            resource.setrlimit(which, value)
+
+    return apply
+
+
+def _kill_group(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _describe_exit(returncode: int | None, job: TrainingJob) -> str:
+    if returncode is None:
+        return "the job did not exit"
+    if returncode >= 0:
+        return f"the job exited with code {returncode}"
+    signum = -returncode
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    if signum == signal.SIGXCPU:
+        return f"the job was killed by {name}: its CPU limit of {job.cpu_seconds} s was exceeded"
+    if signum == signal.SIGKILL:
+        return f"the job was killed by {name} (the CPU hard limit or the kernel's out-of-memory killer)"
+    return f"the job was killed by {name}"
+
+
+def _read_result(path: Path, job_id: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("job_id") != job_id:
+        return {}
+    return data
+
+
+def _verify_outputs(out: Path, claimed: Any) -> tuple[dict[str, str], str | None]:
+    """Re-hash the files the child names; they must be exactly the model files and match its digests."""
+    if not isinstance(claimed, Mapping) or set(claimed) != set(MODEL_FILES):
+        return {}, f"{RESULT_FILE} must list exactly {sorted(MODEL_FILES)}, got {claimed!r}"
+    files: dict[str, str] = {}
+    for name in sorted(claimed):
+        path = out / name
+        if not path.is_file():
+            return {}, f"output file {name} is missing from {out}"
+        files[name] = sha256_file(path)
+        if files[name] != claimed[name]:
+            return {}, f"output file {name} has sha256 {files[name]}, the job reported {claimed[name]}"
+    return files, None

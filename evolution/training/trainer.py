@@ -1,0 +1,486 @@
+"""The built-in trainer: scikit-learn's HistGradientBoostingRegressor, fixed seed, byte-identical output.
+
+Why the output is reproducible (the manifest binds the model's digest to the snapshot and the seed, so the
+same snapshot and seed must give the same bytes):
+
+* the held-out split is a hash of each row's split keys (``field_id`` and ``event_time`` by default), not a
+  random draw, so it depends neither on row order nor on the seed; and a row held out for one model is held
+  out for every model, which keeps validation against the champion fair;
+* training rows are put in the order of that hash before fitting, so the trees do not depend on row order;
+* categories get a fixed ordinal code (sorted by name) that is stored with the model;
+* the fit runs on one OpenMP thread: the estimator records its thread count, so a different core count would
+  otherwise change the pickle;
+* model.json is canonical JSON (sorted keys, no whitespace) and holds nothing time- or machine-dependent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import pickle
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import sklearn
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sklearn.ensemble import HistGradientBoostingRegressor
+from threadpoolctl import threadpool_limits
+
+from evolution.errors import InsufficientData, IntegrityViolation, InvalidInput
+from evolution.timeutil import iso, parse_iso
+
+MODEL_PICKLE = "model.pkl"
+MODEL_JSON = "model.json"
+MODEL_FILES: tuple[str, ...] = (MODEL_JSON, MODEL_PICKLE)
+FORMAT = "evolution.hist_gbr/1"
+PICKLE_PROTOCOL = 5
+
+MAX_CATEGORIES = 250
+"""Categories kept per feature (HistGradientBoosting allows max_bins - 1 = 254); rarer ones become missing."""
+
+MIN_TRAIN_ROWS = 20
+
+Rows = Sequence[Mapping[str, Any]]
+Columns = Mapping[str, np.ndarray]
+
+
+class TrainingConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    algorithm: Literal["hist_gbr"] = "hist_gbr"
+    max_iter: int = Field(default=200, ge=1, le=5000)
+    learning_rate: float = Field(default=0.08, gt=0.0, le=1.0)
+    max_leaf_nodes: int = Field(default=31, ge=2, le=4096)
+    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    features: list[str] = Field(min_length=1)
+    categorical: list[str] = Field(default_factory=list)
+    target: str
+    split_keys: list[str] = Field(
+        default_factory=lambda: ["field_id", "event_time"],
+        min_length=1,
+        description="Columns whose values decide, by hash, whether a row is held out.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingConfig:
+        if len(set(self.features)) != len(self.features):
+            raise ValueError(f"features contain duplicates: {self.features}")
+        unknown = sorted(set(self.categorical) - set(self.features))
+        if unknown:
+            raise ValueError(f"categorical names features that are not in features: {unknown}")
+        if self.target in self.features:
+            raise ValueError(f"target {self.target!r} is also listed as a feature")
+        return self
+
+
+class ErrorSummary(BaseModel):
+    """Summary of absolute errors on the held-out rows: the MAE baseline a drift scan compares against."""
+
+    model_config = ConfigDict(frozen=True)
+
+    n: int
+    mean: float
+    var: float
+
+
+class TrainingMetrics(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    holdout_mae: float
+    holdout_rmse: float
+    train_mae: float
+    n_train: int
+    n_holdout: int
+    n_dropped_missing_target: int
+    holdout_abs_error: ErrorSummary
+
+
+class TrainedModel:
+    """A fitted model with everything needed to predict and to explain where it came from."""
+
+    def __init__(
+        self,
+        estimator: HistGradientBoostingRegressor,
+        config: TrainingConfig,
+        seed: int,
+        encoders: dict[str, list[str]],
+        metrics: TrainingMetrics,
+        feature_stats: dict[str, dict[str, Any]],
+        library_versions: dict[str, str],
+    ) -> None:
+        self.estimator = estimator
+        self.config = config
+        self.seed = seed
+        self.encoders = encoders
+        self.metrics = metrics
+        self.feature_stats = feature_stats
+        self.library_versions = library_versions
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.config.features)
+
+    @property
+    def target(self) -> str:
+        return self.config.target
+
+    def predict(self, data: Rows | Columns) -> np.ndarray:
+        """Predictions for rows or columns; missing features are NaN, unseen categories count as missing."""
+        columns = as_columns(data, self.config.features, self.config.categorical)
+        n = data_length(data)
+        if n == 0:
+            return np.empty(0, dtype=np.float64)
+        matrix = _design_matrix(columns, self.config, self.encoders, n)
+        with threadpool_limits(limits=1):
+            return np.asarray(self.estimator.predict(matrix), dtype=np.float64)
+
+    def to_files(self) -> dict[str, bytes]:
+        """The exact bytes of model.json and model.pkl (what :meth:`save` writes)."""
+        payload = {"format": FORMAT, "estimator": self.estimator}
+        return {MODEL_JSON: canonical_json(self.describe()), MODEL_PICKLE: canonical_pickle(payload)}
+
+    def describe(self) -> dict[str, Any]:
+        """model.json's content: config, seed, encoders, metrics and feature stats."""
+        return {
+            "format": FORMAT,
+            "config": self.config.model_dump(mode="json"),
+            "seed": self.seed,
+            "features": self.features,
+            "target": self.target,
+            "encoders": self.encoders,
+            "metrics": self.metrics.model_dump(mode="json"),
+            "feature_stats": self.feature_stats,
+            "library_versions": self.library_versions,
+        }
+
+    def file_digests(self) -> dict[str, str]:
+        return {name: hashlib.sha256(data).hexdigest() for name, data in self.to_files().items()}
+
+    def save(self, directory: str | Path) -> list[Path]:
+        """Write model.json and model.pkl into ``directory`` (created if needed); returns their paths."""
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, data in sorted(self.to_files().items()):
+            path = target / name
+            tmp = target / f".{name}.tmp"
+            tmp.write_bytes(data)
+            tmp.replace(path)
+            paths.append(path)
+        return paths
+
+
+def train(data: Rows | Columns, config: TrainingConfig, seed: int) -> TrainedModel:
+    """Fit on the rows whose split hash is not held out; report metrics on the held-out rows.
+
+    Raises InvalidInput when a configured column is missing or malformed, InsufficientData when too few
+    rows remain.
+    """
+    columns = as_columns(data, _used_columns(config), _text_columns(config))
+    n = data_length(data)
+    _require_columns(columns, [*config.features, config.target, *config.split_keys])
+
+    y_all = np.asarray(columns[config.target], dtype=np.float64)
+    labelled = np.isfinite(y_all)
+    keys = split_digests(columns, config.split_keys)
+    holdout = holdout_mask_from_digests(keys, config.holdout_fraction)
+    train_idx = np.flatnonzero(labelled & ~holdout)
+    hold_idx = np.flatnonzero(labelled & holdout)
+    if len(train_idx) < MIN_TRAIN_ROWS or len(hold_idx) == 0:
+        raise InsufficientData(
+            f"need at least {MIN_TRAIN_ROWS} training rows and 1 held-out row with a finite "
+            f"{config.target!r}; "
+            f"got {len(train_idx)} training and {len(hold_idx)} held-out of {n} rows"
+        )
+    # Canonical order: by split digest, then by original position for exact duplicates.
+    train_idx = train_idx[np.lexsort((train_idx, keys[train_idx]))]
+    hold_idx = hold_idx[np.lexsort((hold_idx, keys[hold_idx]))]
+
+    train_cols = {name: col[train_idx] for name, col in columns.items()}
+    encoders = _fit_encoders(train_cols, config)
+    x_train = _design_matrix(train_cols, config, encoders, len(train_idx))
+    estimator = HistGradientBoostingRegressor(
+        loss="squared_error",
+        learning_rate=config.learning_rate,
+        max_iter=config.max_iter,
+        max_leaf_nodes=config.max_leaf_nodes,
+        categorical_features=np.array([f in config.categorical for f in config.features], dtype=bool),
+        early_stopping=False,  # our own held-out split is the validation; no second random split
+        random_state=seed,
+    )
+    with threadpool_limits(limits=1):
+        estimator.fit(x_train, y_all[train_idx])
+        train_pred = estimator.predict(x_train)
+        hold_cols = {name: col[hold_idx] for name, col in columns.items()}
+        hold_pred = estimator.predict(_design_matrix(hold_cols, config, encoders, len(hold_idx)))
+
+    abs_err = np.abs(hold_pred - y_all[hold_idx])
+    metrics = TrainingMetrics(
+        holdout_mae=float(np.mean(abs_err)),
+        holdout_rmse=float(np.sqrt(np.mean(abs_err**2))),
+        train_mae=float(np.mean(np.abs(train_pred - y_all[train_idx]))),
+        n_train=len(train_idx),
+        n_holdout=len(hold_idx),
+        n_dropped_missing_target=int(n - labelled.sum()),
+        holdout_abs_error=ErrorSummary(
+            n=len(hold_idx),
+            mean=float(np.mean(abs_err)),
+            var=float(np.var(abs_err, ddof=1)) if len(abs_err) > 1 else 0.0,
+        ),
+    )
+    return TrainedModel(
+        estimator=estimator,
+        config=config,
+        seed=seed,
+        encoders=encoders,
+        metrics=metrics,
+        feature_stats=_feature_stats(train_cols, config),
+        library_versions={"scikit-learn": sklearn.__version__, "numpy": np.__version__},
+    )
+
+
+def load_model(source: str | Path | Mapping[str, bytes]) -> TrainedModel:
+    """Load a model from a directory or from ``{"model.json": ..., "model.pkl": ...}`` bytes.
+
+    SECURITY: this unpickles model.pkl, and unpickling runs code. The caller MUST have verified the signed
+    manifest (the file digests and their signature) before calling this; never pass bytes whose signature
+    has not verified.
+    """
+    if isinstance(source, Mapping):
+        files = dict(source)
+    else:
+        directory = Path(source)
+        files = {
+            name: (directory / name).read_bytes() for name in MODEL_FILES if (directory / name).is_file()
+        }
+    missing = [name for name in MODEL_FILES if name not in files]
+    if missing:
+        raise InvalidInput(f"model files missing: {missing}")
+    try:
+        meta = json.loads(files[MODEL_JSON])
+    except ValueError as exc:
+        raise IntegrityViolation(f"{MODEL_JSON} is not valid JSON: {exc}") from exc
+    if meta.get("format") != FORMAT:
+        raise InvalidInput(f"{MODEL_JSON} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    payload = pickle.loads(files[MODEL_PICKLE])  # verified by the caller: see the docstring
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise IntegrityViolation(f"{MODEL_PICKLE} is not a {FORMAT} payload")
+    estimator = payload["estimator"]
+    if not isinstance(estimator, HistGradientBoostingRegressor):
+        raise IntegrityViolation(
+            f"{MODEL_PICKLE} holds {type(estimator).__name__}, not a HistGradientBoostingRegressor"
+        )
+    config = TrainingConfig.model_validate(meta["config"])
+    if estimator.n_features_in_ != len(config.features):
+        raise IntegrityViolation(
+            f"{MODEL_PICKLE} expects {estimator.n_features_in_} features, "
+            f"{MODEL_JSON} lists {len(config.features)}"
+        )
+    return TrainedModel(
+        estimator=estimator,
+        config=config,
+        seed=int(meta["seed"]),
+        encoders={k: list(v) for k, v in meta["encoders"].items()},
+        metrics=TrainingMetrics.model_validate(meta["metrics"]),
+        feature_stats=meta["feature_stats"],
+        library_versions=dict(meta["library_versions"]),
+    )
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8, no NaN: the same value always gives the same bytes."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def canonical_pickle(value: Any) -> bytes:
+    """Pickle bytes that do not depend on which equal strings happen to be one object.
+
+    Pickle writes a repeated object once and refers back to it, so the bytes follow object identity: a fitted
+    estimator and the same estimator loaded from disk (where attribute names come back interned) pickle
+    differently. One round trip settles the sharing; dumping again is then a fixpoint, so a loaded model saves
+    to the very bytes it was loaded from. (Loading our own fresh bytes here is safe: nothing external.)
+    """
+    first = pickle.dumps(value, protocol=PICKLE_PROTOCOL)
+    return pickle.dumps(pickle.loads(first), protocol=PICKLE_PROTOCOL)
+
+
+def as_columns(data: Rows | Columns, names: Sequence[str], text: Collection[str]) -> dict[str, np.ndarray]:
+    """The columns ``names`` of rows or columns: object arrays (None = missing) for ``text``, else float64.
+
+    Other columns are ignored (rows carry ids and times the model does not use); a name absent from every row
+    is left out, so callers decide whether that is an error. A key absent from one row is missing there.
+    """
+    out: dict[str, np.ndarray] = {}
+    if isinstance(data, Mapping):
+        for name in names:
+            if name not in data:
+                continue
+            arr = np.asarray(data[name])
+            if name in text:
+                out[name] = _text_array(list(arr))
+            elif arr.dtype.kind in "fiub":
+                out[name] = arr.astype(np.float64)
+            else:
+                out[name] = _float_array(name, list(arr))
+        lengths = {len(v) for v in out.values()}
+        if len(lengths) > 1:
+            raise InvalidInput(f"columns have different lengths: {sorted(lengths)}")
+        return out
+    rows = data if isinstance(data, Sequence) else list(data)
+    present = {name for row in rows for name in row}
+    for name in names:
+        if name not in present:
+            continue
+        values = [row.get(name) for row in rows]
+        out[name] = _text_array(values) if name in text else _float_array(name, values)
+    return out
+
+
+def split_digests(columns: Columns, split_keys: Sequence[str]) -> np.ndarray:
+    """A uint64 per row from sha256 of its split keys; timestamps normalised so text and datetime agree."""
+    _require_columns(columns, split_keys)
+    n = _n_rows(columns)
+    parts = [[_key_text(name, columns[name][i]) for name in split_keys] for i in range(n)]
+    return np.array(
+        [int.from_bytes(hashlib.sha256("\x1f".join(p).encode()).digest()[:8], "big") for p in parts],
+        dtype=np.uint64,
+    )
+
+
+def holdout_mask_from_digests(digests: np.ndarray, fraction: float) -> np.ndarray:
+    threshold = np.uint64(min(int(fraction * 2.0**64), 2**64 - 1))
+    return np.asarray(digests < threshold, dtype=bool)
+
+
+def holdout_mask(data: Rows | Columns, config: TrainingConfig) -> np.ndarray:
+    """True for the rows ``train`` holds out under ``config`` (the same rows for every model and seed)."""
+    columns = as_columns(data, config.split_keys, config.split_keys)
+    if not columns:
+        raise InvalidInput(f"data lacks the split key column(s) {config.split_keys}")
+    return holdout_mask_from_digests(split_digests(columns, config.split_keys), config.holdout_fraction)
+
+
+def _used_columns(config: TrainingConfig) -> list[str]:
+    return list(dict.fromkeys([*config.features, config.target, *config.split_keys]))
+
+
+def _text_columns(config: TrainingConfig) -> set[str]:
+    return {*config.categorical, *config.split_keys} - {config.target}
+
+
+def _key_text(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return iso(value)
+    if name.endswith("_time") or name.endswith("_at"):
+        try:
+            return iso(parse_iso(str(value)))
+        except ValueError:
+            return str(value)
+    return str(value)
+
+
+def _text_array(values: Sequence[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            out[i] = None
+        elif isinstance(v, datetime):
+            out[i] = v
+        else:
+            out[i] = str(v)
+    return out
+
+
+def _float_array(name: str, values: Sequence[Any]) -> np.ndarray:
+    try:
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(
+            f"column {name!r} must be numeric (it is not declared categorical): {exc}"
+        ) from exc
+
+
+def data_length(data: Rows | Columns) -> int:
+    """Number of rows in rows or columns."""
+    if isinstance(data, Mapping):
+        return len(next(iter(data.values()))) if data else 0
+    return len(data)
+
+
+def _n_rows(columns: Columns) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
+
+
+def _require_columns(columns: Columns, names: Sequence[str]) -> None:
+    missing = [name for name in names if name not in columns]
+    if missing:
+        raise InvalidInput(f"data lacks the column(s) {missing}; it has {sorted(columns)}")
+
+
+def _fit_encoders(columns: Columns, config: TrainingConfig) -> dict[str, list[str]]:
+    """Sorted category names per categorical feature; the MAX_CATEGORIES most frequent (ties by name)."""
+    encoders: dict[str, list[str]] = {}
+    for name in config.categorical:
+        counts: dict[str, int] = {}
+        for v in columns[name]:
+            if v is not None:
+                counts[v] = counts.get(v, 0) + 1
+        kept = sorted(counts, key=lambda c: (-counts[c], c))[:MAX_CATEGORIES]
+        encoders[name] = sorted(kept)
+    return encoders
+
+
+def _design_matrix(
+    columns: Mapping[str, np.ndarray], config: TrainingConfig, encoders: Mapping[str, list[str]], n: int
+) -> np.ndarray:
+    matrix = np.full((n, len(config.features)), np.nan, dtype=np.float64)
+    for j, name in enumerate(config.features):
+        if name not in columns:
+            continue  # absent everywhere → missing, which the model handles
+        col = columns[name]
+        if name in encoders:
+            codes = {c: float(i) for i, c in enumerate(encoders[name])}
+            matrix[:, j] = [codes.get(v, np.nan) if v is not None else np.nan for v in col]
+        else:
+            matrix[:, j] = col
+    matrix[~np.isfinite(matrix)] = np.nan
+    return matrix
+
+
+def _feature_stats(columns: Mapping[str, np.ndarray], config: TrainingConfig) -> dict[str, dict[str, Any]]:
+    """Training-set statistics per feature (counts, moments, decile edges, categories) for drift baselines."""
+    stats: dict[str, dict[str, Any]] = {}
+    for name in [*config.features, config.target]:
+        col = columns[name]
+        if name in config.categorical:
+            counts: dict[str, int] = {}
+            for v in col:
+                if v is not None:
+                    counts[v] = counts.get(v, 0) + 1
+            stats[name] = {
+                "kind": "categorical",
+                "n": len(col),
+                "n_missing": int(sum(v is None for v in col)),
+                "counts": dict(sorted(counts.items())),
+            }
+            continue
+        finite = col[np.isfinite(col)]
+        entry: dict[str, Any] = {"kind": "numeric", "n": len(col), "n_missing": int(len(col) - len(finite))}
+        if len(finite):
+            entry |= {
+                "mean": float(np.mean(finite)),
+                "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0,
+                "min": float(np.min(finite)),
+                "max": float(np.max(finite)),
+                "deciles": [float(q) for q in np.quantile(finite, np.linspace(0, 1, 11)[1:-1])],
+            }
+        stats[name] = entry
+    return stats

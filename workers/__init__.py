@@ -1,0 +1,1 @@
+"""Process entry points: the Temporal worker and the serving process; the one place things are wired."""

@@ -1,0 +1,124 @@
+"""The Temporal adapter of the orchestration port (used by the CLI, the demo and the dashboard)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from evolution.contracts import (
+    ApprovalRequest,
+    ApprovalResponse,
+    DriftScanInput,
+    DriftScanResult,
+    RetrainingInput,
+    RetrainingResult,
+    RetrainingStatus,
+)
+from evolution.errors import InvalidInput, NotFound
+from evolution.orchestrator import RetrainingAlreadyRunning
+from evolution.settings import Settings
+from workers.temporal_client import connect_client
+from workflows.drift_scan import DriftScanWorkflow, drift_scan_schedule_id
+from workflows.retraining import RetrainingWorkflow, retraining_workflow_id
+
+RUN_TIMEOUT = timedelta(days=3)
+
+
+class TemporalOrchestrator:
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self._client = client
+        self._task_queue = task_queue
+
+    async def ensure_drift_schedule(self, scan: DriftScanInput, interval_s: float) -> str:
+        """Create ``drift-scan/{tenant}`` if it does not exist (idempotent)."""
+        schedule_id = drift_scan_schedule_id(scan.tenant_id)
+        schedule = Schedule(
+            action=ScheduleActionStartWorkflow(
+                DriftScanWorkflow.run, scan, id=schedule_id, task_queue=self._task_queue
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=interval_s))]),
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        )
+        try:
+            await self._client.create_schedule(schedule_id, schedule)
+        except ScheduleAlreadyRunningError:
+            pass
+        return schedule_id
+
+    async def trigger_drift_scan(self, tenant_id: str) -> None:
+        await self._client.get_schedule_handle(drift_scan_schedule_id(tenant_id)).trigger(
+            overlap=ScheduleOverlapPolicy.ALLOW_ALL
+        )
+
+    async def run_drift_scan(self, scan: DriftScanInput) -> DriftScanResult:
+        return await self._client.execute_workflow(
+            DriftScanWorkflow.run, scan, id=f"{drift_scan_schedule_id(scan.tenant_id)}/manual",
+            task_queue=self._task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            result_type=DriftScanResult,
+        )
+
+    async def start_retraining(self, request: RetrainingInput) -> str:
+        workflow_id = retraining_workflow_id(request.tenant_id)
+        try:
+            await self._client.start_workflow(
+                RetrainingWorkflow.run, request, id=workflow_id, task_queue=self._task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                execution_timeout=RUN_TIMEOUT,
+            )
+        except WorkflowAlreadyStartedError:
+            raise RetrainingAlreadyRunning(
+                f"a retraining is already running for tenant {request.tenant_id!r} ({workflow_id}); "
+                "wait for it or approve/reject it"
+            ) from None
+        return workflow_id
+
+    async def retraining_status(self, tenant_id: str) -> RetrainingStatus | None:
+        handle = self._client.get_workflow_handle(retraining_workflow_id(tenant_id))
+        try:
+            return await handle.query(RetrainingWorkflow.status)
+        except RPCError:
+            return None
+
+    async def retraining_running(self, tenant_id: str) -> bool:
+        try:
+            description = await self._client.get_workflow_handle(retraining_workflow_id(tenant_id)).describe()
+        except RPCError:
+            return False
+        return description.status == WorkflowExecutionStatus.RUNNING
+
+    async def retraining_result(self, tenant_id: str) -> RetrainingResult:
+        handle = self._client.get_workflow_handle(retraining_workflow_id(tenant_id), result_type=RetrainingResult)
+        return await handle.result()
+
+    async def send_approval(self, tenant_id: str, request: ApprovalRequest) -> ApprovalResponse:
+        handle = self._client.get_workflow_handle(retraining_workflow_id(tenant_id))
+        try:
+            return await handle.execute_update(RetrainingWorkflow.approval, request)
+        except WorkflowUpdateFailedError as error:
+            cause = error.cause
+            raise InvalidInput(f"approval refused: {getattr(cause, 'message', None) or cause}") from None
+        except RPCError as error:
+            raise NotFound(f"no retraining of tenant {tenant_id!r} is waiting: {error.message}") from None
+
+    async def close(self) -> None:
+        return None
+
+
+async def connect(settings: Settings) -> TemporalOrchestrator:
+    return TemporalOrchestrator(await connect_client(settings), settings.task_queue)

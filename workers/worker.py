@@ -1,0 +1,109 @@
+"""The Temporal worker process: wires settings, services and adapters, then serves workflows and activities."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.canary import CanaryActivities
+from activities.drift import DriftActivities
+from activities.registry import RegistryActivities
+from activities.training import TrainingActivities
+from evolution.canary_service import CanaryService
+from evolution.drift_scan import DriftScanner
+from evolution.logging_setup import configure_logging
+from evolution.registry.schema import Tenant
+from evolution.retraining import CandidateBuilder
+from evolution.settings import Settings, load_settings
+from evolution.training.compute import ComputeBackend, LocalSubprocessBackend
+from evolution.wiring import Services, build_services
+from workers.temporal_client import connect_client
+from workflows.drift_scan import DriftScanWorkflow
+from workflows.retraining import RetrainingWorkflow
+
+log = logging.getLogger(__name__)
+WORKFLOWS = [RetrainingWorkflow, DriftScanWorkflow]
+
+
+def tenant_config_reader(services: Services) -> Any:
+    def read(tenant_id: str) -> dict[str, Any]:
+        with services.factory() as session:
+            tenant = session.get(Tenant, tenant_id)
+            return dict(tenant.config or {}) if tenant else {}
+
+    return read
+
+
+def activity_objects(services: Services, compute: ComputeBackend | None = None) -> list[Any]:
+    settings = services.settings
+    builder = CandidateBuilder(
+        registry=services.registry, snapshots=services.snapshots, store=services.store, signer=services.signer,
+        keyring=services.keyring, loader=services.loader, compute=compute or LocalSubprocessBackend(),
+        quota=services.quota, work_dir=settings.work_dir, tenant_config=tenant_config_reader(services),
+        timeout_s=settings.training_timeout_s, memory_limit_mb=settings.training_memory_limit_mb,
+    )
+    scanner = DriftScanner(
+        services.registry, services.snapshots, services.drift_reports, services.loader, services.keyring,
+        services.notifier,
+    )
+    return [
+        RegistryActivities(services.registry, services.quota, services.notifier),
+        TrainingActivities(builder),
+        DriftActivities(scanner),
+        CanaryActivities(CanaryService(services.outcomes)),
+    ]
+
+
+def activity_functions(objects: list[Any]) -> list[Any]:
+    functions = []
+    for obj in objects:
+        for name in dir(obj):
+            member = getattr(obj, name)
+            if callable(member) and hasattr(member, "__temporal_activity_definition"):
+                functions.append(member)
+    return functions
+
+
+def build_worker(
+    client: Client, services: Services, task_queue: str, executor: ThreadPoolExecutor,
+    compute: ComputeBackend | None = None, **worker_options: Any,
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activity_functions(activity_objects(services, compute)),
+        activity_executor=executor,
+        **worker_options,
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    services = build_services(settings)
+    client = await connect_client(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        worker = build_worker(client, services, settings.task_queue, executor)
+        log.info("worker polling task queue %s at %s", settings.task_queue, settings.temporal_address)
+        async with worker:
+            await stop.wait()
+    services.close()
+
+
+def main() -> None:
+    settings = load_settings()
+    configure_logging(settings, "worker")
+    asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()
