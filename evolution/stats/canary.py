@@ -16,12 +16,11 @@ so a workflow can carry it. ``decide`` does not mutate its argument: the updated
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evolution.errors import InvalidInput
+from evolution.stats.canary_models import Action, Decision, GuardConfig, GuardState, MomentState
 from evolution.stats.canary_plan import PlanResult, ScenarioPlan, expected_labels
 from evolution.stats.moments import Moments, merge, moments_of
 from evolution.stats.msprt import (
@@ -36,6 +35,7 @@ from evolution.stats.msprt import (
 )
 
 __all__ = [
+    "Action",
     "Decision",
     "GuardConfig",
     "GuardState",
@@ -61,80 +61,13 @@ DEFAULT_N_OPT = (
 DEFAULT_HARM_N_OPT = 500  # harm mixture sharpest within hundreds of labels, so large regressions stop early
 DEFAULT_WINSOR_QUANTILES = (0.001, 0.999)
 
-Action = Literal["continue", "promote", "rollback", "no_significant_difference"]
+
+def _moments(state: MomentState) -> Moments:
+    return Moments(state.n, state.mean, state.m2)
 
 
-class GuardConfig(BaseModel):
-    """Fixed before the canary starts (tau from shadow or baseline data, never from live data)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    alpha: float = Field(0.05, gt=0.0, lt=1.0)
-    min_promote_n: int = Field(1000, ge=2)
-    min_rollback_n: int = Field(200, ge=2)
-    n_max: int = Field(20_000, ge=2)
-    tau: float = Field(gt=0.0, description="promotion mixture scale, MAE units")
-    tau_harm: float = Field(gt=0.0, description="harm mixture scale (larger than tau), MAE units")
-    paired: bool = True
-    winsor_low: float | None = Field(
-        None, description="clip d (paired) or each abs error (unpaired) below this"
-    )
-    winsor_high: float | None = Field(
-        None, description="clip d (paired) or each abs error (unpaired) above this"
-    )
-    max_invalid_rate: float = Field(
-        0.0, ge=0.0, le=1.0, description="share of invalid/NaN predictions tolerated"
-    )
-    max_error_rate: float = Field(0.01, ge=0.0, le=1.0, description="share of failed requests tolerated")
-    max_latency_ms: float | None = Field(None, gt=0.0, description="p99 latency ceiling of the candidate")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> GuardConfig:
-        if (
-            self.winsor_low is not None
-            and self.winsor_high is not None
-            and self.winsor_low > self.winsor_high
-        ):
-            raise ValueError(f"winsor_low ({self.winsor_low}) is above winsor_high ({self.winsor_high})")
-        return self
-
-
-class MomentState(BaseModel):
-    """Running count, mean and sum of squared deviations (merged with Chan's formula)."""
-
-    n: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-
-    def as_moments(self) -> Moments:
-        return Moments(self.n, self.mean, self.m2)
-
-    @classmethod
-    def of(cls, m: Moments) -> MomentState:
-        return cls(n=m.n, mean=m.mean, m2=m.m2)
-
-
-class GuardState(BaseModel):
-    """Everything the guard remembers between looks; small and JSON-serialisable."""
-
-    d: MomentState = Field(default_factory=MomentState, description="paired differences a - b")
-    a: MomentState = Field(default_factory=MomentState, description="unpaired: champion absolute errors")
-    b: MomentState = Field(default_factory=MomentState, description="unpaired: candidate absolute errors")
-    p_promote: float = Field(1.0, description="running-minimum always-valid p of 'candidate better'")
-    q_rollback: float = Field(1.0, description="running-minimum always-valid p of 'candidate worse'")
-    looks: int = 0
-    decided: Action | None = None
-    decided_reason: str | None = None
-
-
-class Decision(BaseModel):
-    action: Action
-    reason: str
-    n: int = Field(description="matured labels (per arm when unpaired); requests for a guardrail decision")
-    p_promote: float = 1.0
-    q_rollback: float = 1.0
-    theta_hat: float = Field(0.0, description="mean(a - b): champion MAE minus candidate MAE; > 0 is better")
-    state: GuardState | None = Field(None, description="the state after this look: carry it forward")
+def _moment_state(m: Moments) -> MomentState:
+    return MomentState(n=m.n, mean=m.mean, m2=m.m2)
 
 
 def _errors(values: np.ndarray, what: str) -> np.ndarray:
@@ -163,8 +96,8 @@ def observe(
     if a.size != b.size:
         raise InvalidInput(f"paired batch: {a.size} champion errors but {b.size} candidate errors")
     d = _clip(a - b, config)
-    merged = merge(state.d.as_moments(), moments_of(d))
-    return state.model_copy(update={"d": MomentState.of(merged)})
+    merged = merge(_moments(state.d), moments_of(d))
+    return state.model_copy(update={"d": _moment_state(merged)})
 
 
 def observe_unpaired(
@@ -177,8 +110,8 @@ def observe_unpaired(
     b = _clip(_errors(candidate_abs_err, "candidate_abs_err"), config)
     return state.model_copy(
         update={
-            "a": MomentState.of(merge(state.a.as_moments(), moments_of(a))),
-            "b": MomentState.of(merge(state.b.as_moments(), moments_of(b))),
+            "a": _moment_state(merge(_moments(state.a), moments_of(a))),
+            "b": _moment_state(merge(_moments(state.b), moments_of(b))),
         }
     )
 
@@ -186,10 +119,10 @@ def observe_unpaired(
 def estimate(state: GuardState, config: GuardConfig) -> tuple[int, float, float]:
     """(n, theta_hat, V) at the current state; V is NaN below two labels (per arm)."""
     if config.paired:
-        mo = state.d.as_moments()
+        mo = _moments(state.d)
         v = mo.variance / mo.n if mo.n >= 2 else math.nan
         return mo.n, mo.mean, v
-    a, b = state.a.as_moments(), state.b.as_moments()
+    a, b = _moments(state.a), _moments(state.b)
     n = min(a.n, b.n)
     v = a.variance / a.n + b.variance / b.n if n >= 2 else math.nan
     return n, a.mean - b.mean, v

@@ -226,7 +226,7 @@ class LocalSubprocessBackend:
             return TrainingJobResult(status="failed", error="cancelled", **base)
         reported = _read_result(Path(job.output_dir) / RESULT_FILE, job.job_id)
         if returncode != 0:
-            error = reported.get("error") or _describe_exit(returncode, job)
+            error = reported.get("error") or _describe_exit(returncode, job) + _last_line(log_tail)
             return TrainingJobResult(status="failed", error=str(error), **base)
         if reported.get("status") != "succeeded":
             error = reported.get("error") or f"the job exited 0 but {RESULT_FILE} is missing or not a success"
@@ -372,6 +372,11 @@ def _describe_exit(returncode: int | None, job: TrainingJob) -> str:
     if signum == signal.SIGKILL:
         return f"the job was killed by {name} (the CPU hard limit or the kernel's out-of-memory killer)"
     return f"the job was killed by {name}"
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f": {lines[-1][:300]}" if lines else ""
 
 
 def _read_result(path: Path, job_id: str) -> dict[str, Any]:

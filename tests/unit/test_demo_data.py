@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,7 +37,7 @@ def test_rows_carry_increasing_utc_event_times_spaced_by_the_period() -> None:
     times = [parse_iso(r["event_time"]) for r in rows]
     assert all(r["event_time"].endswith("Z") for r in rows)
     assert times[0] == START
-    assert all(b - a == timedelta(seconds=900) for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a == timedelta(seconds=900) for a, b in itertools.pairwise(times))
 
 
 def test_rows_have_every_feature_with_plausible_values_and_a_positive_yield() -> None:
@@ -45,8 +47,8 @@ def test_rows_have_every_feature_with_plausible_values_and_a_positive_yield() ->
     assert set(cols["crop"]) == set(CROPS)
     assert set(cols["soil_texture"]) - {None} == set(TEXTURES)
     assert np.all(cols[TARGET] > 0) and 2.0 < np.mean(cols[TARGET]) < 8.0
-    assert 4.5 <= np.nanmin(cols["soil_ph"]) and np.nanmax(cols["soil_ph"]) <= 8.6
-    assert 0.0 < np.nanmin(cols["ndvi_peak"]) and np.nanmax(cols["ndvi_peak"]) < 1.0
+    assert np.nanmin(cols["soil_ph"]) >= 4.5 and np.nanmax(cols["soil_ph"]) <= 8.6
+    assert np.nanmin(cols["ndvi_peak"]) > 0.0 and np.nanmax(cols["ndvi_peak"]) < 1.0
     assert np.nanmin(cols["irrigation_mm"]) == 0.0
     assert all(str(f).startswith("field-") for f in cols["field_id"])
 
@@ -113,7 +115,7 @@ def test_drift_spec_reads_a_naive_time_as_utc() -> None:
 
 
 def test_to_columns_gives_float64_with_nan_and_object_arrays_with_none() -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"rain_mm": 10.0, "crop": "soy", "field_id": "f1"},
         {"rain_mm": None, "crop": None, "field_id": "f2"},
         {"crop": "maize", "field_id": "f3"},

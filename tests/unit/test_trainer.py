@@ -177,7 +177,7 @@ def test_load_model_refuses_missing_files_and_foreign_payloads(model: TrainedMod
 
 
 def test_predict_treats_unseen_categories_and_absent_features_as_missing(model: TrainedModel) -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"crop": "barley", "soil_texture": "peat", "rain_mm": 400.0, "field_id": "x", "event_time": "t"},
         {"nitrogen_kg_ha": 150.0},
     ]

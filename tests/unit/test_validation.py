@@ -44,9 +44,10 @@ def test_without_a_champion_the_candidate_passes(scenario: _Scenario) -> None:
 def test_a_candidate_better_on_the_same_held_out_rows_passes(scenario: _Scenario) -> None:
     report = validate(scenario.fresh, scenario.stale, scenario.holdout)
     assert report.passed
+    assert report.champion_mae is not None and report.candidate_mae is not None
     assert report.champion_mae == pytest.approx(_mae(scenario.stale, scenario.holdout))
     expected = (report.champion_mae - report.candidate_mae) / report.champion_mae
-    assert report.improvement == pytest.approx(expected)
+    assert report.improvement is not None and report.improvement == pytest.approx(expected)
     assert report.improvement > 0.3
 
 
@@ -59,7 +60,9 @@ def test_a_worse_candidate_fails_and_the_reason_says_so(scenario: _Scenario) -> 
 
 def test_tolerance_lets_a_slightly_worse_candidate_through(scenario: _Scenario) -> None:
     ratio = _mae(scenario.stale, scenario.holdout) / _mae(scenario.fresh, scenario.holdout)
-    assert not validate(scenario.stale, scenario.fresh, scenario.holdout, max_regression=ratio - 1 - 0.01).passed
+    assert not validate(
+        scenario.stale, scenario.fresh, scenario.holdout, max_regression=ratio - 1 - 0.01
+    ).passed
     assert validate(scenario.stale, scenario.fresh, scenario.holdout, max_regression=ratio - 1 + 0.01).passed
 
 

@@ -1,0 +1,97 @@
+"""The whole lifecycle on a real dev server: drift detected → retrain → shadow → canary → approval → CHAMPION."""
+
+from __future__ import annotations
+
+import asyncio
+
+from evolution.contracts import ApprovalRequest, DriftScanInput, RetrainingInput, RolloutTiming
+from evolution.demo import InProcessTransport, Scenario, TrafficDriver
+from evolution.demo_data import DriftSpec
+from evolution.lifecycle import ModelState
+from evolution.security import Principal
+from evolution.serving.predictor import Predictor
+from evolution.timeutil import utcnow
+from evolution.wiring import Services
+from tests.support.scenario import seed_tenant
+from tests.workflows.test_retraining_approval import wait_for_approval
+from workers.orchestrator import TemporalOrchestrator
+
+SCENARIO = Scenario(tenant_id="acme", history_rows=1500, round_rows=400)
+TIMING = RolloutTiming(look_interval_s=0.5, shadow_min_pairs=150, approval_timeout_s=300)
+MANAGER = ApprovalRequest(decision="approve", user="maria", role="manager", tenant_id="acme", reason="canary won")
+
+
+async def drive_until_approval(orchestrator: TemporalOrchestrator, driver: TrafficDriver, max_rounds: int = 40) -> None:
+    for _ in range(max_rounds):
+        status = await orchestrator.retraining_status("acme")
+        if status is not None and status.awaiting_approval:
+            return
+        if status is not None and status.phase == "finished":
+            raise AssertionError(f"retraining ended without approval: {status}")
+        await asyncio.to_thread(driver.round)
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"no decision after {max_rounds} rounds: {await orchestrator.retraining_status('acme')}")
+
+
+async def test_drift_alert_retrains_and_the_canary_winner_becomes_champion_after_approval(
+    services: Services, worker: None, orchestrator: TemporalOrchestrator
+) -> None:
+    system = Principal.system("acme")
+    tenant = seed_tenant(services, SCENARIO)
+    services.snapshots.seal(system, "acme", utcnow())
+    await orchestrator.start_retraining(RetrainingInput(tenant_id="acme", model_name="yield", trigger="bootstrap", timing=TIMING))
+    await wait_for_approval(orchestrator, "acme")
+    await orchestrator.send_approval("acme", MANAGER)
+    first = services.registry.current(system, "acme", "yield", ModelState.CHAMPION)
+    assert first is not None
+
+    predictor = Predictor(services.registry, services.loader, services.outcomes, canary_share=0.5, refresh_s=0.0)
+    driver = TrafficDriver(
+        SCENARIO, InProcessTransport(predictor, services.events), tenant.key_id, tenant.private_pem,
+        DriftSpec(at=utcnow()),
+    )
+    summary = await asyncio.to_thread(driver.round, 1200)
+    assert summary.accepted == 1200 and summary.rejected == 0
+
+    scan = await orchestrator.run_drift_scan(
+        DriftScanInput(tenant_id="acme", model_name="yield", retraining_timing=TIMING)
+    )
+    assert scan.level == "alert" and scan.retraining == "started"
+    report = services.drift_reports.list(system, "acme")[0]
+    services.drift_reports.verify(report, services.keyring)
+    assert report.report["baseline"]["model_version_id"] == first.id
+
+    await drive_until_approval(orchestrator, driver)
+    assert driver.roles.get("shadow", 0) > 0 and driver.roles.get("canary", 0) > 0
+    status = await orchestrator.retraining_status("acme")
+    assert status is not None and status.guard is not None and status.guard.action == "promote"
+    assert status.guard.n >= 1000 and status.guard.p_promote < 0.05
+
+    answer = await orchestrator.send_approval("acme", MANAGER)
+    assert answer.final_state == "CHAMPION"
+    result = await orchestrator.retraining_result("acme")
+    assert result.outcome == "promoted"
+    second = services.registry.current(system, "acme", "yield", ModelState.CHAMPION)
+    assert second is not None and second.id == result.version_id and second.number == first.number + 1
+    assert services.registry.get_version(system, first.id).state == ModelState.DEPRECATED
+    trail = [e.to_state for e in services.registry.audit_trail(system, "acme", subject_id=second.id)]
+    assert trail == ["DRAFT", "TRAINING", "VALIDATED", "SHADOW", "CANARY", "CHAMPION"]
+    assert services.registry.verify_audit(system, "acme").ok
+
+
+async def test_drift_scan_schedule_is_created_once_and_runs_a_scan(
+    services: Services, worker: None, orchestrator: TemporalOrchestrator
+) -> None:
+    seed_tenant(services, SCENARIO)
+    scan = DriftScanInput(tenant_id="acme", model_name="yield", auto_retrain=False)
+    first = await orchestrator.ensure_drift_schedule(scan, interval_s=3600)
+    again = await orchestrator.ensure_drift_schedule(scan, interval_s=3600)
+    assert first == again == "drift-scan/acme"
+    await orchestrator.trigger_drift_scan("acme")
+    for _ in range(120):
+        if services.snapshots.latest(Principal.system("acme"), "acme") is not None:
+            break
+        await asyncio.sleep(0.25)
+    snapshot = services.snapshots.latest(Principal.system("acme"), "acme")
+    assert snapshot is not None and snapshot.row_count == SCENARIO.history_rows
+    services.snapshots.verify(snapshot, services.keyring)
