@@ -105,7 +105,11 @@ class TrafficDriver:
         instances = [
             {"request_id": f"{prefix}-{i:06d}", "features": _features(r)} for i, r in enumerate(records)
         ]
-        predictions = self.transport.predict(self.scenario.tenant_id, self.scenario.model_name, instances)
+        predictions = [
+            p
+            for batch in _batches(instances, 500)
+            for p in self.transport.predict(self.scenario.tenant_id, self.scenario.model_name, batch)
+        ]
         for p in predictions:
             self.roles[p["role"]] = self.roles.get(p["role"], 0) + 1
         for record, instance, prediction in zip(records, instances, predictions, strict=True):

@@ -37,6 +37,9 @@ class DriftReportView(BaseModel):
     signature: Signature
     report: dict[str, Any]
 
+    def created_at_after(self, moment: datetime) -> bool:
+        return datetime.fromisoformat(self.report["created_at"].replace("Z", "+00:00")) >= moment
+
     @classmethod
     def of(cls, row: DriftReport) -> DriftReportView:
         return cls(

@@ -38,15 +38,27 @@ class ModelLoader:
             raise IntegrityViolation(f"model version {version.id} has no signed manifest")
         return self.load_manifest(version.tenant_id, version.manifest, version.model_hash, version.id, version.number)
 
-    def load_manifest(
-        self, tenant_id: str, manifest: dict[str, Any], expected_hash: str | None, version_id: str, number: int
-    ) -> LoadedModel:
+    def verify(self, version: VersionView) -> None:
+        """Signature and every file digest, without deserialising anything."""
+        if not version.manifest:
+            raise IntegrityViolation(f"model version {version.id} has no signed manifest")
+        signed = self._signed(version.manifest, version.model_hash, version.id)
+        verify_model_files(signed, self._store, version.tenant_id, self._keyring)
+
+    @staticmethod
+    def _signed(manifest: dict[str, Any], expected_hash: str | None, version_id: str) -> SignedManifest:
         try:
             signed = SignedManifest.model_validate(manifest)
         except ValueError as error:
             raise IntegrityViolation(f"model version {version_id}: the signed manifest is malformed: {error}") from None
         if expected_hash and signed.digest != expected_hash:
             raise IntegrityViolation(f"model version {version_id}: manifest digest differs from the recorded model hash")
+        return signed
+
+    def load_manifest(
+        self, tenant_id: str, manifest: dict[str, Any], expected_hash: str | None, version_id: str, number: int
+    ) -> LoadedModel:
+        signed = self._signed(manifest, expected_hash, version_id)
         files = verify_model_files(signed, self._store, tenant_id, self._keyring)
         model = load_model({name: data for name, data in files.items() if name != BASELINE_FILE})
         baseline = Baseline.model_validate_json(files[BASELINE_FILE]) if BASELINE_FILE in files else None

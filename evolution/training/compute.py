@@ -28,7 +28,7 @@ from typing import IO, Any, Literal, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evolution.errors import InvalidInput
+from evolution.errors import InvalidInput, TrainingFailed
 from evolution.training.trainer import MODEL_FILES, TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -107,33 +107,51 @@ class LocalSubprocessBackend:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.log_tail_chars = log_tail_chars
         self.extra_env = dict(extra_env or {})
+        self._active: set[str] = set()
         self._running: dict[str, asyncio.subprocess.Process] = {}
         self._cancelled: set[str] = set()
 
     async def run(self, job: TrainingJob, heartbeat: Heartbeat | None = None) -> TrainingJobResult:
-        if job.job_id in self._running:
+        if job.job_id in self._active:
             raise InvalidInput(f"job {job.job_id!r} is already running on this backend")
-        out = Path(job.output_dir)
+        self._active.add(job.job_id)  # claimed before the first await, so two callers cannot both pass
+        try:
+            return await self._run(job, heartbeat)
+        finally:
+            self._active.discard(job.job_id)
+            self._cancelled.discard(job.job_id)
+
+    async def _run(self, job: TrainingJob, heartbeat: Heartbeat | None) -> TrainingJobResult:
+        out = Path(job.output_dir).resolve()
         out.mkdir(parents=True, exist_ok=True)
         for stale in (*MODEL_FILES, RESULT_FILE):  # never report a previous attempt's files
             (out / stale).unlink(missing_ok=True)
+        # Absolute paths: the child runs in the output directory.
+        job = job.model_copy(
+            update={"dataset_path": str(Path(job.dataset_path).resolve()), "output_dir": str(out)}
+        )
         job_path = out / JOB_FILE
         job_path.write_text(job.model_dump_json(indent=2))
 
         started = time.monotonic()
-        process = await asyncio.create_subprocess_exec(
-            self.python_executable,
-            "-m",
-            RUNNER_MODULE,
-            str(job_path.resolve()),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=str(out),
-            env=self._child_env(),
-            start_new_session=True,  # own session and process group: killpg reaches all it spawns
-            preexec_fn=_rlimit_setter(job.memory_limit_mb, job.cpu_seconds),
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                self.python_executable,
+                "-m",
+                RUNNER_MODULE,
+                str(job_path),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=str(out),
+                env=self._child_env(),
+                start_new_session=True,  # own session and process group: killpg reaches all it spawns
+                preexec_fn=_rlimit_setter(job.memory_limit_mb, job.cpu_seconds),
+            )
+        except OSError as exc:
+            raise TrainingFailed(
+                f"cannot start the training process {self.python_executable!r}: {exc}"
+            ) from exc
         self._running[job.job_id] = process
         tail = _LogTail(self.log_tail_chars * 4)
         log_file = (out / LOG_FILE).open("wb")
@@ -141,9 +159,9 @@ class LocalSubprocessBackend:
         timed_out = False
         try:
             timed_out = await self._wait(job, process, started, heartbeat)
-        except BaseException:
+        except BaseException:  # cancelled (or a failing heartbeat): the job must not outlive its caller
             _kill_group(process)
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(BaseException):  # a second cancel must not skip the re-raise below
                 await asyncio.shield(process.wait())
             raise
         finally:
@@ -152,7 +170,6 @@ class LocalSubprocessBackend:
             log_file.close()
             self._running.pop(job.job_id, None)
         cancelled = job.job_id in self._cancelled
-        self._cancelled.discard(job.job_id)
         return self._result(job, process.returncode, timed_out, cancelled, time.monotonic() - started, tail)
 
     async def cancel(self, job_id: str) -> None:

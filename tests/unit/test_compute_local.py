@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from evolution.demo_data import CATEGORICAL, FEATURES, TARGET, generate_rows
-from evolution.errors import InvalidInput
+from evolution.errors import InvalidInput, TrainingFailed
 from evolution.training.compute import (
     JOB_FILE,
     LOG_FILE,
@@ -223,6 +223,13 @@ async def test_a_stale_result_from_an_earlier_attempt_is_never_reported(
     result = await backend.run(_job(tmp_path, dataset))
     assert result.status == "failed"
     assert not (out / RESULT_FILE).exists()
+
+
+async def test_an_interpreter_that_cannot_start_is_a_training_failure(tmp_path: Path, dataset: Path) -> None:
+    backend = LocalSubprocessBackend(str(tmp_path / "no-such-python"))
+    with pytest.raises(TrainingFailed, match="no-such-python"):
+        await backend.run(_job(tmp_path, dataset))
+    assert backend.running_pids() == {}
 
 
 def test_datasets_round_trip_through_jsonl_gzip_and_parquet(tmp_path: Path) -> None:

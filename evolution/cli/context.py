@@ -1,0 +1,70 @@
+"""What every CLI command shares: settings, services, the local operator, clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import typer
+
+from evolution.errors import EvolutionError, InvalidInput, NotFound, PermissionDenied
+from evolution.security import Principal, Role
+from evolution.settings import Settings, load_settings
+from evolution.wiring import Services, build_services
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def services() -> Services:
+    return build_services(settings())
+
+
+def operator(cfg: Settings) -> Principal:
+    """The CLI acts as the configured local operator (EVOLUTION_OPERATOR_USER / _ROLE / _TENANTS)."""
+    try:
+        role = Role(cfg.operator_role)
+    except ValueError:
+        raise InvalidInput(f"EVOLUTION_OPERATOR_ROLE={cfg.operator_role!r}: use viewer, manager or admin") from None
+    return Principal(user=cfg.operator_user, role=role, tenants=tuple(cfg.operator_tenants))
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def friendly_errors(fn: F) -> F:
+    """Domain errors become one clear line on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (InvalidInput, NotFound, PermissionDenied) as error:
+            typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except EvolutionError as error:
+            typer.secho(f"error ({error.error_type}): {error}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(EXIT_FAILURE) from None
+        except ConnectionError as error:
+            typer.secho(f"error: cannot reach a service: {error}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(EXIT_FAILURE) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A plain fixed-width table (no colours, so it pastes into tickets)."""
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,213 @@
+"""`evolution demo`: one tenant from raw learning events to a new CHAMPION, on the real services, with progress."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+import typer
+
+from evolution.cli.context import friendly_errors, settings
+from evolution.contracts import ApprovalRequest, DriftScanInput, RetrainingInput, RetrainingResult, RolloutTiming
+from evolution.demo import HttpTransport, Scenario, TrafficDriver, history_records
+from evolution.demo_data import TARGET, DriftSpec
+from evolution.errors import EvolutionError
+from evolution.lifecycle import ModelState
+from evolution.orchestrator import Orchestrator, connect_orchestrator
+from evolution.processes import ProcessGroup
+from evolution.security import Principal, Role
+from evolution.settings import Settings
+from evolution.sources import create_source_key, load_source_key, records_to_events, source_key_path
+from evolution.timeutil import utcnow
+from evolution.verification import verify_all
+from evolution.wiring import Services, build_services
+
+DEMO_ADMIN = "demo-admin"
+DEMO_MANAGER = "demo-manager"
+SOURCE = "field-sensors"
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    history_rows: int
+    drift_rows: int
+    round_rows: int
+    timing: RolloutTiming
+
+
+FAST = DemoSize(2000, 1500, 500, RolloutTiming(look_interval_s=1.0, shadow_min_pairs=200, approval_timeout_s=600))
+FULL = DemoSize(8000, 3000, 800, RolloutTiming(look_interval_s=2.0, shadow_min_pairs=400, approval_timeout_s=3600))
+
+
+class Progress:
+    def __init__(self) -> None:
+        self._t0 = time.monotonic()
+
+    def step(self, message: str) -> None:
+        typer.echo(f"[{time.monotonic() - self._t0:6.1f}s] {message}")
+
+
+def _free_tenant_id(services: Services, base: str) -> str:
+    existing = set(services.registry.tenant_ids())
+    if base not in existing:
+        return base
+    n = 2
+    while f"{base}-{n}" in existing:
+        n += 1
+    return f"{base}-{n}"
+
+
+async def _wait_phase(orchestrator: Orchestrator, tenant: str, progress: Progress, driver: TrafficDriver | None) -> None:
+    """Drive traffic (if any) until the retraining waits for approval; fail if it ends without reaching it."""
+    last = ""
+    for _ in range(600):
+        status = await orchestrator.retraining_status(tenant)
+        if status is not None:
+            line = f"retraining: {status.phase}"
+            if status.shadow_pairs and status.phase == "shadow":
+                line += f" ({status.shadow_pairs} labelled shadow pairs)"
+            if status.guard and status.phase == "canary":
+                g = status.guard
+                line += f" (n={g.n}, p={g.p_promote:.3g}, q={g.q_rollback:.3g})"
+            if line != last:
+                progress.step(line)
+                last = line
+            if status.awaiting_approval:
+                return
+            if status.phase == "finished":
+                raise EvolutionError(f"retraining ended before approval: {status.message}")
+        if driver is not None and status is not None and status.phase in ("shadow", "canary"):
+            await asyncio.to_thread(driver.round)
+        else:
+            await asyncio.sleep(0.5)
+    raise EvolutionError("the retraining did not reach approval in time")
+
+
+async def _approve(orchestrator: Orchestrator, tenant: str, reason: str) -> RetrainingResult:
+    request = ApprovalRequest(decision="approve", user=DEMO_MANAGER, role="manager", tenant_id=tenant, reason=reason)
+    await orchestrator.send_approval(tenant, request)
+    return await orchestrator.retraining_result(tenant)
+
+
+async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[str, object]:
+    services = build_services(cfg)
+    admin = Principal(user=DEMO_ADMIN, role=Role.ADMIN, tenants=("*",))
+    scenario = Scenario(
+        tenant_id=_free_tenant_id(services, "acme-agro"), history_rows=size.history_rows,
+        drift_rows=size.drift_rows, round_rows=size.round_rows,
+    )
+    tenant, model = scenario.tenant_id, scenario.model_name
+    services.registry.ensure_tenant(admin, tenant, "ACME Agro (demo)")
+    if source_key_path(cfg.keys_dir, tenant, SOURCE).exists():
+        key_id, private_pem = load_source_key(cfg.keys_dir, tenant, SOURCE)
+    else:
+        key_id, public_pem, _ = create_source_key(cfg.keys_dir, tenant, SOURCE)
+        services.events.register_source_key(admin, tenant, key_id, public_pem)
+        _, private_pem = load_source_key(cfg.keys_dir, tenant, SOURCE)
+    progress.step(f"tenant {tenant}: source {SOURCE} signs with key {key_id}")
+
+    history = cfg.home / "demo" / f"{tenant}-history.jsonl"
+    history.parent.mkdir(parents=True, exist_ok=True)
+    with history.open("w", encoding="utf-8") as out:
+        for event in records_to_events(
+            history_records(scenario), tenant, key_id, private_pem, target=TARGET, request_prefix="hist"
+        ):
+            out.write(json.dumps(event) + "\n")
+    with history.open(encoding="utf-8") as lines:
+        summary = services.events.ingest_lines(admin, tenant, lines, source=str(history))
+    progress.step(f"ingested {history.name}: accepted {summary.accepted}, duplicate {summary.duplicate}, rejected {summary.rejected}")
+    snapshot = services.snapshots.seal(admin, tenant, utcnow())
+    progress.step(f"snapshot {snapshot.id}: {snapshot.row_count} events, Merkle root {snapshot.merkle_root[:16]}…, signed")
+
+    orchestrator = await connect_orchestrator(cfg)
+    await orchestrator.ensure_drift_schedule(DriftScanInput(tenant_id=tenant, model_name=model, retraining_timing=size.timing), 3600)
+    progress.step(f"schedule drift-scan/{tenant} (hourly) in place")
+    await orchestrator.start_retraining(
+        RetrainingInput(tenant_id=tenant, model_name=model, trigger="bootstrap", reason="first model", timing=size.timing)
+    )
+    await _wait_phase(orchestrator, tenant, progress, None)
+    first = await _approve(orchestrator, tenant, "first model for the agronomists")
+    progress.step(f"{DEMO_MANAGER} approved: {model} v1 is CHAMPION ({first.version_id})")
+
+    drift_at: datetime = utcnow()
+    transport = HttpTransport(f"http://{cfg.serve_host}:{cfg.serve_port}")
+    driver = TrafficDriver(scenario, transport, key_id, private_pem, DriftSpec(at=drift_at))
+    progress.step(f"drift injected at {drift_at.isoformat(timespec='seconds')}: drier, hotter season; nitrogen response changed")
+    summary = await asyncio.to_thread(driver.round, size.drift_rows)
+    progress.step(f"served {size.drift_rows} live predictions, outcomes arrived: accepted {summary.accepted}, rejected {summary.rejected}")
+
+    await orchestrator.trigger_drift_scan(tenant)
+    progress.step(f"triggered schedule drift-scan/{tenant}")
+    detected_at = None
+    for _ in range(240):
+        reports = services.drift_reports.list(admin, tenant, limit=1)
+        if reports and reports[0].created_at_after(drift_at):
+            detected_at = reports[0].report["created_at"]
+            break
+        await asyncio.sleep(0.5)
+    report = services.drift_reports.list(admin, tenant, limit=1)[0]
+    alerts = [f["feature"] for f in report.report["result"]["features"] if f["status"] == "alert"]
+    progress.step(f"drift report {report.id}: level {report.level}; alerts on {', '.join(alerts)}; signed")
+    await _wait_phase(orchestrator, tenant, progress, driver)
+    status = await orchestrator.retraining_status(tenant)
+    assert status is not None and status.guard is not None
+    result = await _approve(orchestrator, tenant, "canary significantly better")
+    progress.step(f"{DEMO_MANAGER} approved: {model} v{status.version_number} is CHAMPION; v1 DEPRECATED")
+    transport.close()
+    await orchestrator.close()
+
+    verification = verify_all(services, [tenant])
+    versions = services.registry.list_versions(admin, tenant, model)
+    summary_out = {
+        "tenant": tenant,
+        "drift_injected_at": drift_at.isoformat(timespec="seconds"),
+        "drift_detected_at": detected_at,
+        "drift_alerts": alerts,
+        "canary": status.guard.model_dump(exclude={"state"}),
+        "outcome": result.outcome,
+        "champion": next(v.number for v in versions if v.state == ModelState.CHAMPION),
+        "versions": {f"v{v.number}": v.state.value for v in versions},
+        "traffic": driver.roles,
+        "audit_entries": len(services.registry.audit_trail(admin, tenant)),
+        "verify": f"{len(verification.checks)} checks, {len(verification.failures)} failed",
+    }
+    services.close()
+    if not verification.ok:
+        raise EvolutionError(f"verification failed: {[c.detail for c in verification.failures]}")
+    return summary_out
+
+
+@friendly_errors
+def demo(
+    fast: Annotated[bool, typer.Option("--fast", help="Smaller data and quicker looks (under 3 minutes).")] = False,
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave the services up afterwards.")] = False,
+    no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="Do not start the dashboard.")] = False,
+) -> None:
+    """Seed a tenant, inject drift, and drive the whole lifecycle to a new CHAMPION on the real services."""
+    cfg = settings()
+    progress = Progress()
+    group = ProcessGroup(cfg, dashboard=not no_dashboard)
+    try:
+        for child in group.start():
+            progress.step(f"{child.name:<10} up at {child.address}")
+        result = asyncio.run(run_demo(cfg, FAST if fast else FULL, progress))
+        typer.echo("\nsummary")
+        for key, value in result.items():
+            typer.echo(f"  {key:<18} {value}")
+        typer.echo(f"\nstate kept in {cfg.home.resolve()}; `evolution up` shows it again (dashboard, API)")
+        if keep_running:
+            typer.echo("services keep running; Ctrl-C stops them")
+            while group.alive():
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        group.stop()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

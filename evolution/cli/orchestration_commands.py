@@ -1,0 +1,129 @@
+"""Commands that talk to the workflow engine through the orchestration port."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from evolution.cli.context import friendly_errors, operator, run_async, settings
+from evolution.contracts import ApprovalRequest, DriftScanInput, PrincipalRef, RetrainingInput
+from evolution.errors import InvalidInput, NotFound
+from evolution.orchestrator import Orchestrator, connect_orchestrator
+from evolution.security import Action, authorize
+
+TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name.")]
+
+
+async def _with_orchestrator(work):  # type: ignore[no-untyped-def]
+    orchestrator: Orchestrator = await connect_orchestrator(settings())
+    try:
+        return await work(orchestrator)
+    finally:
+        await orchestrator.close()
+
+
+@friendly_errors
+def retrain(
+    tenant: TenantOpt,
+    model: ModelOpt,
+    reason: Annotated[str, typer.Option(help="Why; recorded with the new version.")] = "manual request",
+) -> None:
+    """Start a retraining (refused while one runs for this tenant)."""
+    cfg = settings()
+    principal = authorize(operator(cfg), Action.START_RETRAINING, tenant)
+    request = RetrainingInput(
+        tenant_id=tenant, model_name=model, trigger="manual", reason=reason,
+        requested_by=PrincipalRef(user=principal.user, role=principal.role, tenant_id=tenant),
+    )
+    workflow_id = run_async(_with_orchestrator(lambda o: o.start_retraining(request)))
+    typer.echo(f"started {workflow_id}")
+
+
+@friendly_errors
+def status(tenant: TenantOpt) -> None:
+    """The live retraining of a tenant: phase, state, canary progress."""
+    authorize(operator(settings()), Action.VIEW, tenant)
+    current = run_async(_with_orchestrator(lambda o: o.retraining_status(tenant)))
+    if current is None:
+        typer.echo(f"no retraining recorded for {tenant}")
+        return
+    typer.echo(f"phase: {current.phase}  version: v{current.version_number}  state: {current.state}")
+    if current.shadow_pairs:
+        typer.echo(f"shadow pairs: {current.shadow_pairs}")
+    if current.guard:
+        g = current.guard
+        typer.echo(f"canary: n={g.n}  p(promote)={g.p_promote:.4g}  q(rollback)={g.q_rollback:.4g}  → {g.reason}")
+    if current.awaiting_approval:
+        typer.echo(f"waiting for approval: evolution approve --tenant {tenant} --model <model>")
+
+
+def _decide(tenant: str, model: str, decision: str, reason: str) -> None:
+    cfg = settings()
+    principal = authorize(operator(cfg), Action.APPROVE if decision == "approve" else Action.REJECT, tenant)
+
+    async def work(orchestrator: Orchestrator):  # type: ignore[no-untyped-def]
+        current = await orchestrator.retraining_status(tenant)
+        if current is None or not current.awaiting_approval:
+            raise NotFound(f"nothing of tenant {tenant!r} is waiting for approval")
+        request = ApprovalRequest(
+            decision=decision, user=principal.user, role=principal.role, tenant_id=tenant, reason=reason  # type: ignore[arg-type]
+        )
+        return await orchestrator.send_approval(tenant, request)
+
+    if not model:
+        raise InvalidInput("--model is required")
+    answer = run_async(_with_orchestrator(work))
+    typer.echo(f"{decision}: {answer.message} → {answer.final_state}")
+
+
+@friendly_errors
+def approve(
+    tenant: TenantOpt, model: ModelOpt, reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = ""
+) -> None:
+    """Approve the candidate waiting after its canary: it becomes CHAMPION."""
+    _decide(tenant, model, "approve", reason)
+
+
+@friendly_errors
+def reject(
+    tenant: TenantOpt, model: ModelOpt, reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = ""
+) -> None:
+    """Reject the candidate waiting after its canary: it goes to FAILED, the champion stays."""
+    _decide(tenant, model, "reject", reason)
+
+
+@friendly_errors
+def drift_scan(
+    tenant: TenantOpt,
+    model: ModelOpt,
+    no_retrain: Annotated[bool, typer.Option("--no-retrain", help="Report only; do not retrain on alert.")] = False,
+) -> None:
+    """Run a drift scan now (seal the latest window, scan it against the champion, retrain on alert)."""
+    authorize(operator(settings()), Action.VIEW, tenant)
+    scan = DriftScanInput(tenant_id=tenant, model_name=model, auto_retrain=not no_retrain)
+    result = run_async(_with_orchestrator(lambda o: o.run_drift_scan(scan)))
+    typer.echo(f"level: {result.level}  report: {result.report_id}  retraining: {result.retraining}  {result.message}")
+
+
+@friendly_errors
+def schedule(
+    tenant: TenantOpt,
+    model: ModelOpt,
+    every_minutes: Annotated[float, typer.Option(help="Scan interval (SLO: detection within 4 h).")] = 60.0,
+) -> None:
+    """Create the tenant's drift-scan schedule (idempotent)."""
+    authorize(operator(settings()), Action.MANAGE_TENANT, tenant)
+    scan = DriftScanInput(tenant_id=tenant, model_name=model)
+    schedule_id = run_async(_with_orchestrator(lambda o: o.ensure_drift_schedule(scan, every_minutes * 60)))
+    typer.echo(f"schedule {schedule_id}: every {every_minutes:g} min")
+
+
+def register(app: typer.Typer, drift_app: typer.Typer) -> None:
+    app.command("retrain")(retrain)
+    app.command("status")(status)
+    app.command("approve")(approve)
+    app.command("reject")(reject)
+    app.command("schedule")(schedule)
+    drift_app.command("scan")(drift_scan)

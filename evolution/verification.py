@@ -1,0 +1,73 @@
+"""`evolution verify`: re-check every signature, Merkle root and audit chain, tenant by tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import BaseModel
+
+from evolution.errors import EvolutionError
+from evolution.security import Principal, Role
+from evolution.wiring import Services
+
+AUDITOR = "system:verify"
+
+
+class Check(BaseModel):
+    tenant_id: str
+    kind: str
+    subject: str
+    ok: bool
+    detail: str = ""
+
+
+class VerificationReport(BaseModel):
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+
+def verify_all(services: Services, tenants: Iterable[str] | None = None) -> VerificationReport:
+    checks: list[Check] = []
+    for tenant_id in tenants or services.registry.tenant_ids():
+        checks.extend(verify_tenant(services, tenant_id))
+    return VerificationReport(checks=checks)
+
+
+def verify_tenant(services: Services, tenant_id: str) -> list[Check]:
+    auditor = Principal(user=AUDITOR, role=Role.SYSTEM, tenants=(tenant_id,))
+    checks: list[Check] = []
+
+    chain = services.registry.verify_audit(auditor, tenant_id)
+    checks.append(
+        Check(
+            tenant_id=tenant_id, kind="audit-chain", subject=f"{chain.entries} entries", ok=chain.ok,
+            detail="; ".join(chain.problems[:5]) or f"head {chain.head_hash[:16]}",
+        )
+    )
+    for snapshot in services.snapshots.list(auditor, tenant_id):
+        checks.append(_run(tenant_id, "snapshot", snapshot.id, lambda s=snapshot: services.snapshots.verify(s, services.keyring)))
+    for report in services.drift_reports.list(auditor, tenant_id, limit=100_000):
+        checks.append(
+            _run(tenant_id, "drift-report", report.id, lambda r=report: services.drift_reports.verify(r, services.keyring))
+        )
+    for version in services.registry.list_versions(auditor, tenant_id):
+        if version.manifest is None:
+            continue
+        label = f"{version.model_name} v{version.number} ({version.state})"
+        checks.append(_run(tenant_id, "model", label, lambda v=version: services.loader.verify(v)))
+    return checks
+
+
+def _run(tenant_id: str, kind: str, subject: str, check: object) -> Check:
+    try:
+        check()  # type: ignore[operator]
+    except EvolutionError as error:
+        return Check(tenant_id=tenant_id, kind=kind, subject=subject, ok=False, detail=str(error))
+    return Check(tenant_id=tenant_id, kind=kind, subject=subject, ok=True)
