@@ -22,5 +22,11 @@ class CanaryActivities:
     @domain_errors_are_final
     def canary_look(self, inp: LookIn) -> LookOut:
         return self._canary.look(
-            inp.tenant_id, inp.candidate_version_id, inp.cursor, inp.config, inp.state, inp.elapsed_s, inp.window_s
+            inp.tenant_id,
+            inp.candidate_version_id,
+            inp.cursor,
+            inp.config,
+            inp.state,
+            inp.elapsed_s,
+            inp.window_s,
         )

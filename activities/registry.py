@@ -47,9 +47,14 @@ class RegistryActivities:
             self._quota.check(system, inp.tenant_id)
         except QuotaExceeded as blocked:
             return QuotaCheckOut(
-                allowed=False, reason=str(blocked), gpu_hours_used=status.gpu_hours_used, cost_usd=status.cost_usd
+                allowed=False,
+                reason=str(blocked),
+                gpu_hours_used=status.gpu_hours_used,
+                cost_usd=status.cost_usd,
             )
-        return QuotaCheckOut(allowed=True, reason=None, gpu_hours_used=status.gpu_hours_used, cost_usd=status.cost_usd)
+        return QuotaCheckOut(
+            allowed=True, reason=None, gpu_hours_used=status.gpu_hours_used, cost_usd=status.cost_usd
+        )
 
     @activity.defn(name="register_candidate")
     @domain_errors_are_final
@@ -99,7 +104,9 @@ class RegistryActivities:
     @activity.defn(name="quarantine")
     @domain_errors_are_final
     def quarantine(self, inp: QuarantineIn) -> TransitionOut:
-        result = self._registry.quarantine(Principal.system(inp.tenant_id), inp.version_id, inp.request_id, inp.reason)
+        result = self._registry.quarantine(
+            Principal.system(inp.tenant_id), inp.version_id, inp.request_id, inp.reason
+        )
         return TransitionOut(result=result)
 
     @activity.defn(name="notify")

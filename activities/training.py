@@ -30,6 +30,10 @@ class TrainingActivities:
     @domain_errors_are_final
     async def validate_candidate(self, inp: ValidateIn) -> ValidateOut:
         return await asyncio.to_thread(
-            self._builder.validate, inp.tenant_id, inp.model_name, inp.candidate_version_id, inp.signed_manifest,
+            self._builder.validate,
+            inp.tenant_id,
+            inp.model_name,
+            inp.candidate_version_id,
+            inp.signed_manifest,
             inp.model_hash,
         )

@@ -46,7 +46,7 @@ def audit_rows(services: Services, tenant_id: str, limit: int = 30) -> list[dict
 
 def drift_rows(services: Services, tenant_id: str, limit: int = 10) -> list[dict[str, Any]]:
     rows = []
-    for report in services.drift_reports.list(VIEWER, tenant_id, limit=limit):
+    for report in services.drift_reports.list_reports(VIEWER, tenant_id, limit=limit):
         features = report.report["result"]["features"]
         worst = max(features, key=lambda f: f.get("psi") or 0.0) if features else None
         rows.append(

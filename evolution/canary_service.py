@@ -7,7 +7,14 @@ import numpy as np
 from evolution.contracts import LookOut, ShadowOut
 from evolution.outcomes import OutcomeJoiner
 from evolution.security import Principal
-from evolution.stats.canary import GuardConfig, GuardState, check_guardrails, decide, guard_config_from_shadow, observe
+from evolution.stats.canary import (
+    GuardConfig,
+    GuardState,
+    check_guardrails,
+    decide,
+    guard_config_from_shadow,
+    observe,
+)
 
 SHADOW_ROLE = "shadow"
 CANARY_ROLE = "canary"
@@ -28,8 +35,14 @@ class CanaryService:
         return ShadowOut(pairs=pairs.pairs, cursor=pairs.cursor, guard_config=guard_config_from_shadow(d))
 
     def look(
-        self, tenant_id: str, candidate_version_id: str, cursor: int, config: GuardConfig, state: GuardState,
-        elapsed_s: float, window_s: float,
+        self,
+        tenant_id: str,
+        candidate_version_id: str,
+        cursor: int,
+        config: GuardConfig,
+        state: GuardState,
+        elapsed_s: float,
+        window_s: float,
     ) -> LookOut:
         pairs = self._outcomes.paired_errors(
             Principal.system(tenant_id), tenant_id, candidate_version_id, cursor, [CANARY_ROLE]
@@ -38,12 +51,21 @@ class CanaryService:
         candidate = np.asarray(pairs.candidate_abs_errors, dtype=float)
         invalid = int(np.count_nonzero(~np.isfinite(candidate)))
         guardrail = check_guardrails(
-            config, invalid_predictions=invalid, errors=0, requests=max(len(candidate), 1), p99_latency_ms=None,
-            elapsed_s=elapsed_s, window_s=window_s,
+            config,
+            invalid_predictions=invalid,
+            errors=0,
+            requests=max(len(candidate), 1),
+            p99_latency_ms=None,
+            elapsed_s=elapsed_s,
+            window_s=window_s,
         )
         if guardrail is not None:
             return LookOut(cursor=pairs.cursor, state=state, decision=guardrail)
         if len(champion):
             state = observe(state, config, champion, candidate)
         decision = decide(state, config)
-        return LookOut(cursor=pairs.cursor, state=decision.state or state, decision=decision.model_copy(update={"state": None}))
+        return LookOut(
+            cursor=pairs.cursor,
+            state=decision.state or state,
+            decision=decision.model_copy(update={"state": None}),
+        )

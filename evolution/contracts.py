@@ -11,11 +11,18 @@ from pydantic import BaseModel, Field
 
 from evolution.registry.service import TransitionResult
 from evolution.registry.views import VersionView
-from evolution.stats.canary import Decision, GuardConfig, GuardState
+from evolution.stats.canary_models import Decision, GuardConfig, GuardState
 
 Outcome = Literal[
-    "promoted", "rolled_back", "rejected", "no_significant_difference", "failed", "quarantined", "blocked",
-    "approval_timeout", "validation_failed",
+    "promoted",
+    "rolled_back",
+    "rejected",
+    "no_significant_difference",
+    "failed",
+    "quarantined",
+    "blocked",
+    "approval_timeout",
+    "validation_failed",
 ]
 
 

@@ -20,7 +20,9 @@ from evolution.timeutil import utcnow
 
 
 class Transport(Protocol):
-    def predict(self, tenant_id: str, model_name: str, instances: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+    def predict(
+        self, tenant_id: str, model_name: str, instances: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]: ...
 
     def send_events(self, tenant_id: str, events: list[dict[str, Any]]) -> IngestSummary: ...
 
@@ -30,15 +32,21 @@ class InProcessTransport:
         self._predictor = predictor
         self._ingestor = ingestor
 
-    def predict(self, tenant_id: str, model_name: str, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def predict(
+        self, tenant_id: str, model_name: str, instances: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         outs = self._predictor.predict(
-            Principal.system(tenant_id, "serving"), tenant_id, model_name,
+            Principal.system(tenant_id, "serving"),
+            tenant_id,
+            model_name,
             [PredictInstance.model_validate(i) for i in instances],
         )
         return [o.model_dump() for o in outs]
 
     def send_events(self, tenant_id: str, events: list[dict[str, Any]]) -> IngestSummary:
-        return self._ingestor.ingest_objects(Principal.system(tenant_id, "ingest-api"), tenant_id, events, "demo")
+        return self._ingestor.ingest_objects(
+            Principal.system(tenant_id, "ingest-api"), tenant_id, events, "demo"
+        )
 
 
 class HttpTransport:
@@ -47,7 +55,9 @@ class HttpTransport:
 
         self._client = httpx.Client(base_url=base_url, timeout=timeout_s)
 
-    def predict(self, tenant_id: str, model_name: str, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def predict(
+        self, tenant_id: str, model_name: str, instances: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         response = self._client.post(
             f"/v1/tenants/{tenant_id}/models/{model_name}/predict", json={"instances": instances}
         )
@@ -119,7 +129,12 @@ class TrafficDriver:
         for batch in _batches(records, 1000):
             events = list(
                 records_to_events(
-                    batch, self.scenario.tenant_id, self.key_id, self.private_pem, target=TARGET, request_prefix=prefix
+                    batch,
+                    self.scenario.tenant_id,
+                    self.key_id,
+                    self.private_pem,
+                    target=TARGET,
+                    request_prefix=prefix,
                 )
             )
             summary.add(self.transport.send_events(self.scenario.tenant_id, events))

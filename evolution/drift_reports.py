@@ -43,9 +43,14 @@ class DriftReportView(BaseModel):
     @classmethod
     def of(cls, row: DriftReport) -> DriftReportView:
         return cls(
-            id=row.id, tenant_id=row.tenant_id, model_name=row.model_name, level=row.level,
-            window_start=as_utc(row.window_start), window_end=as_utc(row.window_end),
-            report_digest=row.report_digest, signature=Signature.model_validate(row.signature),
+            id=row.id,
+            tenant_id=row.tenant_id,
+            model_name=row.model_name,
+            level=row.level,
+            window_start=as_utc(row.window_start),
+            window_end=as_utc(row.window_end),
+            report_digest=row.report_digest,
+            signature=Signature.model_validate(row.signature),
             report=json.loads(row.report),
         )
 
@@ -96,18 +101,32 @@ class DriftReportService:
         self._store.put_bytes(tenant_id, body)
         with transaction(self._factory) as session:
             row = DriftReport(
-                id=report_id, tenant_id=tenant_id, model_name=model_name, baseline_version_id=baseline_version_id,
-                window_start=window_start, window_end=window_end, level=result.level, report=body.decode(),
-                report_digest=digest, signature=signature.model_dump(mode="json"), created_at=now,
+                id=report_id,
+                tenant_id=tenant_id,
+                model_name=model_name,
+                baseline_version_id=baseline_version_id,
+                window_start=window_start,
+                window_end=window_end,
+                level=result.level,
+                report=body.decode(),
+                report_digest=digest,
+                signature=signature.model_dump(mode="json"),
+                created_at=now,
             )
             session.add(row)
             append_audit(
-                session, tenant_id=tenant_id, principal=principal, action="drift.reported", subject_type="drift_report",
-                subject_id=report_id, at=now, details={"level": result.level, "snapshot_id": snapshot_id},
+                session,
+                tenant_id=tenant_id,
+                principal=principal,
+                action="drift.reported",
+                subject_type="drift_report",
+                subject_id=report_id,
+                at=now,
+                details={"level": result.level, "snapshot_id": snapshot_id},
             )
             return DriftReportView.of(row)
 
-    def list(self, principal: Principal, tenant_id: str, limit: int = 100) -> list[DriftReportView]:
+    def list_reports(self, principal: Principal, tenant_id: str, limit: int = 100) -> list[DriftReportView]:
         authorize(principal, Action.VIEW, tenant_id)
         with self._factory() as session:
             rows = session.scalars(

@@ -40,7 +40,9 @@ class DriftScanner:
     def seal_latest_window(self, tenant_id: str, min_rows: int) -> SealOut:
         """Seal everything that arrived since the last window; too few events wait for the next scan."""
         try:
-            snapshot = self._snapshots.seal(Principal.system(tenant_id), tenant_id, utcnow(), min_rows=min_rows)
+            snapshot = self._snapshots.seal(
+                Principal.system(tenant_id), tenant_id, utcnow(), min_rows=min_rows
+            )
         except (InsufficientData, InvalidInput) as not_yet:
             return SealOut(snapshot_id=None, rows=0, message=str(not_yet))
         return SealOut(snapshot_id=snapshot.id, rows=snapshot.row_count, message="sealed")
@@ -49,14 +51,20 @@ class DriftScanner:
         system = Principal.system(tenant_id)
         champion_view = self._registry.current(system, tenant_id, model_name, ModelState.CHAMPION)
         if champion_view is None:
-            return ScanOut(report_id=None, level="no_champion", message="no champion: nothing to compare against")
+            return ScanOut(
+                report_id=None, level="no_champion", message="no champion: nothing to compare against"
+            )
         champion = self._loader.load(champion_view)
         if champion.baseline is None:
-            return ScanOut(report_id=None, level="no_baseline", message=f"champion v{champion.number} has no baseline")
+            return ScanOut(
+                report_id=None, level="no_baseline", message=f"champion v{champion.number} has no baseline"
+            )
         snapshot = self._snapshots.get(system, snapshot_id)
         rows = self._snapshots.load_rows(snapshot, self._keyring)
         names = [f.name for f in champion.baseline.features]
-        columns: dict[str, Any] = {name: np.asarray([row.get(name) for row in rows], dtype=object) for name in names}
+        columns: dict[str, Any] = {
+            name: np.asarray([row.get(name) for row in rows], dtype=object) for name in names
+        }
         columns = {name: _numeric_if_possible(values) for name, values in columns.items()}
         labelled = [row for row in rows if row.get("actual") is not None]
         abs_errors = None
@@ -66,9 +74,15 @@ class DriftScanner:
             abs_errors = np.abs(actual - predicted)
         result = scan(champion.baseline, columns, abs_errors)
         report = self._reports.write(
-            system, tenant_id=tenant_id, model_name=model_name, baseline_version_id=champion.version_id,
-            baseline_model_hash=champion.model_hash, snapshot_id=snapshot.id, window_start=snapshot.window_start,
-            window_end=snapshot.window_end, result=result,
+            system,
+            tenant_id=tenant_id,
+            model_name=model_name,
+            baseline_version_id=champion.version_id,
+            baseline_model_hash=champion.model_hash,
+            snapshot_id=snapshot.id,
+            window_start=snapshot.window_start,
+            window_end=snapshot.window_end,
+            result=result,
         )
         alerts = [f.feature for f in result.features if f.status == "alert"]
         warnings = [f.feature for f in result.features if f.status == "warn"]
@@ -77,13 +91,16 @@ class DriftScanner:
         if result.level in ("warn", "alert"):
             self._notifier.notify(
                 NotificationIn(
-                    tenant_id=tenant_id, severity="alert" if result.level == "alert" else "warning",
+                    tenant_id=tenant_id,
+                    severity="alert" if result.level == "alert" else "warning",
                     kind=f"drift.{result.level}",
                     subject=f"Drift {result.level} for {model_name}: {', '.join(alerts or warnings)}",
                     body={"report_id": report.id, "alerts": alerts, "warnings": warnings},
                 )
             )
-        return ScanOut(report_id=report.id, level=result.level, alerts=alerts, message=f"{len(rows)} rows scanned")
+        return ScanOut(
+            report_id=report.id, level=result.level, alerts=alerts, message=f"{len(rows)} rows scanned"
+        )
 
 
 def _numeric_if_possible(values: np.ndarray) -> np.ndarray:

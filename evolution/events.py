@@ -94,7 +94,9 @@ class IngestSummary(BaseModel):
     accepted: int = 0
     duplicate: int = 0
     rejected: int = 0
-    rejects: list[Reject] = Field(default_factory=list, description="The first rejects, for the user to read.")
+    rejects: list[Reject] = Field(
+        default_factory=list, description="The first rejects, for the user to read."
+    )
 
     def add(self, other: IngestSummary) -> None:
         self.accepted += other.accepted
@@ -119,7 +121,9 @@ class EventIngestor:
     def __init__(self, factory: sessionmaker[Session]) -> None:
         self._factory = factory
 
-    def register_source_key(self, principal: Principal, tenant_id: str, key_id: str, public_key_pem: bytes) -> None:
+    def register_source_key(
+        self, principal: Principal, tenant_id: str, key_id: str, public_key_pem: bytes
+    ) -> None:
         authorize(principal, Action.REGISTER_SOURCE_KEY, tenant_id)
         with transaction(self._factory) as session:
             existing = session.get(SourceKey, key_id)
@@ -129,14 +133,23 @@ class EventIngestor:
                 return
             now = utcnow()
             session.add(
-                SourceKey(key_id=key_id, tenant_id=tenant_id, public_key_pem=public_key_pem.decode(), created_at=now)
+                SourceKey(
+                    key_id=key_id, tenant_id=tenant_id, public_key_pem=public_key_pem.decode(), created_at=now
+                )
             )
             append_audit(
-                session, tenant_id=tenant_id, principal=principal, action="source_key.registered",
-                subject_type="source_key", subject_id=key_id, at=now,
+                session,
+                tenant_id=tenant_id,
+                principal=principal,
+                action="source_key.registered",
+                subject_type="source_key",
+                subject_id=key_id,
+                at=now,
             )
 
-    def ingest_lines(self, principal: Principal, tenant_id: str, lines: Iterable[str], source: str) -> IngestSummary:
+    def ingest_lines(
+        self, principal: Principal, tenant_id: str, lines: Iterable[str], source: str
+    ) -> IngestSummary:
         """JSON Lines, one event a line; blank lines are skipped."""
 
         def parsed() -> Iterator[tuple[int, Any, str]]:
@@ -195,7 +208,9 @@ class EventIngestor:
                     request_id = obj.get("request_id") if isinstance(obj, dict) else None
                     if request_id is None and raw:
                         request_id = _peek_request_id(raw)
-                    self._dead_letter(session, summary, tenant_id, line_no, request_id, rejected, raw or obj, source, now)
+                    self._dead_letter(
+                        session, summary, tenant_id, line_no, request_id, rejected, raw or obj, source, now
+                    )
                     continue
                 candidates.append((line_no, event, _digest(event)))
             known = {
@@ -213,10 +228,20 @@ class EventIngestor:
                     summary.duplicate += 1
                     continue
                 if seen is not None:
-                    rejected = _Rejected("request_id", f"request_id {event.request_id!r} was already accepted with other content")
+                    reused = _Rejected(
+                        "request_id",
+                        f"request_id {event.request_id!r} was already accepted with other content",
+                    )
                     self._dead_letter(
-                        session, summary, tenant_id, line_no, event.request_id, rejected,
-                        event.model_dump(mode="json"), source, now,
+                        session,
+                        summary,
+                        tenant_id,
+                        line_no,
+                        event.request_id,
+                        reused,
+                        event.model_dump(mode="json"),
+                        source,
+                        now,
                     )
                     continue
                 known[event.request_id] = digest
@@ -260,15 +285,24 @@ class EventIngestor:
             raise _Rejected("tenant", f"tenant: event is for {event.tenant!r}, ingested into {tenant_id!r}")
         key = keys.get(event.source_key_id)
         if key is None:
-            raise _Rejected("source_key_id", f"source_key_id: {event.source_key_id!r} is not a registered key of {tenant_id!r}")
+            raise _Rejected(
+                "source_key_id",
+                f"source_key_id: {event.source_key_id!r} is not a registered key of {tenant_id!r}",
+            )
         try:
             verify_signature(
                 key.public_key_pem.encode(),
                 event.signed_payload(),
-                Signature(algorithm=algorithm_for_public_pem(key.public_key_pem), key_id=key.key_id, value=event.signature),
+                Signature(
+                    algorithm=algorithm_for_public_pem(key.public_key_pem),
+                    key_id=key.key_id,
+                    value=event.signature,
+                ),
             )
         except (IntegrityViolation, ValueError):
-            raise _Rejected("signature", "signature: does not verify with the source's registered key") from None
+            raise _Rejected(
+                "signature", "signature: does not verify with the source's registered key"
+            ) from None
         if sealed_until is not None and event.event_time < as_utc(sealed_until):
             raise _Rejected(
                 "event_time",
@@ -279,20 +313,34 @@ class EventIngestor:
 
     @staticmethod
     def _dead_letter(
-        session: Session, summary: IngestSummary, tenant_id: str, line_no: int, request_id: Any,
-        rejected: _Rejected, payload: Any, source: str, now: datetime,
+        session: Session,
+        summary: IngestSummary,
+        tenant_id: str,
+        line_no: int,
+        request_id: Any,
+        rejected: _Rejected,
+        payload: Any,
+        source: str,
+        now: datetime,
     ) -> None:
         request_id = str(request_id)[:100] if request_id is not None else None
         text = payload if isinstance(payload, str) else json.dumps(payload, default=str)[:MAX_EVENT_BYTES]
         session.add(
             DeadLetter(
-                tenant_id=tenant_id, request_id=request_id, source=source[:200], reason=rejected.reason,
-                field=rejected.field, payload=text[:MAX_EVENT_BYTES], received_at=now,
+                tenant_id=tenant_id,
+                request_id=request_id,
+                source=source[:200],
+                reason=rejected.reason,
+                field=rejected.field,
+                payload=text[:MAX_EVENT_BYTES],
+                received_at=now,
             )
         )
         summary.rejected += 1
         if len(summary.rejects) < 20:
-            summary.rejects.append(Reject(line=line_no, request_id=request_id, field=rejected.field, reason=rejected.reason))
+            summary.rejects.append(
+                Reject(line=line_no, request_id=request_id, field=rejected.field, reason=rejected.reason)
+            )
 
 
 class _Rejected(Exception):

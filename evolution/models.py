@@ -36,7 +36,9 @@ class ModelLoader:
         """Raises IntegrityViolation before any byte is deserialised if anything does not verify."""
         if not version.manifest:
             raise IntegrityViolation(f"model version {version.id} has no signed manifest")
-        return self.load_manifest(version.tenant_id, version.manifest, version.model_hash, version.id, version.number)
+        return self.load_manifest(
+            version.tenant_id, version.manifest, version.model_hash, version.id, version.number
+        )
 
     def verify(self, version: VersionView) -> None:
         """Signature and every file digest, without deserialising anything."""
@@ -50,13 +52,22 @@ class ModelLoader:
         try:
             signed = SignedManifest.model_validate(manifest)
         except ValueError as error:
-            raise IntegrityViolation(f"model version {version_id}: the signed manifest is malformed: {error}") from None
+            raise IntegrityViolation(
+                f"model version {version_id}: the signed manifest is malformed: {error}"
+            ) from None
         if expected_hash and signed.digest != expected_hash:
-            raise IntegrityViolation(f"model version {version_id}: manifest digest differs from the recorded model hash")
+            raise IntegrityViolation(
+                f"model version {version_id}: manifest digest differs from the recorded model hash"
+            )
         return signed
 
     def load_manifest(
-        self, tenant_id: str, manifest: dict[str, Any], expected_hash: str | None, version_id: str, number: int
+        self,
+        tenant_id: str,
+        manifest: dict[str, Any],
+        expected_hash: str | None,
+        version_id: str,
+        number: int,
     ) -> LoadedModel:
         signed = self._signed(manifest, expected_hash, version_id)
         files = verify_model_files(signed, self._store, tenant_id, self._keyring)
@@ -64,5 +75,10 @@ class ModelLoader:
         baseline = Baseline.model_validate_json(files[BASELINE_FILE]) if BASELINE_FILE in files else None
         card = json.loads(files.get("model.json", b"{}"))
         return LoadedModel(
-            version_id=version_id, number=number, model_hash=signed.digest, model=model, baseline=baseline, card=card
+            version_id=version_id,
+            number=number,
+            model_hash=signed.digest,
+            model=model,
+            baseline=baseline,
+            card=card,
         )

@@ -39,8 +39,12 @@ class OutboxNotifier:
         with transaction(self._factory) as session:
             session.add(
                 Notification(
-                    tenant_id=message.tenant_id, severity=message.severity, kind=message.kind,
-                    subject=message.subject[:300], body=message.body, created_at=utcnow(),
+                    tenant_id=message.tenant_id,
+                    severity=message.severity,
+                    kind=message.kind,
+                    subject=message.subject[:300],
+                    body=message.body,
+                    created_at=utcnow(),
                 )
             )
         level = logging.WARNING if message.severity in ("warning", "alert", "critical") else logging.INFO
@@ -55,6 +59,11 @@ class OutboxNotifier:
                 .limit(limit)
             )
             return [
-                {"severity": r.severity, "kind": r.kind, "subject": r.subject, "at": as_utc(r.created_at).isoformat()}
+                {
+                    "severity": r.severity,
+                    "kind": r.kind,
+                    "subject": r.subject,
+                    "at": as_utc(r.created_at).isoformat(),
+                }
                 for r in rows
             ]

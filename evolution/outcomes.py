@@ -61,7 +61,9 @@ class OutcomeJoiner:
         with self._factory() as session:
             rows = session.execute(
                 select(
-                    LearningEvent.id, LearningEvent.actual, Prediction.champion_prediction,
+                    LearningEvent.id,
+                    LearningEvent.actual,
+                    Prediction.champion_prediction,
                     Prediction.candidate_prediction,
                 )
                 .join(Prediction, Prediction.id == LearningEvent.prediction_id)
@@ -82,16 +84,21 @@ class OutcomeJoiner:
         champion: list[float] = []
         candidate: list[float] = []
         for event_id, actual, champ, cand in rows:
+            assert actual is not None and champ is not None and cand is not None  # the query excludes NULLs
             champion.append(abs(actual - champ))
             candidate.append(abs(actual - cand))
             cursor = max(cursor, event_id)
-        return PairedErrors(champion_abs_errors=champion, candidate_abs_errors=candidate, cursor=cursor, pairs=len(rows))
+        return PairedErrors(
+            champion_abs_errors=champion, candidate_abs_errors=candidate, cursor=cursor, pairs=len(rows)
+        )
 
     def traffic_counts(self, tenant_id: str, candidate_version_id: str) -> dict[str, Any]:
         with self._factory() as session:
             rows = session.execute(
                 select(Prediction.served_role, func.count())
-                .where(Prediction.tenant_id == tenant_id, Prediction.candidate_version_id == candidate_version_id)
+                .where(
+                    Prediction.tenant_id == tenant_id, Prediction.candidate_version_id == candidate_version_id
+                )
                 .group_by(Prediction.served_role)
             ).all()
         return {role: count for role, count in rows}

@@ -82,23 +82,55 @@ class ProcessGroup:
             children.append(
                 Child(
                     "temporal",
-                    [temporal_cli(), "server", "start-dev", "--ip", host, "--port", str(port), "--ui-port",
-                     str(s.temporal_ui_port), "--db-filename", str(s.temporal_db_path.resolve()), "--log-level", "warn"],
-                    f"{s.temporal_address} (UI http://{host}:{s.temporal_ui_port})", port,
+                    [
+                        temporal_cli(),
+                        "server",
+                        "start-dev",
+                        "--ip",
+                        host,
+                        "--port",
+                        str(port),
+                        "--ui-port",
+                        str(s.temporal_ui_port),
+                        "--db-filename",
+                        str(s.temporal_db_path.resolve()),
+                        "--log-level",
+                        "warn",
+                    ],
+                    f"{s.temporal_address} (UI http://{host}:{s.temporal_ui_port})",
+                    port,
                 )
             )
         children.append(Child("worker", [python, "-m", "workers.worker"], f"task queue {s.task_queue}", None))
         children.append(
-            Child("serving", [python, "-m", "workers.serving"], f"http://{s.serve_host}:{s.serve_port}", s.serve_port)
+            Child(
+                "serving",
+                [python, "-m", "workers.serving"],
+                f"http://{s.serve_host}:{s.serve_port}",
+                s.serve_port,
+            )
         )
         if self.dashboard:
             children.append(
                 Child(
                     "dashboard",
-                    [python, "-m", "streamlit", "run", str(REPO_ROOT / "dashboard" / "app.py"), "--server.headless",
-                     "true", "--server.address", "127.0.0.1", "--server.port", str(s.dashboard_port),
-                     "--browser.gatherUsageStats", "false"],
-                    f"http://127.0.0.1:{s.dashboard_port}", s.dashboard_port,
+                    [
+                        python,
+                        "-m",
+                        "streamlit",
+                        "run",
+                        str(REPO_ROOT / "dashboard" / "app.py"),
+                        "--server.headless",
+                        "true",
+                        "--server.address",
+                        "127.0.0.1",
+                        "--server.port",
+                        str(s.dashboard_port),
+                        "--browser.gatherUsageStats",
+                        "false",
+                    ],
+                    f"http://127.0.0.1:{s.dashboard_port}",
+                    s.dashboard_port,
                 )
             )
         return children
@@ -116,7 +148,11 @@ class ProcessGroup:
             child.log_path = self.settings.logs_dir / f"{child.name}.out"
             with child.log_path.open("ab") as out:
                 child.process = subprocess.Popen(
-                    child.command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
+                    child.command,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=REPO_ROOT,
                     start_new_session=True,
                 )
             self.children.append(child)
@@ -129,14 +165,18 @@ class ProcessGroup:
             assert child.process is not None
             if child.process.poll() is not None:
                 self.stop()
-                raise StartupFailed(f"{child.name} exited with {child.process.returncode}; see {child.log_path}")
+                raise StartupFailed(
+                    f"{child.name} exited with {child.process.returncode}; see {child.log_path}"
+                )
             if child.ready_port is None or port_open("127.0.0.1", child.ready_port):
                 if child.name == "temporal":
                     time.sleep(1.0)  # the frontend accepts connections a moment before it serves
                 return
             time.sleep(0.2)
         self.stop()
-        raise StartupFailed(f"{child.name} did not come up within {STARTUP_TIMEOUT_S:.0f}s; see {child.log_path}")
+        raise StartupFailed(
+            f"{child.name} did not come up within {STARTUP_TIMEOUT_S:.0f}s; see {child.log_path}"
+        )
 
     def alive(self) -> list[str]:
         return [c.name for c in self.children if c.process is not None and c.process.poll() is None]

@@ -54,12 +54,18 @@ class QuotaManager:
             if tenant is None:
                 raise NotFound(f"tenant {tenant_id!r} does not exist")
             used, cost = session.execute(
-                select(func.coalesce(func.sum(TrainingRun.gpu_hours), 0.0), func.coalesce(func.sum(TrainingRun.cost_usd), 0.0))
-                .where(TrainingRun.tenant_id == tenant_id, TrainingRun.started_at >= month_start(now))
+                select(
+                    func.coalesce(func.sum(TrainingRun.gpu_hours), 0.0),
+                    func.coalesce(func.sum(TrainingRun.cost_usd), 0.0),
+                ).where(TrainingRun.tenant_id == tenant_id, TrainingRun.started_at >= month_start(now))
             ).one()
             return QuotaStatus(
-                tenant_id=tenant_id, month=now.strftime("%Y-%m"), gpu_hours_used=float(used),
-                gpu_hours_quota=tenant.gpu_hours_quota, cost_usd=float(cost), budget_cap_usd=tenant.budget_cap_usd,
+                tenant_id=tenant_id,
+                month=now.strftime("%Y-%m"),
+                gpu_hours_used=float(used),
+                gpu_hours_quota=tenant.gpu_hours_quota,
+                cost_usd=float(cost),
+                budget_cap_usd=tenant.budget_cap_usd,
             )
 
     def check(self, principal: Principal, tenant_id: str) -> QuotaStatus:
@@ -71,8 +77,15 @@ class QuotaManager:
         return status
 
     def charge(
-        self, principal: Principal, tenant_id: str, run_id: str, version_id: str, started_at: datetime,
-        duration_s: float, outcome: str, gpus: int = 0,
+        self,
+        principal: Principal,
+        tenant_id: str,
+        run_id: str,
+        version_id: str,
+        started_at: datetime,
+        duration_s: float,
+        outcome: str,
+        gpus: int = 0,
     ) -> TrainingRun:
         """Charge a finished run from its measured duration (idempotent by run id)."""
         authorize(principal, Action.RECORD_USAGE, tenant_id)
@@ -83,14 +96,28 @@ class QuotaManager:
             if existing is not None:
                 return existing
             run = TrainingRun(
-                id=run_id, tenant_id=tenant_id, model_version_id=version_id, started_at=started_at,
-                duration_s=duration_s, gpu_hours=gpu_hours, cost_usd=gpu_hours * PRICE_PER_GPU_HOUR_USD,
+                id=run_id,
+                tenant_id=tenant_id,
+                model_version_id=version_id,
+                started_at=started_at,
+                duration_s=duration_s,
+                gpu_hours=gpu_hours,
+                cost_usd=gpu_hours * PRICE_PER_GPU_HOUR_USD,
                 outcome=outcome,
             )
             session.add(run)
             append_audit(
-                session, tenant_id=tenant_id, principal=principal, action="quota.charged", subject_type="training_run",
-                subject_id=run_id, at=utcnow(),
-                details={"gpu_hours": round(gpu_hours, 6), "cost_usd": round(run.cost_usd, 4), "outcome": outcome},
+                session,
+                tenant_id=tenant_id,
+                principal=principal,
+                action="quota.charged",
+                subject_type="training_run",
+                subject_id=run_id,
+                at=utcnow(),
+                details={
+                    "gpu_hours": round(gpu_hours, 6),
+                    "cost_usd": round(run.cost_usd, 4),
+                    "outcome": outcome,
+                },
             )
             return run

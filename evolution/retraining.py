@@ -97,7 +97,12 @@ class CandidateBuilder:
         return rows
 
     async def train(
-        self, tenant_id: str, model_name: str, version_id: str, seed: int, run_id: str,
+        self,
+        tenant_id: str,
+        model_name: str,
+        version_id: str,
+        seed: int,
+        run_id: str,
         heartbeat: Callable[[str], None] | None = None,
     ) -> TrainOut:
         system = Principal.system(tenant_id)
@@ -113,9 +118,16 @@ class CandidateBuilder:
             for row in rows:
                 out.write(json.dumps(row) + "\n")
         job = TrainingJob(
-            job_id=run_id.replace("/", "_")[-60:], tenant=tenant_id, model_name=model_name, dataset_path=str(dataset),
-            config=config, seed=seed, output_dir=str(output_dir), timeout_s=self._timeout_s,
-            memory_limit_mb=self._memory_limit_mb, cpu_seconds=None,
+            job_id=run_id.replace("/", "_")[-60:],
+            tenant=tenant_id,
+            model_name=model_name,
+            dataset_path=str(dataset),
+            config=config,
+            seed=seed,
+            output_dir=str(output_dir),
+            timeout_s=self._timeout_s,
+            memory_limit_mb=self._memory_limit_mb,
+            cpu_seconds=None,
         )
         started = utcnow()
         t0 = time.monotonic()
@@ -123,7 +135,7 @@ class CandidateBuilder:
         duration = time.monotonic() - t0
         self._quota.charge(system, tenant_id, run_id[-60:], version_id, started, duration, result.status)
         if result.status != "succeeded":
-            raise TrainingFailed(f"training job {result.status}: {result.log_tail[-500:]}")
+            raise TrainingFailed(f"training job {result.status}: {result.error or result.log_tail[-500:]}")
 
         # Sign exactly the model's files plus the baseline: not the job's own bookkeeping files.
         signed_dir = job_dir / "signed"
@@ -138,20 +150,34 @@ class CandidateBuilder:
         )
         (signed_dir / BASELINE_FILE).write_text(baseline.model_dump_json())
         manifest = build_manifest_from_dir(
-            signed_dir, tenant=tenant_id, model_name=model_name, dataset_snapshot_id=snapshot.id,
-            dataset_merkle_root=snapshot.merkle_root, training_config=config.model_dump(mode="json"), seed=seed,
-            trainer=TRAINER_NAME, store=self._store,
+            signed_dir,
+            tenant=tenant_id,
+            model_name=model_name,
+            dataset_snapshot_id=snapshot.id,
+            dataset_merkle_root=snapshot.merkle_root,
+            training_config=config.model_dump(mode="json"),
+            seed=seed,
+            trainer=TRAINER_NAME,
+            store=self._store,
         )
         signed = sign_manifest(manifest, self._signer)
         self._store.put_bytes(tenant_id, signed.model_dump_json(by_alias=True).encode())
         shutil.rmtree(job_dir, ignore_errors=True)
         return TrainOut(
-            snapshot_id=snapshot.id, model_hash=signed.digest,
-            signed_manifest=signed.model_dump(mode="json", by_alias=True), metrics=result.metrics, duration_s=duration,
+            snapshot_id=snapshot.id,
+            model_hash=signed.digest,
+            signed_manifest=signed.model_dump(mode="json", by_alias=True),
+            metrics=result.metrics,
+            duration_s=duration,
         )
 
     def validate(
-        self, tenant_id: str, model_name: str, version_id: str, signed_manifest: dict[str, Any], model_hash: str
+        self,
+        tenant_id: str,
+        model_name: str,
+        version_id: str,
+        signed_manifest: dict[str, Any],
+        model_hash: str,
     ) -> ValidateOut:
         from evolution.lifecycle import ModelState
 
@@ -165,6 +191,9 @@ class CandidateBuilder:
         holdout = [row for row, held in zip(rows, mask, strict=True) if held]
         report = validate(candidate.model, champion.model if champion else None, holdout)
         return ValidateOut(
-            passed=report.passed, reason=report.reason, candidate_mae=report.candidate_mae,
-            champion_mae=report.champion_mae, n=report.n,
+            passed=report.passed,
+            reason=report.reason,
+            candidate_mae=report.candidate_mae,
+            champion_mae=report.champion_mae,
+            n=report.n,
         )

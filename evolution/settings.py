@@ -22,11 +22,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVOLUTION_", extra="ignore")
 
     home: Path = Field(default=Path(".evolution"), description="State directory of the embedded defaults.")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in the home dir.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite in the home dir."
+    )
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
-    temporal_external: bool = Field(default=False, description="True: do not start a dev server, connect only.")
+    temporal_external: bool = Field(
+        default=False, description="True: do not start a dev server, connect only."
+    )
     temporal_ui_port: int = 8233
     task_queue: str = "evolution"
 
@@ -36,8 +40,12 @@ class Settings(BaseSettings):
     worker_metrics_port: int = 9464
 
     operator_user: str = Field(default="local-operator", description="Identity the CLI acts as.")
-    operator_role: str = Field(default="admin", description="Role of the CLI's operator: viewer, manager or admin.")
-    operator_tenants: list[str] = Field(default_factory=lambda: ["*"], description="Tenants the CLI may act for.")
+    operator_role: str = Field(
+        default="admin", description="Role of the CLI's operator: viewer, manager or admin."
+    )
+    operator_tenants: list[str] = Field(
+        default_factory=lambda: ["*"], description="Tenants the CLI may act for."
+    )
 
     training_timeout_s: float = 24 * 3600.0
     training_memory_limit_mb: int | None = 4096

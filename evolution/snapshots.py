@@ -45,40 +45,72 @@ class SnapshotView(BaseModel):
     @classmethod
     def of(cls, row: DatasetSnapshot) -> SnapshotView:
         return cls(
-            id=row.id, tenant_id=row.tenant_id, window_start=as_utc(row.window_start),
-            window_end=as_utc(row.window_end), row_count=row.row_count, byte_size=row.byte_size,
-            leaf_count=row.leaf_count, merkle_root=row.merkle_root, artifact_digest=row.artifact_digest,
+            id=row.id,
+            tenant_id=row.tenant_id,
+            window_start=as_utc(row.window_start),
+            window_end=as_utc(row.window_end),
+            row_count=row.row_count,
+            byte_size=row.byte_size,
+            leaf_count=row.leaf_count,
+            merkle_root=row.merkle_root,
+            artifact_digest=row.artifact_digest,
             signature=Signature.model_validate(row.signature),
         )
 
     def statement(self) -> bytes:
         """The bytes that are signed: everything that identifies the snapshot's content."""
         return snapshot_statement(
-            self.id, self.tenant_id, self.window_start, self.window_end, self.row_count, self.byte_size,
-            self.merkle_root, self.artifact_digest,
+            self.id,
+            self.tenant_id,
+            self.window_start,
+            self.window_end,
+            self.row_count,
+            self.byte_size,
+            self.merkle_root,
+            self.artifact_digest,
         )
 
 
 def snapshot_statement(
-    snapshot_id: str, tenant_id: str, start: datetime, end: datetime, rows: int, size: int, root: str, digest: str
+    snapshot_id: str,
+    tenant_id: str,
+    start: datetime,
+    end: datetime,
+    rows: int,
+    size: int,
+    root: str,
+    digest: str,
 ) -> bytes:
     return canonical_json(
         {
-            "schema": SNAPSHOT_SCHEMA, "id": snapshot_id, "tenant": tenant_id, "window_start": iso(start),
-            "window_end": iso(end), "row_count": rows, "byte_size": size, "merkle_root": root,
+            "schema": SNAPSHOT_SCHEMA,
+            "id": snapshot_id,
+            "tenant": tenant_id,
+            "window_start": iso(start),
+            "window_end": iso(end),
+            "row_count": rows,
+            "byte_size": size,
+            "merkle_root": root,
             "artifact_digest": digest,
         }
     )
 
 
 def encode_event(row: LearningEvent) -> bytes:
-    return canonical_json(
-        {
-            "request_id": row.request_id, "event_time": iso(row.event_time), "features": row.features,
-            "prediction_id": row.prediction_id, "actual": row.actual, "source_key_id": row.source_key_id,
-            "payload_digest": row.payload_digest,
-        }
-    ) + b"\n"
+    return (
+        canonical_json(
+            {
+                "request_id": row.request_id,
+                "event_time": iso(row.event_time),
+                "features": row.features,
+                "prediction_id": row.prediction_id,
+                "actual": row.actual,
+                "source_key_id": row.source_key_id,
+                "payload_digest": row.payload_digest,
+            }
+        )
+        + b"\n"
+    )
 
 
 class DatasetSnapshotService:
@@ -124,19 +156,39 @@ class DatasetSnapshotService:
             digest = self._store.put_bytes(tenant_id, bytes(encoded))
             snapshot_id = f"ds-{uuid.uuid4().hex[:20]}"
             root = merkle.root().hex()
-            statement = snapshot_statement(snapshot_id, tenant_id, start, window_end, rows, len(encoded), root, digest)
+            statement = snapshot_statement(
+                snapshot_id, tenant_id, start, window_end, rows, len(encoded), root, digest
+            )
             signature = self._signer.sign(statement)
             row = DatasetSnapshot(
-                id=snapshot_id, tenant_id=tenant_id, window_start=start, window_end=window_end, row_count=rows,
-                byte_size=len(encoded), leaf_count=len(merkle.leaf_hashes), merkle_root=root,
-                artifact_digest=digest, signature=signature.model_dump(mode="json"), created_at=utcnow(),
+                id=snapshot_id,
+                tenant_id=tenant_id,
+                window_start=start,
+                window_end=window_end,
+                row_count=rows,
+                byte_size=len(encoded),
+                leaf_count=len(merkle.leaf_hashes),
+                merkle_root=root,
+                artifact_digest=digest,
+                signature=signature.model_dump(mode="json"),
+                created_at=utcnow(),
             )
             session.add(row)
             session.flush()
             append_audit(
-                session, tenant_id=tenant_id, principal=principal, action="snapshot.sealed",
-                subject_type="dataset_snapshot", subject_id=snapshot_id, at=utcnow(),
-                details={"window_start": iso(start), "window_end": iso(window_end), "rows": rows, "merkle_root": root},
+                session,
+                tenant_id=tenant_id,
+                principal=principal,
+                action="snapshot.sealed",
+                subject_type="dataset_snapshot",
+                subject_id=snapshot_id,
+                at=utcnow(),
+                details={
+                    "window_start": iso(start),
+                    "window_end": iso(window_end),
+                    "rows": rows,
+                    "merkle_root": root,
+                },
             )
             return SnapshotView.of(row)
 
@@ -173,11 +225,13 @@ class DatasetSnapshotService:
             ).first()
             return SnapshotView.of(row) if row else None
 
-    def list(self, principal: Principal, tenant_id: str) -> list[SnapshotView]:
+    def list_snapshots(self, principal: Principal, tenant_id: str) -> list[SnapshotView]:
         authorize(principal, Action.VIEW, tenant_id)
         with self._factory() as session:
             rows = session.scalars(
-                select(DatasetSnapshot).where(DatasetSnapshot.tenant_id == tenant_id).order_by(DatasetSnapshot.window_start)
+                select(DatasetSnapshot)
+                .where(DatasetSnapshot.tenant_id == tenant_id)
+                .order_by(DatasetSnapshot.window_start)
             )
             return [SnapshotView.of(r) for r in rows]
 
@@ -197,7 +251,12 @@ class DatasetSnapshotService:
         for line in data.splitlines():
             event = json.loads(line)
             rows.append(
-                {**event["features"], "event_time": event["event_time"], "actual": event["actual"],
-                 "request_id": event["request_id"], "prediction_id": event["prediction_id"]}
+                {
+                    **event["features"],
+                    "event_time": event["event_time"],
+                    "actual": event["actual"],
+                    "request_id": event["request_id"],
+                    "prediction_id": event["prediction_id"],
+                }
             )
         return rows

@@ -38,7 +38,9 @@ def create_source_key(keys_dir: Path, tenant_id: str, name: str) -> tuple[str, b
 def load_source_key(keys_dir: Path, tenant_id: str, name: str) -> tuple[str, bytes]:
     path = source_key_path(keys_dir, tenant_id, name)
     if not path.exists():
-        raise InvalidInput(f"no key for source {name!r} of tenant {tenant_id!r} (create it with `evolution source add`)")
+        raise InvalidInput(
+            f"no key for source {name!r} of tenant {tenant_id!r} (create it with `evolution source add`)"
+        )
     public_pem = path.with_suffix(".pub").read_bytes()
     return key_id_for_public_pem(public_pem), path.read_bytes()
 
@@ -55,7 +57,9 @@ def records_to_events(
 ) -> Iterator[dict[str, Any]]:
     """Plain records (event_time, features, target) → signed learning events, as a source would send them."""
     for i, record in enumerate(records):
-        features = {k: v for k, v in record.items() if k not in ("event_time", target, "prediction_id", "request_id")}
+        features = {
+            k: v for k, v in record.items() if k not in ("event_time", target, "prediction_id", "request_id")
+        }
         event = {
             "tenant": tenant_id,
             "request_id": record.get("request_id") or f"{request_prefix}-{i:07d}",

@@ -47,15 +47,30 @@ def verify_tenant(services: Services, tenant_id: str) -> list[Check]:
     chain = services.registry.verify_audit(auditor, tenant_id)
     checks.append(
         Check(
-            tenant_id=tenant_id, kind="audit-chain", subject=f"{chain.entries} entries", ok=chain.ok,
+            tenant_id=tenant_id,
+            kind="audit-chain",
+            subject=f"{chain.entries} entries",
+            ok=chain.ok,
             detail="; ".join(chain.problems[:5]) or f"head {chain.head_hash[:16]}",
         )
     )
-    for snapshot in services.snapshots.list(auditor, tenant_id):
-        checks.append(_run(tenant_id, "snapshot", snapshot.id, lambda s=snapshot: services.snapshots.verify(s, services.keyring)))
-    for report in services.drift_reports.list(auditor, tenant_id, limit=100_000):
+    for snapshot in services.snapshots.list_snapshots(auditor, tenant_id):
         checks.append(
-            _run(tenant_id, "drift-report", report.id, lambda r=report: services.drift_reports.verify(r, services.keyring))
+            _run(
+                tenant_id,
+                "snapshot",
+                snapshot.id,
+                lambda s=snapshot: services.snapshots.verify(s, services.keyring),
+            )
+        )
+    for report in services.drift_reports.list_reports(auditor, tenant_id, limit=100_000):
+        checks.append(
+            _run(
+                tenant_id,
+                "drift-report",
+                report.id,
+                lambda r=report: services.drift_reports.verify(r, services.keyring),
+            )
         )
     for version in services.registry.list_versions(auditor, tenant_id):
         if version.manifest is None:

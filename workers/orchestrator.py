@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 from temporalio.client import (
@@ -54,10 +55,8 @@ class TemporalOrchestrator:
             spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=interval_s))]),
             policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
         )
-        try:
+        with contextlib.suppress(ScheduleAlreadyRunningError):
             await self._client.create_schedule(schedule_id, schedule)
-        except ScheduleAlreadyRunningError:
-            pass
         return schedule_id
 
     async def trigger_drift_scan(self, tenant_id: str) -> None:
@@ -67,16 +66,21 @@ class TemporalOrchestrator:
 
     async def run_drift_scan(self, scan: DriftScanInput) -> DriftScanResult:
         return await self._client.execute_workflow(
-            DriftScanWorkflow.run, scan, id=f"{drift_scan_schedule_id(scan.tenant_id)}/manual",
-            task_queue=self._task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            result_type=DriftScanResult,
-        )
+            DriftScanWorkflow.run,
+            scan,
+            id=f"{drift_scan_schedule_id(scan.tenant_id)}/manual",
+            task_queue=self._task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )
 
     async def start_retraining(self, request: RetrainingInput) -> str:
         workflow_id = retraining_workflow_id(request.tenant_id)
         try:
             await self._client.start_workflow(
-                RetrainingWorkflow.run, request, id=workflow_id, task_queue=self._task_queue,
+                RetrainingWorkflow.run,
+                request,
+                id=workflow_id,
+                task_queue=self._task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 execution_timeout=RUN_TIMEOUT,
@@ -103,13 +107,16 @@ class TemporalOrchestrator:
         return description.status == WorkflowExecutionStatus.RUNNING
 
     async def retraining_result(self, tenant_id: str) -> RetrainingResult:
-        handle = self._client.get_workflow_handle(retraining_workflow_id(tenant_id), result_type=RetrainingResult)
+        handle = self._client.get_workflow_handle(
+            retraining_workflow_id(tenant_id), result_type=RetrainingResult
+        )
         return await handle.result()
 
     async def send_approval(self, tenant_id: str, request: ApprovalRequest) -> ApprovalResponse:
         handle = self._client.get_workflow_handle(retraining_workflow_id(tenant_id))
         try:
-            return await handle.execute_update(RetrainingWorkflow.approval, request)
+            # By name: the SDK's typing of async update methods does not unwrap their coroutine result.
+            return await handle.execute_update("approval", request, result_type=ApprovalResponse)
         except WorkflowUpdateFailedError as error:
             cause = error.cause
             raise InvalidInput(f"approval refused: {getattr(cause, 'message', None) or cause}") from None

@@ -43,13 +43,25 @@ def tenant_config_reader(services: Services) -> Any:
 def activity_objects(services: Services, compute: ComputeBackend | None = None) -> list[Any]:
     settings = services.settings
     builder = CandidateBuilder(
-        registry=services.registry, snapshots=services.snapshots, store=services.store, signer=services.signer,
-        keyring=services.keyring, loader=services.loader, compute=compute or LocalSubprocessBackend(),
-        quota=services.quota, work_dir=settings.work_dir, tenant_config=tenant_config_reader(services),
-        timeout_s=settings.training_timeout_s, memory_limit_mb=settings.training_memory_limit_mb,
+        registry=services.registry,
+        snapshots=services.snapshots,
+        store=services.store,
+        signer=services.signer,
+        keyring=services.keyring,
+        loader=services.loader,
+        compute=compute or LocalSubprocessBackend(),
+        quota=services.quota,
+        work_dir=settings.work_dir,
+        tenant_config=tenant_config_reader(services),
+        timeout_s=settings.training_timeout_s,
+        memory_limit_mb=settings.training_memory_limit_mb,
     )
     scanner = DriftScanner(
-        services.registry, services.snapshots, services.drift_reports, services.loader, services.keyring,
+        services.registry,
+        services.snapshots,
+        services.drift_reports,
+        services.loader,
+        services.keyring,
         services.notifier,
     )
     return [
@@ -71,8 +83,12 @@ def activity_functions(objects: list[Any]) -> list[Any]:
 
 
 def build_worker(
-    client: Client, services: Services, task_queue: str, executor: ThreadPoolExecutor,
-    compute: ComputeBackend | None = None, **worker_options: Any,
+    client: Client,
+    services: Services,
+    task_queue: str,
+    executor: ThreadPoolExecutor,
+    compute: ComputeBackend | None = None,
+    **worker_options: Any,
 ) -> Worker:
     return Worker(
         client,

@@ -38,7 +38,10 @@ class DriftScanWorkflow:
         )
         if sealed.snapshot_id is None:
             return DriftScanResult(
-                tenant_id=inp.tenant_id, snapshot_id=None, report_id=None, level="insufficient_data",
+                tenant_id=inp.tenant_id,
+                snapshot_id=None,
+                report_id=None,
+                level="insufficient_data",
                 message=sealed.message,
             )
         scan = await workflow.execute_activity(
@@ -49,7 +52,10 @@ class DriftScanWorkflow:
             retry_policy=TRANSIENT_RETRY,
         )
         result = DriftScanResult(
-            tenant_id=inp.tenant_id, snapshot_id=sealed.snapshot_id, report_id=scan.report_id, level=scan.level,
+            tenant_id=inp.tenant_id,
+            snapshot_id=sealed.snapshot_id,
+            report_id=scan.report_id,
+            level=scan.level,
             message=scan.message,
         )
         if scan.level != "alert":
@@ -61,9 +67,12 @@ class DriftScanWorkflow:
             await workflow.start_child_workflow(
                 RetrainingWorkflow.run,
                 RetrainingInput(
-                    tenant_id=inp.tenant_id, model_name=inp.model_name, trigger="drift",
+                    tenant_id=inp.tenant_id,
+                    model_name=inp.model_name,
+                    trigger="drift",
                     reason=f"drift alert in report {scan.report_id}: {', '.join(scan.alerts)[:300]}",
-                    drift_report_id=scan.report_id, timing=inp.retraining_timing,
+                    drift_report_id=scan.report_id,
+                    timing=inp.retraining_timing,
                 ),
                 id=retraining_workflow_id(inp.tenant_id),
                 parent_close_policy=ParentClosePolicy.ABANDON,

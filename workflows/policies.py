@@ -14,7 +14,9 @@ TRANSIENT_RETRY = RetryPolicy(
     maximum_attempts=10,
 )
 TRAINING_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=5), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=2),
+    initial_interval=timedelta(seconds=5),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
     maximum_attempts=3,
 )
 

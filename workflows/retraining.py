@@ -37,12 +37,11 @@ with workflow.unsafe.imports_passed_through():
         ValidateOut,
     )
     from evolution.registry.views import VersionView
-    from evolution.stats.canary import Decision, GuardState
+    from evolution.stats.canary_models import Decision, GuardState
 
 from workflows.policies import (
     INTEGRITY_ERROR,
     LOOK_TIMEOUT,
-    QUERY_TIMEOUT,
     REGISTRY_TIMEOUT,
     TRAINING_HEARTBEAT,
     TRAINING_RETRY,
@@ -113,14 +112,18 @@ class RetrainingWorkflow:
         self._input = inp
         quota = await self._activity("check_quota", QuotaCheckIn(tenant_id=inp.tenant_id), QuotaCheckOut)
         if not quota.allowed:
-            await self._notify("warning", "retraining.blocked", f"Retraining of {inp.model_name} blocked: {quota.reason}")
+            await self._notify(
+                "warning", "retraining.blocked", f"Retraining of {inp.model_name} blocked: {quota.reason}"
+            )
             return self._finish("blocked", quota.reason or "quota exceeded")
 
         self._set("registering")
         self._version = await self._activity(
             "register_candidate",
             RegisterCandidateIn(
-                tenant_id=inp.tenant_id, model_name=inp.model_name, request_id=self._rid("register"),
+                tenant_id=inp.tenant_id,
+                model_name=inp.model_name,
+                request_id=self._rid("register"),
                 reason=f"{inp.trigger}: {inp.reason}".strip(": "),
             ),
             VersionView,
@@ -148,7 +151,10 @@ class RetrainingWorkflow:
         trained = await workflow.execute_activity(
             "train_candidate",
             TrainIn(
-                tenant_id=inp.tenant_id, model_name=inp.model_name, version_id=self._version.id, seed=inp.seed,
+                tenant_id=inp.tenant_id,
+                model_name=inp.model_name,
+                version_id=self._version.id,
+                seed=inp.seed,
                 run_id=self._rid("train"),
             ),
             result_type=TrainOut,
@@ -160,8 +166,11 @@ class RetrainingWorkflow:
         validation = await self._activity(
             "validate_candidate",
             ValidateIn(
-                tenant_id=inp.tenant_id, model_name=inp.model_name, candidate_version_id=self._version.id,
-                signed_manifest=trained.signed_manifest, model_hash=trained.model_hash,
+                tenant_id=inp.tenant_id,
+                model_name=inp.model_name,
+                candidate_version_id=self._version.id,
+                signed_manifest=trained.signed_manifest,
+                model_hash=trained.model_hash,
             ),
             ValidateOut,
             timeout=VALIDATION_TIMEOUT,
@@ -174,7 +183,9 @@ class RetrainingWorkflow:
             "VALIDATED",
             validation.reason,
             changes={
-                "model_hash": trained.model_hash, "manifest": trained.signed_manifest, "metrics": metrics,
+                "model_hash": trained.model_hash,
+                "manifest": trained.signed_manifest,
+                "metrics": metrics,
                 "dataset_snapshot_id": trained.snapshot_id,
             },
         )
@@ -185,9 +196,18 @@ class RetrainingWorkflow:
         else:
             decision_or_none = await self._shadow_and_canary(inp)
             if decision_or_none.action != "promote":
-                await self._fail(f"canary: {decision_or_none.reason}", details={"guard": decision_or_none.model_dump(exclude={"state"})})
-                outcome = "rolled_back" if decision_or_none.action == "rollback" else "no_significant_difference"
-                await self._notify("warning", f"canary.{outcome}", f"Candidate {self._label()} not promoted: {decision_or_none.reason}")
+                await self._fail(
+                    f"canary: {decision_or_none.reason}",
+                    details={"guard": decision_or_none.model_dump(exclude={"state"})},
+                )
+                outcome = (
+                    "rolled_back" if decision_or_none.action == "rollback" else "no_significant_difference"
+                )
+                await self._notify(
+                    "warning",
+                    f"canary.{outcome}",
+                    f"Candidate {self._label()} not promoted: {decision_or_none.reason}",
+                )
                 return self._finish(outcome, decision_or_none.reason, decision_or_none)
             decision = decision_or_none
         if self._status.state == "SHADOW":
@@ -207,7 +227,9 @@ class RetrainingWorkflow:
             shadow = await self._activity(
                 "collect_shadow",
                 PairsIn(
-                    tenant_id=inp.tenant_id, candidate_version_id=self._version.id, cursor=cursor,
+                    tenant_id=inp.tenant_id,
+                    candidate_version_id=self._version.id,
+                    cursor=cursor,
                     min_pairs=timing.shadow_min_pairs,
                 ),
                 ShadowOut,
@@ -219,10 +241,18 @@ class RetrainingWorkflow:
                 cursor = shadow.cursor
                 break
             if (workflow.now() - started).total_seconds() > timing.shadow_max_s:
-                return Decision(action="no_significant_difference", reason=f"shadow phase collected only {pairs} labelled pairs", n=pairs)
+                return Decision(
+                    action="no_significant_difference",
+                    reason=f"shadow phase collected only {pairs} labelled pairs",
+                    n=pairs,
+                )
             await workflow.sleep(timedelta(seconds=timing.look_interval_s))
 
-        await self._move("CANARY", f"tau fixed from {pairs} shadow pairs", details={"guard_config": shadow.guard_config.model_dump()})
+        await self._move(
+            "CANARY",
+            f"tau fixed from {pairs} shadow pairs",
+            details={"guard_config": shadow.guard_config.model_dump()},
+        )
         self._set("canary")
         state = GuardState()
         canary_started = workflow.now()
@@ -231,8 +261,11 @@ class RetrainingWorkflow:
             look = await self._activity(
                 "canary_look",
                 LookIn(
-                    tenant_id=inp.tenant_id, candidate_version_id=self._version.id, cursor=cursor,
-                    config=shadow.guard_config, state=state,
+                    tenant_id=inp.tenant_id,
+                    candidate_version_id=self._version.id,
+                    cursor=cursor,
+                    config=shadow.guard_config,
+                    state=state,
                     elapsed_s=(workflow.now() - canary_started).total_seconds(),
                     window_s=timing.rollout_window_s,
                 ),
@@ -245,8 +278,11 @@ class RetrainingWorkflow:
                 return look.decision
             if (workflow.now() - canary_started).total_seconds() > timing.rollout_window_s:
                 return Decision(
-                    action="rollback", reason=f"rollout window of {timing.rollout_window_s:.0f}s ran out",
-                    n=look.decision.n, p_promote=look.decision.p_promote, q_rollback=look.decision.q_rollback,
+                    action="rollback",
+                    reason=f"rollout window of {timing.rollout_window_s:.0f}s ran out",
+                    n=look.decision.n,
+                    p_promote=look.decision.p_promote,
+                    q_rollback=look.decision.q_rollback,
                     theta_hat=look.decision.theta_hat,
                 )
 
@@ -254,7 +290,8 @@ class RetrainingWorkflow:
         self._set("awaiting_approval", f"guard: {decision.reason}")
         self._status.awaiting_approval = True
         await self._notify(
-            "info", "approval.requested",
+            "info",
+            "approval.requested",
             f"Candidate {self._label()} of {inp.model_name} passed the canary ({decision.reason}); approval needed",
         )
         try:
@@ -274,8 +311,11 @@ class RetrainingWorkflow:
                 result = await self._activity(
                     "promote",
                     PromoteIn(
-                        version_id=self._version.id, expected_version=self._version.lock_version,
-                        request_id=self._rid("promote"), approver=approver, reason=request.reason or "approved",
+                        version_id=self._version.id,
+                        expected_version=self._version.lock_version,
+                        request_id=self._rid("promote"),
+                        approver=approver,
+                        reason=request.reason or "approved",
                     ),
                     TransitionOut,
                 )
@@ -286,8 +326,11 @@ class RetrainingWorkflow:
                 result = await self._activity(
                     "reject",
                     PromoteIn(
-                        version_id=self._version.id, expected_version=self._version.lock_version,
-                        request_id=self._rid("reject"), approver=approver, reason=request.reason or "rejected",
+                        version_id=self._version.id,
+                        expected_version=self._version.lock_version,
+                        request_id=self._rid("reject"),
+                        approver=approver,
+                        reason=request.reason or "rejected",
                     ),
                     TransitionOut,
                 )
@@ -296,17 +339,26 @@ class RetrainingWorkflow:
                 outcome, reason = "rejected", f"rejected by {request.user}: {request.reason}"
         except ActivityError as error:
             self._approval_answer = ApprovalResponse(
-                accepted=False, decision=request.decision, final_state=self._status.state, message=_error_message(error)
+                accepted=False,
+                decision=request.decision,
+                final_state=self._status.state,
+                message=_error_message(error),
             )
             raise
         self._approval_answer = ApprovalResponse(
             accepted=True, decision=request.decision, final_state=self._version.state, message=reason
         )
-        await self._notify("info", f"candidate.{outcome}", f"Candidate {self._label()} of {inp.model_name} {outcome}: {reason}")
+        await self._notify(
+            "info",
+            f"candidate.{outcome}",
+            f"Candidate {self._label()} of {inp.model_name} {outcome}: {reason}",
+        )
         return self._finish(outcome, reason, decision)  # type: ignore[arg-type]
 
     # --------------------------------------------------------------- helpers
-    async def _activity(self, name: str, arg: Any, result_type: type[Any], timeout: timedelta = REGISTRY_TIMEOUT) -> Any:
+    async def _activity(
+        self, name: str, arg: Any, result_type: type[Any], timeout: timedelta = REGISTRY_TIMEOUT
+    ) -> Any:
         return await workflow.execute_activity(
             name, arg, result_type=result_type, start_to_close_timeout=timeout, retry_policy=TRANSIENT_RETRY
         )
@@ -324,14 +376,24 @@ class RetrainingWorkflow:
         return f"v{self._version.number}" if self._version else "?"
 
     async def _move(
-        self, state: str, reason: str, changes: dict[str, Any] | None = None, details: dict[str, Any] | None = None
+        self,
+        state: str,
+        reason: str,
+        changes: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         assert self._version is not None
         out = await self._activity(
             "transition",
             TransitionIn(
-                tenant_id=self._version.tenant_id, version_id=self._version.id, to_state=state, expected_version=self._version.lock_version,
-                request_id=self._rid(f"to-{state}"), reason=reason, changes=changes, details=details or {},
+                tenant_id=self._version.tenant_id,
+                version_id=self._version.id,
+                to_state=state,
+                expected_version=self._version.lock_version,
+                request_id=self._rid(f"to-{state}"),
+                reason=reason,
+                changes=changes,
+                details=details or {},
             ),
             TransitionOut,
         )
@@ -349,12 +411,20 @@ class RetrainingWorkflow:
         if self._version is None:
             return
         out = await self._activity(
-            "quarantine", QuarantineIn(tenant_id=self._version.tenant_id, version_id=self._version.id, request_id=self._rid("quarantine"), reason=reason),
+            "quarantine",
+            QuarantineIn(
+                tenant_id=self._version.tenant_id,
+                version_id=self._version.id,
+                request_id=self._rid("quarantine"),
+                reason=reason,
+            ),
             TransitionOut,
         )
         self._version = out.result.version
         self._status.state = self._version.state
-        await self._notify("critical", "integrity.quarantined", f"Candidate {self._label()} quarantined: {reason}")
+        await self._notify(
+            "critical", "integrity.quarantined", f"Candidate {self._label()} quarantined: {reason}"
+        )
 
     async def _notify(self, severity: str, kind: str, subject: str) -> None:
         assert self._input is not None
@@ -368,7 +438,8 @@ class RetrainingWorkflow:
         assert self._input is not None
         self._set("finished", f"{outcome}: {reason}")
         return RetrainingResult(
-            tenant_id=self._input.tenant_id, model_name=self._input.model_name,
+            tenant_id=self._input.tenant_id,
+            model_name=self._input.model_name,
             version_id=self._version.id if self._version else None,
             final_state=self._version.state if self._version else None,
             outcome=outcome,  # type: ignore[arg-type]

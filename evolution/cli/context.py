@@ -34,7 +34,9 @@ def operator(cfg: Settings) -> Principal:
     try:
         role = Role(cfg.operator_role)
     except ValueError:
-        raise InvalidInput(f"EVOLUTION_OPERATOR_ROLE={cfg.operator_role!r}: use viewer, manager or admin") from None
+        raise InvalidInput(
+            f"EVOLUTION_OPERATOR_ROLE={cfg.operator_role!r}: use viewer, manager or admin"
+        ) from None
     return Principal(user=cfg.operator_user, role=role, tenants=tuple(cfg.operator_tenants))
 
 

@@ -12,7 +12,13 @@ from typing import Annotated
 import typer
 
 from evolution.cli.context import friendly_errors, settings
-from evolution.contracts import ApprovalRequest, DriftScanInput, RetrainingInput, RetrainingResult, RolloutTiming
+from evolution.contracts import (
+    ApprovalRequest,
+    DriftScanInput,
+    RetrainingInput,
+    RetrainingResult,
+    RolloutTiming,
+)
 from evolution.demo import HttpTransport, Scenario, TrafficDriver, history_records
 from evolution.demo_data import TARGET, DriftSpec
 from evolution.errors import EvolutionError
@@ -39,8 +45,12 @@ class DemoSize:
     timing: RolloutTiming
 
 
-FAST = DemoSize(2000, 1500, 500, RolloutTiming(look_interval_s=1.0, shadow_min_pairs=200, approval_timeout_s=600))
-FULL = DemoSize(8000, 3000, 800, RolloutTiming(look_interval_s=2.0, shadow_min_pairs=400, approval_timeout_s=3600))
+FAST = DemoSize(
+    2000, 1500, 500, RolloutTiming(look_interval_s=1.0, shadow_min_pairs=200, approval_timeout_s=600)
+)
+FULL = DemoSize(
+    8000, 3000, 800, RolloutTiming(look_interval_s=2.0, shadow_min_pairs=400, approval_timeout_s=3600)
+)
 
 
 class Progress:
@@ -61,7 +71,9 @@ def _free_tenant_id(services: Services, base: str) -> str:
     return f"{base}-{n}"
 
 
-async def _wait_phase(orchestrator: Orchestrator, tenant: str, progress: Progress, driver: TrafficDriver | None) -> None:
+async def _wait_phase(
+    orchestrator: Orchestrator, tenant: str, progress: Progress, driver: TrafficDriver | None
+) -> None:
     """Drive traffic (if any) until the retraining waits for approval; fail if it ends without reaching it."""
     last = ""
     for _ in range(600):
@@ -88,7 +100,9 @@ async def _wait_phase(orchestrator: Orchestrator, tenant: str, progress: Progres
 
 
 async def _approve(orchestrator: Orchestrator, tenant: str, reason: str) -> RetrainingResult:
-    request = ApprovalRequest(decision="approve", user=DEMO_MANAGER, role="manager", tenant_id=tenant, reason=reason)
+    request = ApprovalRequest(
+        decision="approve", user=DEMO_MANAGER, role="manager", tenant_id=tenant, reason=reason
+    )
     await orchestrator.send_approval(tenant, request)
     return await orchestrator.retraining_result(tenant)
 
@@ -97,8 +111,10 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
     services = build_services(cfg)
     admin = Principal(user=DEMO_ADMIN, role=Role.ADMIN, tenants=("*",))
     scenario = Scenario(
-        tenant_id=_free_tenant_id(services, "acme-agro"), history_rows=size.history_rows,
-        drift_rows=size.drift_rows, round_rows=size.round_rows,
+        tenant_id=_free_tenant_id(services, "acme-agro"),
+        history_rows=size.history_rows,
+        drift_rows=size.drift_rows,
+        round_rows=size.round_rows,
     )
     tenant, model = scenario.tenant_id, scenario.model_name
     services.registry.ensure_tenant(admin, tenant, "ACME Agro (demo)")
@@ -119,15 +135,23 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
             out.write(json.dumps(event) + "\n")
     with history.open(encoding="utf-8") as lines:
         summary = services.events.ingest_lines(admin, tenant, lines, source=str(history))
-    progress.step(f"ingested {history.name}: accepted {summary.accepted}, duplicate {summary.duplicate}, rejected {summary.rejected}")
+    progress.step(
+        f"ingested {history.name}: accepted {summary.accepted}, duplicate {summary.duplicate}, rejected {summary.rejected}"
+    )
     snapshot = services.snapshots.seal(admin, tenant, utcnow())
-    progress.step(f"snapshot {snapshot.id}: {snapshot.row_count} events, Merkle root {snapshot.merkle_root[:16]}…, signed")
+    progress.step(
+        f"snapshot {snapshot.id}: {snapshot.row_count} events, Merkle root {snapshot.merkle_root[:16]}…, signed"
+    )
 
     orchestrator = await connect_orchestrator(cfg)
-    await orchestrator.ensure_drift_schedule(DriftScanInput(tenant_id=tenant, model_name=model, retraining_timing=size.timing), 3600)
+    await orchestrator.ensure_drift_schedule(
+        DriftScanInput(tenant_id=tenant, model_name=model, retraining_timing=size.timing), 3600
+    )
     progress.step(f"schedule drift-scan/{tenant} (hourly) in place")
     await orchestrator.start_retraining(
-        RetrainingInput(tenant_id=tenant, model_name=model, trigger="bootstrap", reason="first model", timing=size.timing)
+        RetrainingInput(
+            tenant_id=tenant, model_name=model, trigger="bootstrap", reason="first model", timing=size.timing
+        )
     )
     await _wait_phase(orchestrator, tenant, progress, None)
     first = await _approve(orchestrator, tenant, "first model for the agronomists")
@@ -136,20 +160,24 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
     drift_at: datetime = utcnow()
     transport = HttpTransport(f"http://{cfg.serve_host}:{cfg.serve_port}")
     driver = TrafficDriver(scenario, transport, key_id, private_pem, DriftSpec(at=drift_at))
-    progress.step(f"drift injected at {drift_at.isoformat(timespec='seconds')}: drier, hotter season; nitrogen response changed")
+    progress.step(
+        f"drift injected at {drift_at.isoformat(timespec='seconds')}: drier, hotter season; nitrogen response changed"
+    )
     summary = await asyncio.to_thread(driver.round, size.drift_rows)
-    progress.step(f"served {size.drift_rows} live predictions, outcomes arrived: accepted {summary.accepted}, rejected {summary.rejected}")
+    progress.step(
+        f"served {size.drift_rows} live predictions, outcomes arrived: accepted {summary.accepted}, rejected {summary.rejected}"
+    )
 
     await orchestrator.trigger_drift_scan(tenant)
     progress.step(f"triggered schedule drift-scan/{tenant}")
     detected_at = None
     for _ in range(240):
-        reports = services.drift_reports.list(admin, tenant, limit=1)
+        reports = services.drift_reports.list_reports(admin, tenant, limit=1)
         if reports and reports[0].created_at_after(drift_at):
             detected_at = reports[0].report["created_at"]
             break
         await asyncio.sleep(0.5)
-    report = services.drift_reports.list(admin, tenant, limit=1)[0]
+    report = services.drift_reports.list_reports(admin, tenant, limit=1)[0]
     alerts = [f["feature"] for f in report.report["result"]["features"] if f["status"] == "alert"]
     progress.step(f"drift report {report.id}: level {report.level}; alerts on {', '.join(alerts)}; signed")
     await _wait_phase(orchestrator, tenant, progress, driver)
@@ -183,8 +211,12 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
 
 @friendly_errors
 def demo(
-    fast: Annotated[bool, typer.Option("--fast", help="Smaller data and quicker looks (under 3 minutes).")] = False,
-    keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave the services up afterwards.")] = False,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="Smaller data and quicker looks (under 3 minutes).")
+    ] = False,
+    keep_running: Annotated[
+        bool, typer.Option("--keep-running", help="Leave the services up afterwards.")
+    ] = False,
     no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="Do not start the dashboard.")] = False,
 ) -> None:
     """Seed a tenant, inject drift, and drive the whole lifecycle to a new CHAMPION on the real services."""

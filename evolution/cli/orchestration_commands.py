@@ -34,7 +34,10 @@ def retrain(
     cfg = settings()
     principal = authorize(operator(cfg), Action.START_RETRAINING, tenant)
     request = RetrainingInput(
-        tenant_id=tenant, model_name=model, trigger="manual", reason=reason,
+        tenant_id=tenant,
+        model_name=model,
+        trigger="manual",
+        reason=reason,
         requested_by=PrincipalRef(user=principal.user, role=principal.role, tenant_id=tenant),
     )
     workflow_id = run_async(_with_orchestrator(lambda o: o.start_retraining(request)))
@@ -54,7 +57,9 @@ def status(tenant: TenantOpt) -> None:
         typer.echo(f"shadow pairs: {current.shadow_pairs}")
     if current.guard:
         g = current.guard
-        typer.echo(f"canary: n={g.n}  p(promote)={g.p_promote:.4g}  q(rollback)={g.q_rollback:.4g}  → {g.reason}")
+        typer.echo(
+            f"canary: n={g.n}  p(promote)={g.p_promote:.4g}  q(rollback)={g.q_rollback:.4g}  → {g.reason}"
+        )
     if current.awaiting_approval:
         typer.echo(f"waiting for approval: evolution approve --tenant {tenant} --model <model>")
 
@@ -68,7 +73,11 @@ def _decide(tenant: str, model: str, decision: str, reason: str) -> None:
         if current is None or not current.awaiting_approval:
             raise NotFound(f"nothing of tenant {tenant!r} is waiting for approval")
         request = ApprovalRequest(
-            decision=decision, user=principal.user, role=principal.role, tenant_id=tenant, reason=reason  # type: ignore[arg-type]
+            decision=decision,
+            user=principal.user,
+            role=principal.role,
+            tenant_id=tenant,
+            reason=reason,  # type: ignore[arg-type]
         )
         return await orchestrator.send_approval(tenant, request)
 
@@ -80,7 +89,9 @@ def _decide(tenant: str, model: str, decision: str, reason: str) -> None:
 
 @friendly_errors
 def approve(
-    tenant: TenantOpt, model: ModelOpt, reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = ""
+    tenant: TenantOpt,
+    model: ModelOpt,
+    reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = "",
 ) -> None:
     """Approve the candidate waiting after its canary: it becomes CHAMPION."""
     _decide(tenant, model, "approve", reason)
@@ -88,7 +99,9 @@ def approve(
 
 @friendly_errors
 def reject(
-    tenant: TenantOpt, model: ModelOpt, reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = ""
+    tenant: TenantOpt,
+    model: ModelOpt,
+    reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = "",
 ) -> None:
     """Reject the candidate waiting after its canary: it goes to FAILED, the champion stays."""
     _decide(tenant, model, "reject", reason)
@@ -98,13 +111,17 @@ def reject(
 def drift_scan(
     tenant: TenantOpt,
     model: ModelOpt,
-    no_retrain: Annotated[bool, typer.Option("--no-retrain", help="Report only; do not retrain on alert.")] = False,
+    no_retrain: Annotated[
+        bool, typer.Option("--no-retrain", help="Report only; do not retrain on alert.")
+    ] = False,
 ) -> None:
     """Run a drift scan now (seal the latest window, scan it against the champion, retrain on alert)."""
     authorize(operator(settings()), Action.VIEW, tenant)
     scan = DriftScanInput(tenant_id=tenant, model_name=model, auto_retrain=not no_retrain)
     result = run_async(_with_orchestrator(lambda o: o.run_drift_scan(scan)))
-    typer.echo(f"level: {result.level}  report: {result.report_id}  retraining: {result.retraining}  {result.message}")
+    typer.echo(
+        f"level: {result.level}  report: {result.report_id}  retraining: {result.retraining}  {result.message}"
+    )
 
 
 @friendly_errors

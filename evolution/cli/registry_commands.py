@@ -86,12 +86,16 @@ def _csv_value(text: str) -> Any:
 
 @friendly_errors
 def ingest(
-    file: Annotated[Path, typer.Argument(help="JSON Lines of signed events, or CSV/JSONL records with --sign-with.")],
+    file: Annotated[
+        Path, typer.Argument(help="JSON Lines of signed events, or CSV/JSONL records with --sign-with.")
+    ],
     tenant: TenantOpt,
     sign_with: Annotated[
         str | None, typer.Option(help="Sign plain records with this local source's key (CSV needs it).")
     ] = None,
-    target: Annotated[str, typer.Option(help="With --sign-with: the column holding the actual outcome.")] = "yield_t_ha",
+    target: Annotated[
+        str, typer.Option(help="With --sign-with: the column holding the actual outcome.")
+    ] = "yield_t_ha",
 ) -> None:
     """Ingest learning events: verify each signature, keep rejects with a reason, accept duplicates once."""
     if not file.exists():
@@ -105,7 +109,9 @@ def ingest(
         )
         summary = svc.events.ingest_objects(principal, tenant, events, source=str(file))
     elif file.suffix.lower() == ".csv":
-        raise InvalidInput("CSV rows carry no signatures: pass --sign-with SOURCE to sign them with a local source key")
+        raise InvalidInput(
+            "CSV rows carry no signatures: pass --sign-with SOURCE to sign them with a local source key"
+        )
     else:
         with file.open(encoding="utf-8") as handle:
             summary = svc.events.ingest_lines(principal, tenant, handle, source=str(file))
@@ -113,7 +119,9 @@ def ingest(
     for reject in summary.rejects:
         typer.echo(f"  line {reject.line}: {reject.reason}", err=True)
     if summary.rejected > len(summary.rejects):
-        typer.echo(f"  … {summary.rejected - len(summary.rejects)} more rejects in the dead-letter table", err=True)
+        typer.echo(
+            f"  … {summary.rejected - len(summary.rejects)} more rejects in the dead-letter table", err=True
+        )
 
 
 @snapshot_app.command("seal")
@@ -122,7 +130,9 @@ def snapshot_seal(tenant: TenantOpt) -> None:
     """Seal every event since the last snapshot into a new signed snapshot."""
     svc = services()
     snap = svc.snapshots.seal(operator(svc.settings), tenant, utcnow())
-    typer.echo(f"{snap.id}: {snap.row_count} events, {snap.leaf_count} leaves, merkle root {snap.merkle_root}")
+    typer.echo(
+        f"{snap.id}: {snap.row_count} events, {snap.leaf_count} leaves, merkle root {snap.merkle_root}"
+    )
 
 
 @snapshot_app.command("list")
@@ -131,9 +141,14 @@ def snapshot_list(tenant: TenantOpt) -> None:
     """List a tenant's snapshots."""
     svc = services()
     rows = [
-        {"id": s.id, "window_start": s.window_start.isoformat(), "window_end": s.window_end.isoformat(),
-         "rows": s.row_count, "merkle_root": s.merkle_root[:16]}
-        for s in svc.snapshots.list(operator(svc.settings), tenant)
+        {
+            "id": s.id,
+            "window_start": s.window_start.isoformat(),
+            "window_end": s.window_end.isoformat(),
+            "rows": s.row_count,
+            "merkle_root": s.merkle_root[:16],
+        }
+        for s in svc.snapshots.list_snapshots(operator(svc.settings), tenant)
     ]
     typer.echo(table(rows, ["id", "window_start", "window_end", "rows", "merkle_root"]))
 
@@ -146,23 +161,37 @@ def versions(
     """Every model version with its state."""
     svc = services()
     rows = [
-        {"model": v.model_name, "version": v.number, "state": v.state.value, "lock": v.lock_version,
-         "model_hash": (v.model_hash or "")[:16], "updated": v.updated_at.isoformat(timespec="seconds"),
-         "holdout_mae": v.metrics.get("holdout_mae", "")}
+        {
+            "model": v.model_name,
+            "version": v.number,
+            "state": v.state.value,
+            "lock": v.lock_version,
+            "model_hash": (v.model_hash or "")[:16],
+            "updated": v.updated_at.isoformat(timespec="seconds"),
+            "holdout_mae": v.metrics.get("holdout_mae", ""),
+        }
         for v in svc.registry.list_versions(operator(svc.settings), tenant, model)
     ]
     typer.echo(table(rows, ["model", "version", "state", "lock", "model_hash", "holdout_mae", "updated"]))
 
 
 @friendly_errors
-def audit(tenant: TenantOpt, limit: Annotated[int, typer.Option(help="Show the last N entries.")] = 50) -> None:
+def audit(
+    tenant: TenantOpt, limit: Annotated[int, typer.Option(help="Show the last N entries.")] = 50
+) -> None:
     """The tenant's audit trail (who moved what, when)."""
     svc = services()
     entries = svc.registry.audit_trail(operator(svc.settings), tenant)[-limit:]
     rows = [
-        {"seq": e.seq, "at": e.at.isoformat(timespec="seconds"), "actor": e.actor, "role": e.role,
-         "action": e.action, "subject": e.subject_id, "change": f"{e.from_state or ''}->{e.to_state or ''}"
-         if e.to_state else ""}
+        {
+            "seq": e.seq,
+            "at": e.at.isoformat(timespec="seconds"),
+            "actor": e.actor,
+            "role": e.role,
+            "action": e.action,
+            "subject": e.subject_id,
+            "change": f"{e.from_state or ''}->{e.to_state or ''}" if e.to_state else "",
+        }
         for e in entries
     ]
     typer.echo(table(rows, ["seq", "at", "actor", "role", "action", "subject", "change"]))
@@ -178,17 +207,28 @@ def rollback(
     import uuid
 
     svc = services()
-    result = svc.registry.force_rollback(operator(svc.settings), tenant, model, f"cli-rollback-{uuid.uuid4().hex}", reason)
-    typer.echo(f"{model} v{result.version.number} is CHAMPION again; v{result.demoted.number if result.demoted else '?'} deprecated")
+    result = svc.registry.force_rollback(
+        operator(svc.settings), tenant, model, f"cli-rollback-{uuid.uuid4().hex}", reason
+    )
+    typer.echo(
+        f"{model} v{result.version.number} is CHAMPION again; v{result.demoted.number if result.demoted else '?'} deprecated"
+    )
 
 
 @friendly_errors
-def verify(tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Only this tenant.")] = None) -> None:
+def verify(
+    tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Only this tenant.")] = None,
+) -> None:
     """Re-check every signature, Merkle root and audit chain; exit 1 on any failure."""
     report = verify_all(services(), [tenant] if tenant else None)
     rows = [
-        {"tenant": c.tenant_id, "kind": c.kind, "subject": c.subject, "result": "ok" if c.ok else "FAILED",
-         "detail": c.detail[:100]}
+        {
+            "tenant": c.tenant_id,
+            "kind": c.kind,
+            "subject": c.subject,
+            "result": "ok" if c.ok else "FAILED",
+            "detail": c.detail[:100],
+        }
         for c in report.checks
     ]
     typer.echo(table(rows, ["tenant", "kind", "subject", "result", "detail"]))

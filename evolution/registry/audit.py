@@ -143,7 +143,9 @@ def verify_chain(tenant_id: str, entries: Iterable[AuditEntry]) -> ChainReport:
             problems.append(f"position {e.seq}: content does not match its hash (entry edited)")
         expected_prev = e.entry_hash
         expected_seq += 1
-    return ChainReport(tenant_id=tenant_id, entries=count, ok=not problems, problems=problems, head_hash=expected_prev)
+    return ChainReport(
+        tenant_id=tenant_id, entries=count, ok=not problems, problems=problems, head_hash=expected_prev
+    )
 
 
 def load_chain(session: Session, tenant_id: str) -> list[AuditEntry]:

@@ -28,7 +28,9 @@ def payload_hash(operation: str, payload: dict[str, Any]) -> str:
 
 def _stored_answer(session: Session, tenant_id: str, request_id: str, digest: str) -> dict[str, Any] | None:
     row = session.execute(
-        select(IdempotencyKey).where(IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.request_id == request_id)
+        select(IdempotencyKey).where(
+            IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.request_id == request_id
+        )
     ).scalar_one_or_none()
     if row is None:
         return None

@@ -162,7 +162,9 @@ class Prediction(Base):
 
 class DriftReport(Base):
     __tablename__ = "drift_reports"
-    __table_args__ = (Index("ix_drift_reports_tenant_model_created", "tenant_id", "model_name", "created_at"),)
+    __table_args__ = (
+        Index("ix_drift_reports_tenant_model_created", "tenant_id", "model_name", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))

@@ -168,7 +168,12 @@ class ModelRegistryService:
                 to_state=ModelState.DRAFT.value,
                 request_id=request_id,
                 at=now,
-                details={"model_name": model_name, "number": number, "parent_id": parent_id, "reason": reason},
+                details={
+                    "model_name": model_name,
+                    "number": number,
+                    "parent_id": parent_id,
+                    "reason": reason,
+                },
             )
             return VersionView.of(row).model_dump(mode="json")
 
@@ -222,7 +227,9 @@ class ModelRegistryService:
         )
         return self._transition(principal, tenant_id, request, operation="reject")
 
-    def quarantine(self, principal: Principal, version_id: str, request_id: str, reason: str) -> TransitionResult:
+    def quarantine(
+        self, principal: Principal, version_id: str, request_id: str, reason: str
+    ) -> TransitionResult:
         """An integrity failure: to QUARANTINED from whatever live state the version is in."""
         tenant_id = self._tenant_of(version_id)
         authorize(principal, Action.TRANSITION, tenant_id)
@@ -264,12 +271,26 @@ class ModelRegistryService:
             if previous is None:
                 raise NotFound(f"{tenant_id}/{model_name} has no previous champion to restore")
             demoted = self._apply(
-                session, principal, champion, ModelState.DEPRECATED, champion.lock_version, request_id,
-                "forced rollback: " + reason, None, {"forced_rollback": True},
+                session,
+                principal,
+                champion,
+                ModelState.DEPRECATED,
+                champion.lock_version,
+                request_id,
+                "forced rollback: " + reason,
+                None,
+                {"forced_rollback": True},
             )
             restored, seq = self._apply_with_seq(
-                session, principal, previous, ModelState.CHAMPION, previous.lock_version, request_id,
-                "forced rollback: " + reason, None, {"forced_rollback": True, "replaces": champion.id},
+                session,
+                principal,
+                previous,
+                ModelState.CHAMPION,
+                previous.lock_version,
+                request_id,
+                "forced rollback: " + reason,
+                None,
+                {"forced_rollback": True, "replaces": champion.id},
             )
             return TransitionResult(
                 version=VersionView.of(restored),
@@ -298,7 +319,9 @@ class ModelRegistryService:
             authorize(principal, Action.VIEW, row.tenant_id)
             return VersionView.of(row)
 
-    def current(self, principal: Principal, tenant_id: str, model_name: str, state: ModelState) -> VersionView | None:
+    def current(
+        self, principal: Principal, tenant_id: str, model_name: str, state: ModelState
+    ) -> VersionView | None:
         authorize(principal, Action.VIEW, tenant_id)
         with self._factory() as session:
             row = self._current(session, tenant_id, model_name, state)
@@ -318,15 +341,22 @@ class ModelRegistryService:
             )
             return [VersionView.of(r) for r in rows]
 
-    def list_versions(self, principal: Principal, tenant_id: str, model_name: str | None = None) -> list[VersionView]:
+    def list_versions(
+        self, principal: Principal, tenant_id: str, model_name: str | None = None
+    ) -> list[VersionView]:
         authorize(principal, Action.VIEW, tenant_id)
         with self._factory() as session:
             query = select(ModelVersion).where(ModelVersion.tenant_id == tenant_id)
             if model_name:
                 query = query.where(ModelVersion.model_name == model_name)
-            return [VersionView.of(r) for r in session.scalars(query.order_by(ModelVersion.model_name, ModelVersion.number))]
+            return [
+                VersionView.of(r)
+                for r in session.scalars(query.order_by(ModelVersion.model_name, ModelVersion.number))
+            ]
 
-    def audit_trail(self, principal: Principal, tenant_id: str, subject_id: str | None = None) -> list[AuditView]:
+    def audit_trail(
+        self, principal: Principal, tenant_id: str, subject_id: str | None = None
+    ) -> list[AuditView]:
         authorize(principal, Action.VIEW, tenant_id)
         with self._factory() as session:
             query = select(AuditEntry).where(AuditEntry.tenant_id == tenant_id)
@@ -371,12 +401,26 @@ class ModelRegistryService:
                 old = self._current(session, tenant_id, row.model_name, ModelState.CHAMPION)
                 if old is not None:
                     demoted = self._apply(
-                        session, principal, old, ModelState.DEPRECATED, old.lock_version, request.request_id,
-                        f"replaced by {row.id}", None, {"replaced_by": row.id},
+                        session,
+                        principal,
+                        old,
+                        ModelState.DEPRECATED,
+                        old.lock_version,
+                        request.request_id,
+                        f"replaced by {row.id}",
+                        None,
+                        {"replaced_by": row.id},
                     )
             applied, seq = self._apply_with_seq(
-                session, principal, row, request.to_state, request.expected_version, request.request_id,
-                request.reason, request.changes, request.details,
+                session,
+                principal,
+                row,
+                request.to_state,
+                request.expected_version,
+                request.request_id,
+                request.reason,
+                request.changes,
+                request.details,
             )
             return TransitionResult(
                 version=VersionView.of(applied),

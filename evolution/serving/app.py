@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from evolution.errors import EvolutionError, InvalidInput, NotFound, PermissionDenied
 from evolution.events import EventIngestor, IngestSummary
 from evolution.security import Principal
-from evolution.serving.predictor import PredictInstance, PredictOut, Predictor
+from evolution.serving.predictor import PredictInstance, Predictor, PredictOut
 
 MAX_INSTANCES = 1000
 MAX_EVENTS = 5000
@@ -51,7 +51,9 @@ def create_app(predictor: Predictor, ingestor: EventIngestor) -> FastAPI:
     @app.post("/v1/tenants/{tenant_id}/models/{model_name}/predict", response_model=PredictResponse)
     def predict(tenant_id: str, model_name: str, body: PredictRequest) -> PredictResponse:
         principal = Principal.system(tenant_id, "serving")
-        return PredictResponse(predictions=predictor.predict(principal, tenant_id, model_name, body.instances))
+        return PredictResponse(
+            predictions=predictor.predict(principal, tenant_id, model_name, body.instances)
+        )
 
     @app.get("/v1/tenants/{tenant_id}/models/{model_name}")
     def current(tenant_id: str, model_name: str) -> dict[str, Any]:

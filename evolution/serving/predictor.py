@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
+
 from evolution.errors import IntegrityViolation, NotFound
 from evolution.lifecycle import ModelState
 from evolution.models import LoadedModel, ModelLoader
@@ -104,17 +105,28 @@ class Predictor:
             prediction_id = f"p-{uuid.uuid4().hex}"
             outs.append(
                 PredictOut(
-                    request_id=inst.request_id, prediction_id=prediction_id, prediction=served,
-                    served_by=served_by.version_id, version_number=served_by.number, role=role,
+                    request_id=inst.request_id,
+                    prediction_id=prediction_id,
+                    prediction=served,
+                    served_by=served_by.version_id,
+                    version_number=served_by.number,
+                    role=role,
                 )
             )
             records.append(
                 PredictionRecord(
-                    id=prediction_id, tenant_id=tenant_id, model_name=model_name, request_id=inst.request_id,
-                    served_role=role, champion_version_id=slot.champion.version_id, champion_prediction=champ,
+                    id=prediction_id,
+                    tenant_id=tenant_id,
+                    model_name=model_name,
+                    request_id=inst.request_id,
+                    served_role=role,
+                    champion_version_id=slot.champion.version_id,
+                    champion_prediction=champ,
                     candidate_version_id=slot.candidate.version_id if slot.candidate else None,
-                    candidate_prediction=cand if cand_valid else None, served_prediction=served,
-                    latency_ms=latency_ms, created_at=now,
+                    candidate_prediction=cand if cand_valid else None,
+                    served_prediction=served,
+                    latency_ms=latency_ms,
+                    created_at=now,
                 )
             )
         try:
@@ -159,7 +171,9 @@ class Predictor:
             Principal.system(tenant_id, "serving"), tenant_id, model_name, SERVING_STATES
         )
 
-    def _load(self, versions: list[VersionView], old: _Slot | None, fingerprint: tuple[tuple[str, int], ...]) -> _Slot:
+    def _load(
+        self, versions: list[VersionView], old: _Slot | None, fingerprint: tuple[tuple[str, int], ...]
+    ) -> _Slot:
         champion = candidate = None
         candidate_state = None
         for version in versions:
@@ -179,8 +193,10 @@ class Predictor:
         log.error("refusing to serve %s: %s", version.id, reason, extra={"tenantId": version.tenant_id})
         try:
             self._registry.quarantine(
-                Principal.system(version.tenant_id, "serving"), version.id,
-                f"serving/quarantine/{version.id}/{version.lock_version}", f"integrity check failed at load: {reason}",
+                Principal.system(version.tenant_id, "serving"),
+                version.id,
+                f"serving/quarantine/{version.id}/{version.lock_version}",
+                f"integrity check failed at load: {reason}",
             )
         except Exception:
             log.exception("could not quarantine %s", version.id, extra={"tenantId": version.tenant_id})

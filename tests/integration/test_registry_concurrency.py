@@ -49,13 +49,17 @@ def test_fifty_concurrent_transitions_exactly_one_applies_every_round(service: M
     for _ in range(ROUNDS):
         version = service.register_version(SYSTEM, "acme", "yield", request_id=uuid.uuid4().hex)
         calls = [
-            (lambda: service.transition(
-                SYSTEM,
-                TransitionRequest(
-                    version_id=version.id, to_state=ModelState.TRAINING, expected_version=1,
-                    request_id=uuid.uuid4().hex,
-                ),
-            ))
+            (
+                lambda version_id=version.id: service.transition(
+                    SYSTEM,
+                    TransitionRequest(
+                        version_id=version_id,
+                        to_state=ModelState.TRAINING,
+                        expected_version=1,
+                        request_id=uuid.uuid4().hex,
+                    ),
+                )
+            )
             for _ in range(WRITERS)
         ]
         outcomes = Counter(type(o).__name__ for o in race(calls))
@@ -71,15 +75,20 @@ def test_fifty_concurrent_requests_with_one_request_id_have_one_effect(service: 
         version_id=version.id, to_state=ModelState.TRAINING, expected_version=1, request_id="one-request"
     )
     results = race([lambda: service.transition(SYSTEM, request) for _ in range(WRITERS)])
-    assert all(not isinstance(r, Exception) for r in results), [r for r in results if isinstance(r, Exception)][:3]
+    assert all(not isinstance(r, Exception) for r in results), [
+        r for r in results if isinstance(r, Exception)
+    ][:3]
     assert len({r.model_dump_json() for r in results}) == 1
-    assert [e.to_state for e in service.audit_trail(SYSTEM, "acme", subject_id=version.id)] == ["DRAFT", "TRAINING"]
+    assert [e.to_state for e in service.audit_trail(SYSTEM, "acme", subject_id=version.id)] == [
+        "DRAFT",
+        "TRAINING",
+    ]
     assert service.get_version(SYSTEM, version.id).lock_version == 2
 
 
 def test_concurrent_audit_writers_keep_the_chain_intact(service: ModelRegistryService) -> None:
     calls = [
-        (lambda: service.register_version(SYSTEM, "acme", f"m{i % 5}", request_id=uuid.uuid4().hex))
+        (lambda name=f"m{i % 5}": service.register_version(SYSTEM, "acme", name, request_id=uuid.uuid4().hex))
         for i in range(WRITERS)
     ]
     assert not [r for r in race(calls) if isinstance(r, Exception)]

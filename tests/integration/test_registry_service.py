@@ -47,7 +47,9 @@ def new_candidate(service: ModelRegistryService) -> VersionView:
     return service.register_version(SYSTEM, "acme", "yield", request_id=rid())
 
 
-def test_full_lifecycle_to_champion_demotes_the_old_one_and_audits_every_step(service: ModelRegistryService) -> None:
+def test_full_lifecycle_to_champion_demotes_the_old_one_and_audits_every_step(
+    service: ModelRegistryService,
+) -> None:
     first = walk(service, new_candidate(service), S.TRAINING, S.VALIDATED, S.SHADOW, S.CANARY)
     first = service.promote(MANAGER, first.id, first.lock_version, rid()).version
     second = walk(service, new_candidate(service), S.TRAINING, S.VALIDATED, S.SHADOW, S.CANARY)
@@ -57,8 +59,12 @@ def test_full_lifecycle_to_champion_demotes_the_old_one_and_audits_every_step(se
     assert result.demoted.state == S.DEPRECATED
     trail = service.audit_trail(ADMIN, "acme", subject_id=second.id)
     assert [(e.from_state, e.to_state) for e in trail] == [
-        (None, "DRAFT"), ("DRAFT", "TRAINING"), ("TRAINING", "VALIDATED"), ("VALIDATED", "SHADOW"),
-        ("SHADOW", "CANARY"), ("CANARY", "CHAMPION"),
+        (None, "DRAFT"),
+        ("DRAFT", "TRAINING"),
+        ("TRAINING", "VALIDATED"),
+        ("VALIDATED", "SHADOW"),
+        ("SHADOW", "CANARY"),
+        ("CANARY", "CHAMPION"),
     ]
     assert trail[-1].actor == "maria" and trail[-1].details["reason"] == "better MAE"
     assert service.verify_audit(ADMIN, "acme").ok
@@ -70,8 +76,11 @@ def test_changes_recorded_with_the_transition(service: ModelRegistryService) -> 
     result = service.transition(
         SYSTEM,
         TransitionRequest(
-            version_id=version.id, to_state=S.VALIDATED, expected_version=version.lock_version,
-            request_id=rid(), changes=changes,
+            version_id=version.id,
+            to_state=S.VALIDATED,
+            expected_version=version.lock_version,
+            request_id=rid(),
+            changes=changes,
         ),
     )
     assert result.version.model_hash == "ab" * 32 and result.version.metrics == {"mae": 1.5}
@@ -82,7 +91,8 @@ def test_stale_version_is_refused(service: ModelRegistryService) -> None:
     walk(service, version, S.TRAINING)
     with pytest.raises(StaleVersion, match="expected lock version 1"):
         service.transition(
-            SYSTEM, TransitionRequest(version_id=version.id, to_state=S.FAILED, expected_version=1, request_id=rid())
+            SYSTEM,
+            TransitionRequest(version_id=version.id, to_state=S.FAILED, expected_version=1, request_id=rid()),
         )
 
 
@@ -98,7 +108,9 @@ def test_illegal_transition_is_refused_and_leaves_no_audit_row(service: ModelReg
 
 def test_same_request_id_same_payload_returns_the_first_answer(service: ModelRegistryService) -> None:
     version = new_candidate(service)
-    request = TransitionRequest(version_id=version.id, to_state=S.TRAINING, expected_version=1, request_id=rid())
+    request = TransitionRequest(
+        version_id=version.id, to_state=S.TRAINING, expected_version=1, request_id=rid()
+    )
     first = service.transition(SYSTEM, request)
     again = service.transition(SYSTEM, request)
     assert again == first
@@ -109,24 +121,35 @@ def test_same_request_id_other_payload_is_a_conflict(service: ModelRegistryServi
     version = new_candidate(service)
     request_id = rid()
     service.transition(
-        SYSTEM, TransitionRequest(version_id=version.id, to_state=S.TRAINING, expected_version=1, request_id=request_id)
+        SYSTEM,
+        TransitionRequest(
+            version_id=version.id, to_state=S.TRAINING, expected_version=1, request_id=request_id
+        ),
     )
     with pytest.raises(IdempotencyConflict, match=request_id):
         service.transition(
             SYSTEM,
-            TransitionRequest(version_id=version.id, to_state=S.FAILED, expected_version=1, request_id=request_id),
+            TransitionRequest(
+                version_id=version.id, to_state=S.FAILED, expected_version=1, request_id=request_id
+            ),
         )
 
 
 def test_manager_cannot_transition_and_viewer_cannot_approve(service: ModelRegistryService) -> None:
     version = walk(service, new_candidate(service), S.TRAINING, S.VALIDATED, S.SHADOW, S.CANARY)
     with pytest.raises(PermissionDenied):
-        walk_as = TransitionRequest(version_id=version.id, to_state=S.FAILED, expected_version=5, request_id=rid())
+        walk_as = TransitionRequest(
+            version_id=version.id, to_state=S.FAILED, expected_version=5, request_id=rid()
+        )
         service.transition(MANAGER, walk_as)
     with pytest.raises(PermissionDenied):
-        service.promote(Principal.for_tenant("ana", Role.VIEWER, "acme"), version.id, version.lock_version, rid())
+        service.promote(
+            Principal.for_tenant("ana", Role.VIEWER, "acme"), version.id, version.lock_version, rid()
+        )
     with pytest.raises(PermissionDenied):
-        service.promote(Principal.for_tenant("bob", Role.MANAGER, "other"), version.id, version.lock_version, rid())
+        service.promote(
+            Principal.for_tenant("bob", Role.MANAGER, "other"), version.id, version.lock_version, rid()
+        )
 
 
 def test_force_rollback_restores_the_previous_champion(service: ModelRegistryService) -> None:
@@ -134,7 +157,9 @@ def test_force_rollback_restores_the_previous_champion(service: ModelRegistrySer
     service.promote(MANAGER, first.id, first.lock_version, rid())
     second = walk(service, new_candidate(service), S.TRAINING, S.VALIDATED, S.SHADOW, S.CANARY)
     service.promote(MANAGER, second.id, second.lock_version, rid())
-    result = service.force_rollback(ADMIN, "acme", "yield", rid(), reason="agronomists report bad maize forecasts")
+    result = service.force_rollback(
+        ADMIN, "acme", "yield", rid(), reason="agronomists report bad maize forecasts"
+    )
     assert result.version.id == first.id and result.version.state == S.CHAMPION
     assert result.demoted is not None and result.demoted.id == second.id
     assert service.audit_trail(ADMIN, "acme", subject_id=first.id)[-1].details["forced_rollback"] is True
@@ -142,7 +167,9 @@ def test_force_rollback_restores_the_previous_champion(service: ModelRegistrySer
         service.force_rollback(MANAGER, "acme", "yield", rid(), reason="x")
 
 
-def test_database_allows_one_champion_and_one_canary_per_model(registry_factory: sessionmaker[Session]) -> None:
+def test_database_allows_one_champion_and_one_canary_per_model(
+    registry_factory: sessionmaker[Session],
+) -> None:
     service = ModelRegistryService(registry_factory)
     service.ensure_tenant(ADMIN, "acme")
     a = walk(service, new_candidate(service), S.TRAINING, S.VALIDATED, S.SHADOW, S.CANARY)
@@ -157,7 +184,9 @@ def test_database_allows_one_champion_and_one_canary_per_model(registry_factory:
 
 
 @pytest.mark.parametrize("statement", ["UPDATE audit_log SET actor='mallory'", "DELETE FROM audit_log"])
-def test_audit_rows_refuse_update_and_delete(service: ModelRegistryService, registry_factory, statement) -> None:  # type: ignore[no-untyped-def]
+def test_audit_rows_refuse_update_and_delete(
+    service: ModelRegistryService, registry_factory, statement
+) -> None:  # type: ignore[no-untyped-def]
     new_candidate(service)
     with registry_factory() as session, pytest.raises(sa.exc.DBAPIError, match="append-only"):
         session.execute(sa.text(statement))

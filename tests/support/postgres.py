@@ -51,20 +51,29 @@ def postgres_server() -> Iterator[str]:
         shutil.chown(root, "postgres", "postgres")
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
     subprocess.run(
-        _as_db_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
-        check=True, capture_output=True, env=env,
+        _as_db_user(
+            [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+        ),
+        check=True,
+        capture_output=True,
+        env=env,
     )
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
     subprocess.run(
-        _as_db_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
-        check=True, capture_output=True, env=env,
+        _as_db_user(
+            [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]
+        ),
+        check=True,
+        capture_output=True,
+        env=env,
     )
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
             _as_db_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True, env=env,
+            capture_output=True,
+            env=env,
         )
         shutil.rmtree(root, ignore_errors=True)
 

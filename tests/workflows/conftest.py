@@ -41,7 +41,9 @@ def task_queue() -> str:
 
 
 @pytest.fixture
-async def worker(temporal_env: WorkflowEnvironment, services: Services, task_queue: str) -> AsyncIterator[None]:
+async def worker(
+    temporal_env: WorkflowEnvironment, services: Services, task_queue: str
+) -> AsyncIterator[None]:
     with ThreadPoolExecutor(max_workers=16) as executor:
         async with build_worker(temporal_env.client, services, task_queue, executor, max_cached_workflows=0):
             yield

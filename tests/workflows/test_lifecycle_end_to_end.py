@@ -18,10 +18,14 @@ from workers.orchestrator import TemporalOrchestrator
 
 SCENARIO = Scenario(tenant_id="acme", history_rows=1500, round_rows=400)
 TIMING = RolloutTiming(look_interval_s=0.5, shadow_min_pairs=150, approval_timeout_s=300)
-MANAGER = ApprovalRequest(decision="approve", user="maria", role="manager", tenant_id="acme", reason="canary won")
+MANAGER = ApprovalRequest(
+    decision="approve", user="maria", role="manager", tenant_id="acme", reason="canary won"
+)
 
 
-async def drive_until_approval(orchestrator: TemporalOrchestrator, driver: TrafficDriver, max_rounds: int = 40) -> None:
+async def drive_until_approval(
+    orchestrator: TemporalOrchestrator, driver: TrafficDriver, max_rounds: int = 40
+) -> None:
     for _ in range(max_rounds):
         status = await orchestrator.retraining_status("acme")
         if status is not None and status.awaiting_approval:
@@ -30,7 +34,9 @@ async def drive_until_approval(orchestrator: TemporalOrchestrator, driver: Traff
             raise AssertionError(f"retraining ended without approval: {status}")
         await asyncio.to_thread(driver.round)
         await asyncio.sleep(0.3)
-    raise AssertionError(f"no decision after {max_rounds} rounds: {await orchestrator.retraining_status('acme')}")
+    raise AssertionError(
+        f"no decision after {max_rounds} rounds: {await orchestrator.retraining_status('acme')}"
+    )
 
 
 async def test_drift_alert_retrains_and_the_canary_winner_becomes_champion_after_approval(
@@ -39,15 +45,22 @@ async def test_drift_alert_retrains_and_the_canary_winner_becomes_champion_after
     system = Principal.system("acme")
     tenant = seed_tenant(services, SCENARIO)
     services.snapshots.seal(system, "acme", utcnow())
-    await orchestrator.start_retraining(RetrainingInput(tenant_id="acme", model_name="yield", trigger="bootstrap", timing=TIMING))
+    await orchestrator.start_retraining(
+        RetrainingInput(tenant_id="acme", model_name="yield", trigger="bootstrap", timing=TIMING)
+    )
     await wait_for_approval(orchestrator, "acme")
     await orchestrator.send_approval("acme", MANAGER)
     first = services.registry.current(system, "acme", "yield", ModelState.CHAMPION)
     assert first is not None
 
-    predictor = Predictor(services.registry, services.loader, services.outcomes, canary_share=0.5, refresh_s=0.0)
+    predictor = Predictor(
+        services.registry, services.loader, services.outcomes, canary_share=0.5, refresh_s=0.0
+    )
     driver = TrafficDriver(
-        SCENARIO, InProcessTransport(predictor, services.events), tenant.key_id, tenant.private_pem,
+        SCENARIO,
+        InProcessTransport(predictor, services.events),
+        tenant.key_id,
+        tenant.private_pem,
         DriftSpec(at=utcnow()),
     )
     summary = await asyncio.to_thread(driver.round, 1200)
@@ -57,7 +70,7 @@ async def test_drift_alert_retrains_and_the_canary_winner_becomes_champion_after
         DriftScanInput(tenant_id="acme", model_name="yield", retraining_timing=TIMING)
     )
     assert scan.level == "alert" and scan.retraining == "started"
-    report = services.drift_reports.list(system, "acme")[0]
+    report = services.drift_reports.list_reports(system, "acme")[0]
     services.drift_reports.verify(report, services.keyring)
     assert report.report["baseline"]["model_version_id"] == first.id
 

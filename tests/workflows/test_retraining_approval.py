@@ -11,7 +11,7 @@ from evolution.demo import Scenario
 from evolution.errors import InvalidInput, NotFound
 from evolution.lifecycle import ModelState
 from evolution.orchestrator import RetrainingAlreadyRunning
-from evolution.security import Principal, Role
+from evolution.security import Principal
 from evolution.timeutil import utcnow
 from evolution.wiring import Services
 from tests.support.scenario import seed_tenant
@@ -44,11 +44,15 @@ def approval(decision: str, role: str = "manager", tenant: str = "acme") -> Appr
 async def test_bootstrap_candidate_waits_for_approval_then_becomes_champion(
     seeded: Services, worker: None, orchestrator: TemporalOrchestrator
 ) -> None:
-    await orchestrator.start_retraining(RetrainingInput(tenant_id="acme", model_name="yield", trigger="bootstrap", timing=FAST))
+    await orchestrator.start_retraining(
+        RetrainingInput(tenant_id="acme", model_name="yield", trigger="bootstrap", timing=FAST)
+    )
     await wait_for_approval(orchestrator, "acme")
 
     with pytest.raises(RetrainingAlreadyRunning, match="already running"):
-        await orchestrator.start_retraining(RetrainingInput(tenant_id="acme", model_name="yield", timing=FAST))
+        await orchestrator.start_retraining(
+            RetrainingInput(tenant_id="acme", model_name="yield", timing=FAST)
+        )
     with pytest.raises(InvalidInput, match="may not approve"):
         await orchestrator.send_approval("acme", approval("approve", role="viewer"))
     with pytest.raises(InvalidInput, match="another tenant"):
@@ -68,7 +72,9 @@ async def test_bootstrap_candidate_waits_for_approval_then_becomes_champion(
     seeded.loader.load(champion)  # the signed artifacts verify
 
 
-async def test_rejected_candidate_fails(seeded: Services, worker: None, orchestrator: TemporalOrchestrator) -> None:
+async def test_rejected_candidate_fails(
+    seeded: Services, worker: None, orchestrator: TemporalOrchestrator
+) -> None:
     await orchestrator.start_retraining(RetrainingInput(tenant_id="acme", model_name="yield", timing=FAST))
     await wait_for_approval(orchestrator, "acme")
     answer = await orchestrator.send_approval("acme", approval("reject"))

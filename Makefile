@@ -1,0 +1,51 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo demo-fast up test test-fast lint bench clean postgres-binaries
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The whole lifecycle on the real embedded services, then a summary (state kept in ./.evolution).
+demo: $(STAMP)
+	$(VENV)/bin/evolution demo
+
+demo-fast: $(STAMP)
+	$(VENV)/bin/evolution demo --fast
+
+up: $(STAMP)
+	$(VENV)/bin/evolution up
+
+## PostgreSQL server binaries for the tests (Debian's package) when the machine lacks them.
+postgres-binaries:
+	@if command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+		echo "PostgreSQL binaries present"; \
+	else \
+		echo "installing Debian's postgresql for the tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy evolution workflows activities workers dashboard
+
+test: $(STAMP) postgres-binaries lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+bench: $(STAMP)
+	$(PY) bench/bench_merkle.py
+	$(PY) bench/bench_drift.py
+
+clean:
+	rm -rf $(VENV) .evolution .pytest_cache .mypy_cache .ruff_cache
