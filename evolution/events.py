@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -28,6 +28,8 @@ from evolution.timeutil import as_utc, utcnow
 
 MAX_EVENT_BYTES = 64 * 1024
 MAX_FEATURES = 200
+# Clocks of field devices drift; an event further ahead than this is refused rather than sealed into the future.
+MAX_CLOCK_SKEW = timedelta(minutes=10)
 BATCH_SIZE = 500
 FeatureValue = float | int | str | bool | None
 
@@ -303,6 +305,11 @@ class EventIngestor:
             raise _Rejected(
                 "signature", "signature: does not verify with the source's registered key"
             ) from None
+        if event.event_time > utcnow() + MAX_CLOCK_SKEW:
+            raise _Rejected(
+                "event_time",
+                f"event_time: {event.event_time.isoformat()} is in the future (more than {MAX_CLOCK_SKEW} ahead)",
+            )
         if sealed_until is not None and event.event_time < as_utc(sealed_until):
             raise _Rejected(
                 "event_time",
