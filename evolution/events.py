@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
-from sqlalchemy import select
+from sqlalchemy import exc, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.canonical import canonical_json
@@ -31,6 +31,7 @@ MAX_FEATURES = 200
 # Clocks of field devices drift; an event further ahead than this is refused rather than sealed into the future.
 MAX_CLOCK_SKEW = timedelta(minutes=10)
 BATCH_SIZE = 500
+MAX_BATCH_ATTEMPTS = 3
 FeatureValue = float | int | str | bool | None
 
 
@@ -180,11 +181,22 @@ class EventIngestor:
         for item in items:
             batch.append(item)
             if len(batch) >= BATCH_SIZE:
-                summary.add(self._ingest_batch(tenant_id, batch, source))
+                summary.add(self._ingest_batch_settled(tenant_id, batch, source))
                 batch = []
         if batch:
-            summary.add(self._ingest_batch(tenant_id, batch, source))
+            summary.add(self._ingest_batch_settled(tenant_id, batch, source))
         return summary
+
+    def _ingest_batch_settled(
+        self, tenant_id: str, batch: list[tuple[int, Any, str]], source: str
+    ) -> IngestSummary:
+        """A concurrent ingest of the same request_id makes the batch's insert fail; once retried, it is a duplicate."""
+        for _ in range(MAX_BATCH_ATTEMPTS - 1):
+            try:
+                return self._ingest_batch(tenant_id, batch, source)
+            except exc.IntegrityError:
+                continue
+        return self._ingest_batch(tenant_id, batch, source)
 
     def _ingest_batch(self, tenant_id: str, batch: list[tuple[int, Any, str]], source: str) -> IngestSummary:
         summary = IngestSummary()

@@ -28,6 +28,20 @@ class RetrainingAlreadyRunning(EvolutionError):
     error_type = "RetrainingAlreadyRunning"
 
 
+class OrchestratorUnavailable(EvolutionError):
+    """The workflow engine cannot be reached."""
+
+    error_type = "OrchestratorUnavailable"
+
+
+_connected = False
+
+
+def orchestrator_was_used() -> bool:
+    """True once this process has connected to the workflow engine (the CLI exits differently then)."""
+    return _connected
+
+
 class Orchestrator(Protocol):
     async def ensure_drift_schedule(self, scan: DriftScanInput, interval_s: float) -> str: ...
 
@@ -51,5 +65,7 @@ async def connect_orchestrator(settings: Settings, name: str = "temporal") -> Or
     found = [ep for ep in entry_points(group="evolution.orchestrators") if ep.name == name]
     if not found:
         raise EvolutionError(f"no orchestrator adapter named {name!r} is installed (reinstall the package)")
+    global _connected
     factory = found[0].load()
+    _connected = True
     return await factory(settings)  # type: ignore[no-any-return]

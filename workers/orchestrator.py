@@ -31,7 +31,7 @@ from evolution.contracts import (
     RetrainingStatus,
 )
 from evolution.errors import InvalidInput, NotFound
-from evolution.orchestrator import RetrainingAlreadyRunning
+from evolution.orchestrator import OrchestratorUnavailable, RetrainingAlreadyRunning
 from evolution.settings import Settings
 from workers.temporal_client import connect_client
 from workflows.drift_scan import DriftScanWorkflow, drift_scan_schedule_id
@@ -128,4 +128,11 @@ class TemporalOrchestrator:
 
 
 async def connect(settings: Settings) -> TemporalOrchestrator:
-    return TemporalOrchestrator(await connect_client(settings), settings.task_queue)
+    try:
+        client = await connect_client(settings)
+    except RuntimeError as error:  # the SDK reports an unreachable server as a RuntimeError
+        raise OrchestratorUnavailable(
+            f"cannot reach Temporal at {settings.temporal_address} ({error}); is `evolution up` running, "
+            "or EVOLUTION_TEMPORAL_ADDRESS set to your cluster?"
+        ) from None
+    return TemporalOrchestrator(client, settings.task_queue)

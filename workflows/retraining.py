@@ -306,37 +306,20 @@ class RetrainingWorkflow:
         request = self._approval
         assert request is not None and self._version is not None
         approver = PrincipalRef(user=request.user, role=request.role, tenant_id=request.tenant_id)
+        approved = request.decision == "approve"
+        step = "promote" if approved else "reject"
         try:
-            if request.decision == "approve":
-                result = await self._activity(
-                    "promote",
-                    PromoteIn(
-                        version_id=self._version.id,
-                        expected_version=self._version.lock_version,
-                        request_id=self._rid("promote"),
-                        approver=approver,
-                        reason=request.reason or "approved",
-                    ),
-                    TransitionOut,
-                )
-                self._version = result.result.version
-                self._status.state = self._version.state
-                outcome, reason = "promoted", f"approved by {request.user}"
-            else:
-                result = await self._activity(
-                    "reject",
-                    PromoteIn(
-                        version_id=self._version.id,
-                        expected_version=self._version.lock_version,
-                        request_id=self._rid("reject"),
-                        approver=approver,
-                        reason=request.reason or "rejected",
-                    ),
-                    TransitionOut,
-                )
-                self._version = result.result.version
-                self._status.state = self._version.state
-                outcome, reason = "rejected", f"rejected by {request.user}: {request.reason}"
+            result = await self._activity(
+                step,
+                PromoteIn(
+                    version_id=self._version.id,
+                    expected_version=self._version.lock_version,
+                    request_id=self._rid(step),
+                    approver=approver,
+                    reason=request.reason or ("approved" if approved else "rejected"),
+                ),
+                TransitionOut,
+            )
         except ActivityError as error:
             self._approval_answer = ApprovalResponse(
                 accepted=False,
@@ -345,6 +328,10 @@ class RetrainingWorkflow:
                 message=_error_message(error),
             )
             raise
+        self._version = result.result.version
+        self._status.state = self._version.state
+        outcome = "promoted" if approved else "rejected"
+        reason = f"approved by {request.user}" if approved else f"rejected by {request.user}: {request.reason}"
         self._approval_answer = ApprovalResponse(
             accepted=True, decision=request.decision, final_state=self._version.state, message=reason
         )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from evolution.cli import demo_command, orchestration_commands, process_commands, registry_commands
 from evolution.cli.stats_commands import canary_app, drift_app
+from evolution.orchestrator import orchestrator_was_used
 
 app = typer.Typer(
     name="evolution",
@@ -22,5 +26,23 @@ process_commands.register(app)
 demo_command.register(app)
 
 
+def main() -> None:
+    """Console entry point.
+
+    A process that used the Temporal client leaves through ``os._exit``: the SDK's native threads can abort the
+    interpreter while it finalises (temporalio/sdk-python#300), turning a finished command into a SIGABRT.
+    """
+    try:
+        app()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    if orchestrator_was_used():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -7,13 +7,13 @@ names the file or column.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 
+from evolution.canonical import canonical_json
 from evolution.errors import InvalidInput
 from evolution.stats.canary_plan import PlanResult, ScenarioPlan, expected_labels
 from evolution.stats.drift import DriftConfig, DriftResult, build_baseline, scan
@@ -33,11 +33,6 @@ BAD_INPUT = 2
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code=BAD_INPUT)
-
-
-def canonical_json(obj: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8, no NaN: the same bytes for the same result."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _column_to_numpy(column: Any) -> np.ndarray:
@@ -171,7 +166,7 @@ def compare(
     except InvalidInput as exc:
         raise _fail(f"{current}: {exc}") from exc
     if as_json:
-        typer.echo(canonical_json(result.model_dump(mode="json")))
+        typer.echo(canonical_json(result.model_dump(mode="json")).decode())
     else:
         typer.echo(_drift_table(result))
 
@@ -238,4 +233,4 @@ def plan(
         )
     except (InvalidInput, ValueError) as exc:
         raise _fail(str(exc)) from exc
-    typer.echo(canonical_json(result.model_dump(mode="json")) if as_json else _plan_text(result))
+    typer.echo(canonical_json(result.model_dump(mode="json")).decode() if as_json else _plan_text(result))

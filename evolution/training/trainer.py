@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import ThreadpoolController
 
+from evolution.canonical import canonical_json
 from evolution.errors import InsufficientData, IntegrityViolation, InvalidInput
 from evolution.timeutil import iso, parse_iso
 
@@ -317,11 +318,6 @@ def load_model(source: str | Path | Mapping[str, bytes]) -> TrainedModel:
     )
 
 
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8, no NaN: the same value always gives the same bytes."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
 
 
 def canonical_pickle(value: Any) -> bytes:

@@ -129,3 +129,17 @@ def test_events_of_a_sealed_window_are_refused_and_snapshots_cannot_change(
             session.execute(sa.text(statement))
             session.commit()
     assert snapshots.get(ADMIN, snapshot.id).row_count == 5
+
+
+def test_concurrent_ingests_of_the_same_events_store_each_once(
+    ingestor: EventIngestor, source: tuple[str, bytes], registry_factory: sessionmaker[Session]
+) -> None:
+    from tests.integration.test_registry_concurrency import race
+
+    events = [event(i, source) for i in range(50)]
+    results = race([lambda: ingestor.ingest_objects(ADMIN, "acme", events, "test") for _ in range(8)])
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sum(r.accepted for r in results) == 50
+    assert sum(r.duplicate for r in results) == 50 * 7
+    with registry_factory() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(LearningEvent)) == 50

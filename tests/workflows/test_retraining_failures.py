@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -22,6 +23,7 @@ from workers.worker import WORKFLOWS
 from workflows.retraining import retraining_workflow_id
 
 SCENARIO = Scenario(tenant_id="acme", history_rows=600)
+HISTORIES = Path(__file__).parent / "histories"
 FAST = RolloutTiming(look_interval_s=0.5, approval_timeout_s=1)
 
 
@@ -68,3 +70,14 @@ async def test_finished_retraining_history_replays_deterministically(
     ).fetch_history()
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
+    if os.environ.get("EVOLUTION_RECORD_HISTORIES"):  # refresh the recorded history after a deliberate change
+        (HISTORIES / "retraining-approval-timeout.json").write_text(history.to_json())
+
+
+async def test_recorded_histories_still_replay() -> None:
+    # A workflow change that would break running executions fails here: guard it with workflow.patched.
+    recorded = sorted(HISTORIES.glob("*.json"))
+    assert recorded, "no recorded histories"
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    for path in recorded:
+        await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))
