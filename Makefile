@@ -35,6 +35,7 @@ postgres-binaries:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy evolution workflows activities workers dashboard
 
 test: $(STAMP) postgres-binaries lint

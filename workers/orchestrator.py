@@ -71,7 +71,7 @@ class TemporalOrchestrator:
             id=f"{drift_scan_schedule_id(scan.tenant_id)}/manual",
             task_queue=self._task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            )
+        )
 
     async def start_retraining(self, request: RetrainingInput) -> str:
         workflow_id = retraining_workflow_id(request.tenant_id)

@@ -331,7 +331,9 @@ class RetrainingWorkflow:
         self._version = result.result.version
         self._status.state = self._version.state
         outcome = "promoted" if approved else "rejected"
-        reason = f"approved by {request.user}" if approved else f"rejected by {request.user}: {request.reason}"
+        reason = (
+            f"approved by {request.user}" if approved else f"rejected by {request.user}: {request.reason}"
+        )
         self._approval_answer = ApprovalResponse(
             accepted=True, decision=request.decision, final_state=self._version.state, message=reason
         )

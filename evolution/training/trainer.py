@@ -318,8 +318,6 @@ def load_model(source: str | Path | Mapping[str, bytes]) -> TrainedModel:
     )
 
 
-
-
 def canonical_pickle(value: Any) -> bytes:
     """Pickle bytes that do not depend on which equal strings happen to be one object.
 

@@ -11,7 +11,9 @@ from evolution.timeutil import utcnow
 from tests.e2e.test_demo_cli import run
 
 
-def test_ingest_prints_accepted_duplicate_rejected_and_names_the_field(cli_env: dict[str, str], tmp_path: Path) -> None:
+def test_ingest_prints_accepted_duplicate_rejected_and_names_the_field(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
     assert run(cli_env, "tenant", "create", "acme").returncode == 0
     added = run(cli_env, "source", "add", "sensors", "--tenant", "acme")
     assert added.returncode == 0 and "mode 0600" in added.stdout

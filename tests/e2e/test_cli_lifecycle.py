@@ -27,7 +27,10 @@ def test_retrain_status_and_approve_from_the_command_line(cli_env: dict[str, str
         records = tmp_path / "history.jsonl"
         rows = generate_rows(600, seed=11, start=utcnow() - timedelta(days=30), period_s=3600)
         records.write_text("\n".join(json.dumps(r) for r in rows))
-        assert "accepted 600" in run(cli_env, "ingest", str(records), "-t", "acme", "--sign-with", "sensors").stdout
+        assert (
+            "accepted 600"
+            in run(cli_env, "ingest", str(records), "-t", "acme", "--sign-with", "sensors").stdout
+        )
         assert run(cli_env, "snapshot", "seal", "-t", "acme").returncode == 0
 
         started = run(cli_env, "retrain", "-t", "acme", "-m", "yield", "--reason", "first model")
@@ -46,7 +49,9 @@ def test_retrain_status_and_approve_from_the_command_line(cli_env: dict[str, str
         denied = run(viewer, "approve", "-t", "acme", "-m", "yield")
         assert denied.returncode == 2 and "viewer" in denied.stderr
 
-        approved = run({**cli_env, "EVOLUTION_OPERATOR_USER": "maria"}, "approve", "-t", "acme", "-m", "yield")
+        approved = run(
+            {**cli_env, "EVOLUTION_OPERATOR_USER": "maria"}, "approve", "-t", "acme", "-m", "yield"
+        )
         assert approved.returncode == 0 and "CHAMPION" in approved.stdout, approved.stderr
         versions = run(cli_env, "versions", "-t", "acme").stdout
         assert "CHAMPION" in versions

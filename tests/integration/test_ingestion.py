@@ -89,7 +89,8 @@ def test_each_reject_is_kept_with_a_reason_that_names_the_field(
     ]
     summary = ingestor.ingest_lines(ADMIN, "acme", lines, "file")
     objects = ingestor.ingest_objects(
-        ADMIN, "acme",
+        ADMIN,
+        "acme",
         [forged, tampered, reused_other, event(4, source, tenant="other"), not_finite],
         "test",
     )
@@ -114,7 +115,10 @@ def test_unknown_source_key_and_future_events_are_refused(
 
 
 def test_events_of_a_sealed_window_are_refused_and_snapshots_cannot_change(
-    ingestor: EventIngestor, source: tuple[str, bytes], registry_factory: sessionmaker[Session], tmp_path: Path
+    ingestor: EventIngestor,
+    source: tuple[str, bytes],
+    registry_factory: sessionmaker[Session],
+    tmp_path: Path,
 ) -> None:
     ingestor.ingest_objects(ADMIN, "acme", [event(i, source) for i in range(5)], "test")
     snapshots = DatasetSnapshotService(

@@ -37,8 +37,12 @@ def base_url(services: Services) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    predictor = Predictor(services.registry, services.loader, services.outcomes, canary_share=0.3, refresh_s=0.0)
-    server = uvicorn.Server(uvicorn.Config(create_app(predictor, services.events), port=port, log_config=None))
+    predictor = Predictor(
+        services.registry, services.loader, services.outcomes, canary_share=0.3, refresh_s=0.0
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(predictor, services.events), port=port, log_config=None)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -56,13 +60,18 @@ def base_url(services: Services) -> Iterator[str]:
 def instances(n: int) -> list[dict[str, object]]:
     rows = generate_rows(n, 5, utcnow())
     return [
-        {"request_id": f"q-{i}", "features": {k: v for k, v in r.items() if k not in ("event_time", "yield_t_ha")}}
+        {
+            "request_id": f"q-{i}",
+            "features": {k: v for k, v in r.items() if k not in ("event_time", "yield_t_ha")},
+        }
         for i, r in enumerate(rows)
     ]
 
 
 def test_no_champion_is_a_clear_404(services: Services, base_url: str) -> None:
-    response = httpx.post(f"{base_url}/v1/tenants/acme/models/yield/predict", json={"instances": instances(1)})
+    response = httpx.post(
+        f"{base_url}/v1/tenants/acme/models/yield/predict", json={"instances": instances(1)}
+    )
     assert response.status_code == 404 and "no champion" in response.json()["detail"]
 
 
@@ -101,7 +110,9 @@ def test_a_tampered_champion_is_never_served_and_is_quarantined_with_a_reason(
     path = next((services.settings.artifacts_dir / "acme").rglob(entry["sha256"]))
     os.chmod(path, 0o644)
     path.write_bytes(path.read_bytes() + b"tampered")
-    response = httpx.post(f"{base_url}/v1/tenants/acme/models/yield/predict", json={"instances": instances(1)})
+    response = httpx.post(
+        f"{base_url}/v1/tenants/acme/models/yield/predict", json={"instances": instances(1)}
+    )
     assert response.status_code == 404
     system = Principal.system("acme")
     assert services.registry.get_version(system, champion.id).state == ModelState.QUARANTINED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from evolution.contracts import ApprovalRequest, DriftScanInput, RetrainingInput, RolloutTiming
 from evolution.demo import InProcessTransport, Scenario, TrafficDriver
@@ -108,3 +109,48 @@ async def test_drift_scan_schedule_is_created_once_and_runs_a_scan(
     snapshot = services.snapshots.latest(Principal.system("acme"), "acme")
     assert snapshot is not None and snapshot.row_count == SCENARIO.history_rows
     services.snapshots.verify(snapshot, services.keyring)
+
+
+async def test_a_candidate_that_is_worse_on_live_traffic_is_rolled_back_and_the_champion_stays(
+    services: Services, worker: None, orchestrator: TemporalOrchestrator
+) -> None:
+    system = Principal.system("acme")
+    tenant = seed_tenant(services, SCENARIO)
+    services.snapshots.seal(system, "acme", utcnow())
+    await orchestrator.start_retraining(
+        RetrainingInput(tenant_id="acme", model_name="yield", trigger="bootstrap", timing=TIMING)
+    )
+    await wait_for_approval(orchestrator, "acme")
+    await orchestrator.send_approval("acme", MANAGER)
+    champion = services.registry.current(system, "acme", "yield", ModelState.CHAMPION)
+    assert champion is not None
+
+    predictor = Predictor(
+        services.registry, services.loader, services.outcomes, canary_share=0.5, refresh_s=0.0
+    )
+    driver = TrafficDriver(
+        SCENARIO,
+        InProcessTransport(predictor, services.events),
+        tenant.key_id,
+        tenant.private_pem,
+        DriftSpec(at=utcnow()),
+    )
+    await asyncio.to_thread(driver.round, 1200)
+    scan = await orchestrator.run_drift_scan(
+        DriftScanInput(tenant_id="acme", model_name="yield", retraining_timing=TIMING)
+    )
+    assert scan.retraining == "started"
+    # The season turns back: live traffic is like the champion's world again, and the candidate is worse there.
+    driver.drift = DriftSpec(at=utcnow() + timedelta(days=3650))
+    for _ in range(40):
+        status = await orchestrator.retraining_status("acme")
+        if status is not None and status.phase == "finished":
+            break
+        await asyncio.to_thread(driver.round)
+        await asyncio.sleep(0.3)
+    result = await orchestrator.retraining_result("acme")
+    assert result.outcome == "rolled_back", result
+    assert result.guard is not None and result.guard.q_rollback < 0.05 and result.guard.theta_hat < 0
+    assert services.registry.get_version(system, result.version_id or "").state == ModelState.FAILED
+    assert services.registry.current(system, "acme", "yield", ModelState.CHAMPION).id == champion.id  # type: ignore[union-attr]
+    assert any(n["kind"] == "canary.rolled_back" for n in services.notifier.recent("acme"))

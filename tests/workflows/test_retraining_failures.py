@@ -54,7 +54,9 @@ async def test_tampered_training_snapshot_quarantines_the_candidate(
     assert result.outcome == "quarantined" and result.final_state == "QUARANTINED"
     version = services.registry.get_version(Principal.system("acme"), result.version_id or "")
     assert version.state == ModelState.QUARANTINED
-    reason = services.registry.audit_trail(Principal.system("acme"), "acme", subject_id=version.id)[-1].details
+    reason = services.registry.audit_trail(Principal.system("acme"), "acme", subject_id=version.id)[
+        -1
+    ].details
     assert "corrupted" in reason["integrity_failure"]
 
 
