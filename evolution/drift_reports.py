@@ -21,7 +21,7 @@ from evolution.registry.db import transaction
 from evolution.registry.schema import DriftReport
 from evolution.security import Action, Principal, authorize
 from evolution.stats.drift_models import DriftResult
-from evolution.timeutil import as_utc, iso, utcnow
+from evolution.timeutil import as_utc, iso, parse_iso, utcnow
 
 REPORT_SCHEMA = "controlled-evolution/drift-report/v1"
 
@@ -37,8 +37,8 @@ class DriftReportView(BaseModel):
     signature: Signature
     report: dict[str, Any]
 
-    def created_at_after(self, moment: datetime) -> bool:
-        return datetime.fromisoformat(self.report["created_at"].replace("Z", "+00:00")) >= moment
+    def created_at_time(self) -> datetime:
+        return parse_iso(self.report["created_at"])
 
     @classmethod
     def of(cls, row: DriftReport) -> DriftReportView:

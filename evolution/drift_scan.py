@@ -30,6 +30,7 @@ class DriftScanner:
         keyring: KeyRing,
         notifier: Notifier,
     ) -> None:
+        """Thresholds come from the tenant's current settings; binning stays as frozen in the champion's baseline."""
         self._registry = registry
         self._snapshots = snapshots
         self._reports = reports
@@ -72,7 +73,11 @@ class DriftScanner:
             predicted = champion.model.predict(labelled)
             actual = np.asarray([row["actual"] for row in labelled], dtype=float)
             abs_errors = np.abs(actual - predicted)
-        result = scan(champion.baseline, columns, abs_errors)
+        settings = self._registry.tenant_settings(system, tenant_id)
+        baseline = champion.baseline.model_copy(
+            update={"config": settings.drift_config_over(champion.baseline.config)}
+        )
+        result = scan(baseline, columns, abs_errors)
         report = self._reports.write(
             system,
             tenant_id=tenant_id,

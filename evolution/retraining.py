@@ -21,6 +21,7 @@ from evolution.security import Principal
 from evolution.snapshots import DatasetSnapshotService, SnapshotView
 from evolution.stats.drift import build_baseline
 from evolution.stats.drift_models import DriftConfig, ErrorBaseline
+from evolution.tenant_settings import TenantSettings
 from evolution.timeutil import utcnow
 from evolution.training.compute import ComputeBackend, TrainingJob
 from evolution.training.trainer import TrainingConfig, holdout_mask
@@ -28,17 +29,16 @@ from evolution.training.validation import validate
 
 TARGET = "actual"
 NON_FEATURE_COLUMNS = ("event_time", "actual", "request_id", "prediction_id")
-DEFAULT_ID_COLUMNS = ("field_id",)
 MIN_TRAINING_ROWS = 200
 TRAINER_NAME = "evolution.builtin.hist_gbr"
 
 
-def training_config_for(rows: list[dict[str, Any]], tenant_config: dict[str, Any]) -> TrainingConfig:
+def training_config_for(rows: list[dict[str, Any]], settings: TenantSettings) -> TrainingConfig:
     """Features are every column of the events except identifiers; text-valued ones are categorical."""
-    excluded = set(NON_FEATURE_COLUMNS) | set(tenant_config.get("id_columns", DEFAULT_ID_COLUMNS))
+    excluded = set(NON_FEATURE_COLUMNS) | set(settings.id_columns)
     features: list[str] = sorted({k for row in rows for k in row if k not in excluded})
     categorical = sorted({k for row in rows for k, v in row.items() if k in features and isinstance(v, str)})
-    overrides = tenant_config.get("training", {})
+    overrides = settings.training
     return TrainingConfig(
         features=features, categorical=categorical, target=TARGET, split_keys=["request_id"], **overrides
     )
@@ -65,7 +65,6 @@ class CandidateBuilder:
         compute: ComputeBackend,
         quota: QuotaManager,
         work_dir: Path,
-        tenant_config: Callable[[str], dict[str, Any]],
         timeout_s: float,
         memory_limit_mb: int | None,
     ) -> None:
@@ -78,7 +77,6 @@ class CandidateBuilder:
         self._compute = compute
         self._quota = quota
         self._work_dir = work_dir
-        self._tenant_config = tenant_config
         self._timeout_s = timeout_s
         self._memory_limit_mb = memory_limit_mb
 
@@ -108,7 +106,8 @@ class CandidateBuilder:
         system = Principal.system(tenant_id)
         snapshot = self.training_snapshot(tenant_id)
         rows = self.training_rows(snapshot)
-        config = training_config_for(rows, self._tenant_config(tenant_id))
+        settings = self._registry.tenant_settings(system, tenant_id)
+        config = training_config_for(rows, settings)
         job_dir = self._work_dir / tenant_id / run_id.replace("/", "_")
         shutil.rmtree(job_dir, ignore_errors=True)  # a retried attempt starts clean
         output_dir = job_dir / "model"
@@ -142,7 +141,7 @@ class CandidateBuilder:
         signed_dir.mkdir()
         for name in result.output_files:
             shutil.copyfile(output_dir / name, signed_dir / name)
-        drift_config = DriftConfig.model_validate(self._tenant_config(tenant_id).get("drift", {}))
+        drift_config = settings.drift_config_over(DriftConfig())
         baseline = build_baseline(feature_columns(rows, config.features), config=drift_config)
         errors = result.metrics["holdout_abs_error"]
         baseline = baseline.model_copy(

@@ -18,7 +18,6 @@ from activities.training import TrainingActivities
 from evolution.canary_service import CanaryService
 from evolution.drift_scan import DriftScanner
 from evolution.logging_setup import configure_logging
-from evolution.registry.schema import Tenant
 from evolution.retraining import CandidateBuilder
 from evolution.settings import Settings, load_settings
 from evolution.training.compute import ComputeBackend, LocalSubprocessBackend
@@ -29,15 +28,6 @@ from workflows.retraining import RetrainingWorkflow
 
 log = logging.getLogger(__name__)
 WORKFLOWS = [RetrainingWorkflow, DriftScanWorkflow]
-
-
-def tenant_config_reader(services: Services) -> Any:
-    def read(tenant_id: str) -> dict[str, Any]:
-        with services.factory() as session:
-            tenant = session.get(Tenant, tenant_id)
-            return dict(tenant.config or {}) if tenant else {}
-
-    return read
 
 
 def activity_objects(services: Services, compute: ComputeBackend | None = None) -> list[Any]:
@@ -52,7 +42,6 @@ def activity_objects(services: Services, compute: ComputeBackend | None = None) 
         compute=compute or LocalSubprocessBackend(),
         quota=services.quota,
         work_dir=settings.work_dir,
-        tenant_config=tenant_config_reader(services),
         timeout_s=settings.training_timeout_s,
         memory_limit_mb=settings.training_memory_limit_mb,
     )

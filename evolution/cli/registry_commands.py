@@ -39,6 +39,60 @@ def tenant_create(
     typer.echo(f"tenant {tenant_id} {'created' if created else 'already exists'}")
 
 
+@tenant_app.command("configure")
+@friendly_errors
+def tenant_configure(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant id.")],
+    alpha: Annotated[
+        float | None, typer.Option(help="Significance level of the drift tests (after BH).")
+    ] = None,
+    warn_psi: Annotated[float | None, typer.Option(help="PSI a significant drift needs to warn.")] = None,
+    alert_psi: Annotated[float | None, typer.Option(help="PSI a significant drift needs to alert.")] = None,
+    min_window: Annotated[int | None, typer.Option(help="Smaller windows report insufficient_data.")] = None,
+    mae_change: Annotated[
+        float | None, typer.Option(help="Relative MAE increase that matters (0.10 = 10 %).")
+    ] = None,
+    id_column: Annotated[
+        list[str] | None,
+        typer.Option(help="A column that identifies rows and is never a feature (repeatable)."),
+    ] = None,
+) -> None:
+    """Admin: change a tenant's drift thresholds or identifier columns (validated and audited)."""
+    drift = {
+        k: v
+        for k, v in {
+            "alpha": alpha,
+            "warn_psi": warn_psi,
+            "alert_psi": alert_psi,
+            "min_window": min_window,
+            "mae_material_change": mae_change,
+        }.items()
+        if v is not None
+    }
+    patch: dict[str, Any] = {"drift": drift} if drift else {}
+    if id_column:
+        patch["id_columns"] = id_column
+    if not patch:
+        raise InvalidInput("nothing to change: pass at least one option (see --help)")
+    svc = services()
+    settings_now = svc.registry.configure_tenant(operator(svc.settings), tenant_id, patch)
+    typer.echo(settings_now.model_dump_json(indent=2))
+
+
+@tenant_app.command("show")
+@friendly_errors
+def tenant_show(tenant_id: Annotated[str, typer.Argument(help="Tenant id.")]) -> None:
+    """A tenant's settings and this month's quota use."""
+    svc = services()
+    principal = operator(svc.settings)
+    typer.echo(svc.registry.tenant_settings(principal, tenant_id).model_dump_json(indent=2))
+    quota = svc.quota.status(principal, tenant_id)
+    typer.echo(
+        f"{quota.month}: {quota.gpu_hours_used:.3f} of {quota.gpu_hours_quota:g} GPU-hours, "
+        f"${quota.cost_usd:.2f} of ${quota.budget_cap_usd:g}"
+    )
+
+
 @tenant_app.command("list")
 @friendly_errors
 def tenant_list() -> None:

@@ -24,6 +24,7 @@ from evolution.registry.idempotency import run_idempotent
 from evolution.registry.schema import AuditEntry, ModelVersion, Tenant
 from evolution.registry.views import AuditView, VersionView
 from evolution.security import Action, Principal, authorize
+from evolution.tenant_settings import TenantSettings
 from evolution.timeutil import utcnow
 
 TENANT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -111,6 +112,36 @@ class ModelRegistryService:
                 details={"gpu_hours_quota": gpu_hours_quota, "budget_cap_usd": budget_cap_usd},
             )
             return True
+
+    def tenant_settings(self, principal: Principal, tenant_id: str) -> TenantSettings:
+        authorize(principal, Action.VIEW, tenant_id)
+        with self._factory() as session:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None:
+                raise NotFound(f"tenant {tenant_id!r} does not exist")
+            return TenantSettings.parse(tenant.config)
+
+    def configure_tenant(self, principal: Principal, tenant_id: str, patch: dict[str, Any]) -> TenantSettings:
+        """Admin: change a tenant's settings (validated, audited with the old and new values)."""
+        authorize(principal, Action.MANAGE_TENANT, tenant_id)
+        with transaction(self._factory) as session:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None:
+                raise NotFound(f"tenant {tenant_id!r} does not exist")
+            before = TenantSettings.parse(tenant.config)
+            after = before.merged(patch)
+            tenant.config = after.model_dump(mode="json")
+            append_audit(
+                session,
+                tenant_id=tenant_id,
+                principal=principal,
+                action="tenant.configured",
+                subject_type="tenant",
+                subject_id=tenant_id,
+                at=self._clock(),
+                details={"before": before.model_dump(mode="json"), "after": tenant.config},
+            )
+            return after
 
     def tenant_ids(self) -> list[str]:
         with self._factory() as session:

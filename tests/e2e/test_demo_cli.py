@@ -21,7 +21,7 @@ def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.Com
 def test_demo_ends_with_a_new_champion_a_full_audit_trail_and_a_clean_verify(cli_env: dict[str, str]) -> None:
     demo = run(cli_env, "demo", "--fast", "--no-dashboard", timeout=400)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    assert "outcome            promoted" in demo.stdout
+    assert "promoted; approved by demo-manager" in demo.stdout
     assert "0 failed" in demo.stdout
 
     services = build_services(Settings(home=Path(cli_env["EVOLUTION_HOME"])))

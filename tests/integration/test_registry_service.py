@@ -192,3 +192,18 @@ def test_audit_rows_refuse_update_and_delete(
         session.execute(sa.text(statement))
         session.commit()
     assert service.verify_audit(ADMIN, "acme").ok
+
+
+def test_tenant_settings_are_validated_and_audited(service: ModelRegistryService) -> None:
+    from evolution.errors import InvalidInput
+
+    after = service.configure_tenant(ADMIN, "acme", {"drift": {"alpha": 0.05, "warn_psi": 0.2}})
+    assert after.drift.alpha == 0.05 and service.tenant_settings(ADMIN, "acme").drift.warn_psi == 0.2
+    with pytest.raises(InvalidInput, match="alert_psi"):
+        service.configure_tenant(ADMIN, "acme", {"drift": {"alert_psi": 0.1}})
+    with pytest.raises(InvalidInput, match="alpha"):
+        service.configure_tenant(ADMIN, "acme", {"drift": {"alpha": 2}})
+    with pytest.raises(PermissionDenied):
+        service.configure_tenant(MANAGER, "acme", {"drift": {"alpha": 0.05}})
+    last = service.audit_trail(ADMIN, "acme")[-1]
+    assert last.action == "tenant.configured" and last.details["after"]["drift"]["alpha"] == 0.05
