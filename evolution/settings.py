@@ -37,7 +37,6 @@ class Settings(BaseSettings):
     serve_host: str = "127.0.0.1"
     serve_port: int = 8088
     dashboard_port: int = 8501
-    worker_metrics_port: int = 9464
 
     operator_user: str = Field(default="local-operator", description="Identity the CLI acts as.")
     operator_role: str = Field(
@@ -49,7 +48,6 @@ class Settings(BaseSettings):
 
     training_timeout_s: float = 24 * 3600.0
     training_memory_limit_mb: int | None = 4096
-    approval_timeout_s: float = 24 * 3600.0
     canary_share: float = Field(default=0.1, gt=0.0, lt=1.0)
 
     @property

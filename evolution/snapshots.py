@@ -7,9 +7,11 @@ leaves are 64 KiB chunks of that encoding (RFC 6962 prefixes), so hashing costs 
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -28,6 +30,7 @@ from evolution.security import Action, Principal, authorize
 from evolution.timeutil import as_utc, iso, utcnow
 
 SNAPSHOT_SCHEMA = "controlled-evolution/dataset-snapshot/v1"
+ENCODE_BUFFER_BYTES = 1 << 20
 
 
 class SnapshotView(BaseModel):
@@ -142,22 +145,18 @@ class DatasetSnapshotService:
                 raise InvalidInput(
                     f"window_end {iso(window_end)} must be after the last sealed window's end {iso(start)}"
                 )
-            encoded = bytearray()
-            rows = 0
-            for event in self._events(session, tenant_id, start, window_end):
-                encoded += encode_event(event)
-                rows += 1
-            # One pass over the whole encoding: per-row updates would cost about twice a flat SHA-256.
-            merkle = ChunkedMerkle().update(bytes(encoded))
-            if rows < min_rows:
-                raise InsufficientData(
-                    f"window {iso(start)} .. {iso(window_end)} holds {rows} events, fewer than {min_rows}"
-                )
-            digest = self._store.put_bytes(tenant_id, bytes(encoded))
+            with tempfile.TemporaryDirectory(prefix="snapshot-") as scratch:
+                encoding = Path(scratch) / "events.jsonl"
+                rows, size, merkle = self._encode(session, tenant_id, start, window_end, encoding)
+                if rows < min_rows:
+                    raise InsufficientData(
+                        f"window {iso(start)} .. {iso(window_end)} holds {rows} events, fewer than {min_rows}"
+                    )
+                digest = self._store.put_file(tenant_id, encoding)
             snapshot_id = f"ds-{uuid.uuid4().hex[:20]}"
             root = merkle.root().hex()
             statement = snapshot_statement(
-                snapshot_id, tenant_id, start, window_end, rows, len(encoded), root, digest
+                snapshot_id, tenant_id, start, window_end, rows, size, root, digest
             )
             signature = self._signer.sign(statement)
             row = DatasetSnapshot(
@@ -166,7 +165,7 @@ class DatasetSnapshotService:
                 window_start=start,
                 window_end=window_end,
                 row_count=rows,
-                byte_size=len(encoded),
+                byte_size=size,
                 leaf_count=len(merkle.leaf_hashes),
                 merkle_root=root,
                 artifact_digest=digest,
@@ -191,6 +190,29 @@ class DatasetSnapshotService:
                 },
             )
             return SnapshotView.of(row)
+
+    @classmethod
+    def _encode(
+        cls, session: Session, tenant_id: str, start: datetime, end: datetime, path: Path
+    ) -> tuple[int, int, ChunkedMerkle]:
+        """Stream the window's canonical encoding to ``path`` and the Merkle tree in bounded memory."""
+        merkle = ChunkedMerkle()
+        buffer = bytearray()
+        rows = size = 0
+        with path.open("wb") as out:
+            for event in cls._events(session, tenant_id, start, end):
+                buffer += encode_event(event)
+                rows += 1
+                if len(buffer) >= ENCODE_BUFFER_BYTES:
+                    # Large updates: feeding the tree row by row would cost about twice a flat SHA-256.
+                    merkle.update(bytes(buffer))
+                    out.write(buffer)
+                    size += len(buffer)
+                    buffer.clear()
+            merkle.update(bytes(buffer))
+            out.write(buffer)
+            size += len(buffer)
+        return rows, size, merkle
 
     @staticmethod
     def _events(session: Session, tenant_id: str, start: datetime, end: datetime) -> Iterator[LearningEvent]:
@@ -237,16 +259,19 @@ class DatasetSnapshotService:
 
     def verify(self, snapshot: SnapshotView, keyring: KeyRing) -> None:
         """Signature over the statement, then the stored bytes against the Merkle root. Raises IntegrityViolation."""
+        self._verified_bytes(snapshot, keyring)
+
+    def _verified_bytes(self, snapshot: SnapshotView, keyring: KeyRing) -> bytes:
         keyring.verify(snapshot.statement(), snapshot.signature)
         data = self._store.read_bytes(snapshot.tenant_id, snapshot.artifact_digest)
         merkle = ChunkedMerkle().update(data)
         if merkle.root().hex() != snapshot.merkle_root or len(data) != snapshot.byte_size:
             raise IntegrityViolation(f"snapshot {snapshot.id}: content does not match its signed Merkle root")
+        return data
 
     def load_rows(self, snapshot: SnapshotView, keyring: KeyRing) -> list[dict[str, Any]]:
         """The snapshot's events, verified first; each row is the event's features plus event_time and actual."""
-        self.verify(snapshot, keyring)
-        data = self._store.read_bytes(snapshot.tenant_id, snapshot.artifact_digest)
+        data = self._verified_bytes(snapshot, keyring)
         rows = []
         for line in data.splitlines():
             event = json.loads(line)

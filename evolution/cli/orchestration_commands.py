@@ -116,7 +116,7 @@ def drift_scan(
     ] = False,
 ) -> None:
     """Run a drift scan now (seal the latest window, scan it against the champion, retrain on alert)."""
-    authorize(operator(settings()), Action.VIEW, tenant)
+    authorize(operator(settings()), Action.WRITE_DRIFT_REPORT, tenant)
     scan = DriftScanInput(tenant_id=tenant, model_name=model, auto_retrain=not no_retrain)
     result = run_async(_with_orchestrator(lambda o: o.run_drift_scan(scan)))
     typer.echo(
