@@ -49,12 +49,12 @@ class CanaryService:
         )
         champion = np.asarray(pairs.champion_abs_errors, dtype=float)
         candidate = np.asarray(pairs.candidate_abs_errors, dtype=float)
-        invalid = int(np.count_nonzero(~np.isfinite(candidate)))
+        scored, invalid = self._outcomes.candidate_health(tenant_id, candidate_version_id)
         guardrail = check_guardrails(
             config,
             invalid_predictions=invalid,
             errors=0,
-            requests=max(len(candidate), 1),
+            requests=max(scored, 1),
             p99_latency_ms=None,
             elapsed_s=elapsed_s,
             window_s=window_s,

@@ -92,6 +92,19 @@ class OutcomeJoiner:
             champion_abs_errors=champion, candidate_abs_errors=candidate, cursor=cursor, pairs=len(rows)
         )
 
+    def candidate_health(self, tenant_id: str, candidate_version_id: str) -> tuple[int, int]:
+        """(requests the candidate scored, of which invalid: NaN, infinite or failed), over its whole rollout."""
+        with self._factory() as session:
+            scored, invalid = session.execute(
+                select(
+                    func.count(),
+                    func.count().filter(Prediction.candidate_prediction.is_(None)),
+                ).where(
+                    Prediction.tenant_id == tenant_id, Prediction.candidate_version_id == candidate_version_id
+                )
+            ).one()
+        return int(scored), int(invalid)
+
     def traffic_counts(self, tenant_id: str, candidate_version_id: str) -> dict[str, Any]:
         with self._factory() as session:
             rows = session.execute(

@@ -124,7 +124,8 @@ class RetrainingWorkflow:
                 tenant_id=inp.tenant_id,
                 model_name=inp.model_name,
                 request_id=self._rid("register"),
-                reason=f"{inp.trigger}: {inp.reason}".strip(": "),
+                reason=f"{inp.trigger}: {inp.reason}".strip(": ")
+                + (f" (requested by {inp.requested_by.user})" if inp.requested_by else ""),
             ),
             VersionView,
         )

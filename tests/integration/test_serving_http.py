@@ -89,6 +89,7 @@ def test_champion_answers_and_canary_share_is_routed_by_request_id(
         expected = candidate.id if canary_bucket("acme", "yield", p["request_id"]) < 0.3 else champion.id
         assert p["served_by"] == expected
     assert 30 < sum(p["role"] == "canary" for p in first) < 90
+    assert services.outcomes.candidate_health("acme", candidate.id) == (400, 0)
     assert services.outcomes.traffic_counts("acme", candidate.id) == {
         "canary": sum(p["role"] == "canary" for p in first + again),
         "champion": sum(p["role"] == "champion" for p in first + again),
