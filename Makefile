@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-fast up test test-fast lint bench clean postgres-binaries
+.PHONY: install demo demo-fast up test test-fast lint bench bench-evidently clean postgres-binaries
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,5 +48,11 @@ bench: $(STAMP)
 	$(PY) bench/bench_merkle.py
 	$(PY) bench/bench_drift.py
 
+## The drift bench against Evidently too, in its own virtualenv (Evidently 0.7 needs pandas<3).
+bench-evidently:
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet -e ".[bench]"
+	.venv-bench/bin/python bench/bench_drift.py
+
 clean:
-	rm -rf $(VENV) .evolution .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-bench .evolution .pytest_cache .mypy_cache .ruff_cache

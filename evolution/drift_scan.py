@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,8 @@ from evolution.security import Principal
 from evolution.snapshots import DatasetSnapshotService
 from evolution.stats.drift import scan
 from evolution.timeutil import utcnow
+
+log = logging.getLogger(__name__)
 
 
 class DriftScanner:
@@ -88,6 +91,13 @@ class DriftScanner:
             window_start=snapshot.window_start,
             window_end=snapshot.window_end,
             result=result,
+        )
+        log.info(
+            "drift scan of %s over snapshot %s: %s",
+            model_name,
+            snapshot.id,
+            result.level,
+            extra={"tenantId": tenant_id, "modelHash": champion.model_hash},
         )
         alerts = [f.feature for f in result.features if f.status == "alert"]
         warnings = [f.feature for f in result.features if f.status == "warn"]

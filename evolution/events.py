@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
@@ -25,6 +26,8 @@ from evolution.registry.db import transaction
 from evolution.registry.schema import DatasetSnapshot, DeadLetter, LearningEvent, SourceKey, Tenant
 from evolution.security import Action, Principal, authorize
 from evolution.timeutil import as_utc, utcnow
+
+log = logging.getLogger(__name__)
 
 MAX_EVENT_BYTES = 64 * 1024
 MAX_FEATURES = 200
@@ -185,6 +188,14 @@ class EventIngestor:
                 batch = []
         if batch:
             summary.add(self._ingest_batch_settled(tenant_id, batch, source))
+        log.info(
+            "ingested from %s: %d accepted, %d duplicate, %d rejected",
+            source,
+            summary.accepted,
+            summary.duplicate,
+            summary.rejected,
+            extra={"tenantId": tenant_id},
+        )
         return summary
 
     def _ingest_batch_settled(

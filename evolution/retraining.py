@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from evolution.timeutil import utcnow
 from evolution.training.compute import ComputeBackend, TrainingJob
 from evolution.training.trainer import TrainingConfig, holdout_mask
 from evolution.training.validation import validate
+
+log = logging.getLogger(__name__)
 
 TARGET = "actual"
 NON_FEATURE_COLUMNS = ("event_time", "actual", "request_id", "prediction_id")
@@ -162,6 +165,14 @@ class CandidateBuilder:
         signed = sign_manifest(manifest, self._signer)
         self._store.put_bytes(tenant_id, signed.model_dump_json(by_alias=True).encode())
         shutil.rmtree(job_dir, ignore_errors=True)
+        log.info(
+            "trained candidate %s on snapshot %s in %.1fs (holdout MAE %.4f)",
+            version_id,
+            snapshot.id,
+            duration,
+            result.metrics.get("holdout_mae", float("nan")),
+            extra={"tenantId": tenant_id, "modelHash": signed.digest},
+        )
         return TrainOut(
             snapshot_id=snapshot.id,
             model_hash=signed.digest,

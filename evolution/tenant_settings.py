@@ -36,7 +36,9 @@ class TenantSettings(BaseModel):
             return cls.model_validate(raw or {})
         except ValidationError as error:
             first = error.errors()[0]
-            raise InvalidInput(f"tenant settings: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+            raise InvalidInput(
+                f"tenant settings: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            ) from None
 
     def merged(self, patch: dict[str, Any]) -> TenantSettings:
         data = self.model_dump()
