@@ -10,17 +10,20 @@ from evolution.contracts import (
     CurrentVersionOut,
     NotifyIn,
     NotifyOut,
+    OutcomeRecorded,
     PrincipalRef,
     PromoteIn,
     QuarantineIn,
     QuotaCheckIn,
     QuotaCheckOut,
     RegisterCandidateIn,
+    RetrainingResult,
     TransitionIn,
     TransitionOut,
 )
 from evolution.errors import QuotaExceeded
 from evolution.lifecycle import ModelState
+from evolution.metrics import record_retraining_outcome
 from evolution.notify import NotificationIn, Notifier
 from evolution.quota import QuotaManager
 from evolution.registry.service import ModelRegistryService, TransitionRequest, VersionChanges
@@ -108,6 +111,12 @@ class RegistryActivities:
             Principal.system(inp.tenant_id), inp.version_id, inp.request_id, inp.reason
         )
         return TransitionOut(result=result)
+
+    @activity.defn(name="record_outcome")
+    @domain_errors_are_final
+    def record_outcome(self, result: RetrainingResult) -> OutcomeRecorded:
+        record_retraining_outcome(result)
+        return OutcomeRecorded(recorded=True)
 
     @activity.defn(name="notify")
     @domain_errors_are_final

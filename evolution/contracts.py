@@ -36,6 +36,9 @@ class PrincipalRef(BaseModel):
 
 class RolloutTiming(BaseModel):
     look_interval_s: float = Field(default=60.0, gt=0)
+    training_timeout_s: float = Field(
+        default=24 * 3600.0, gt=0, description="SLO: a training over this is cancelled (its job killed) and alerts."
+    )
     shadow_min_pairs: int = Field(default=300, ge=10)
     shadow_max_s: float = Field(default=6 * 3600.0, gt=0)
     rollout_window_s: float = Field(default=3600.0, gt=0, description="SLO: a canary over this rolls back.")
@@ -208,6 +211,10 @@ class LookOut(BaseModel):
     cursor: int
     state: GuardState
     decision: Decision
+
+
+class OutcomeRecorded(BaseModel):
+    recorded: bool
 
 
 class NotifyIn(BaseModel):

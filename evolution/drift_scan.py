@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
+from evolution import metrics
 from evolution.contracts import ScanOut, SealOut
 from evolution.drift_reports import DriftReportService
 from evolution.errors import InsufficientData, InvalidInput
@@ -18,9 +20,11 @@ from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal
 from evolution.snapshots import DatasetSnapshotService
 from evolution.stats.drift import scan
+from evolution.stats.drift_models import DriftResult
 from evolution.timeutil import utcnow
 
 log = logging.getLogger(__name__)
+DRIFT_DETECTION_SLO_S = 4 * 3600.0
 
 
 class DriftScanner:
@@ -99,6 +103,7 @@ class DriftScanner:
             result.level,
             extra={"tenantId": tenant_id, "modelHash": champion.model_hash},
         )
+        self._record(tenant_id, model_name, result, snapshot.window_start)
         alerts = [f.feature for f in result.features if f.status == "alert"]
         warnings = [f.feature for f in result.features if f.status == "warn"]
         if result.mae is not None and result.mae.status in ("warn", "alert"):
@@ -116,6 +121,28 @@ class DriftScanner:
         return ScanOut(
             report_id=report.id, level=result.level, alerts=alerts, message=f"{len(rows)} rows scanned"
         )
+
+    def _record(self, tenant_id: str, model_name: str, result: DriftResult, window_start: datetime) -> None:
+        metrics.DRIFT_SCANS.labels(tenant_id, result.level).inc()
+        for feature in result.features:
+            if feature.psi is not None:
+                metrics.DRIFT_PSI.labels(tenant_id, model_name, feature.feature).set(feature.psi)
+        if result.level != "alert":
+            return
+        # The drifted data may have arrived as early as the window's start: that bounds the detection latency.
+        latency = (utcnow() - window_start).total_seconds()
+        metrics.DRIFT_DETECTION_LATENCY.labels(tenant_id).observe(latency)
+        if latency > DRIFT_DETECTION_SLO_S:
+            self._notifier.notify(
+                NotificationIn(
+                    tenant_id=tenant_id,
+                    severity="warning",
+                    kind="slo.drift_detection_latency",
+                    subject=f"Drift in {model_name} detected {latency / 3600:.1f} h after its window opened "
+                    f"(SLO: under {DRIFT_DETECTION_SLO_S / 3600:.0f} h); scan more often",
+                    body={"latency_s": latency},
+                )
+            )
 
 
 def _numeric_if_possible(values: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from evolution import metrics
 from evolution.errors import NotFound, QuotaExceeded
 from evolution.registry.audit import append_audit
 from evolution.registry.db import transaction
@@ -59,6 +60,8 @@ class QuotaManager:
                     func.coalesce(func.sum(TrainingRun.cost_usd), 0.0),
                 ).where(TrainingRun.tenant_id == tenant_id, TrainingRun.started_at >= month_start(now))
             ).one()
+            metrics.QUOTA_GPU_HOURS.labels(tenant_id).set(float(used))
+            metrics.QUOTA_GPU_HOURS_LIMIT.labels(tenant_id).set(tenant.gpu_hours_quota)
             return QuotaStatus(
                 tenant_id=tenant_id,
                 month=now.strftime("%Y-%m"),
@@ -106,6 +109,7 @@ class QuotaManager:
                 outcome=outcome,
             )
             session.add(run)
+            metrics.QUOTA_GPU_HOURS.labels(tenant_id).inc(gpu_hours)
             append_audit(
                 session,
                 tenant_id=tenant_id,

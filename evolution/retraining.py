@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from evolution import metrics
 from evolution.contracts import TrainOut, ValidateOut
 from evolution.errors import InsufficientData, TrainingFailed
 from evolution.integrity.artifacts import ArtifactStore
@@ -136,6 +137,7 @@ class CandidateBuilder:
         result = await self._compute.run(job, heartbeat=heartbeat)
         duration = time.monotonic() - t0
         self._quota.charge(system, tenant_id, run_id[-60:], version_id, started, duration, result.status)
+        metrics.TRAINING_DURATION.labels(tenant_id, model_name, result.status).observe(duration)
         if result.status != "succeeded":
             raise TrainingFailed(f"training job {result.status}: {result.error or result.log_tail[-500:]}")
 
@@ -165,6 +167,7 @@ class CandidateBuilder:
         signed = sign_manifest(manifest, self._signer)
         self._store.put_bytes(tenant_id, signed.model_dump_json(by_alias=True).encode())
         shutil.rmtree(job_dir, ignore_errors=True)
+        self._record_quality(tenant_id, model_name, version_id, rows, result.metrics)
         log.info(
             "trained candidate %s on snapshot %s in %.1fs (holdout MAE %.4f)",
             version_id,
@@ -179,6 +182,22 @@ class CandidateBuilder:
             signed_manifest=signed.model_dump(mode="json", by_alias=True),
             metrics=result.metrics,
             duration_s=duration,
+        )
+
+    def _record_quality(
+        self,
+        tenant_id: str,
+        model_name: str,
+        version_id: str,
+        rows: list[dict[str, Any]],
+        scores: dict[str, Any],
+    ) -> None:
+        number = self._registry.get_version(Principal.system(tenant_id), version_id).number
+        mae = float(scores["holdout_mae"])
+        scale = sum(abs(float(r["actual"])) for r in rows) / len(rows)
+        metrics.MODEL_MAE.labels(tenant_id, model_name, str(number)).set(mae)
+        metrics.MODEL_ACCURACY.labels(tenant_id, model_name, str(number)).set(
+            1.0 - mae / scale if scale else 0.0
         )
 
     def validate(

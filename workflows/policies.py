@@ -26,8 +26,6 @@ SNAPSHOT_TIMEOUT = timedelta(minutes=10)
 DRIFT_SCAN_TIMEOUT = timedelta(minutes=15)
 VALIDATION_TIMEOUT = timedelta(minutes=15)
 LOOK_TIMEOUT = timedelta(minutes=2)
-# SLO: retraining over 24 h is cancelled (the compute job with it).
-TRAINING_TIMEOUT = timedelta(hours=24)
 TRAINING_HEARTBEAT = timedelta(seconds=60)
 
 INTEGRITY_ERROR = "IntegrityViolation"

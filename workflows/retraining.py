@@ -7,6 +7,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from evolution.contracts import (
@@ -18,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
         LookOut,
         NotifyIn,
         NotifyOut,
+        OutcomeRecorded,
         PairsIn,
         PrincipalRef,
         PromoteIn,
@@ -45,7 +47,6 @@ from workflows.policies import (
     REGISTRY_TIMEOUT,
     TRAINING_HEARTBEAT,
     TRAINING_RETRY,
-    TRAINING_TIMEOUT,
     TRANSIENT_RETRY,
     VALIDATION_TIMEOUT,
 )
@@ -104,6 +105,8 @@ class RetrainingWorkflow:
     @workflow.run
     async def run(self, inp: RetrainingInput) -> RetrainingResult:
         result = await self._run(inp)
+        if workflow.patched("record-outcome-metrics"):
+            await self._activity("record_outcome", result, OutcomeRecorded)
         # Let an approval update deliver its answer before the workflow completes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
@@ -142,6 +145,12 @@ class RetrainingWorkflow:
             if _error_type(error) == INTEGRITY_ERROR:
                 await self._quarantine(_error_message(error))
                 return self._finish("quarantined", _error_message(error))
+            if isinstance(error.cause, ActivityTimeoutError) and self._status.phase == "training":
+                # SLO: a retraining over its limit is cancelled (the compute job is killed) and alerts.
+                reason = f"training exceeded its {inp.timing.training_timeout_s / 3600:g} h limit and was cancelled"
+                await self._notify("critical", "slo.retraining_duration", f"Retraining of {inp.model_name}: {reason}")
+                await self._fail(reason)
+                return self._finish("failed", reason)
             await self._fail(f"{_error_type(error) or 'error'}: {_error_message(error)}")
             return self._finish("failed", _error_message(error))
 
@@ -159,7 +168,9 @@ class RetrainingWorkflow:
                 run_id=self._rid("train"),
             ),
             result_type=TrainOut,
-            start_to_close_timeout=TRAINING_TIMEOUT,
+            # The SLO bounds the whole retraining, retries included.
+            start_to_close_timeout=timedelta(seconds=inp.timing.training_timeout_s),
+            schedule_to_close_timeout=timedelta(seconds=inp.timing.training_timeout_s),
             heartbeat_timeout=TRAINING_HEARTBEAT,
             retry_policy=TRAINING_RETRY,
         )

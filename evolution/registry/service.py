@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from evolution import metrics
 from evolution.errors import Conflict, IllegalTransition, InvalidInput, NotFound, StaleVersion
 from evolution.lifecycle import ModelState, check_transition
 from evolution.registry.audit import ChainReport, append_audit, load_chain, lock_tenant_chain, verify_chain
@@ -330,7 +331,7 @@ class ModelRegistryService:
                 demoted=VersionView.of(demoted),
             ).model_dump(mode="json")
 
-        return TransitionResult.model_validate(
+        result = TransitionResult.model_validate(
             run_idempotent(
                 self._factory,
                 tenant_id=tenant_id,
@@ -340,6 +341,8 @@ class ModelRegistryService:
                 work=work,
             )
         )
+        metrics.ROLLBACKS.labels(tenant_id, "forced").inc()
+        return result
 
     # ----------------------------------------------------------------- queries
     def get_version(self, principal: Principal, version_id: str) -> VersionView:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from evolution import metrics
 from evolution.errors import IntegrityViolation, NotFound
 from evolution.lifecycle import ModelState
 from evolution.models import LoadedModel, ModelLoader
@@ -85,7 +86,8 @@ class Predictor:
         started = time.perf_counter()
         champion_pred = slot.champion.model.predict(rows)
         candidate_pred = slot.candidate.model.predict(rows) if slot.candidate else None
-        latency_ms = (time.perf_counter() - started) * 1000 / max(len(rows), 1)
+        elapsed = time.perf_counter() - started
+        latency_ms = elapsed * 1000 / max(len(rows), 1)
         now = utcnow()
         outs: list[PredictOut] = []
         records: list[PredictionRecord] = []
@@ -129,11 +131,24 @@ class Predictor:
                     created_at=now,
                 )
             )
+        self._count(tenant_id, model_name, outs, elapsed)
         try:
             self._outcomes.record_predictions(records)
         except Exception:  # serving must not fail because the registry is unreachable
             log.exception("could not record %d predictions", len(records), extra={"tenantId": tenant_id})
         return outs
+
+    @staticmethod
+    def _count(tenant_id: str, model_name: str, outs: list[PredictOut], elapsed_s: float) -> None:
+        per_request = elapsed_s / max(len(outs), 1)
+        roles: dict[str, int] = {}
+        for out in outs:
+            roles[out.role] = roles.get(out.role, 0) + 1
+        for role, count in roles.items():
+            metrics.INFERENCE_REQUESTS.labels(tenant_id, model_name, role, "ok").inc(count)
+            histogram = metrics.INFERENCE_LATENCY.labels(tenant_id, model_name, role)
+            for _ in range(count):
+                histogram.observe(per_request)
 
     def current(self, tenant_id: str, model_name: str) -> dict[str, Any]:
         slot = self._slot(tenant_id, model_name)

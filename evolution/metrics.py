@@ -1,0 +1,107 @@
+"""The Prometheus metrics every process exports (names are a contract with deploy/ dashboards and rules).
+
+Label sets are bounded: tenant, model, version, feature, role, outcome, reason and status, never request ids.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from evolution.contracts import RetrainingResult
+
+TRAINING_DURATION = Histogram(
+    "training_duration_seconds",
+    "Wall time of a training run, from job start to signed manifest.",
+    ["tenant", "model", "outcome"],
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 48 * 3600),
+)
+MODEL_MAE = Gauge(
+    "model_mae", "Holdout mean absolute error of a model version.", ["tenant", "model", "version"]
+)
+MODEL_ACCURACY = Gauge(
+    "model_accuracy",
+    "1 - holdout MAE / mean |actual| of a model version (a regression's share of the target it gets right).",
+    ["tenant", "model", "version"],
+)
+DRIFT_PSI = Gauge(
+    "drift_psi", "PSI of a feature in the latest scanned window.", ["tenant", "model", "feature"]
+)
+DRIFT_DETECTION_LATENCY = Histogram(
+    "drift_detection_latency_seconds",
+    "From the start of the window whose data drifted to the alert raised on it (SLO: under 4 h).",
+    ["tenant"],
+    buckets=(60, 300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 24 * 3600),
+)
+DRIFT_SCANS = Counter("drift_scans_total", "Drift scans by resulting level.", ["tenant", "level"])
+RETRAINING_RUNS = Counter("retraining_runs_total", "Finished retrainings by outcome.", ["tenant", "outcome"])
+CANARY_LABELS = Gauge(
+    "canary_labels_collected", "Matured labels the canary guard has seen so far.", ["tenant", "model"]
+)
+CANARY_P_VALUE = Gauge(
+    "canary_p_value",
+    "Always-valid p-value of 'the candidate is better' at the last look.",
+    ["tenant", "model"],
+)
+ROLLOUT_WINDOW = Gauge(
+    "rollout_window_seconds",
+    "Time the current canary has been running (SLO: under 1 h).",
+    ["tenant", "model"],
+)
+ROLLBACKS = Counter(
+    "rollbacks_total", "Candidates rolled back, and forced rollbacks, by reason.", ["tenant", "reason"]
+)
+QUOTA_GPU_HOURS = Gauge("quota_gpu_hours_used", "GPU-hours charged this month.", ["tenant"])
+QUOTA_GPU_HOURS_LIMIT = Gauge("quota_gpu_hours_limit", "GPU-hours allowed per month.", ["tenant"])
+INFERENCE_REQUESTS = Counter(
+    "inference_requests_total",
+    "Prediction requests by the role that served them.",
+    ["tenant", "model", "role", "status"],
+)
+INFERENCE_LATENCY = Histogram(
+    "inference_latency_seconds",
+    "Time to answer one prediction request, by serving role.",
+    ["tenant", "model", "role"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+INFERENCE_AVAILABILITY = Gauge(
+    "inference_availability_ratio",
+    "Share of prediction requests answered without a server error since the serving process started.",
+)
+
+EXPORTED_METRICS = (
+    "training_duration_seconds",
+    "model_mae",
+    "model_accuracy",
+    "drift_psi",
+    "drift_detection_latency_seconds",
+    "drift_scans_total",
+    "retraining_runs_total",
+    "canary_labels_collected",
+    "canary_p_value",
+    "rollout_window_seconds",
+    "rollbacks_total",
+    "quota_gpu_hours_used",
+    "quota_gpu_hours_limit",
+    "inference_requests_total",
+    "inference_latency_seconds",
+    "inference_availability_ratio",
+)
+
+
+def rollback_reason(reason: str) -> str:
+    """A bounded label for why a candidate was rolled back."""
+    text = reason.lower()
+    if "rollout window" in text:
+        return "rollout_window"
+    if "guardrail" in text:
+        return "guardrail"
+    return "harm"
+
+
+def record_retraining_outcome(result: RetrainingResult) -> None:
+    RETRAINING_RUNS.labels(result.tenant_id, result.outcome).inc()
+    if result.outcome == "rolled_back":
+        ROLLBACKS.labels(result.tenant_id, rollback_reason(result.reason)).inc()
