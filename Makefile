@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-fast up test test-fast lint bench bench-evidently clean postgres-binaries
+.PHONY: install demo demo-fast up test test-fast lint bench bench-evidently clean postgres-binaries promtool
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,12 +33,23 @@ postgres-binaries:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
+## promtool for the monitoring-rule tests (Debian's prometheus package) when the machine lacks it; the package's
+## own server is not wanted, so it is stopped where systemd started it.
+promtool:
+	@if command -v promtool >/dev/null 2>&1; then \
+		echo "promtool present"; \
+	else \
+		echo "installing Debian's prometheus (for promtool) for the tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		systemctl disable --now prometheus >/dev/null 2>&1 || true; \
+	fi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy evolution workflows activities workers dashboard
 
-test: $(STAMP) postgres-binaries lint
+test: $(STAMP) postgres-binaries promtool lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)

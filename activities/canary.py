@@ -1,4 +1,4 @@
-"""Shadow and canary looks."""
+"""Shadow and canary looks: each is traced as the candidate's "Serving" stage, in the retraining's trace."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from temporalio import activity
 from activities.errors import domain_errors_are_final
 from evolution.canary_service import CanaryService
 from evolution.contracts import LookIn, LookOut, PairsIn, ShadowOut
+from evolution.tracing import span
 
 
 class CanaryActivities:
@@ -16,17 +17,32 @@ class CanaryActivities:
     @activity.defn(name="collect_shadow")
     @domain_errors_are_final
     def collect_shadow(self, inp: PairsIn) -> ShadowOut:
-        return self._canary.collect_shadow(inp.tenant_id, inp.candidate_version_id, inp.min_pairs)
+        with span(
+            "Serving",
+            tenant=inp.tenant_id,
+            model=inp.model_name,
+            version_id=inp.candidate_version_id,
+            role="shadow",
+        ):
+            return self._canary.collect_shadow(inp.tenant_id, inp.candidate_version_id, inp.min_pairs)
 
     @activity.defn(name="canary_look")
     @domain_errors_are_final
     def canary_look(self, inp: LookIn) -> LookOut:
-        return self._canary.look(
-            inp.tenant_id,
-            inp.candidate_version_id,
-            inp.cursor,
-            inp.config,
-            inp.state,
-            inp.elapsed_s,
-            inp.window_s,
-        )
+        with span(
+            "Serving",
+            tenant=inp.tenant_id,
+            model=inp.model_name,
+            version_id=inp.candidate_version_id,
+            role="canary",
+        ):
+            return self._canary.look(
+                inp.tenant_id,
+                inp.model_name,
+                inp.candidate_version_id,
+                inp.cursor,
+                inp.config,
+                inp.state,
+                inp.elapsed_s,
+                inp.window_s,
+            )

@@ -9,6 +9,7 @@ from temporalio import activity
 from activities.errors import domain_errors_are_final
 from evolution.contracts import TrainIn, TrainOut, ValidateIn, ValidateOut
 from evolution.retraining import CandidateBuilder
+from evolution.tracing import span
 
 
 class TrainingActivities:
@@ -22,18 +23,23 @@ class TrainingActivities:
             activity.heartbeat(message)
 
         # Cancellation (including the 24 h SLO timeout) reaches the compute backend, which kills the job.
-        return await self._builder.train(
-            inp.tenant_id, inp.model_name, inp.version_id, inp.seed, inp.run_id, heartbeat=beat
-        )
+        # The span is a child of this activity's RunActivity span, hence in the retraining workflow's trace.
+        with span("Training", tenant=inp.tenant_id, model=inp.model_name, version_id=inp.version_id):
+            return await self._builder.train(
+                inp.tenant_id, inp.model_name, inp.version_id, inp.seed, inp.run_id, heartbeat=beat
+            )
 
     @activity.defn(name="validate_candidate")
     @domain_errors_are_final
     async def validate_candidate(self, inp: ValidateIn) -> ValidateOut:
-        return await asyncio.to_thread(
-            self._builder.validate,
-            inp.tenant_id,
-            inp.model_name,
-            inp.candidate_version_id,
-            inp.signed_manifest,
-            inp.model_hash,
-        )
+        with span(
+            "Validation", tenant=inp.tenant_id, model=inp.model_name, version_id=inp.candidate_version_id
+        ):
+            return await asyncio.to_thread(
+                self._builder.validate,
+                inp.tenant_id,
+                inp.model_name,
+                inp.candidate_version_id,
+                inp.signed_manifest,
+                inp.model_hash,
+            )

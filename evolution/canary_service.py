@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from evolution import metrics
 from evolution.contracts import LookOut, ShadowOut
 from evolution.outcomes import OutcomeJoiner
 from evolution.security import Principal
@@ -37,6 +38,7 @@ class CanaryService:
     def look(
         self,
         tenant_id: str,
+        model_name: str,
         candidate_version_id: str,
         cursor: int,
         config: GuardConfig,
@@ -59,11 +61,14 @@ class CanaryService:
             elapsed_s=elapsed_s,
             window_s=window_s,
         )
+        metrics.ROLLOUT_WINDOW.labels(tenant_id, model_name).set(elapsed_s)
         if guardrail is not None:
             return LookOut(cursor=pairs.cursor, state=state, decision=guardrail)
         if len(champion):
             state = observe(state, config, champion, candidate)
         decision = decide(state, config)
+        metrics.CANARY_LABELS.labels(tenant_id, model_name).set(decision.n)
+        metrics.CANARY_P_VALUE.labels(tenant_id, model_name).set(decision.p_promote)
         return LookOut(
             cursor=pairs.cursor,
             state=decision.state or state,

@@ -37,7 +37,9 @@ class PrincipalRef(BaseModel):
 class RolloutTiming(BaseModel):
     look_interval_s: float = Field(default=60.0, gt=0)
     training_timeout_s: float = Field(
-        default=24 * 3600.0, gt=0, description="SLO: a training over this is cancelled (its job killed) and alerts."
+        default=24 * 3600.0,
+        gt=0,
+        description="SLO: a training over this is cancelled (its job killed) and alerts.",
     )
     shadow_min_pairs: int = Field(default=300, ge=10)
     shadow_max_s: float = Field(default=6 * 3600.0, gt=0)
@@ -186,6 +188,7 @@ class ValidateOut(BaseModel):
 
 class PairsIn(BaseModel):
     tenant_id: str
+    model_name: str = ""
     candidate_version_id: str
     cursor: int = 0
     min_pairs: int = 300
@@ -199,6 +202,7 @@ class ShadowOut(BaseModel):
 
 class LookIn(BaseModel):
     tenant_id: str
+    model_name: str = ""
     candidate_version_id: str
     cursor: int
     config: GuardConfig

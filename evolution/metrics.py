@@ -70,6 +70,7 @@ INFERENCE_AVAILABILITY = Gauge(
     "inference_availability_ratio",
     "Share of prediction requests answered without a server error since the serving process started.",
 )
+INFERENCE_AVAILABILITY.set(1.0)  # no request has failed yet
 
 EXPORTED_METRICS = (
     "training_duration_seconds",
@@ -103,5 +104,20 @@ def rollback_reason(reason: str) -> str:
 
 def record_retraining_outcome(result: RetrainingResult) -> None:
     RETRAINING_RUNS.labels(result.tenant_id, result.outcome).inc()
+    # The rollout is over, whatever its outcome: an ended canary must not keep the window alert firing.
+    ROLLOUT_WINDOW.labels(result.tenant_id, result.model_name).set(0)
     if result.outcome == "rolled_back":
         ROLLBACKS.labels(result.tenant_id, rollback_reason(result.reason)).inc()
+
+
+def update_availability() -> None:
+    """Recompute this process's availability from its request counters (1.0 before any request)."""
+    ok = failed = 0.0
+    for metric in INFERENCE_REQUESTS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                if sample.labels.get("status") == "error":
+                    failed += sample.value
+                else:
+                    ok += sample.value
+    INFERENCE_AVAILABILITY.set(1.0 if ok + failed == 0 else ok / (ok + failed))

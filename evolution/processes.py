@@ -63,6 +63,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "EVOLUTION_SERVE_PORT": str(settings.serve_port),
         "EVOLUTION_DASHBOARD_PORT": str(settings.dashboard_port),
         "EVOLUTION_CANARY_SHARE": str(settings.canary_share),
+        "EVOLUTION_WORKER_METRICS_PORT": str(settings.worker_metrics_port),
+        "EVOLUTION_TEMPORAL_METRICS_PORT": str(settings.temporal_metrics_port),
+        "EVOLUTION_DASHBOARD_METRICS_PORT": str(settings.dashboard_metrics_port),
+        "EVOLUTION_TRACING": settings.tracing,
+        **({"EVOLUTION_OTLP_ENDPOINT": settings.otlp_endpoint} if settings.otlp_endpoint else {}),
         **({"EVOLUTION_DATABASE_URL": settings.database_url} if settings.database_url else {}),
     }
 
@@ -101,7 +106,15 @@ class ProcessGroup:
                     port,
                 )
             )
-        children.append(Child("worker", [python, "-m", "workers.worker"], f"task queue {s.task_queue}", None))
+        children.append(
+            Child(
+                "worker",
+                [python, "-m", "workers.worker"],
+                f"task queue {s.task_queue} (metrics http://127.0.0.1:{s.worker_metrics_port}/metrics, "
+                f"SDK metrics :{s.temporal_metrics_port})",
+                None,
+            )
+        )
         children.append(
             Child(
                 "serving",
@@ -114,22 +127,8 @@ class ProcessGroup:
             children.append(
                 Child(
                     "dashboard",
-                    [
-                        python,
-                        "-m",
-                        "streamlit",
-                        "run",
-                        str(REPO_ROOT / "dashboard" / "app.py"),
-                        "--server.headless",
-                        "true",
-                        "--server.address",
-                        "127.0.0.1",
-                        "--server.port",
-                        str(s.dashboard_port),
-                        "--browser.gatherUsageStats",
-                        "false",
-                    ],
-                    f"http://127.0.0.1:{s.dashboard_port}",
+                    [python, "-m", "dashboard.serve"],
+                    f"http://127.0.0.1:{s.dashboard_port} (metrics :{s.dashboard_metrics_port})",
                     s.dashboard_port,
                 )
             )

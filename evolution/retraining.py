@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
@@ -134,7 +135,14 @@ class CandidateBuilder:
         )
         started = utcnow()
         t0 = time.monotonic()
-        result = await self._compute.run(job, heartbeat=heartbeat)
+        try:
+            result = await self._compute.run(job, heartbeat=heartbeat)
+        except asyncio.CancelledError:
+            # Cancelled from outside: the retraining's time limit ran out (or it was cancelled); the job is killed.
+            metrics.TRAINING_DURATION.labels(tenant_id, model_name, "timed_out").observe(
+                time.monotonic() - t0
+            )
+            raise
         duration = time.monotonic() - t0
         self._quota.charge(system, tenant_id, run_id[-60:], version_id, started, duration, result.status)
         metrics.TRAINING_DURATION.labels(tenant_id, model_name, result.status).observe(duration)

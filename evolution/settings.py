@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     serve_host: str = "127.0.0.1"
     serve_port: int = 8088
     dashboard_port: int = 8501
+    worker_metrics_port: int = Field(default=9464, description="The worker's Prometheus exporter; 0: none.")
+    temporal_metrics_port: int = Field(
+        default=9465, description="Temporal SDK metrics of the worker; 0: none."
+    )
+    dashboard_metrics_port: int = Field(
+        default=9466, description="The dashboard's Prometheus exporter; 0: none."
+    )
 
     operator_user: str = Field(default="local-operator", description="Identity the CLI acts as.")
     operator_role: str = Field(
@@ -49,6 +56,15 @@ class Settings(BaseSettings):
     training_timeout_s: float = 24 * 3600.0
     training_memory_limit_mb: int | None = 4096
     canary_share: float = Field(default=0.1, gt=0.0, lt=1.0)
+
+    tracing: Literal["auto", "console", "otlp", "off"] = Field(
+        default="auto",
+        description="Where spans go: auto = OTLP if otlp_endpoint is set, else stdout (JSON lines); or off.",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector, e.g. http://collector:4318 (/v1/traces is added); None: no OTLP.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

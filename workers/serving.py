@@ -8,6 +8,7 @@ from evolution.logging_setup import configure_logging
 from evolution.serving.app import create_app
 from evolution.serving.predictor import Predictor
 from evolution.settings import Settings, load_settings
+from evolution.tracing import configure_tracing
 from evolution.wiring import build_services
 
 
@@ -20,6 +21,7 @@ def build_app(settings: Settings):  # type: ignore[no-untyped-def]
 def main() -> None:
     settings = load_settings()
     configure_logging(settings, "serving")
+    configure_tracing(settings, "serving")
     uvicorn.run(build_app(settings), host=settings.serve_host, port=settings.serve_port, log_config=None)
 
 

@@ -8,6 +8,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from prometheus_client import start_http_server
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -22,7 +23,7 @@ from evolution.retraining import CandidateBuilder
 from evolution.settings import Settings, load_settings
 from evolution.training.compute import ComputeBackend, LocalSubprocessBackend
 from evolution.wiring import Services, build_services
-from workers.temporal_client import connect_client
+from workers.temporal_client import connect_client, metrics_runtime
 from workflows.drift_scan import DriftScanWorkflow
 from workflows.retraining import RetrainingWorkflow
 
@@ -91,7 +92,9 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     services = build_services(settings)
-    client = await connect_client(settings)
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
+    client = await connect_client(settings, metrics_runtime(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -105,8 +108,11 @@ async def run_worker(settings: Settings) -> None:
 
 
 def main() -> None:
+    from evolution.tracing import configure_tracing
+
     settings = load_settings()
     configure_logging(settings, "worker")
+    configure_tracing(settings, "worker")
     asyncio.run(run_worker(settings))
 
 

@@ -148,7 +148,9 @@ class RetrainingWorkflow:
             if isinstance(error.cause, ActivityTimeoutError) and self._status.phase == "training":
                 # SLO: a retraining over its limit is cancelled (the compute job is killed) and alerts.
                 reason = f"training exceeded its {inp.timing.training_timeout_s / 3600:g} h limit and was cancelled"
-                await self._notify("critical", "slo.retraining_duration", f"Retraining of {inp.model_name}: {reason}")
+                await self._notify(
+                    "critical", "slo.retraining_duration", f"Retraining of {inp.model_name}: {reason}"
+                )
                 await self._fail(reason)
                 return self._finish("failed", reason)
             await self._fail(f"{_error_type(error) or 'error'}: {_error_message(error)}")
@@ -240,6 +242,7 @@ class RetrainingWorkflow:
                 "collect_shadow",
                 PairsIn(
                     tenant_id=inp.tenant_id,
+                    model_name=inp.model_name,
                     candidate_version_id=self._version.id,
                     cursor=cursor,
                     min_pairs=timing.shadow_min_pairs,
@@ -274,6 +277,7 @@ class RetrainingWorkflow:
                 "canary_look",
                 LookIn(
                     tenant_id=inp.tenant_id,
+                    model_name=inp.model_name,
                     candidate_version_id=self._version.id,
                     cursor=cursor,
                     config=shadow.guard_config,

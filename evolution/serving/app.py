@@ -8,10 +8,12 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
+from evolution import metrics
 from evolution.errors import EvolutionError, InvalidInput, NotFound, PermissionDenied
 from evolution.events import EventIngestor, IngestSummary
 from evolution.security import Principal
 from evolution.serving.predictor import PredictInstance, Predictor, PredictOut
+from evolution.tracing import span
 
 MAX_INSTANCES = 1000
 MAX_EVENTS = 5000
@@ -31,6 +33,15 @@ class EventsRequest(BaseModel):
     events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
+def _count_prediction(request: Request, status: str) -> None:
+    params = request.path_params
+    if request.url.path.endswith("/predict") and "tenant_id" in params:
+        metrics.INFERENCE_REQUESTS.labels(
+            params["tenant_id"], params.get("model_name", ""), "none", status
+        ).inc()
+        metrics.update_availability()
+
+
 def create_app(predictor: Predictor, ingestor: EventIngestor) -> FastAPI:
     app = FastAPI(
         title="Controlled Evolution serving API",
@@ -38,6 +49,20 @@ def create_app(predictor: Predictor, ingestor: EventIngestor) -> FastAPI:
         description="Predictions from each tenant's verified champion (with shadow and canary candidates), "
         "and ingestion of signed learning events.",
     )
+
+    @app.middleware("http")
+    async def _availability(request: Request, call_next: Any) -> Any:
+        # Availability counts server-side failures of prediction requests; a client's mistake (4xx) is not one.
+        try:
+            response = await call_next(request)
+        except Exception:
+            _count_prediction(request, "error")
+            raise
+        if response.status_code >= 500:
+            _count_prediction(request, "error")
+        elif response.status_code >= 400:
+            _count_prediction(request, "client_error")
+        return response
 
     @app.exception_handler(EvolutionError)
     async def _domain_error(_request: Request, error: EvolutionError) -> JSONResponse:
@@ -51,9 +76,10 @@ def create_app(predictor: Predictor, ingestor: EventIngestor) -> FastAPI:
     @app.post("/v1/tenants/{tenant_id}/models/{model_name}/predict", response_model=PredictResponse)
     def predict(tenant_id: str, model_name: str, body: PredictRequest) -> PredictResponse:
         principal = Principal.system(tenant_id, "serving")
-        return PredictResponse(
-            predictions=predictor.predict(principal, tenant_id, model_name, body.instances)
-        )
+        with span("Serving", tenant=tenant_id, model=model_name, instances=len(body.instances)):
+            return PredictResponse(
+                predictions=predictor.predict(principal, tenant_id, model_name, body.instances)
+            )
 
     @app.get("/v1/tenants/{tenant_id}/models/{model_name}")
     def current(tenant_id: str, model_name: str) -> dict[str, Any]:

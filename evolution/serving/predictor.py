@@ -149,6 +149,7 @@ class Predictor:
             histogram = metrics.INFERENCE_LATENCY.labels(tenant_id, model_name, role)
             for _ in range(count):
                 histogram.observe(per_request)
+        metrics.update_availability()
 
     def current(self, tenant_id: str, model_name: str) -> dict[str, Any]:
         slot = self._slot(tenant_id, model_name)

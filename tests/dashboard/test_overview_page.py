@@ -17,6 +17,7 @@ APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("EVOLUTION_HOME", str(tmp_path))
+    monkeypatch.setenv("EVOLUTION_DASHBOARD_METRICS_PORT", "0")
     return tmp_path
 
 

@@ -28,5 +28,8 @@ def cli_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "EVOLUTION_SERVE_PORT": str(free_port()),
         "EVOLUTION_DASHBOARD_PORT": str(free_port()),
         "EVOLUTION_TASK_QUEUE": f"e2e-{tmp_path.name}",
+        "EVOLUTION_WORKER_METRICS_PORT": str(free_port()),
+        "EVOLUTION_TEMPORAL_METRICS_PORT": str(free_port()),
+        "EVOLUTION_DASHBOARD_METRICS_PORT": str(free_port()),
     }
     yield env

@@ -1,13 +1,18 @@
-"""The CLI as a user runs it: the demo reaches a new champion, the audit trail is complete, verify is clean,
-and a tampered artifact makes verify fail."""
+"""The CLI as a user runs it: the demo reaches a new champion with a full audit trail; while it keeps running, every
+process exports its metrics; afterwards verify is clean, no secret leaked, and a tampered artifact fails verify."""
 
 from __future__ import annotations
 
+import base64
 import os
+import signal
 import subprocess
 from pathlib import Path
 
+import httpx
+
 from evolution.lifecycle import ModelState
+from evolution.metrics import EXPORTED_METRICS
 from evolution.security import Principal
 from evolution.settings import Settings
 from evolution.wiring import build_services
@@ -18,13 +23,92 @@ def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.Com
     return subprocess.run([EVOLUTION, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_demo_ends_with_a_new_champion_a_full_audit_trail_and_a_clean_verify(cli_env: dict[str, str]) -> None:
-    demo = run(cli_env, "demo", "--fast", "--no-dashboard", timeout=400)
-    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    assert "promoted; approved by demo-manager" in demo.stdout
-    assert "0 failed" in demo.stdout
+def samples(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
 
-    services = build_services(Settings(home=Path(cli_env["EVOLUTION_HOME"])))
+
+def value(found: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(v for k, v in found.items() if k.split("{")[0] == name and all(w in k for w in wanted))
+
+
+def scrape_while_running(env: dict[str, str]) -> tuple[str, dict[str, dict[str, float]], dict[str, str]]:
+    """Run the demo with --keep-running, scrape every process's /metrics, then Ctrl-C."""
+    demo = subprocess.Popen(
+        [EVOLUTION, "demo", "--fast", "--keep-running"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            lines.append(line)
+            if "services keep running" in line:
+                break
+        output = "".join(lines)
+        assert "services keep running" in output, output[-4000:]
+        urls = {
+            "worker": f"http://127.0.0.1:{env['EVOLUTION_WORKER_METRICS_PORT']}/metrics",
+            "temporal-sdk": f"http://127.0.0.1:{env['EVOLUTION_TEMPORAL_METRICS_PORT']}/metrics",
+            "serving": f"http://127.0.0.1:{env['EVOLUTION_SERVE_PORT']}/metrics",
+            "dashboard": f"http://127.0.0.1:{env['EVOLUTION_DASHBOARD_METRICS_PORT']}/metrics",
+        }
+        scraped = {name: httpx.get(url, timeout=30).text for name, url in urls.items()}
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.communicate(timeout=120)
+    assert demo.returncode == 0
+    return output, {k: samples(v) for k, v in scraped.items()}, scraped
+
+
+def secret_bodies(keys_dir: Path) -> list[bytes]:
+    bodies = []
+    for path in [*keys_dir.rglob("*.key"), *keys_dir.rglob("*.pem")]:
+        pem = path.read_bytes()
+        body = b"".join(line for line in pem.splitlines() if line and not line.startswith(b"-----"))
+        bodies += [body, base64.b64decode(body)[-32:]]  # the PEM text and the raw private scalar
+    return bodies
+
+
+def test_demo_promotes_exports_metrics_leaks_no_secret_and_verify_catches_tampering(
+    cli_env: dict[str, str],
+) -> None:
+    output, found, texts = scrape_while_running(cli_env)
+    assert "promoted; approved by demo-manager" in output and ", 0 failed" in output
+
+    everything = "\n".join(texts.values())
+    declared = {line.split()[2] for line in everything.splitlines() if line.startswith("# TYPE ")}
+    missing = [m for m in EXPORTED_METRICS if m not in declared and m.removesuffix("_total") not in declared]
+    assert not missing, f"metrics not exported: {missing}"
+    worker, serving = found["worker"], found["serving"]
+    assert value(worker, "training_duration_seconds_count", tenant="acme-agro") >= 2
+    assert value(worker, "retraining_runs_total", tenant="acme-agro", outcome="promoted") == 2
+    assert 0 < value(worker, "model_mae", tenant="acme-agro", version="2") < 5
+    assert 0 < value(worker, "model_accuracy", tenant="acme-agro", version="2") <= 1
+    assert value(worker, "drift_psi", tenant="acme-agro", feature="rain_mm") > 0.25
+    assert value(worker, "drift_detection_latency_seconds_count", tenant="acme-agro") >= 1
+    assert value(worker, "canary_labels_collected", tenant="acme-agro") >= 1000
+    assert 0 <= value(worker, "canary_p_value", tenant="acme-agro") < 0.05
+    # Both canaries ended, so their window no longer counts (the rollout alert must not keep firing).
+    assert worker['rollout_window_seconds{model="yield",tenant="acme-agro"}'] == 0
+    assert value(worker, "quota_gpu_hours_used", tenant="acme-agro") > 0
+    assert value(serving, "inference_requests_total", tenant="acme-agro", role="canary") > 0
+    assert value(serving, "inference_latency_seconds_count", tenant="acme-agro", role="champion") > 0
+    assert value(serving, "inference_availability_ratio") == 1.0
+    assert any(name.startswith("temporal_") for name in found["temporal-sdk"])
+    assert any(name.startswith("process_") or name.startswith("python_") for name in found["dashboard"])
+
+    home = Path(cli_env["EVOLUTION_HOME"])
+    services = build_services(Settings(home=home))
     system = Principal.system("acme-agro")
     champion = services.registry.current(system, "acme-agro", "yield", ModelState.CHAMPION)
     assert champion is not None and champion.number == 2
@@ -37,13 +121,18 @@ def test_demo_ends_with_a_new_champion_a_full_audit_trail_and_a_clean_verify(cli
         assert (champion.id, state) in changes
     assert services.drift_reports.list_reports(system, "acme-agro")[0].level == "alert"
 
+    # No private key reaches a log, the registry (audit rows, reports, outbox) or a workflow history.
+    haystacks = [*home.joinpath("logs").iterdir(), home / "registry.db", home / "temporal.db"]
+    for secret in secret_bodies(home / "keys"):
+        leaked = [p.name for p in haystacks if secret in p.read_bytes()]
+        assert not leaked, f"a private key appears in {leaked}"
+
     verify = run(cli_env, "verify")
-    assert verify.returncode == 0, verify.stdout
-    assert ", 0 failed" in verify.stdout
+    assert verify.returncode == 0 and ", 0 failed" in verify.stdout, verify.stdout
 
     # Tamper with one model file: verify must now fail and name it.
     entry = champion.manifest["manifest"]["files"][0]  # type: ignore[index]
-    path = next(Path(cli_env["EVOLUTION_HOME"], "artifacts", "acme-agro").rglob(entry["sha256"]))
+    path = next(Path(home, "artifacts", "acme-agro").rglob(entry["sha256"]))
     os.chmod(path, 0o644)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01

@@ -119,3 +119,20 @@ def test_a_tampered_champion_is_never_served_and_is_quarantined_with_a_reason(
     assert services.registry.get_version(system, champion.id).state == ModelState.QUARANTINED
     last = services.registry.audit_trail(system, "acme", subject_id=champion.id)[-1]
     assert last.to_state == "QUARANTINED" and "integrity check failed" in last.details["reason"]
+
+
+def test_metrics_count_requests_by_role_and_client_errors_do_not_hurt_availability(
+    services: Services, base_url: str, tmp_path: Path
+) -> None:
+    httpx.post(f"{base_url}/v1/tenants/acme/models/yield/predict", json={"instances": instances(1)})  # 404
+    install_model(services, "acme", tmp_path, ModelState.CHAMPION)
+    httpx.post(f"{base_url}/v1/tenants/acme/models/yield/predict", json={"instances": instances(5)})
+    text = httpx.get(f"{base_url}/metrics").text
+    samples = {
+        line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"
+    }
+    served = 'inference_requests_total{model="yield",role="champion",status="ok",tenant="acme"}'
+    refused = 'inference_requests_total{model="yield",role="none",status="client_error",tenant="acme"}'
+    assert samples[served] >= 5 and samples[refused] >= 1
+    assert samples["inference_availability_ratio"] == 1.0
+    assert any(k.startswith("inference_latency_seconds_bucket") and 'role="champion"' in k for k in samples)

@@ -22,9 +22,9 @@ class NoOutcomes:
 def test_a_canary_past_its_rollout_window_is_rolled_back() -> None:
     service = CanaryService(NoOutcomes())  # type: ignore[arg-type]
     config = GuardConfig(tau=0.1, tau_harm=0.3)
-    within = service.look("acme", "mv-1", 0, config, GuardState(), elapsed_s=10.0, window_s=3600.0)
+    within = service.look("acme", "yield", "mv-1", 0, config, GuardState(), elapsed_s=10.0, window_s=3600.0)
     assert within.decision.action == "continue"
-    over = service.look("acme", "mv-1", 0, config, GuardState(), elapsed_s=3601.0, window_s=3600.0)
+    over = service.look("acme", "yield", "mv-1", 0, config, GuardState(), elapsed_s=3601.0, window_s=3600.0)
     assert over.decision.action == "rollback" and "window" in over.decision.reason
 
 
@@ -34,7 +34,9 @@ def test_invalid_candidate_predictions_roll_back_at_once() -> None:
             return (10, 3)
 
     service = CanaryService(Broken())  # type: ignore[arg-type]
-    look = service.look("acme", "mv-1", 0, GuardConfig(tau=0.1, tau_harm=0.3), GuardState(), 5.0, 3600.0)
+    look = service.look(
+        "acme", "yield", "mv-1", 0, GuardConfig(tau=0.1, tau_harm=0.3), GuardState(), 5.0, 3600.0
+    )
     assert look.decision.action == "rollback" and "invalid" in look.decision.reason
 
 

@@ -1,0 +1,31 @@
+"""The dashboard process: its Prometheus exporter, then Streamlit serving dashboard/app.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from prometheus_client import start_http_server
+from streamlit.web import cli as streamlit_cli
+
+from evolution.settings import load_settings
+
+APP = Path(__file__).resolve().parent / "app.py"
+
+
+def main() -> None:
+    settings = load_settings()
+    if settings.dashboard_metrics_port:
+        start_http_server(settings.dashboard_metrics_port, addr="127.0.0.1")
+    sys.argv = [
+        "streamlit", "run", str(APP),
+        "--server.headless", "true",
+        "--server.address", "127.0.0.1",
+        "--server.port", str(settings.dashboard_port),
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    sys.exit(streamlit_cli.main())
+
+
+if __name__ == "__main__":
+    main()
