@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from evolution.settings import Settings
+from evolution.tracing import current_trace_id
 
 CONTEXT_FIELDS = ("tenantId", "traceId", "modelHash", "workflowId", "activityId", "kind")
 
@@ -26,6 +27,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if getattr(record, "traceId", None) is None:
+            trace_id = current_trace_id()
+            if trace_id:
+                entry["traceId"] = trace_id
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
@@ -35,8 +40,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(settings: Settings, process: str, level: int = logging.INFO) -> None:
-    """JSON lines to stderr and to ``<home>/logs/<process>.log``."""
+def configure_logging(
+    settings: Settings, process: str, level: int = logging.INFO, context: logging.Filter | None = None
+) -> None:
+    """JSON lines to stderr and to ``<home>/logs/<process>.log``; ``context`` adds fields such as workflow ids."""
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     formatter = JsonFormatter(process)
     handlers: list[logging.Handler] = [
@@ -48,6 +55,8 @@ def configure_logging(settings: Settings, process: str, level: int = logging.INF
         root.removeHandler(handler)
     for handler in handlers:
         handler.setFormatter(formatter)
+        if context is not None:
+            handler.addFilter(context)
         root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("httpx", "uvicorn.access", "temporalio.activity", "temporalio.workflow"):

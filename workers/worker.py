@@ -23,6 +23,7 @@ from evolution.retraining import CandidateBuilder
 from evolution.settings import Settings, load_settings
 from evolution.training.compute import ComputeBackend, LocalSubprocessBackend
 from evolution.wiring import Services, build_services
+from workers.log_context import ActivityContext
 from workers.temporal_client import connect_client, metrics_runtime
 from workflows.drift_scan import DriftScanWorkflow
 from workflows.retraining import RetrainingWorkflow
@@ -111,7 +112,7 @@ def main() -> None:
     from evolution.tracing import configure_tracing
 
     settings = load_settings()
-    configure_logging(settings, "worker")
+    configure_logging(settings, "worker", context=ActivityContext())
     configure_tracing(settings, "worker")
     asyncio.run(run_worker(settings))
 
