@@ -157,7 +157,7 @@ async def test_a_retraining_started_without_a_trace_has_training_validation_and_
     )
     assert training_attrs == {"tenant": "acme", "model": "yield", "version_id": serving_attrs["version_id"]}
     assert validation_attrs == training_attrs
-    assert serving_attrs == {"tenant": "acme", "version_id": training_attrs["version_id"], "role": "shadow"}
+    assert serving_attrs == {**training_attrs, "role": "shadow"}
 
 
 async def test_a_traced_starter_is_the_root_of_the_retraining_trace(
