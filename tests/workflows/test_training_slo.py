@@ -59,15 +59,20 @@ async def test_overrunning_training_is_cancelled_killed_failed_and_alerted(
 ) -> None:
     seed_tenant(services, Scenario(tenant_id="acme", history_rows=400))
     services.snapshots.seal(Principal.system("acme"), "acme", utcnow())
-    timing = RolloutTiming(training_timeout_s=3.0)
+    timing = RolloutTiming(training_timeout_s=6.0)
     await orchestrator.start_retraining(RetrainingInput(tenant_id="acme", model_name="yield", timing=timing))
+    for _ in range(300):  # the overrunning job has started
+        if pid_file.exists() and pid_file.read_text().strip():
+            break
+        await asyncio.sleep(0.1)
+    pid = int(pid_file.read_text())
+    assert alive(pid)
     result = await asyncio.wait_for(orchestrator.retraining_result("acme"), timeout=60)
     assert result.outcome == "failed" and "limit and was cancelled" in result.reason
     version = services.registry.get_version(Principal.system("acme"), result.version_id or "")
     assert version.state == ModelState.FAILED
     alerts = [n for n in services.notifier.recent("acme") if n["kind"] == "slo.retraining_duration"]
     assert alerts and alerts[0]["severity"] == "critical"
-    pid = int(pid_file.read_text())
     for _ in range(100):
         if not alive(pid):
             break
