@@ -34,6 +34,7 @@ class Action(StrEnum):
     REGISTER_SOURCE_KEY = "register_source_key"
     RECORD_USAGE = "record_usage"
     NOTIFY = "notify"
+    MANAGE_USERS = "manage_users"
 
 
 R = Role
@@ -55,6 +56,7 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.REGISTER_SOURCE_KEY: frozenset({R.ADMIN}),
     Action.RECORD_USAGE: frozenset({R.ADMIN, R.SYSTEM}),
     Action.NOTIFY: frozenset({R.ADMIN, R.SYSTEM}),
+    Action.MANAGE_USERS: frozenset({R.ADMIN}),
 }
 
 ALL_TENANTS = "*"

@@ -23,8 +23,22 @@ class DriftThresholds(BaseModel):
     mae_material_change: float | None = Field(default=None, gt=0.0)
 
 
+class Economics(BaseModel):
+    """What a unit of forecast error is worth to the tenant, and what serving costs: the basis of ROI."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value_per_unit_error_usd: float = Field(
+        default=25.0, ge=0.0, description="USD saved per unit of absolute error avoided, per forecast (e.g. per t/ha)."
+    )
+    serving_cost_per_1k_usd: float = Field(default=0.05, ge=0.0, description="USD per 1,000 predictions served.")
+    target_unit: str = Field(default="t/ha", max_length=20)
+
+
 class TenantSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    economics: Economics = Field(default_factory=Economics)
 
     drift: DriftThresholds = Field(default_factory=DriftThresholds)
     id_columns: list[str] = Field(default_factory=lambda: ["field_id"], description="never used as features")
