@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from evolution import metrics
+from evolution.baselines import BaselineService
 from evolution.contracts import ScanOut, SealOut
 from evolution.drift_reports import DriftReportService
 from evolution.errors import InsufficientData, InvalidInput
@@ -36,6 +37,7 @@ class DriftScanner:
         loader: ModelLoader,
         keyring: KeyRing,
         notifier: Notifier,
+        baselines: BaselineService | None = None,
     ) -> None:
         """Thresholds come from the tenant's current settings; binning stays as frozen in the champion's baseline."""
         self._registry = registry
@@ -44,6 +46,7 @@ class DriftScanner:
         self._loader = loader
         self._keyring = keyring
         self._notifier = notifier
+        self._baselines = baselines
 
     def seal_latest_window(self, tenant_id: str, min_rows: int) -> SealOut:
         """Seal everything that arrived since the last window; too few events wait for the next scan."""
@@ -63,13 +66,19 @@ class DriftScanner:
                 report_id=None, level="no_champion", message="no champion: nothing to compare against"
             )
         champion = self._loader.load(champion_view)
-        if champion.baseline is None:
+        reset = (
+            self._baselines.effective(tenant_id, model_name, champion.version_id, self._keyring)
+            if self._baselines
+            else None
+        )
+        frozen = reset or champion.baseline
+        if frozen is None:
             return ScanOut(
                 report_id=None, level="no_baseline", message=f"champion v{champion.number} has no baseline"
             )
         snapshot = self._snapshots.get(system, snapshot_id)
         rows = self._snapshots.load_rows(snapshot, self._keyring)
-        names = [f.name for f in champion.baseline.features]
+        names = [f.name for f in frozen.features]
         columns: dict[str, Any] = {
             name: np.asarray([row.get(name) for row in rows], dtype=object) for name in names
         }
@@ -81,9 +90,7 @@ class DriftScanner:
             actual = np.asarray([row["actual"] for row in labelled], dtype=float)
             abs_errors = np.abs(actual - predicted)
         settings = self._registry.tenant_settings(system, tenant_id)
-        baseline = champion.baseline.model_copy(
-            update={"config": settings.drift_config_over(champion.baseline.config)}
-        )
+        baseline = frozen.model_copy(update={"config": settings.drift_config_over(frozen.config)})
         result = scan(baseline, columns, abs_errors)
         report = self._reports.write(
             system,

@@ -29,9 +29,13 @@ class Economics(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     value_per_unit_error_usd: float = Field(
-        default=25.0, ge=0.0, description="USD saved per unit of absolute error avoided, per forecast (e.g. per t/ha)."
+        default=25.0,
+        ge=0.0,
+        description="USD saved per unit of absolute error avoided, per forecast (e.g. per t/ha).",
     )
-    serving_cost_per_1k_usd: float = Field(default=0.05, ge=0.0, description="USD per 1,000 predictions served.")
+    serving_cost_per_1k_usd: float = Field(
+        default=0.05, ge=0.0, description="USD per 1,000 predictions served."
+    )
     target_unit: str = Field(default="t/ha", max_length=20)
 
 
@@ -43,6 +47,9 @@ class TenantSettings(BaseModel):
     drift: DriftThresholds = Field(default_factory=DriftThresholds)
     id_columns: list[str] = Field(default_factory=lambda: ["field_id"], description="never used as features")
     training: dict[str, Any] = Field(default_factory=dict, description="TrainingConfig overrides")
+    baseline_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Signed baseline resets by model name (see evolution/baselines.py)."
+    )
 
     @classmethod
     def parse(cls, raw: dict[str, Any] | None) -> TenantSettings:

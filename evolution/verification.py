@@ -72,6 +72,18 @@ def verify_tenant(services: Services, tenant_id: str) -> list[Check]:
                 lambda r=report: services.drift_reports.verify(r, services.keyring),
             )
         )
+    for model_name, raw in services.registry.tenant_settings(auditor, tenant_id).baseline_overrides.items():
+        champion = raw.get("champion_version_id", "")
+        checks.append(
+            _run(
+                tenant_id,
+                "baseline-reset",
+                f"{model_name} (champion {champion})",
+                lambda m=model_name, c=champion: services.baselines.effective(
+                    tenant_id, m, c, services.keyring
+                ),
+            )
+        )
     for version in services.registry.list_versions(auditor, tenant_id):
         if version.manifest is None:
             continue

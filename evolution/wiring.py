@@ -11,6 +11,7 @@ from functools import cached_property
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from evolution.baselines import BaselineService
 from evolution.drift_reports import DriftReportService
 from evolution.events import EventIngestor
 from evolution.integrity.artifacts import ArtifactStore, FilesystemArtifactStore
@@ -70,6 +71,10 @@ class Services:
     @cached_property
     def loader(self) -> ModelLoader:
         return ModelLoader(self.store, self.keyring)
+
+    @cached_property
+    def baselines(self) -> BaselineService:
+        return BaselineService(self.registry, self.snapshots, self.loader, self.store, self.signer)
 
     def close(self) -> None:
         self.engine.dispose()

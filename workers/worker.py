@@ -54,6 +54,7 @@ def activity_objects(services: Services, compute: ComputeBackend | None = None) 
         services.loader,
         services.keyring,
         services.notifier,
+        services.baselines,
     )
     return [
         RegistryActivities(services.registry, services.quota, services.notifier),

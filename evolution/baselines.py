@@ -1,0 +1,143 @@
+"""Baseline reset: an admin accepts the current world as the new normal for drift scans, with a reason, signed.
+
+The reset baseline is built from the latest sealed snapshot (and the champion's errors on it), signed, stored in the
+artifact store, and recorded in the tenant's settings for that champion. A new champion brings its own baseline, so a
+reset applies only while the champion it was made for stays in place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+from pydantic import BaseModel
+
+from evolution.canonical import canonical_json
+from evolution.errors import IntegrityViolation, InvalidInput, NotFound
+from evolution.integrity.artifacts import ArtifactStore
+from evolution.integrity.signing import KeyRing, Signature, Signer
+from evolution.lifecycle import ModelState
+from evolution.models import ModelLoader
+from evolution.registry.service import ModelRegistryService
+from evolution.security import Action, Principal, authorize
+from evolution.snapshots import DatasetSnapshotService
+from evolution.stats.drift import build_baseline
+from evolution.stats.drift_models import Baseline, DriftConfig
+from evolution.timeutil import iso, utcnow
+
+
+class BaselineOverride(BaseModel):
+    model_name: str
+    champion_version_id: str
+    snapshot_id: str
+    digest: str
+    signature: Signature
+    reset_by: str
+    reason: str
+    at: str
+
+
+class BaselineService:
+    def __init__(
+        self,
+        registry: ModelRegistryService,
+        snapshots: DatasetSnapshotService,
+        loader: ModelLoader,
+        store: ArtifactStore,
+        signer: Signer,
+    ) -> None:
+        self._registry = registry
+        self._snapshots = snapshots
+        self._loader = loader
+        self._store = store
+        self._signer = signer
+
+    def reset(
+        self, principal: Principal, tenant_id: str, model_name: str, reason: str, keyring: KeyRing
+    ) -> BaselineOverride:
+        authorize(principal, Action.RESET_BASELINE, tenant_id)
+        if not reason.strip():
+            raise InvalidInput("reason: a baseline reset needs a reason for the audit log")
+        system = Principal.system(tenant_id)
+        champion = self._registry.current(system, tenant_id, model_name, ModelState.CHAMPION)
+        if champion is None:
+            raise NotFound(f"{tenant_id}/{model_name} has no champion whose baseline could be reset")
+        snapshot = self._snapshots.latest(system, tenant_id)
+        if snapshot is None:
+            raise NotFound(f"tenant {tenant_id!r} has no sealed snapshot to take a baseline from")
+        loaded = self._loader.load(champion)
+        rows = self._snapshots.load_rows(snapshot, keyring)
+        names = [f.name for f in loaded.baseline.features] if loaded.baseline else loaded.model.features
+        settings = self._registry.tenant_settings(system, tenant_id)
+        config = settings.drift_config_over(loaded.baseline.config if loaded.baseline else DriftConfig())
+        labelled = [r for r in rows if r.get("actual") is not None]
+        errors = None
+        if labelled:
+            predicted = loaded.model.predict(labelled)
+            errors = np.abs(np.asarray([r["actual"] for r in labelled], dtype=float) - predicted)
+        baseline = build_baseline({n: [r.get(n) for r in rows] for n in names}, errors, config=config)
+        body = baseline.model_dump_json().encode()
+        digest = self._store.put_bytes(tenant_id, body)
+        now = utcnow()
+        statement = _statement(tenant_id, model_name, champion.id, snapshot.id, digest, now)
+        override = BaselineOverride(
+            model_name=model_name,
+            champion_version_id=champion.id,
+            snapshot_id=snapshot.id,
+            digest=digest,
+            signature=self._signer.sign(statement),
+            reset_by=principal.user,
+            reason=reason,
+            at=iso(now),
+        )
+        current = settings.baseline_overrides
+        self._registry.configure_tenant(
+            principal,
+            tenant_id,
+            {"baseline_overrides": {**current, model_name: override.model_dump(mode="json")}},
+        )
+        return override
+
+    def effective(
+        self, tenant_id: str, model_name: str, champion_version_id: str, keyring: KeyRing
+    ) -> Baseline | None:
+        """The verified reset baseline for this champion, or None when the champion's own baseline applies."""
+        settings = self._registry.tenant_settings(Principal.system(tenant_id), tenant_id)
+        raw = settings.baseline_overrides.get(model_name)
+        if raw is None:
+            return None
+        override = BaselineOverride.model_validate(raw)
+        if override.champion_version_id != champion_version_id:
+            return None
+        statement = _statement(
+            tenant_id,
+            model_name,
+            override.champion_version_id,
+            override.snapshot_id,
+            override.digest,
+            datetime.fromisoformat(override.at.replace("Z", "+00:00")),
+        )
+        keyring.verify(statement, override.signature)
+        body = self._store.read_bytes(tenant_id, override.digest)
+        try:
+            return Baseline.model_validate_json(body)
+        except ValueError as error:
+            raise IntegrityViolation(
+                f"reset baseline of {tenant_id}/{model_name} is malformed: {error}"
+            ) from None
+
+
+def _statement(
+    tenant_id: str, model_name: str, champion_id: str, snapshot_id: str, digest: str, at: datetime
+) -> bytes:
+    return canonical_json(
+        {
+            "schema": "controlled-evolution/baseline-reset/v1",
+            "tenant": tenant_id,
+            "model_name": model_name,
+            "champion_version_id": champion_id,
+            "snapshot_id": snapshot_id,
+            "digest": digest,
+            "at": iso(at),
+        }
+    )
