@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     serve_host: str = "127.0.0.1"
     serve_port: int = 8088
     dashboard_port: int = 8501
+    dashboard_trusted_header: str | None = Field(
+        default=None,
+        description="Behind an authenticating proxy: the request header naming the signed-in user (e.g. "
+        "X-Forwarded-User). Only set this when the proxy is the only way to reach the dashboard.",
+    )
     worker_metrics_port: int = Field(default=9464, description="The worker's Prometheus exporter; 0: none.")
     temporal_metrics_port: int = Field(
         default=9465, description="Temporal SDK metrics of the worker; 0: none."

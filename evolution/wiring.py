@@ -24,6 +24,7 @@ from evolution.registry.db import make_engine, make_session_factory, upgrade_to_
 from evolution.registry.service import ModelRegistryService
 from evolution.settings import Settings
 from evolution.snapshots import DatasetSnapshotService
+from evolution.users import UserService
 
 
 @dataclass
@@ -71,6 +72,10 @@ class Services:
     @cached_property
     def loader(self) -> ModelLoader:
         return ModelLoader(self.store, self.keyring)
+
+    @cached_property
+    def users(self) -> UserService:
+        return UserService(self.factory)
 
     @cached_property
     def baselines(self) -> BaselineService:

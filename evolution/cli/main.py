@@ -9,6 +9,7 @@ import typer
 
 from evolution.cli import demo_command, orchestration_commands, process_commands, registry_commands
 from evolution.cli.stats_commands import canary_app, drift_app
+from evolution.cli.user_commands import users_app
 from evolution.orchestrator import orchestrator_was_used
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(drift_app, name="drift")
 app.add_typer(canary_app, name="canary")
+app.add_typer(users_app, name="users")
 registry_commands.register(app)
 orchestration_commands.register(app, drift_app)
 process_commands.register(app)

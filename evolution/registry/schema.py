@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -258,6 +259,36 @@ class TrainingRun(Base):
     gpu_hours: Mapped[float] = mapped_column(Float)
     cost_usd: Mapped[float] = mapped_column(Float)
     outcome: Mapped[str] = mapped_column(String(16))
+
+
+class User(Base):
+    """A dashboard user. Only an argon2id hash of the password is kept, never the password."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class UserRole(Base):
+    """The role a user holds on one tenant, or on every tenant (``tenant_id`` = "*").
+
+    ``tenant_id`` has no foreign key because "*" is not a tenant; the service checks real tenants exist.
+    The database itself refuses any role other than viewer, manager and admin ("system" is never a person).
+    """
+
+    __tablename__ = "user_roles"
+    __table_args__ = (
+        CheckConstraint("role IN ('viewer', 'manager', 'admin')", name="role_is_human"),
+        Index("ix_user_roles_tenant", "tenant_id"),
+    )
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
 
 
 # Tables whose rows are facts: the database refuses UPDATE and DELETE on them.

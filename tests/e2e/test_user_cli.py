@@ -1,0 +1,96 @@
+"""`evolution users` as an operator runs it: add with a piped password, list, grant, disable; a viewer is refused."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from argon2 import PasswordHasher
+
+from evolution.registry.db import make_engine, make_session_factory
+from evolution.security import Role
+from evolution.users import UserService
+from tests.e2e import conftest as e2e
+
+PASSWORD = "a long enough passphrase"
+
+
+def evolution(
+    env: dict[str, str], *args: str, stdin: str = "", timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [e2e.EVOLUTION, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def rows(listing: str) -> list[list[str]]:
+    return [line.split() for line in listing.splitlines()[1:] if line.strip()]
+
+
+def test_users_add_with_password_stdin_then_list_grant_and_disable(cli_env: dict[str, str]) -> None:
+    assert evolution(cli_env, "tenant", "create", "acme").returncode == 0
+    assert evolution(cli_env, "tenant", "create", "globex").returncode == 0
+    added = evolution(
+        cli_env, "users", "add", "alice", "--role", "manager", "--tenant", "acme", "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "user alice added: manager of acme" in added.stdout
+    assert PASSWORD not in added.stdout + added.stderr
+
+    granted = evolution(cli_env, "users", "grant", "alice", "--role", "viewer", "--tenant", "globex")
+    assert granted.returncode == 0, granted.stderr
+    listing = evolution(cli_env, "users", "list")
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.splitlines()[0].split() == ["USERNAME", "TENANT", "ROLE", "STATUS", "CREATED"]
+    assert [r[:4] for r in rows(listing.stdout)] == [
+        ["alice", "acme", "manager", "enabled"],
+        ["alice", "globex", "viewer", "enabled"],
+    ]
+
+    # The piped line (without its line ending) is the password the dashboard will check.
+    home = Path(cli_env["EVOLUTION_HOME"])
+    engine = make_engine(f"sqlite:///{(home / 'registry.db').resolve()}")
+    try:
+        users = UserService(make_session_factory(engine), hasher=PasswordHasher())
+        assert users.authenticate("alice", PASSWORD).roles == {"acme": Role.MANAGER, "globex": Role.VIEWER}
+    finally:
+        engine.dispose()
+
+    assert evolution(cli_env, "users", "disable", "alice").returncode == 0
+    assert [r[3] for r in rows(evolution(cli_env, "users", "list", "--tenant", "acme").stdout)] == [
+        "disabled"
+    ]
+
+
+def test_bad_input_is_a_clear_error(cli_env: dict[str, str]) -> None:
+    assert evolution(cli_env, "tenant", "create", "acme").returncode == 0
+    short = evolution(
+        cli_env, "users", "add", "bob", "--role", "viewer", "--tenant", "acme", "--password-stdin",
+        stdin="short\n",
+    )  # fmt: skip
+    assert short.returncode == 2 and "at least 12 characters" in short.stderr
+    system = evolution(
+        cli_env, "users", "add", "bob", "--role", "system", "--tenant", "acme", "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert system.returncode == 2 and "use viewer, manager or admin" in system.stderr
+    for _ in range(2):
+        again = evolution(
+            cli_env, "users", "add", "bob", "--role", "viewer", "--tenant", "acme", "--password-stdin",
+            stdin=PASSWORD + "\n",
+        )  # fmt: skip
+    assert again.returncode == 1 and "username 'bob' already exists" in again.stderr
+
+
+def test_a_viewer_operator_is_refused(cli_env: dict[str, str]) -> None:
+    assert evolution(cli_env, "tenant", "create", "acme").returncode == 0
+    viewer = {**cli_env, "EVOLUTION_OPERATOR_ROLE": "viewer"}
+    refused = evolution(
+        viewer, "users", "add", "bob", "--role", "admin", "--tenant", "acme", "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "manage_users" in refused.stderr and "role viewer may not" in refused.stderr
+    assert evolution(viewer, "users", "list").returncode == 2
+    assert rows(evolution(cli_env, "users", "list").stdout) == []
