@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-fast up test test-fast lint bench bench-evidently clean postgres-binaries promtool
+.PHONY: install demo demo-fast up test test-fast lint bench bench-evidently clean postgres-binaries promtool chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,12 +44,21 @@ promtool:
 		systemctl disable --now prometheus >/dev/null 2>&1 || true; \
 	fi
 
+## Debian's Chromium for the dashboard's browser test (Playwright drives it; no browser download).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then \
+		echo "chromium present"; \
+	else \
+		echo "installing Debian's chromium for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy evolution workflows activities workers dashboard
 
-test: $(STAMP) postgres-binaries promtool lint
+test: $(STAMP) postgres-binaries promtool chromium lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)

@@ -1,0 +1,41 @@
+"""Who is signed in: a local user (username and password), or a user named by a trusted proxy header.
+
+The dashboard only hides what a role may not do; every action still goes through the service layer, which refuses it.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from evolution.errors import EvolutionError
+from evolution.users import UserAccess
+from evolution.wiring import Services
+
+SESSION_KEY = "signed_in"
+
+
+def signed_in(services: Services) -> UserAccess | None:
+    current = st.session_state.get(SESSION_KEY)
+    if isinstance(current, UserAccess):
+        return current
+    header = services.settings.dashboard_trusted_header
+    if header:
+        username = st.context.headers.get(header)
+        if username:
+            try:
+                current = services.users.access_for(username)
+            except EvolutionError:
+                return None
+            st.session_state[SESSION_KEY] = current
+            return current
+    return None
+
+
+def sign_in(services: Services, username: str, password: str) -> UserAccess:
+    access = services.users.authenticate(username, password)
+    st.session_state[SESSION_KEY] = access
+    return access
+
+
+def sign_out() -> None:
+    st.session_state.pop(SESSION_KEY, None)

@@ -1,0 +1,131 @@
+"""Governance: versions and who moved them, the live retraining and its canary, and the decisions people take."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel
+
+from dashboard.state import with_orchestrator
+from evolution.baselines import BaselineOverride
+from evolution.contracts import ApprovalRequest, ApprovalResponse, RetrainingStatus
+from evolution.registry.service import TransitionResult
+from evolution.security import Principal
+from evolution.wiring import Services
+
+PROMOTE_MIN_LABELS = 1000
+ROLLBACK_MIN_LABELS = 200
+SIGNIFICANCE = 0.05
+
+
+def model_names(services: Services, principal: Principal, tenant_id: str) -> list[str]:
+    return sorted({v.model_name for v in services.registry.list_versions(principal, tenant_id)})
+
+
+def version_rows(services: Services, principal: Principal, tenant_id: str) -> list[dict[str, Any]]:
+    """Every version with its state, and who last moved it and when (from the audit log)."""
+    last_move: dict[str, Any] = {}
+    for entry in services.registry.audit_trail(principal, tenant_id):
+        if entry.subject_type == "model_version":
+            last_move[entry.subject_id] = entry
+    rows = []
+    for v in services.registry.list_versions(principal, tenant_id):
+        moved = last_move.get(v.id)
+        rows.append(
+            {
+                "model": v.model_name,
+                "version": v.number,
+                "state": v.state.value,
+                "moved by": f"{moved.actor} ({moved.role})" if moved else "",
+                "when": moved.at.isoformat(timespec="seconds") if moved else "",
+                "why": str(moved.details.get("reason", ""))[:80] if moved else "",
+                "holdout MAE": v.metrics.get("holdout_mae"),
+                "model hash": (v.model_hash or "")[:16],
+            }
+        )
+    return rows
+
+
+def audit_rows(
+    services: Services, principal: Principal, tenant_id: str, limit: int = 50
+) -> list[dict[str, Any]]:
+    entries = services.registry.audit_trail(principal, tenant_id)[-limit:]
+    return [
+        {
+            "seq": e.seq,
+            "at": e.at.isoformat(timespec="seconds"),
+            "actor": e.actor,
+            "role": e.role,
+            "action": e.action,
+            "change": f"{e.from_state or ''} → {e.to_state}" if e.to_state else "",
+            "reason": str(e.details.get("reason", ""))[:80],
+            "hash": e.entry_hash[:12],
+        }
+        for e in reversed(entries)
+    ]
+
+
+def chain_status(services: Services, principal: Principal, tenant_id: str) -> tuple[bool, str]:
+    report = services.registry.verify_audit(principal, tenant_id)
+    if report.ok:
+        return True, f"audit chain intact: {report.entries} entries, head {report.head_hash[:16]}"
+    return False, "audit chain BROKEN: " + "; ".join(report.problems[:3])
+
+
+class CanaryProgress(BaseModel):
+    labels: int
+    p_value: float
+    q_value: float
+    labels_to_promotion_test: int
+    promotion_ready: bool
+    rollback_armed: bool
+    decision: str
+    reason: str
+
+
+def canary_progress(status: RetrainingStatus) -> CanaryProgress | None:
+    """How far the sequential test is from a decision, in words a manager can act on."""
+    guard = status.guard
+    if guard is None:
+        return None
+    return CanaryProgress(
+        labels=guard.n,
+        p_value=guard.p_promote,
+        q_value=guard.q_rollback,
+        labels_to_promotion_test=max(0, PROMOTE_MIN_LABELS - guard.n),
+        promotion_ready=guard.n >= PROMOTE_MIN_LABELS and guard.p_promote < SIGNIFICANCE,
+        rollback_armed=guard.n >= ROLLBACK_MIN_LABELS,
+        decision=guard.action,
+        reason=guard.reason,
+    )
+
+
+def live_status(tenant_id: str) -> RetrainingStatus | None:
+    return with_orchestrator(lambda o: o.retraining_status(tenant_id))
+
+
+def decide(principal: Principal, tenant_id: str, decision: str, reason: str) -> ApprovalResponse:
+    """Send the approval update; the workflow's validator and the service layer check the role again."""
+    request = ApprovalRequest(
+        decision=decision,  # type: ignore[arg-type]
+        user=principal.user,
+        role=principal.role.value,
+        tenant_id=tenant_id,
+        reason=reason,
+    )
+    return with_orchestrator(lambda o: o.send_approval(tenant_id, request))
+
+
+def force_rollback(
+    services: Services, principal: Principal, tenant_id: str, model_name: str, reason: str
+) -> TransitionResult:
+    return services.registry.force_rollback(
+        principal, tenant_id, model_name, f"dashboard-rollback-{uuid.uuid4().hex}", reason
+    )
+
+
+def reset_baseline(
+    services: Services, principal: Principal, tenant_id: str, model_name: str, reason: str
+) -> BaselineOverride:
+    return services.baselines.reset(principal, tenant_id, model_name, reason, services.keyring)

@@ -1,0 +1,71 @@
+"""Drift: PSI and KL per feature over time, a feature's distribution, missing rates, the MAE trend, verification."""
+
+from __future__ import annotations
+
+import altair as alt
+import streamlit as st
+
+from dashboard import auth, drift_view
+from dashboard.state import get_services
+
+services = get_services()
+user = auth.signed_in(services)
+assert user is not None
+tenant = st.session_state.get("tenant")
+if not tenant:
+    st.stop()
+principal = user.principal(tenant)
+
+st.title(f"Drift · {tenant}")
+items = drift_view.reports(services, principal, tenant)
+if not items:
+    st.info("No drift report yet: the hourly drift-scan schedule writes one per sealed window.")
+    st.stop()
+latest = items[-1]
+limits = drift_view.thresholds(latest)
+st.caption(
+    f"Warn when PSI ≥ {limits['warn']} and significant; alert when PSI ≥ {limits['alert']} "
+    f"(χ² test, Benjamini–Hochberg, α = {limits['alpha']}). KL is KL(current‖baseline)."
+)
+
+history = drift_view.psi_history(items)
+psi = alt.Chart(history).mark_line(point=True).encode(x="window end:T", y="PSI:Q", color="feature:N")
+rules = (
+    alt.Chart(
+        {"values": [{"level": "warn", "PSI": limits["warn"]}, {"level": "alert", "PSI": limits["alert"]}]}
+    )
+    .mark_rule(strokeDash=[4, 4])
+    .encode(y="PSI:Q", color=alt.value("red"))
+)
+st.subheader("PSI per feature over time")
+st.altair_chart(psi + rules, width="stretch")
+st.subheader("KL(current‖baseline) per feature over time")
+st.altair_chart(
+    alt.Chart(history)
+    .mark_line(point=True)
+    .encode(x="window end:T", y="KL(current‖baseline):Q", color="feature:N"),
+    width="stretch",
+)
+
+st.subheader("Distribution: baseline vs latest window")
+feature = st.selectbox("Feature", drift_view.features(latest), key="drift_feature")
+st.altair_chart(
+    alt.Chart(drift_view.distribution(latest, feature))
+    .mark_bar()
+    .encode(x=alt.X("bin:N", sort=None), xOffset="sample:N", y="share:Q", color="sample:N"),
+    width="stretch",
+)
+
+st.subheader("Missing-rate changes (latest window)")
+st.dataframe(drift_view.missing_changes(latest), hide_index=True, width="stretch")
+
+mae = drift_view.mae_trend(items)
+if not mae.empty:
+    st.subheader("Champion MAE: window vs baseline")
+    st.altair_chart(
+        alt.Chart(mae).mark_line(point=True).encode(x="window end:T", y="MAE:Q", color="series:N"),
+        width="stretch",
+    )
+
+st.subheader("Signed reports")
+st.dataframe(drift_view.verification(services, items), hide_index=True, width="stretch")

@@ -1,0 +1,74 @@
+"""Explainability: which features drive the champion's and the candidate's forecasts, and how that changed."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard import auth, explain_view, governance
+from dashboard.state import get_services
+
+services = get_services()
+user = auth.signed_in(services)
+assert user is not None
+tenant = st.session_state.get("tenant")
+if not tenant:
+    st.stop()
+principal = user.principal(tenant)
+
+st.title(f"Explainability · {tenant}")
+models = governance.model_names(services, principal, tenant)
+if not models:
+    st.info("No model yet.")
+    st.stop()
+model_name = st.selectbox("Model", models, key="explain_model")
+subjects = explain_view.subjects(services, principal, tenant, model_name)
+if subjects.champion is None or not subjects.window_rows:
+    st.info("Explanations need a champion and a sealed window of data.")
+    st.stop()
+st.caption("Exact TreeSHAP values on the latest sealed window (models are verified before they are loaded).")
+
+st.subheader("Global importance")
+frames = [
+    explain_view.importance(
+        subjects.champion, subjects.window_rows, subjects.window_id, f"champion v{subjects.champion.number}"
+    )
+]
+if subjects.candidate is not None:
+    frames.append(
+        explain_view.importance(
+            subjects.candidate,
+            subjects.window_rows,
+            subjects.window_id,
+            f"candidate v{subjects.candidate.number}",
+        )
+    )
+importance = pd.concat(frames, ignore_index=True)
+st.altair_chart(
+    alt.Chart(importance)
+    .mark_bar()
+    .encode(y=alt.Y("feature:N", sort="-x"), x="mean |SHAP|:Q", color="model:N", yOffset="model:N"),
+    width="stretch",
+)
+
+st.subheader("One forecast, feature by feature")
+fields = explain_view.fields(subjects.window_rows)
+if fields:
+    field_id = st.selectbox("Field", fields, key="explain_field")
+    chart = explain_view.forecast_waterfall(subjects.champion, subjects.window_rows, field_id)
+    st.write(
+        f"Forecast **{chart.prediction:.2f}** = average {chart.base_value:.2f} + the contributions below"
+    )
+    st.altair_chart(
+        alt.Chart(explain_view.waterfall_frame(chart))
+        .mark_bar()
+        .encode(y=alt.Y("step:N", sort=None), x="contribution:Q", tooltip=["step", "contribution", "value"]),
+        width="stretch",
+    )
+
+st.subheader("Attribution drift: training data vs latest window")
+if subjects.baseline_rows:
+    st.dataframe(explain_view.drift_frame(subjects.champion, subjects), hide_index=True, width="stretch")
+else:
+    st.write("The champion's training snapshot is not available.")

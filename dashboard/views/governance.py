@@ -1,0 +1,94 @@
+"""Governance: model versions and their history, the live retraining, and approve / reject / rollback."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import auth, governance
+from dashboard.state import get_services
+from evolution.errors import EvolutionError
+from evolution.security import Role
+
+services = get_services()
+user = auth.signed_in(services)
+assert user is not None
+tenant = st.session_state.get("tenant")
+if not tenant:
+    st.info("You have no tenant yet: ask an administrator for a role (`evolution users grant`).")
+    st.stop()
+principal = user.principal(tenant)
+role = principal.role
+
+st.title(f"Governance · {tenant}")
+intact, chain_text = governance.chain_status(services, principal, tenant)
+(st.success if intact else st.error)(chain_text)
+
+st.subheader("Model versions")
+st.dataframe(governance.version_rows(services, principal, tenant), hide_index=True, width="stretch")
+
+st.subheader("Live retraining")
+try:
+    status = governance.live_status(tenant)
+except EvolutionError as unreachable:
+    status = None
+    st.warning(f"The workflow engine cannot be reached: {unreachable}")
+if status is None:
+    st.write("No retraining has run for this tenant yet.")
+else:
+    st.write(f"Phase **{status.phase}** · version v{status.version_number} · state **{status.state}**")
+    if status.shadow_pairs:
+        st.write(f"Shadow phase collected {status.shadow_pairs} labelled pairs (τ fixed from them).")
+    progress = governance.canary_progress(status)
+    if progress is not None:
+        cols = st.columns(4)
+        cols[0].metric("Labels collected", progress.labels)
+        cols[1].metric(
+            "Always-valid p (better)",
+            f"{progress.p_value:.3g}",
+            help="Promote when < 0.05 after 1,000 labels",
+        )
+        cols[2].metric("q (worse)", f"{progress.q_value:.3g}", help="Roll back when < 0.05 after 200 labels")
+        cols[3].metric("Labels to the promotion test", progress.labels_to_promotion_test)
+        st.caption(f"Guard: {progress.reason}")
+    if status.awaiting_approval:
+        st.info("The candidate passed its canary and waits for a manager's decision.")
+        if role in (Role.MANAGER, Role.ADMIN):
+            reason = st.text_input("Reason (recorded in the audit log)", key="approval_reason")
+            approve, reject = st.columns(2)
+            for column, decision, label in ((approve, "approve", "Approve"), (reject, "reject", "Reject")):
+                if column.button(
+                    label,
+                    key=f"decision_{decision}",
+                    type="primary" if decision == "approve" else "secondary",
+                ):
+                    try:
+                        answer = governance.decide(principal, tenant, decision, reason)
+                    except EvolutionError as refused:
+                        st.error(str(refused))
+                    else:
+                        st.success(f"{label}d: {answer.message} → {answer.final_state}")
+
+if role == Role.ADMIN:
+    st.subheader("Administration")
+    models = governance.model_names(services, principal, tenant)
+    if models:
+        model = st.selectbox("Model", models, key="admin_model")
+        admin_reason = st.text_input("Reason (required, recorded in the audit log)", key="admin_reason")
+        rollback, reset = st.columns(2)
+        if rollback.button("Force rollback to the previous champion", key="force_rollback"):
+            try:
+                result = governance.force_rollback(services, principal, tenant, model, admin_reason)
+            except EvolutionError as refused:
+                st.error(str(refused))
+            else:
+                st.success(f"{model} v{result.version.number} is CHAMPION again")
+        if reset.button("Reset the drift baseline to the latest window", key="reset_baseline"):
+            try:
+                override = governance.reset_baseline(services, principal, tenant, model, admin_reason)
+            except EvolutionError as refused:
+                st.error(str(refused))
+            else:
+                st.success(f"Baseline reset from snapshot {override.snapshot_id}, signed")
+
+st.subheader("Audit history")
+st.dataframe(governance.audit_rows(services, principal, tenant), hide_index=True, width="stretch")

@@ -1,0 +1,92 @@
+"""Every page for every role: what each role sees, and that a signed-out visitor sees only the sign-in page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from evolution.demo import Scenario
+from evolution.lifecycle import ModelState
+from evolution.timeutil import utcnow
+from evolution.users import UserService
+from evolution.wiring import Services
+from tests.dashboard.conftest import ROOT
+from tests.support.models import install_model
+from tests.support.scenario import seed_tenant
+
+ROLES = ["viewer", "manager", "admin"]
+PAGES = ["governance.py", "drift.py", "explainability.py", "executive.py"]
+
+
+@pytest.fixture
+def tenant(services: Services, tmp_path: Path) -> str:
+    seed_tenant(services, Scenario(tenant_id="acme", history_rows=300))
+    services.snapshots.seal(ROOT, "acme", utcnow())
+    install_model(services, "acme", tmp_path, ModelState.CHAMPION)
+    return "acme"
+
+
+def buttons(at: AppTest) -> set[str]:
+    return {b.label for b in at.button}
+
+
+def test_signed_out_visitors_see_only_the_sign_in_form(app: Callable[..., AppTest]) -> None:
+    at = app().run()
+    assert not at.exception
+    assert at.title[0].value == "Controlled Evolution"
+    assert [t.label for t in at.text_input] == ["Username", "Password"]
+    assert not [b for b in at.button if b.label == "Sign out"]
+
+
+def test_sign_in_with_a_wrong_then_the_right_password(
+    app: Callable[..., AppTest], services: Services, tenant: str
+) -> None:
+    UserService(services.factory).add_user(ROOT, "maria", "a long enough password", "manager", ["acme"])
+    at = app().run()
+    at.text_input[0].input("maria")
+    at.text_input[1].input("wrong password!!")
+    at.button[0].click().run()
+    assert "invalid username or password" in at.error[0].value
+    at.text_input[1].input("a long enough password")
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.session_state["signed_in"].username == "maria"
+    at.switch_page("views/governance.py").run()  # a browser lands on the default page of the new navigation
+    assert at.title[0].value == "Governance · acme"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_governance_shows_history_to_all_and_admin_tools_to_admins(
+    app: Callable[..., AppTest], tenant: str, role: str
+) -> None:
+    at = app(role).run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Governance · acme"
+    assert "audit chain intact" in at.success[0].value
+    versions = at.dataframe[0].value
+    assert list(versions["state"]) == ["CHAMPION"] and "maria (manager)" in list(versions["moved by"])
+    admin_tools = {"Force rollback to the previous champion", "Reset the drift baseline to the latest window"}
+    assert (admin_tools <= buttons(at)) == (role == "admin")
+    assert "Sign out" in buttons(at)
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_for_every_role_or_is_hidden(
+    app: Callable[..., AppTest], tenant: str, role: str, page: str
+) -> None:
+    at = app(role)
+    at.run()
+    visible = page != "executive.py" or role in ("manager", "admin")
+    if not visible:
+        # The navigation does not offer the page at all.
+        with pytest.raises(ValueError, match="Could not find a navigation page"):
+            at.switch_page(f"views/{page}")
+        return
+    at.switch_page(f"views/{page}")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title and "acme" in at.title[0].value
