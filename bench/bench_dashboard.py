@@ -18,6 +18,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from dashboard.state import get_services
 from evolution.security import Role
 from evolution.users import UserAccess
 
@@ -42,9 +43,11 @@ def load(page: str, tenant: str) -> float:
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["signed_in"] = UserAccess(username="bench", roles={tenant: Role.MANAGER})
     at.session_state["tenant"] = tenant
-    at.run()
     started = time.perf_counter()
-    at.switch_page(f"views/{page}.py").run()
+    at.run()  # the landing page: governance
+    if page != "governance":
+        started = time.perf_counter()
+        at.switch_page(f"views/{page}.py").run()
     elapsed = time.perf_counter() - started
     if at.exception:
         raise SystemExit(f"{page}: {at.exception[0].message}")
@@ -58,6 +61,9 @@ def main() -> None:
     os.environ.setdefault("EVOLUTION_TEMPORAL_ADDRESS", "127.0.0.1:1")  # no engine: the panel says so, fast
     tenant = "acme-agro"
     print(f"state: {home}; tenant {tenant}; target < {TARGET_S:.1f} s per page")
+    started = time.perf_counter()
+    get_services()  # what dashboard/serve.py does when the process starts
+    print(f"  process start (migrations, wiring): {time.perf_counter() - started:.2f} s, once")
     worst = 0.0
     for page in PAGES:
         cold = load(page, tenant)

@@ -8,6 +8,7 @@ from pathlib import Path
 from prometheus_client import start_http_server
 from streamlit.web import cli as streamlit_cli
 
+from dashboard.state import get_services
 from evolution.settings import load_settings
 
 APP = Path(__file__).resolve().parent / "app.py"
@@ -17,6 +18,7 @@ def main() -> None:
     settings = load_settings()
     if settings.dashboard_metrics_port:
         start_http_server(settings.dashboard_metrics_port, addr="127.0.0.1")
+    get_services()  # migrations and wiring at process start, not in the first visitor's page load
     sys.argv = [
         "streamlit", "run", str(APP),
         "--server.headless", "true",
