@@ -55,8 +55,13 @@ st.altair_chart(
 st.subheader("One forecast, feature by feature")
 fields = explain_view.fields(subjects.window_rows)
 if fields:
-    field_id = st.selectbox("Field", fields, key="explain_field")
-    chart = explain_view.forecast_waterfall(subjects.champion, subjects.window_rows, field_id)
+    explained_models = {f"champion v{subjects.champion.number}": subjects.champion}
+    if subjects.candidate is not None:
+        explained_models[f"candidate v{subjects.candidate.number}"] = subjects.candidate
+    field_col, model_col = st.columns(2)
+    field_id = field_col.selectbox("Field", fields, key="explain_field")
+    which = model_col.radio("Model", list(explained_models), key="explain_which", horizontal=True)
+    chart = explain_view.forecast_waterfall(explained_models[which], subjects.window_rows, field_id)
     st.write(
         f"Forecast **{chart.prediction:.2f}** = average {chart.base_value:.2f} + the contributions below"
     )

@@ -26,6 +26,7 @@ def tenant(services: Services, tmp_path: Path) -> str:
     seed_tenant(services, Scenario(tenant_id="acme", history_rows=300))
     services.snapshots.seal(ROOT, "acme", utcnow())
     install_model(services, "acme", tmp_path, ModelState.CHAMPION)
+    install_model(services, "acme", tmp_path, ModelState.CANARY, seed=2)
     return "acme"
 
 
@@ -67,7 +68,9 @@ def test_governance_shows_history_to_all_and_admin_tools_to_admins(
     assert at.title[0].value == "Governance · acme"
     assert "audit chain intact" in at.success[0].value
     versions = at.dataframe[0].value
-    assert list(versions["state"]) == ["CHAMPION"] and "maria (manager)" in list(versions["moved by"])
+    assert list(versions["state"]) == ["CHAMPION", "CANARY"] and "maria (manager)" in list(
+        versions["moved by"]
+    )
     admin_tools = {"Force rollback to the previous champion", "Reset the drift baseline to the latest window"}
     assert (admin_tools <= buttons(at)) == (role == "admin")
     assert "Sign out" in buttons(at)
@@ -90,3 +93,17 @@ def test_every_page_renders_for_every_role_or_is_hidden(
     at.run()
     assert not at.exception, at.exception
     assert at.title and "acme" in at.title[0].value
+
+
+def test_explainability_explains_the_champion_and_the_candidate(
+    app: Callable[..., AppTest], tenant: str
+) -> None:
+    at = app("viewer")
+    at.run()
+    at.switch_page("views/explainability.py").run()
+    assert not at.exception, at.exception
+    models = at.radio(key="explain_which")
+    assert models.options == ["champion v1", "candidate v2"]
+    models.set_value("candidate v2").run()
+    assert not at.exception
+    assert any(m.value.startswith("Forecast **") for m in at.markdown)
