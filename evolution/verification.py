@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel
 
 from evolution.errors import EvolutionError
-from evolution.security import Principal, Role
+from evolution.security import ALL_TENANTS, Principal, Role
 from evolution.wiring import Services
 
 AUDITOR = "system:verify"
@@ -37,7 +37,27 @@ def verify_all(services: Services, tenants: Iterable[str] | None = None) -> Veri
     checks: list[Check] = []
     for tenant_id in tenants or services.registry.tenant_ids():
         checks.extend(verify_tenant(services, tenant_id))
+    if tenants is None:
+        checks.extend(_all_tenants_chain(services))
     return VerificationReport(checks=checks)
+
+
+def _all_tenants_chain(services: Services) -> list[Check]:
+    """Grants on every tenant ("*") are audited in a chain of their own; walk it when it exists."""
+    auditor = Principal(user=AUDITOR, role=Role.SYSTEM, tenants=(ALL_TENANTS,))
+    chain = services.registry.verify_audit(auditor, ALL_TENANTS)
+    if chain.entries == 0:
+        return []
+    detail = "; ".join(chain.problems[:5]) or f"head {chain.head_hash[:16]}"
+    return [
+        Check(
+            tenant_id=ALL_TENANTS,
+            kind="audit-chain",
+            subject=f"{chain.entries} entries",
+            ok=chain.ok,
+            detail=detail,
+        )
+    ]
 
 
 def verify_tenant(services: Services, tenant_id: str) -> list[Check]:

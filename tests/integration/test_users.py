@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -260,3 +261,18 @@ def test_the_users_migration_matches_the_models(factory: sessionmaker[Session]) 
         diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     ours = [d for d in diffs if "users" in repr(d) or "user_roles" in repr(d)]
     assert ours == []
+
+
+def test_verify_walks_the_chain_of_grants_on_every_tenant(tmp_path: Path) -> None:
+    from evolution.settings import Settings
+    from evolution.verification import verify_all
+    from evolution.wiring import build_services
+
+    services = build_services(Settings(home=tmp_path / "home"))
+    root = Principal(user="root", role=Role.ADMIN, tenants=("*",))
+    services.registry.ensure_tenant(root, "acme")
+    services.users.add_user(root, "olga", "a long enough password", "admin", ["*"])
+    report = verify_all(services)
+    star = [c for c in report.checks if c.tenant_id == "*"]
+    assert report.ok and len(star) == 1 and star[0].kind == "audit-chain"
+    services.close()
