@@ -5,9 +5,13 @@ The dashboard only hides what a role may not do; every action still goes through
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import streamlit as st
 
+from dashboard.state import get_services
 from evolution.errors import EvolutionError
+from evolution.security import Principal
 from evolution.users import UserAccess
 from evolution.wiring import Services
 
@@ -39,3 +43,24 @@ def sign_in(services: Services, username: str, password: str) -> UserAccess:
 
 def sign_out() -> None:
     st.session_state.pop(SESSION_KEY, None)
+
+
+@dataclass(frozen=True)
+class PageContext:
+    services: Services
+    user: UserAccess
+    tenant: str
+    principal: Principal
+
+
+def page_context() -> PageContext:
+    """What every signed-in page starts from; stops the page when the user has no tenant to act for."""
+    services = get_services()
+    user = signed_in(services)
+    if user is None:  # the router shows only the sign-in page then; a page reached otherwise shows nothing
+        st.stop()
+    tenant = st.session_state.get("tenant")
+    if not tenant:
+        st.info("You have no tenant yet: ask an administrator for a role (`evolution users grant`).")
+        st.stop()
+    return PageContext(services, user, tenant, user.principal(tenant))

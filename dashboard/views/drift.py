@@ -6,15 +6,9 @@ import altair as alt
 import streamlit as st
 
 from dashboard import auth, drift_view
-from dashboard.state import get_services
 
-services = get_services()
-user = auth.signed_in(services)
-assert user is not None
-tenant = st.session_state.get("tenant")
-if not tenant:
-    st.stop()
-principal = user.principal(tenant)
+page = auth.page_context()
+services, tenant, principal = page.services, page.tenant, page.principal
 
 st.title(f"Drift · {tenant}")
 items = drift_view.reports(services, principal, tenant)

@@ -6,16 +6,10 @@ import altair as alt
 import streamlit as st
 
 from dashboard import auth, executive_view, governance
-from dashboard.state import get_services
 from evolution.security import Role
 
-services = get_services()
-user = auth.signed_in(services)
-assert user is not None
-tenant = st.session_state.get("tenant")
-if not tenant:
-    st.stop()
-principal = user.principal(tenant)
+page = auth.page_context()
+services, tenant, principal = page.services, page.tenant, page.principal
 if principal.role not in (Role.MANAGER, Role.ADMIN):
     st.error("The executive view is for managers and administrators.")
     st.stop()

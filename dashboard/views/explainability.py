@@ -7,15 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import auth, explain_view, governance
-from dashboard.state import get_services
 
-services = get_services()
-user = auth.signed_in(services)
-assert user is not None
-tenant = st.session_state.get("tenant")
-if not tenant:
-    st.stop()
-principal = user.principal(tenant)
+page = auth.page_context()
+services, tenant, principal = page.services, page.tenant, page.principal
 
 st.title(f"Explainability · {tenant}")
 models = governance.model_names(services, principal, tenant)

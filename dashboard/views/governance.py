@@ -5,18 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import auth, governance
-from dashboard.state import get_services
 from evolution.errors import EvolutionError
 from evolution.security import Role
 
-services = get_services()
-user = auth.signed_in(services)
-assert user is not None
-tenant = st.session_state.get("tenant")
-if not tenant:
-    st.info("You have no tenant yet: ask an administrator for a role (`evolution users grant`).")
-    st.stop()
-principal = user.principal(tenant)
+page = auth.page_context()
+services, tenant, principal = page.services, page.tenant, page.principal
 role = principal.role
 
 st.title(f"Governance · {tenant}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from evolution.demo_data import generate_rows
 from evolution.timeutil import utcnow
-from tests.e2e.test_demo_cli import run
+from tests.e2e.conftest import cli as run
 
 
 def test_ingest_prints_accepted_duplicate_rejected_and_names_the_field(

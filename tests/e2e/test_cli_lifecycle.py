@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
 import time
-from datetime import timedelta
 from pathlib import Path
 
-from evolution.demo_data import generate_rows
-from evolution.timeutil import utcnow
-from tests.e2e.conftest import EVOLUTION
-from tests.e2e.test_demo_cli import run
+from tests.e2e.conftest import cli as run
+from tests.e2e.conftest import seed_tenant_with_cli, services_up
 
 
 def test_retrain_status_and_approve_from_the_command_line(cli_env: dict[str, str], tmp_path: Path) -> None:
-    up = subprocess.Popen([EVOLUTION, "up", "--no-dashboard"], env=cli_env, stdout=subprocess.PIPE, text=True)
-    try:
-        assert up.stdout is not None
-        for line in up.stdout:
-            if "all services up" in line:
-                break
-        assert run(cli_env, "tenant", "create", "acme").returncode == 0
-        assert run(cli_env, "source", "add", "sensors", "--tenant", "acme").returncode == 0
-        records = tmp_path / "history.jsonl"
-        rows = generate_rows(600, seed=11, start=utcnow() - timedelta(days=30), period_s=3600)
-        records.write_text("\n".join(json.dumps(r) for r in rows))
-        assert (
-            "accepted 600"
-            in run(cli_env, "ingest", str(records), "-t", "acme", "--sign-with", "sensors").stdout
-        )
-        assert run(cli_env, "snapshot", "seal", "-t", "acme").returncode == 0
-
+    with services_up(cli_env, "--no-dashboard"):
+        seed_tenant_with_cli(cli_env, tmp_path)
         started = run(cli_env, "retrain", "-t", "acme", "-m", "yield", "--reason", "first model")
         assert started.returncode == 0 and "retrain/acme" in started.stdout, started.stderr[:3000]
         refused = run(cli_env, "retrain", "-t", "acme", "-m", "yield")
@@ -57,6 +36,3 @@ def test_retrain_status_and_approve_from_the_command_line(cli_env: dict[str, str
         assert "CHAMPION" in versions
         audit = run(cli_env, "audit", "-t", "acme").stdout
         assert "maria" in audit and "CANARY->CHAMPION" in audit
-    finally:
-        up.send_signal(signal.SIGINT)
-        up.communicate(timeout=60)

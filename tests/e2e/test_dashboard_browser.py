@@ -3,22 +3,17 @@ candidate, and save screenshots; any Streamlit exception on a page fails the tes
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from evolution.demo_data import generate_rows
-from evolution.timeutil import utcnow
-from tests.e2e.conftest import EVOLUTION
-from tests.e2e.test_demo_cli import run
+from tests.e2e.conftest import EVOLUTION, seed_tenant_with_cli, services_up
+from tests.e2e.conftest import cli as run
 
 CHROMIUM = os.environ.get("EVOLUTION_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -32,22 +27,8 @@ TIMEOUT_MS = 60_000
 @pytest.fixture
 def stack(cli_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
     """`evolution up`, a tenant with history, a manager, and a retraining waiting for approval."""
-    up = subprocess.Popen([EVOLUTION, "up"], env=cli_env, stdout=subprocess.PIPE, text=True)
-    try:
-        assert up.stdout is not None
-        for line in up.stdout:
-            if "all services up" in line:
-                break
-        assert run(cli_env, "tenant", "create", "acme").returncode == 0
-        assert run(cli_env, "source", "add", "sensors", "--tenant", "acme").returncode == 0
-        history = tmp_path / "history.jsonl"
-        rows = generate_rows(600, seed=5, start=utcnow() - timedelta(days=30), period_s=3600)
-        history.write_text("\n".join(json.dumps(r) for r in rows))
-        assert (
-            "accepted 600"
-            in run(cli_env, "ingest", str(history), "-t", "acme", "--sign-with", "sensors").stdout
-        )
-        assert run(cli_env, "snapshot", "seal", "-t", "acme").returncode == 0
+    with services_up(cli_env):
+        seed_tenant_with_cli(cli_env, tmp_path)
         added = subprocess.run(
             [EVOLUTION, "users", "add", "maria", "--role", "manager", "--tenant", "acme", "--password-stdin"],
             env=cli_env,
@@ -63,9 +44,6 @@ def stack(cli_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
                 break
             time.sleep(0.5)
         yield cli_env
-    finally:
-        up.send_signal(signal.SIGINT)
-        up.communicate(timeout=60)
 
 
 def no_streamlit_exception(page: Page, where: str) -> None:

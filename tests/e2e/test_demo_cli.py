@@ -17,10 +17,7 @@ from evolution.security import Principal
 from evolution.settings import Settings
 from evolution.wiring import build_services
 from tests.e2e.conftest import EVOLUTION
-
-
-def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([EVOLUTION, *args], env=env, capture_output=True, text=True, timeout=timeout)
+from tests.e2e.conftest import cli as run
 
 
 def samples(text: str) -> dict[str, float]:

@@ -9,6 +9,7 @@ from evolution.contracts import ApprovalRequest, DriftScanInput, RetrainingInput
 from evolution.demo import InProcessTransport, Scenario, TrafficDriver
 from evolution.demo_data import DriftSpec
 from evolution.lifecycle import ModelState
+from evolution.registry.views import VersionView
 from evolution.security import Principal
 from evolution.serving.predictor import Predictor
 from evolution.timeutil import utcnow
@@ -40,30 +41,33 @@ async def drive_until_approval(
     )
 
 
-async def test_drift_alert_retrains_and_the_canary_winner_becomes_champion_after_approval(
-    services: Services, worker: None, orchestrator: TemporalOrchestrator
-) -> None:
-    system = Principal.system("acme")
+async def champion_and_drifted_traffic(
+    services: Services, orchestrator: TemporalOrchestrator
+) -> tuple[VersionView, TrafficDriver]:
+    """A tenant whose first model was approved, and a driver of live traffic drifted from now on."""
     tenant = seed_tenant(services, SCENARIO)
-    services.snapshots.seal(system, "acme", utcnow())
+    services.snapshots.seal(Principal.system("acme"), "acme", utcnow())
     await orchestrator.start_retraining(
         RetrainingInput(tenant_id="acme", model_name="yield", trigger="bootstrap", timing=TIMING)
     )
     await wait_for_approval(orchestrator, "acme")
     await orchestrator.send_approval("acme", MANAGER)
-    first = services.registry.current(system, "acme", "yield", ModelState.CHAMPION)
-    assert first is not None
-
+    champion = services.registry.current(Principal.system("acme"), "acme", "yield", ModelState.CHAMPION)
+    assert champion is not None
     predictor = Predictor(
         services.registry, services.loader, services.outcomes, canary_share=0.5, refresh_s=0.0
     )
-    driver = TrafficDriver(
-        SCENARIO,
-        InProcessTransport(predictor, services.events),
-        tenant.key_id,
-        tenant.private_pem,
-        DriftSpec(at=utcnow()),
+    transport = InProcessTransport(predictor, services.events)
+    return champion, TrafficDriver(
+        SCENARIO, transport, tenant.key_id, tenant.private_pem, DriftSpec(at=utcnow())
     )
+
+
+async def test_drift_alert_retrains_and_the_canary_winner_becomes_champion_after_approval(
+    services: Services, worker: None, orchestrator: TemporalOrchestrator
+) -> None:
+    system = Principal.system("acme")
+    first, driver = await champion_and_drifted_traffic(services, orchestrator)
     summary = await asyncio.to_thread(driver.round, 1200)
     assert summary.accepted == 1200 and summary.rejected == 0
 
@@ -115,26 +119,7 @@ async def test_a_candidate_that_is_worse_on_live_traffic_is_rolled_back_and_the_
     services: Services, worker: None, orchestrator: TemporalOrchestrator
 ) -> None:
     system = Principal.system("acme")
-    tenant = seed_tenant(services, SCENARIO)
-    services.snapshots.seal(system, "acme", utcnow())
-    await orchestrator.start_retraining(
-        RetrainingInput(tenant_id="acme", model_name="yield", trigger="bootstrap", timing=TIMING)
-    )
-    await wait_for_approval(orchestrator, "acme")
-    await orchestrator.send_approval("acme", MANAGER)
-    champion = services.registry.current(system, "acme", "yield", ModelState.CHAMPION)
-    assert champion is not None
-
-    predictor = Predictor(
-        services.registry, services.loader, services.outcomes, canary_share=0.5, refresh_s=0.0
-    )
-    driver = TrafficDriver(
-        SCENARIO,
-        InProcessTransport(predictor, services.events),
-        tenant.key_id,
-        tenant.private_pem,
-        DriftSpec(at=utcnow()),
-    )
+    champion, driver = await champion_and_drifted_traffic(services, orchestrator)
     await asyncio.to_thread(driver.round, 1200)
     scan = await orchestrator.run_drift_scan(
         DriftScanInput(tenant_id="acme", model_name="yield", retraining_timing=TIMING)
