@@ -182,6 +182,9 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
     assert status is not None and status.guard is not None
     result = await _approve(orchestrator, tenant, "canary significantly better")
     progress.step(f"{DEMO_MANAGER} approved: {model} v{status.version_number} is CHAMPION; v1 DEPRECATED")
+    # The new champion at work, so the executive view has forecasts to credit it with.
+    await asyncio.to_thread(driver.round, 2 * size.round_rows)
+    progress.step(f"v{status.version_number} served {2 * size.round_rows} forecasts; their outcomes arrived")
     transport.close()
     await orchestrator.close()
 

@@ -26,7 +26,9 @@ def up(
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, _stop)
+    # Explicit handlers: a shell starting `evolution up` in the background ignores SIGINT otherwise.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
     try:
         for child in group.start():
             typer.echo(f"  {child.name:<10} {child.address}   (log: {child.log_path})")
