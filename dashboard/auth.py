@@ -21,6 +21,13 @@ SESSION_KEY = "signed_in"
 def signed_in(services: Services) -> UserAccess | None:
     current = st.session_state.get(SESSION_KEY)
     if isinstance(current, UserAccess):
+        # Read the grants afresh on every run: a revoked role or a disabled user takes effect at once.
+        try:
+            current = services.users.access_for(current.username)
+        except EvolutionError:
+            sign_out()
+            return None
+        st.session_state[SESSION_KEY] = current
         return current
     header = services.settings.dashboard_trusted_header
     if header:

@@ -22,10 +22,13 @@ def dashboard_env(monkeypatch: pytest.MonkeyPatch, services) -> None:  # type: i
 
 
 @pytest.fixture
-def app(dashboard_env: None) -> Callable[..., AppTest]:
+def app(dashboard_env: None, services) -> Callable[..., AppTest]:  # type: ignore[no-untyped-def]  # noqa: F811
+    """The dashboard, signed in as a real user holding ``role`` on ``tenant`` (or signed out)."""
+
     def make(role: str | None = None, tenant: str = "acme", username: str = "pat") -> AppTest:
         at = AppTest.from_file(APP, default_timeout=60)
         if role is not None:
+            services.users.add_user(ROOT, username, "a long enough password", role, [tenant])
             at.session_state["signed_in"] = UserAccess(username=username, roles={tenant: Role(role)})
             at.session_state["tenant"] = tenant
         return at

@@ -107,3 +107,17 @@ def test_explainability_explains_the_champion_and_the_candidate(
     models.set_value("candidate v2").run()
     assert not at.exception
     assert any(m.value.startswith("Forecast **") for m in at.markdown)
+
+
+def test_a_revoked_role_takes_effect_on_the_next_page_run(
+    app: Callable[..., AppTest], services: Services, tenant: str
+) -> None:
+    at = app("admin", username="ada").run()
+    assert "Force rollback to the previous champion" in buttons(at)
+    services.users.grant(ROOT, "ada", "viewer", "acme")
+    at.run()
+    assert not at.exception
+    assert "Force rollback to the previous champion" not in buttons(at)
+    services.users.disable_user(ROOT, "ada")
+    at.run()
+    assert "signed_in" not in at.session_state
