@@ -213,6 +213,8 @@ class EventIngestor:
         summary = IngestSummary()
         now = utcnow()
         with transaction(self._factory) as session:
+            # Shared with other batches, exclusive against a seal: the sealed-window check below stays true.
+            session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(read=True))
             keys = {
                 k.key_id: k
                 for k in session.scalars(

@@ -23,7 +23,7 @@ from evolution.errors import InsufficientData, IntegrityViolation, InvalidInput,
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.merkle import ChunkedMerkle
 from evolution.integrity.signing import KeyRing, Signature, Signer
-from evolution.registry.audit import append_audit
+from evolution.registry.audit import append_audit, lock_tenant_chain
 from evolution.registry.db import transaction
 from evolution.registry.schema import DatasetSnapshot, LearningEvent
 from evolution.security import Action, Principal, authorize
@@ -129,6 +129,9 @@ class DatasetSnapshotService:
         authorize(principal, Action.CREATE_SNAPSHOT, tenant_id)
         window_end = as_utc(window_end)
         with transaction(self._factory) as session:
+            # Exclusive against ingestion batches (which hold the tenant row shared): no event can slip into a
+            # window between our read of it and the seal.
+            lock_tenant_chain(session, tenant_id)
             last_end = session.scalar(
                 select(func.max(DatasetSnapshot.window_end)).where(DatasetSnapshot.tenant_id == tenant_id)
             )
