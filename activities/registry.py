@@ -21,7 +21,6 @@ from evolution.contracts import (
     TransitionIn,
     TransitionOut,
 )
-from evolution.errors import QuotaExceeded
 from evolution.lifecycle import ModelState
 from evolution.metrics import record_retraining_outcome
 from evolution.notify import NotificationIn, Notifier
@@ -44,19 +43,13 @@ class RegistryActivities:
     @activity.defn(name="check_quota")
     @domain_errors_are_final
     def check_quota(self, inp: QuotaCheckIn) -> QuotaCheckOut:
-        system = Principal.system(inp.tenant_id)
-        status = self._quota.status(system, inp.tenant_id)
-        try:
-            self._quota.check(system, inp.tenant_id)
-        except QuotaExceeded as blocked:
-            return QuotaCheckOut(
-                allowed=False,
-                reason=str(blocked),
-                gpu_hours_used=status.gpu_hours_used,
-                cost_usd=status.cost_usd,
-            )
+        status = self._quota.status(Principal.system(inp.tenant_id), inp.tenant_id)
+        reason = status.blocked_reason
         return QuotaCheckOut(
-            allowed=True, reason=None, gpu_hours_used=status.gpu_hours_used, cost_usd=status.cost_usd
+            allowed=reason is None,
+            reason=reason,
+            gpu_hours_used=status.gpu_hours_used,
+            cost_usd=status.cost_usd,
         )
 
     @activity.defn(name="register_candidate")

@@ -110,14 +110,16 @@ def record_retraining_outcome(result: RetrainingResult) -> None:
         ROLLBACKS.labels(result.tenant_id, rollback_reason(result.reason)).inc()
 
 
-def update_availability() -> None:
-    """Recompute this process's availability from its request counters (1.0 before any request)."""
-    ok = failed = 0.0
-    for metric in INFERENCE_REQUESTS.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total"):
-                if sample.labels.get("status") == "error":
-                    failed += sample.value
-                else:
-                    ok += sample.value
-    INFERENCE_AVAILABILITY.set(1.0 if ok + failed == 0 else ok / (ok + failed))
+_answered = 0.0
+_failed = 0.0
+
+
+def count_inference(tenant_id: str, model_name: str, role: str, status: str, requests: int = 1) -> None:
+    """Count prediction requests and keep the availability gauge current (server errors count against it)."""
+    global _answered, _failed
+    INFERENCE_REQUESTS.labels(tenant_id, model_name, role, status).inc(requests)
+    if status == "error":
+        _failed += requests
+    else:
+        _answered += requests
+    INFERENCE_AVAILABILITY.set(_answered / (_answered + _failed))

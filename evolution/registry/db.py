@@ -70,16 +70,3 @@ def upgrade_to_head(url: str) -> None:
     from alembic import command
 
     command.upgrade(alembic_config(url), "head")
-
-
-def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
-
-
-def head_revision(url: str) -> str | None:
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()

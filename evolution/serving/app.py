@@ -36,10 +36,7 @@ class EventsRequest(BaseModel):
 def _count_prediction(request: Request, status: str) -> None:
     params = request.path_params
     if request.url.path.endswith("/predict") and "tenant_id" in params:
-        metrics.INFERENCE_REQUESTS.labels(
-            params["tenant_id"], params.get("model_name", ""), "none", status
-        ).inc()
-        metrics.update_availability()
+        metrics.count_inference(params["tenant_id"], params.get("model_name", ""), "none", status)
 
 
 def create_app(predictor: Predictor, ingestor: EventIngestor) -> FastAPI:

@@ -145,11 +145,10 @@ class Predictor:
         for out in outs:
             roles[out.role] = roles.get(out.role, 0) + 1
         for role, count in roles.items():
-            metrics.INFERENCE_REQUESTS.labels(tenant_id, model_name, role, "ok").inc(count)
+            metrics.count_inference(tenant_id, model_name, role, "ok", count)
             histogram = metrics.INFERENCE_LATENCY.labels(tenant_id, model_name, role)
             for _ in range(count):
                 histogram.observe(per_request)
-        metrics.update_availability()
 
     def current(self, tenant_id: str, model_name: str) -> dict[str, Any]:
         slot = self._slot(tenant_id, model_name)
