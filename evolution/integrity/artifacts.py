@@ -4,6 +4,12 @@ An artifact's name is the SHA-256 of its bytes, so a name can only ever mean one
 idempotent, files are never overwritten, and every read can be checked against the name. Tenant ids and
 digests are validated against strict patterns before they touch a path, which is what makes path traversal
 impossible (not string cleaning after the fact).
+
+Besides digests, the store keeps write-once *named objects*, for things the system names itself (signed audit
+checkpoints such as ``audit-checkpoints/000000001200.json``). Their keys are validated by
+:func:`evolution.integrity.object_keys.canonical_object_key`; a key, once written, keeps its bytes forever:
+writing the same bytes again is a no-op, other bytes are a :class:`Conflict`. A key cannot be both an object
+and the prefix of other objects (``a`` and ``a/b``), like files and directories.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from evolution.errors import IntegrityViolation, InvalidInput, NotFound
+from evolution.errors import Conflict, IntegrityViolation, InvalidInput, NotFound
+from evolution.integrity.object_keys import canonical_object_key, canonical_prefix, key_is_under
 
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
@@ -65,6 +72,18 @@ class ArtifactStore(Protocol):
 
     def list_digests(self, tenant: str) -> list[str]:
         """Every stored digest of the tenant, sorted."""
+        ...
+
+    def put_object(self, tenant: str, key: str, data: bytes) -> str:
+        """Store a named object once; returns the canonical key. Same bytes again: no-op; others: Conflict."""
+        ...
+
+    def get_object(self, tenant: str, key: str) -> bytes:
+        """The named object's bytes; NotFound if there is none under ``key``."""
+        ...
+
+    def list_objects(self, tenant: str, prefix: str = "") -> list[str]:
+        """Sorted canonical keys equal to or below ``prefix`` (segment-wise; ``""`` lists all)."""
         ...
 
 
@@ -262,6 +281,174 @@ class FilesystemArtifactStore:
                     and not entry.is_symlink()
                 ):
                     yield name
+
+    # -- named objects: root/<tenant>/objects/<key> ----------------------------------------------
+
+    def _other_tenants(self, tenant: str) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return [name for name in names if name != tenant and TENANT_PATTERN.match(name)]
+
+    def _objects_dir(self, tenant: str) -> Path:
+        return self._tenant_dir(tenant) / "objects"
+
+    def _object_path(self, tenant: str, key: str) -> tuple[str, Path]:
+        validate_tenant(tenant)
+        canonical = canonical_object_key(tenant, key, other_tenants=self._other_tenants(tenant))
+        return canonical, self._objects_dir(tenant).joinpath(*canonical.split("/"))
+
+    def _walk_ancestors(self, path: Path) -> bool:
+        """True if every directory from the root down to ``path``'s parent exists as a real directory.
+
+        A symlink anywhere is an IntegrityViolation; a missing component or a regular file (an object whose
+        key is a prefix of this one) means "not there" (False).
+        """
+        current = self.root
+        for part in path.relative_to(self.root).parts[:-1]:
+            current = current / part
+            try:
+                info = os.lstat(current)
+            except FileNotFoundError:
+                return False
+            if stat.S_ISLNK(info.st_mode):
+                raise IntegrityViolation(f"artifact store path {current} is a symlink")
+            if not stat.S_ISDIR(info.st_mode):
+                return False
+        return True
+
+    def _read_object(self, tenant: str, key: str, path: Path) -> bytes | None:
+        """The object's bytes; None if absent; Conflict-worthy cases are reported by the caller."""
+        if not self._walk_ancestors(path):
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except IsADirectoryError:
+            raise NotFound(
+                f"object {tenant}/{key} does not exist (it is a prefix of other objects)"
+            ) from None
+        except OSError as error:  # ELOOP: the file itself is a symlink
+            raise IntegrityViolation(f"object {tenant}/{key} cannot be opened safely: {error}") from None
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise NotFound(f"object {tenant}/{key} does not exist (it is a prefix of other objects)")
+            if not stat.S_ISREG(mode):
+                raise IntegrityViolation(f"object {tenant}/{key} is not a regular file")
+            with os.fdopen(os.dup(fd), "rb") as reader:
+                return reader.read()
+        finally:
+            os.close(fd)
+
+    def _ensure_object_dir(self, tenant: str, key: str, directory: Path) -> None:
+        """Like _ensure_dir, but an existing object on the way is a key conflict, not corruption."""
+        current = self.root
+        for part in directory.relative_to(self.root).parts:
+            current = current / part
+            try:
+                info = os.lstat(current)
+            except FileNotFoundError:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(current, 0o755)
+                info = os.lstat(current)
+            if stat.S_ISLNK(info.st_mode):
+                raise IntegrityViolation(f"artifact store path {current} is a symlink")
+            if stat.S_ISREG(info.st_mode):
+                prefix = current.relative_to(self._objects_dir(tenant)).as_posix()
+                raise Conflict(f"object key {key!r} cannot be stored: {prefix!r} is already an object")
+            if not stat.S_ISDIR(info.st_mode):
+                raise IntegrityViolation(f"artifact store path {current} is not a directory")
+
+    def _same_or_conflict(self, tenant: str, key: str, existing: bytes, data: bytes) -> str:
+        if existing != data:
+            raise Conflict(
+                f"object {tenant}/{key} already exists with other content "
+                f"(sha256 {hashlib.sha256(existing).hexdigest()}); named objects are write-once"
+            )
+        return key
+
+    def put_object(self, tenant: str, key: str, data: bytes) -> str:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidInput(f"object data must be bytes, not {type(data).__name__}")
+        data = bytes(data)
+        canonical, final = self._object_path(tenant, key)
+        try:
+            existing = self._read_object(tenant, canonical, final)
+        except NotFound:
+            raise Conflict(
+                f"object key {canonical!r} cannot be stored: it is already a prefix of other objects"
+            ) from None
+        if existing is not None:
+            return self._same_or_conflict(tenant, canonical, existing, data)
+        tmp, fd = self._temp(tenant)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                _seal(fd)
+            finally:
+                os.close(fd)
+            self._ensure_object_dir(tenant, canonical, final.parent)
+            try:
+                os.link(tmp, final)  # never replaces: a concurrent writer's object wins, and is compared
+            except FileExistsError:
+                try:
+                    raced = self._read_object(tenant, canonical, final)
+                except NotFound:
+                    raise Conflict(
+                        f"object key {canonical!r} cannot be stored: it is already a prefix of other objects"
+                    ) from None
+                if raced is None:
+                    raise IntegrityViolation(
+                        f"object {tenant}/{canonical} vanished while being written"
+                    ) from None
+                return self._same_or_conflict(tenant, canonical, raced, data)
+            _fsync_dir(final.parent)
+            return canonical
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get_object(self, tenant: str, key: str) -> bytes:
+        canonical, final = self._object_path(tenant, key)
+        data = self._read_object(tenant, canonical, final)
+        if data is None:
+            raise NotFound(f"object {tenant}/{canonical} does not exist")
+        return data
+
+    def list_objects(self, tenant: str, prefix: str = "") -> list[str]:
+        validate_tenant(tenant)
+        prefix = canonical_prefix(tenant, prefix, other_tenants=self._other_tenants(tenant))
+        base = self._objects_dir(tenant)
+        start = base.joinpath(*prefix.split("/")) if prefix else base
+        if not self._walk_ancestors(start):
+            return []
+        try:
+            info = os.lstat(start)
+        except FileNotFoundError:
+            return []
+        if stat.S_ISLNK(info.st_mode):
+            raise IntegrityViolation(f"artifact store path {start} is a symlink")
+        if stat.S_ISREG(info.st_mode):
+            return [prefix]
+        keys: list[str] = []
+        for current, _dirs, files in os.walk(start, followlinks=False):
+            here = Path(current)
+            for name in files:
+                path = here / name
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue
+                key = path.relative_to(base).as_posix()
+                try:
+                    canonical_object_key(tenant, key)
+                except InvalidInput:
+                    continue  # not something put_object wrote
+                if key_is_under(key, prefix):
+                    keys.append(key)
+        return sorted(keys)
 
 
 def _seal(fd: int) -> None:
