@@ -17,7 +17,7 @@ from evolution.errors import IntegrityViolation
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.signing import KeyRing, Signature, Signer
 from evolution.registry.audit import append_audit
-from evolution.registry.db import transaction
+from evolution.registry.db import reading, transaction
 from evolution.registry.schema import DriftReport
 from evolution.security import Action, Principal, authorize
 from evolution.stats.drift_models import DriftResult
@@ -99,7 +99,7 @@ class DriftReportService:
         digest = hashlib.sha256(body).hexdigest()
         signature = self._signer.sign(body)
         self._store.put_bytes(tenant_id, body)
-        with transaction(self._factory) as session:
+        with transaction(self._factory, tenant_id) as session:
             row = DriftReport(
                 id=report_id,
                 tenant_id=tenant_id,
@@ -128,7 +128,7 @@ class DriftReportService:
 
     def list_reports(self, principal: Principal, tenant_id: str, limit: int = 100) -> list[DriftReportView]:
         authorize(principal, Action.VIEW, tenant_id)
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             rows = session.scalars(
                 select(DriftReport)
                 .where(DriftReport.tenant_id == tenant_id)

@@ -32,6 +32,7 @@ from evolution.contracts import RolloutTiming
 from evolution.drift_scan import DRIFT_DETECTION_SLO_S
 from evolution.lifecycle import ModelState
 from evolution.quota import QuotaManager
+from evolution.registry.db import reading
 from evolution.registry.schema import (
     AuditEntry,
     DriftReport,
@@ -541,7 +542,7 @@ def executive_summary(
     versions = {v.id: v for v in registry.list_versions(principal, tenant_id, model_name)}
     quota_now = quota.status(principal, tenant_id, now)
 
-    with factory() as session:
+    with reading(factory, tenant_id) as session:
         ids = list(versions)
         # Facts recorded after ``now`` (a summary as of an earlier moment) are not part of the picture.
         transitions = [t for t in _transitions(session, tenant_id, ids) if t.at <= now] if ids else []

@@ -22,7 +22,7 @@ from evolution.canonical import canonical_json
 from evolution.errors import IntegrityViolation, InvalidInput, NotFound
 from evolution.integrity.signing import Signature, algorithm_for_public_pem, verify_signature
 from evolution.registry.audit import append_audit
-from evolution.registry.db import transaction
+from evolution.registry.db import reading, transaction
 from evolution.registry.schema import DatasetSnapshot, DeadLetter, LearningEvent, SourceKey, Tenant
 from evolution.security import Action, Principal, authorize
 from evolution.timeutil import as_utc, utcnow
@@ -131,7 +131,18 @@ class EventIngestor:
         self, principal: Principal, tenant_id: str, key_id: str, public_key_pem: bytes
     ) -> None:
         authorize(principal, Action.REGISTER_SOURCE_KEY, tenant_id)
-        with transaction(self._factory) as session:
+        try:
+            self._register_source_key(principal, tenant_id, key_id, public_key_pem)
+        except exc.IntegrityError as error:
+            # Another tenant's key with this id is invisible under row-level security; its primary key still holds.
+            raise InvalidInput(
+                f"key id {key_id!r} is already registered with another key or tenant"
+            ) from error
+
+    def _register_source_key(
+        self, principal: Principal, tenant_id: str, key_id: str, public_key_pem: bytes
+    ) -> None:
+        with transaction(self._factory, tenant_id) as session:
             existing = session.get(SourceKey, key_id)
             if existing is not None:
                 if existing.tenant_id != tenant_id or existing.public_key_pem != public_key_pem.decode():
@@ -176,7 +187,7 @@ class EventIngestor:
         self, principal: Principal, tenant_id: str, items: Iterable[tuple[int, Any, str]], source: str
     ) -> IngestSummary:
         authorize(principal, Action.INGEST_EVENTS, tenant_id)
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             if session.get(Tenant, tenant_id) is None:
                 raise NotFound(f"tenant {tenant_id!r} does not exist")
         summary = IngestSummary()
@@ -212,7 +223,7 @@ class EventIngestor:
     def _ingest_batch(self, tenant_id: str, batch: list[tuple[int, Any, str]], source: str) -> IngestSummary:
         summary = IngestSummary()
         now = utcnow()
-        with transaction(self._factory) as session:
+        with transaction(self._factory, tenant_id) as session:
             # Shared with other batches, exclusive against a seal: the sealed-window check below stays true.
             session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(read=True))
             keys = {

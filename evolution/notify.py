@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution.registry.db import transaction
+from evolution.registry.db import reading, transaction
 from evolution.registry.schema import Notification
 from evolution.timeutil import as_utc, utcnow
 
@@ -36,7 +36,7 @@ class OutboxNotifier:
         self._factory = factory
 
     def notify(self, message: NotificationIn) -> None:
-        with transaction(self._factory) as session:
+        with transaction(self._factory, message.tenant_id) as session:
             session.add(
                 Notification(
                     tenant_id=message.tenant_id,
@@ -51,7 +51,7 @@ class OutboxNotifier:
         log.log(level, message.subject, extra={"tenantId": message.tenant_id, "kind": message.kind})
 
     def recent(self, tenant_id: str, limit: int = 50) -> list[dict[str, Any]]:
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             rows = session.scalars(
                 select(Notification)
                 .where(Notification.tenant_id == tenant_id)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution.registry.db import transaction
+from evolution.registry.db import act_for_tenant, reading, transaction
 from evolution.registry.schema import LearningEvent, Prediction
 from evolution.security import Action, Principal, authorize
 
@@ -44,8 +44,13 @@ class OutcomeJoiner:
     def record_predictions(self, records: Sequence[PredictionRecord]) -> None:
         if not records:
             return
+        by_tenant: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            by_tenant.setdefault(record.tenant_id, []).append(record.model_dump())
         with transaction(self._factory) as session:
-            session.execute(insert(Prediction), [r.model_dump() for r in records])
+            for tenant_id, rows in by_tenant.items():
+                act_for_tenant(session, tenant_id)
+                session.execute(insert(Prediction), rows)
 
     def paired_errors(
         self,
@@ -58,7 +63,7 @@ class OutcomeJoiner:
     ) -> PairedErrors:
         """|y - ŷ| of champion and candidate on the same requests, for outcomes that arrived after the cursor."""
         authorize(principal, Action.VIEW, tenant_id)
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             rows = session.execute(
                 select(
                     LearningEvent.id,
@@ -94,7 +99,7 @@ class OutcomeJoiner:
 
     def candidate_health(self, tenant_id: str, candidate_version_id: str) -> tuple[int, int]:
         """(requests the candidate scored, of which invalid: NaN, infinite or failed), over its whole rollout."""
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             scored, invalid = session.execute(
                 select(
                     func.count(),
@@ -106,7 +111,7 @@ class OutcomeJoiner:
         return int(scored), int(invalid)
 
     def traffic_counts(self, tenant_id: str, candidate_version_id: str) -> dict[str, Any]:
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             rows = session.execute(
                 select(Prediction.served_role, func.count())
                 .where(

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from evolution import metrics
 from evolution.errors import NotFound, QuotaExceeded
 from evolution.registry.audit import append_audit
-from evolution.registry.db import transaction
+from evolution.registry.db import reading, transaction
 from evolution.registry.schema import Tenant, TrainingRun
 from evolution.security import Action, Principal, authorize
 from evolution.timeutil import utcnow
@@ -50,7 +50,7 @@ class QuotaManager:
     def status(self, principal: Principal, tenant_id: str, now: datetime | None = None) -> QuotaStatus:
         authorize(principal, Action.VIEW, tenant_id)
         now = now or utcnow()
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             tenant = session.get(Tenant, tenant_id)
             if tenant is None:
                 raise NotFound(f"tenant {tenant_id!r} does not exist")
@@ -94,7 +94,7 @@ class QuotaManager:
         authorize(principal, Action.RECORD_USAGE, tenant_id)
         hours = duration_s / 3600.0
         gpu_hours = hours * gpus if gpus else hours * CPU_TO_GPU_HOUR
-        with transaction(self._factory) as session:
+        with transaction(self._factory, tenant_id) as session:
             existing = session.get(TrainingRun, run_id)
             if existing is not None:
                 return existing

@@ -24,8 +24,9 @@ from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.merkle import ChunkedMerkle
 from evolution.integrity.signing import KeyRing, Signature, Signer
 from evolution.registry.audit import append_audit, lock_tenant_chain
-from evolution.registry.db import transaction
+from evolution.registry.db import reading, transaction
 from evolution.registry.schema import DatasetSnapshot, LearningEvent
+from evolution.registry.tenancy import tenant_of_snapshot
 from evolution.security import Action, Principal, authorize
 from evolution.timeutil import as_utc, iso, utcnow
 
@@ -128,7 +129,7 @@ class DatasetSnapshotService:
         """Seal the next window: from the end of the last snapshot (or the first event) up to ``window_end``."""
         authorize(principal, Action.CREATE_SNAPSHOT, tenant_id)
         window_end = as_utc(window_end)
-        with transaction(self._factory) as session:
+        with transaction(self._factory, tenant_id) as session:
             # Exclusive against ingestion batches (which hold the tenant row shared): no event can slip into a
             # window between our read of it and the seal.
             lock_tenant_chain(session, tenant_id)
@@ -232,16 +233,19 @@ class DatasetSnapshotService:
         yield from session.scalars(query)
 
     def get(self, principal: Principal, snapshot_id: str) -> SnapshotView:
-        with self._factory() as session:
+        tenant_id = tenant_of_snapshot(self._factory, snapshot_id)
+        if tenant_id is None:
+            raise NotFound(f"dataset snapshot {snapshot_id!r} does not exist")
+        authorize(principal, Action.VIEW, tenant_id)
+        with reading(self._factory, tenant_id) as session:
             row = session.get(DatasetSnapshot, snapshot_id)
             if row is None:
                 raise NotFound(f"dataset snapshot {snapshot_id!r} does not exist")
-            authorize(principal, Action.VIEW, row.tenant_id)
             return SnapshotView.of(row)
 
     def latest(self, principal: Principal, tenant_id: str) -> SnapshotView | None:
         authorize(principal, Action.VIEW, tenant_id)
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             row = session.scalars(
                 select(DatasetSnapshot)
                 .where(DatasetSnapshot.tenant_id == tenant_id)
@@ -252,7 +256,7 @@ class DatasetSnapshotService:
 
     def list_snapshots(self, principal: Principal, tenant_id: str) -> list[SnapshotView]:
         authorize(principal, Action.VIEW, tenant_id)
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             rows = session.scalars(
                 select(DatasetSnapshot)
                 .where(DatasetSnapshot.tenant_id == tenant_id)

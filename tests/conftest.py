@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.registry.db import make_engine, make_session_factory, upgrade_to_head
-from tests.support.postgres import create_database, postgres_server
+from tests.support.postgres import app_role_url, create_database, postgres_server
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +42,12 @@ def pg_url(pg_server: str) -> str:
 
 @pytest.fixture
 def pg_factory(pg_url: str) -> Iterator[sessionmaker[Session]]:
-    yield from _migrated_factory(pg_url)
+    upgrade_to_head(pg_url)
+    engine = make_engine(app_role_url(pg_url))
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

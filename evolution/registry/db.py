@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -45,14 +45,59 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
+# The PostgreSQL setting row-level security policies compare each row's tenant with (see migration 0006).
+TENANT_SETTING = "evolution.tenant_id"
+_TENANT_INFO = "evolution.tenant_id"
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    """Sessions that, on PostgreSQL, tell the database which tenant each transaction acts for.
+
+    The tenant goes in as a transaction-local setting at the start of every transaction, so a pooled connection
+    never carries one tenant's scope into another's work. A session opened without a tenant sees no tenant rows.
+    """
+    factory = sessionmaker(engine, expire_on_commit=False)
+    if engine.dialect.name == "postgresql":
+        event.listen(factory, "after_begin", _set_tenant_scope)
+    return factory
+
+
+def _set_tenant_scope(session: Session, _transaction: Any, connection: Any) -> None:
+    tenant = session.info.get(_TENANT_INFO) or ""
+    connection.exec_driver_sql(
+        "SELECT set_config(%(name)s, %(tenant)s, true)", {"name": TENANT_SETTING, "tenant": tenant}
+    )
+
+
+def tenant_session(factory: sessionmaker[Session], tenant_id: str | None) -> Session:
+    """A session whose transactions act for ``tenant_id`` (row-level security on PostgreSQL)."""
+    return factory(info={_TENANT_INFO: tenant_id}) if tenant_id else factory()
+
+
+def act_for_tenant(session: Session, tenant_id: str) -> None:
+    """Within an open transaction, act for another tenant from now on.
+
+    Only for the few operations that span tenants by nature (a user's grants on several tenants, audited in each
+    tenant's chain); everything else names its tenant once, when the session is opened.
+    """
+    session.info[_TENANT_INFO] = tenant_id
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT set_config(:name, :tenant, true)"), {"name": TENANT_SETTING, "tenant": tenant_id}
+        )
 
 
 @contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session whose work commits on success and rolls back on any error."""
-    with factory() as session, session.begin():
+def transaction(factory: sessionmaker[Session], tenant_id: str | None = None) -> Iterator[Session]:
+    """A session for ``tenant_id`` whose work commits on success and rolls back on any error."""
+    with tenant_session(factory, tenant_id) as session, session.begin():
+        yield session
+
+
+@contextmanager
+def reading(factory: sessionmaker[Session], tenant_id: str | None) -> Iterator[Session]:
+    """A session for reads on behalf of ``tenant_id``."""
+    with tenant_session(factory, tenant_id) as session:
         yield session
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.canonical import canonical_json
 from evolution.errors import Conflict, IdempotencyConflict, InvalidInput
-from evolution.registry.db import transaction
+from evolution.registry.db import reading, transaction
 from evolution.registry.schema import IdempotencyKey
 from evolution.timeutil import utcnow
 
@@ -56,7 +56,7 @@ def run_idempotent(
     last_error: exc.IntegrityError | None = None
     for _ in range(3):
         try:
-            with transaction(factory) as session:
+            with transaction(factory, tenant_id) as session:
                 answer = _stored_answer(session, tenant_id, request_id, digest)
                 if answer is not None:
                     return answer
@@ -74,7 +74,7 @@ def run_idempotent(
                 key.response = response
                 return response
         except exc.IntegrityError as error:
-            with factory() as session:
+            with reading(factory, tenant_id) as session:
                 answer = _stored_answer(session, tenant_id, request_id, digest)
             if answer is not None:
                 return answer

@@ -20,9 +20,10 @@ from evolution import metrics
 from evolution.errors import Conflict, IllegalTransition, InvalidInput, NotFound, StaleVersion
 from evolution.lifecycle import ModelState, check_transition
 from evolution.registry.audit import ChainReport, append_audit, load_chain, lock_tenant_chain, verify_chain
-from evolution.registry.db import transaction
+from evolution.registry.db import reading, transaction
 from evolution.registry.idempotency import run_idempotent
 from evolution.registry.schema import AuditEntry, ModelVersion, Tenant
+from evolution.registry.tenancy import tenant_ids_visible, tenant_of_version
 from evolution.registry.views import AuditView, VersionView
 from evolution.security import Action, Principal, authorize
 from evolution.tenant_settings import TenantSettings
@@ -88,7 +89,7 @@ class ModelRegistryService:
         """Create the tenant if it does not exist; returns True when it was created."""
         check_tenant_id(tenant_id)
         authorize(principal, Action.MANAGE_TENANT, tenant_id)
-        with transaction(self._factory) as session:
+        with transaction(self._factory, tenant_id) as session:
             if session.get(Tenant, tenant_id) is not None:
                 return False
             session.add(
@@ -116,7 +117,7 @@ class ModelRegistryService:
 
     def tenant_settings(self, principal: Principal, tenant_id: str) -> TenantSettings:
         authorize(principal, Action.VIEW, tenant_id)
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             tenant = session.get(Tenant, tenant_id)
             if tenant is None:
                 raise NotFound(f"tenant {tenant_id!r} does not exist")
@@ -125,7 +126,7 @@ class ModelRegistryService:
     def configure_tenant(self, principal: Principal, tenant_id: str, patch: dict[str, Any]) -> TenantSettings:
         """Admin: change a tenant's settings (validated, audited with the old and new values)."""
         authorize(principal, Action.MANAGE_TENANT, tenant_id)
-        with transaction(self._factory) as session:
+        with transaction(self._factory, tenant_id) as session:
             tenant = session.get(Tenant, tenant_id)
             if tenant is None:
                 raise NotFound(f"tenant {tenant_id!r} does not exist")
@@ -145,8 +146,8 @@ class ModelRegistryService:
             return after
 
     def tenant_ids(self) -> list[str]:
-        with self._factory() as session:
-            return list(session.scalars(select(Tenant.id).order_by(Tenant.id)))
+        """Every tenant's id (only the ids: under row-level security no session sees other tenants' rows)."""
+        return tenant_ids_visible(self._factory)
 
     # ----------------------------------------------------------------- versions
     def register_version(
@@ -346,18 +347,19 @@ class ModelRegistryService:
 
     # ----------------------------------------------------------------- queries
     def get_version(self, principal: Principal, version_id: str) -> VersionView:
-        with self._factory() as session:
+        tenant_id = self._tenant_of(version_id)
+        authorize(principal, Action.VIEW, tenant_id)
+        with reading(self._factory, tenant_id) as session:
             row = session.get(ModelVersion, version_id)
             if row is None:
                 raise NotFound(f"model version {version_id!r} does not exist")
-            authorize(principal, Action.VIEW, row.tenant_id)
             return VersionView.of(row)
 
     def current(
         self, principal: Principal, tenant_id: str, model_name: str, state: ModelState
     ) -> VersionView | None:
         authorize(principal, Action.VIEW, tenant_id)
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             row = self._current(session, tenant_id, model_name, state)
             return VersionView.of(row) if row else None
 
@@ -365,7 +367,7 @@ class ModelRegistryService:
         self, principal: Principal, tenant_id: str, model_name: str, states: tuple[ModelState, ...]
     ) -> list[VersionView]:
         authorize(principal, Action.VIEW, tenant_id)
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             rows = session.scalars(
                 select(ModelVersion).where(
                     ModelVersion.tenant_id == tenant_id,
@@ -379,7 +381,7 @@ class ModelRegistryService:
         self, principal: Principal, tenant_id: str, model_name: str | None = None
     ) -> list[VersionView]:
         authorize(principal, Action.VIEW, tenant_id)
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             query = select(ModelVersion).where(ModelVersion.tenant_id == tenant_id)
             if model_name:
                 query = query.where(ModelVersion.model_name == model_name)
@@ -392,7 +394,7 @@ class ModelRegistryService:
         self, principal: Principal, tenant_id: str, subject_id: str | None = None
     ) -> list[AuditView]:
         authorize(principal, Action.VIEW, tenant_id)
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             query = select(AuditEntry).where(AuditEntry.tenant_id == tenant_id)
             if subject_id:
                 query = query.where(AuditEntry.subject_id == subject_id)
@@ -400,13 +402,12 @@ class ModelRegistryService:
 
     def verify_audit(self, principal: Principal, tenant_id: str) -> ChainReport:
         authorize(principal, Action.VIEW, tenant_id)
-        with self._factory() as session:
+        with reading(self._factory, tenant_id) as session:
             return verify_chain(tenant_id, load_chain(session, tenant_id))
 
     # ----------------------------------------------------------------- internals
     def _tenant_of(self, version_id: str) -> str:
-        with self._factory() as session:
-            tenant_id = session.scalar(select(ModelVersion.tenant_id).where(ModelVersion.id == version_id))
+        tenant_id = tenant_of_version(self._factory, version_id)
         if tenant_id is None:
             raise NotFound(f"model version {version_id!r} does not exist")
         return tenant_id

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from evolution.events import EventIngestor, sign_event
 from evolution.integrity.artifacts import FilesystemArtifactStore
 from evolution.integrity.signing import LocalEd25519Signer, generate_source_keypair, key_id_for_public_pem
+from evolution.registry.db import tenant_session
 from evolution.registry.schema import DeadLetter, LearningEvent
 from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal, Role
@@ -48,7 +49,7 @@ def event(i: int, key: tuple[str, bytes], **overrides: object) -> dict[str, obje
 
 
 def reasons(factory: sessionmaker[Session]) -> list[tuple[str | None, str]]:
-    with factory() as session:
+    with tenant_session(factory, "acme") as session:
         return [(d.field, d.reason) for d in session.scalars(sa.select(DeadLetter).order_by(DeadLetter.id))]
 
 
@@ -60,7 +61,7 @@ def test_valid_events_are_accepted_and_duplicates_counted_once(
     assert (first.accepted, first.duplicate, first.rejected) == (10, 3, 0)
     again = ingestor.ingest_objects(ADMIN, "acme", events, "test")
     assert (again.accepted, again.duplicate, again.rejected) == (0, 10, 0)
-    with registry_factory() as session:
+    with tenant_session(registry_factory, "acme") as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(LearningEvent)) == 10
 
 
@@ -129,7 +130,10 @@ def test_events_of_a_sealed_window_are_refused_and_snapshots_cannot_change(
     summary = ingestor.ingest_objects(ADMIN, "acme", [late], "test")
     assert summary.rejected == 1 and "sealed" in summary.rejects[0].reason
     for statement in ("UPDATE dataset_snapshots SET row_count = 1", "DELETE FROM dataset_snapshots"):
-        with registry_factory() as session, pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        with (
+            tenant_session(registry_factory, "acme") as session,
+            pytest.raises(sa.exc.DBAPIError, match=r"append-only|permission denied"),
+        ):
             session.execute(sa.text(statement))
             session.commit()
     assert snapshots.get(ADMIN, snapshot.id).row_count == 5
@@ -145,5 +149,5 @@ def test_concurrent_ingests_of_the_same_events_store_each_once(
     assert not [r for r in results if isinstance(r, Exception)], results
     assert sum(r.accepted for r in results) == 50
     assert sum(r.duplicate for r in results) == 50 * 7
-    with registry_factory() as session:
+    with tenant_session(registry_factory, "acme") as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(LearningEvent)) == 50

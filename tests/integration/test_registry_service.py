@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.errors import IdempotencyConflict, IllegalTransition, PermissionDenied, StaleVersion
 from evolution.lifecycle import ModelState
+from evolution.registry.db import tenant_session
 from evolution.registry.service import ModelRegistryService, TransitionRequest, VersionChanges
 from evolution.registry.views import VersionView
 from evolution.security import Principal, Role
@@ -174,11 +175,11 @@ def test_database_allows_one_champion_and_one_canary_per_model(
     service.ensure_tenant(ADMIN, "acme")
     a = walk(service, new_candidate(service), S.TRAINING, S.VALIDATED, S.SHADOW, S.CANARY)
     b = walk(service, new_candidate(service), S.TRAINING, S.VALIDATED, S.SHADOW)
-    with registry_factory() as session, pytest.raises(sa.exc.IntegrityError):
+    with tenant_session(registry_factory, "acme") as session, pytest.raises(sa.exc.IntegrityError):
         session.execute(sa.text("UPDATE model_versions SET state='CANARY' WHERE id=:id"), {"id": b.id})
         session.commit()
     service.promote(MANAGER, a.id, a.lock_version, rid())
-    with registry_factory() as session, pytest.raises(sa.exc.IntegrityError):
+    with tenant_session(registry_factory, "acme") as session, pytest.raises(sa.exc.IntegrityError):
         session.execute(sa.text("UPDATE model_versions SET state='CHAMPION' WHERE id=:id"), {"id": b.id})
         session.commit()
 
@@ -188,7 +189,10 @@ def test_audit_rows_refuse_update_and_delete(
     service: ModelRegistryService, registry_factory, statement
 ) -> None:  # type: ignore[no-untyped-def]
     new_candidate(service)
-    with registry_factory() as session, pytest.raises(sa.exc.DBAPIError, match="append-only"):
+    with (
+        tenant_session(registry_factory, "acme") as session,
+        pytest.raises(sa.exc.DBAPIError, match=r"append-only|permission denied"),
+    ):
         session.execute(sa.text(statement))
         session.commit()
     assert service.verify_audit(ADMIN, "acme").ok

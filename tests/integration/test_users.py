@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from evolution.registry.audit import load_chain, verify_chain
+from evolution.registry.db import tenant_session
 from evolution.registry.schema import AuditEntry, Base, User
 from evolution.registry.service import ModelRegistryService
 from evolution.security import Action, Principal, Role, authorize
@@ -208,15 +209,17 @@ def test_every_change_is_audited_per_tenant_without_password_or_hash(
     users.change_own_password("alice", new_password, "yet another passphrase")
     users.disable_user(ROOT, "alice")
     secrets = [PASSWORD, new_password, "yet another passphrase", stored_hash(factory, "alice"), "$argon2"]
-    with factory() as session:
-        rows = list(
-            session.scalars(
-                select(AuditEntry).where(AuditEntry.subject_type == "user").order_by(AuditEntry.id)
+    rows: list[AuditEntry] = []
+    for tenant_id in ("acme", "globex", "*"):  # each tenant's chain, read as that tenant (row-level security)
+        with tenant_session(factory, tenant_id) as session:
+            rows += session.scalars(
+                select(AuditEntry)
+                .where(AuditEntry.tenant_id == tenant_id, AuditEntry.subject_type == "user")
+                .order_by(AuditEntry.id)
             )
-        )
-        dumped = json.dumps([[r.details, r.actor, r.subject_id, r.action] for r in rows])
-        for tenant_id in ("acme", "globex", "*"):
             assert verify_chain(tenant_id, load_chain(session, tenant_id)).ok
+    rows.sort(key=lambda r: r.id)
+    dumped = json.dumps([[r.details, r.actor, r.subject_id, r.action] for r in rows])
     assert all(secret not in dumped for secret in secrets)
     by_tenant = {t: [r.action for r in rows if r.tenant_id == t] for t in ("acme", "globex", "*")}
     assert by_tenant["acme"] == [

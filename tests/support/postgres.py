@@ -87,3 +87,26 @@ def create_database(server_url: str) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+APP_LOGIN_ROLE = "evolution_app_login"
+
+
+def app_role_url(database_url: str) -> str:
+    """The URL of ``database_url`` for the application's login role: a member of ``evolution_app`` (created by the
+    migrations) that owns no table and has neither SUPERUSER nor BYPASSRLS, as in production."""
+    import psycopg
+
+    from evolution.registry.row_security import APP_ROLE
+
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "DO $$ BEGIN "
+            f"IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_LOGIN_ROLE}') THEN "
+            f"CREATE ROLE {APP_LOGIN_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE IN ROLE {APP_ROLE}; "
+            "END IF; END $$"
+        )
+    return database_url.replace(
+        "postgresql+psycopg://postgres@", f"postgresql+psycopg://{APP_LOGIN_ROLE}@", 1
+    )

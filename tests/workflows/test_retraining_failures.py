@@ -13,6 +13,7 @@ from temporalio.worker import Replayer
 from evolution.contracts import RetrainingInput, RolloutTiming
 from evolution.demo import Scenario
 from evolution.lifecycle import ModelState
+from evolution.registry.db import transaction
 from evolution.registry.schema import Tenant
 from evolution.security import Principal
 from evolution.timeutil import utcnow
@@ -31,7 +32,7 @@ async def test_exhausted_quota_blocks_retraining_with_a_recorded_reason(
     services: Services, worker: None, orchestrator: TemporalOrchestrator
 ) -> None:
     seed_tenant(services, SCENARIO)
-    with services.factory() as session, session.begin():
+    with transaction(services.factory, "acme") as session:
         session.get(Tenant, "acme").gpu_hours_quota = 0.0  # type: ignore[union-attr]
     await orchestrator.start_retraining(RetrainingInput(tenant_id="acme", model_name="yield", timing=FAST))
     result = await orchestrator.retraining_result("acme")
