@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.notifications.config import EscalationConfig, EscalationRule, Route
 from evolution.notify import NotificationIn, Severity
+from evolution.registry.db import reading
 from evolution.registry.schema import Notification
+from evolution.registry.tenancy import tenant_ids_visible
 from evolution.timeutil import as_utc
 
 ESCALATION_PREFIX = "escalation."
@@ -178,20 +180,30 @@ def due_escalations(
 def read_outbox(
     factory: sessionmaker[Session], since: datetime, tenant_ids: Iterable[str] | None = None
 ) -> list[OutboxRow]:
-    """Outbox rows created at or after ``since`` (all tenants, or only ``tenant_ids``), oldest first."""
-    query = select(Notification).where(Notification.created_at >= since).order_by(Notification.id)
-    if tenant_ids is not None:
-        query = query.where(Notification.tenant_id.in_(list(tenant_ids)))
-    with factory() as session:
-        return [
-            OutboxRow(
-                id=r.id,
-                tenant_id=r.tenant_id,
-                severity=r.severity,
-                kind=r.kind,
-                subject=r.subject,
-                body=r.body or {},
-                created_at=as_utc(r.created_at),
-            )
-            for r in session.scalars(query)
-        ]
+    """Outbox rows created at or after ``since`` for ``tenant_ids`` (default: every tenant), oldest first.
+
+    Each tenant's rows are read in a session acting for that tenant (PostgreSQL row-level security).
+    """
+    since = as_utc(since)
+    tenants = list(tenant_ids) if tenant_ids is not None else tenant_ids_visible(factory)
+    rows: list[OutboxRow] = []
+    for tenant_id in tenants:
+        query = (
+            select(Notification)
+            .where(Notification.tenant_id == tenant_id, Notification.created_at >= since)
+            .order_by(Notification.id)
+        )
+        with reading(factory, tenant_id) as session:
+            rows += [
+                OutboxRow(
+                    id=r.id,
+                    tenant_id=r.tenant_id,
+                    severity=r.severity,
+                    kind=r.kind,
+                    subject=r.subject,
+                    body=r.body or {},
+                    created_at=as_utc(r.created_at),
+                )
+                for r in session.scalars(query)
+            ]
+    return sorted(rows, key=lambda r: r.id)

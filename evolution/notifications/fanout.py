@@ -43,6 +43,13 @@ class FanOutNotifier:
         self._smtp = smtp
         self._webhook = webhook
         self._factory = factory
+        config = policy.config
+        if smtp is None and (
+            any(r.recipients for r in config.routes) or any(r.recipients for r in config.escalations)
+        ):
+            log.warning("notification routes name e-mail recipients but no SMTP server is configured")
+        if webhook is None and any(r.webhook and not r.recipients for r in config.escalations):
+            log.warning("an escalation rule relies on the webhook alone but no webhook is configured")
 
     @classmethod
     def from_config(
@@ -81,10 +88,11 @@ class FanOutNotifier:
             severity=message.severity,
             channels=[ChannelResult(channel="outbox", ok=True, detail="recorded")],
         )
-        if routing.email:
-            result.channels.append(self._email(message, routing.email, created_at))
-        if routing.webhook:
-            result.channels.append(self._push(message, created_at))
+        # A channel the policy names but the deployment does not configure is skipped (warned about at start).
+        if routing.email and self._smtp is not None:
+            result.channels.append(self._email(self._smtp, message, routing.email, created_at))
+        if routing.webhook and self._webhook is not None:
+            result.channels.append(self._push(self._webhook, message, created_at))
         for failed in result.failed:
             log.error(
                 "notification %s for tenant %s not delivered by %s: %s",
@@ -121,27 +129,23 @@ class FanOutNotifier:
             results.append(self.deliver(escalation.message(), escalation.routing()))
         return results
 
-    def _email(self, message: NotificationIn, recipients: list[str], created_at: datetime) -> ChannelResult:
-        if self._smtp is None:
-            return ChannelResult(
-                channel="email", ok=False, detail="routed to e-mail but no SMTP is configured"
-            )
+    @staticmethod
+    def _email(
+        smtp: SmtpNotifier, message: NotificationIn, recipients: list[str], created_at: datetime
+    ) -> ChannelResult:
         try:
-            self._smtp.send(message, recipients, created_at=created_at)
+            accepted = smtp.send(message, recipients, created_at=created_at)
         except DeliveryFailed as error:
             return ChannelResult(channel="email", ok=False, detail=error.detail, permanent=error.permanent)
         except Exception as error:  # a channel must never break the caller
             log.exception("unexpected e-mail failure")
             return ChannelResult(channel="email", ok=False, detail=f"unexpected {type(error).__name__}")
-        return ChannelResult(channel="email", ok=True, detail=f"{len(recipients)} recipient(s)")
+        return ChannelResult(channel="email", ok=True, detail=f"{accepted} of {len(recipients)} recipient(s)")
 
-    def _push(self, message: NotificationIn, created_at: datetime) -> ChannelResult:
-        if self._webhook is None:
-            return ChannelResult(
-                channel="webhook", ok=False, detail="routed to webhook but none is configured"
-            )
+    @staticmethod
+    def _push(webhook: WebhookNotifier, message: NotificationIn, created_at: datetime) -> ChannelResult:
         try:
-            attempts = self._webhook.send(message, event_id=str(uuid.uuid4()), created_at=created_at)
+            attempts = webhook.send(message, event_id=str(uuid.uuid4()), created_at=created_at)
         except DeliveryFailed as error:
             return ChannelResult(
                 channel="webhook",

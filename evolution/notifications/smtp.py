@@ -73,8 +73,11 @@ class SmtpNotifier:
 
     def send(
         self, message: NotificationIn, recipients: list[str], *, created_at: datetime | None = None
-    ) -> None:
-        """Deliver one e-mail to ``recipients``; raises :class:`DeliveryFailed` (``permanent`` for 5xx refusals)."""
+    ) -> int:
+        """Deliver one e-mail to ``recipients``; returns how many the relay accepted.
+
+        Raises :class:`DeliveryFailed` (``permanent`` for 5xx refusals and a refused login) if none accepted it.
+        """
         if not recipients:
             raise DeliveryFailed("email", "no recipients", permanent=True)
         mail = self.render(message, recipients, created_at=created_at)
@@ -98,6 +101,7 @@ class SmtpNotifier:
             len(recipients) - len(refused),
             extra={"tenantId": message.tenant_id, "kind": message.kind},
         )
+        return len(recipients) - len(refused)
 
     def check(self) -> list[CheckResult]:
         """For ``evolution doctor``: connect (TLS as configured), EHLO, and log in if a username is configured.

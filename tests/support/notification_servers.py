@@ -89,7 +89,7 @@ def smtp_server(
             )
             if ok:
                 sink.logins.append(expected_user)
-            return AuthResult(success=ok)
+            return AuthResult(success=ok, handled=False)
 
         smtp_options.setdefault("authenticator", authenticate)
         smtp_options.setdefault("auth_required", True)
