@@ -123,15 +123,11 @@ class LocalSubprocessBackend:
 
     async def _run(self, job: TrainingJob, heartbeat: Heartbeat | None) -> TrainingJobResult:
         out = Path(job.output_dir).resolve()
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in (*MODEL_FILES, RESULT_FILE):  # never report a previous attempt's files
-            (out / stale).unlink(missing_ok=True)
         # Absolute paths: the child runs in the output directory.
         job = job.model_copy(
             update={"dataset_path": str(Path(job.dataset_path).resolve()), "output_dir": str(out)}
         )
-        job_path = out / JOB_FILE
-        job_path.write_text(job.model_dump_json(indent=2))
+        job_path = write_job_file(job)
 
         started = time.monotonic()
         try:
@@ -241,19 +237,59 @@ class LocalSubprocessBackend:
             return TrainingJobResult(status="timed_out", error=error, **base)
         if cancelled:
             return TrainingJobResult(status="failed", error="cancelled", **base)
-        reported = _read_result(Path(job.output_dir) / RESULT_FILE, job.job_id)
-        if returncode != 0:
-            error = reported.get("error") or _describe_exit(returncode, job) + _last_line(log_tail)
-            return TrainingJobResult(status="failed", error=str(error), **base)
-        if reported.get("status") != "succeeded":
-            error = reported.get("error") or f"the job exited 0 but {RESULT_FILE} is missing or not a success"
-            return TrainingJobResult(status="failed", error=str(error), **base)
-        files, problem = _verify_outputs(Path(job.output_dir), reported.get("output_files"))
-        if problem is not None:
-            return TrainingJobResult(status="failed", error=problem, **base)
-        return TrainingJobResult(
-            status="succeeded", output_files=files, metrics=dict(reported.get("metrics") or {}), **base
+        exit_failure = None if returncode == 0 else _describe_exit(returncode, job)
+        return verified_result(
+            job, exit_code=returncode, exit_failure=exit_failure, duration_s=duration_s, log_tail=log_tail
         )
+
+
+def write_job_file(job: TrainingJob) -> Path:
+    """Clear a previous attempt's outputs from ``job.output_dir`` and write the job file the runner reads.
+
+    Shared by every backend whose runner sees the caller's file system (the local child; a Kubernetes pod
+    through the shared work volume). ``job``'s paths must already be absolute.
+    """
+    out = Path(job.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (*MODEL_FILES, RESULT_FILE):  # never report a previous attempt's files
+        (out / stale).unlink(missing_ok=True)
+    job_path = out / JOB_FILE
+    job_path.write_text(job.model_dump_json(indent=2))
+    return job_path
+
+
+def verified_result(
+    job: TrainingJob,
+    *,
+    exit_code: int | None,
+    exit_failure: str | None,
+    duration_s: float,
+    log_tail: str,
+) -> TrainingJobResult:
+    """The result of a job that ran to its end: what its result.json says, with every output re-hashed.
+
+    ``exit_failure`` is None when the runner exited 0, else the backend's words for how it ended. Success
+    needs both a clean exit and a result.json naming exactly the model files with matching digests.
+    """
+    base: dict[str, Any] = {
+        "job_id": job.job_id,
+        "duration_s": duration_s,
+        "log_tail": log_tail,
+        "exit_code": exit_code,
+    }
+    reported = _read_result(Path(job.output_dir) / RESULT_FILE, job.job_id)
+    if exit_failure is not None:
+        error = reported.get("error") or exit_failure + _last_line(log_tail)
+        return TrainingJobResult(status="failed", error=str(error), **base)
+    if reported.get("status") != "succeeded":
+        error = reported.get("error") or f"the job exited 0 but {RESULT_FILE} is missing or not a success"
+        return TrainingJobResult(status="failed", error=str(error), **base)
+    files, problem = _verify_outputs(Path(job.output_dir), reported.get("output_files"))
+    if problem is not None:
+        return TrainingJobResult(status="failed", error=problem, **base)
+    return TrainingJobResult(
+        status="succeeded", output_files=files, metrics=dict(reported.get("metrics") or {}), **base
+    )
 
 
 def write_dataset(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:

@@ -1,0 +1,505 @@
+"""The production compute backend: each training run is one Kubernetes Job (official ``kubernetes`` client).
+
+Same port as :class:`~evolution.training.compute.LocalSubprocessBackend`: ``run`` writes job.json into the job's
+output directory on the shared work volume, creates the Job (see :mod:`evolution.training.kubernetes_manifest`),
+polls it to its end while heartbeating, then reads and re-hashes the outputs exactly as the local backend does.
+
+- Idempotent: the Job's name is derived from the job id. A retried activity that finds the Job already there
+  (or gets 409 AlreadyExists from a race) adopts it and waits for it; it never starts a second one. A Job of the
+  same name built from a different TrainingJob is refused (:class:`~evolution.errors.Conflict`).
+- Deadline: ``activeDeadlineSeconds`` is the job's timeout; Kubernetes stops the pod and marks the Job Failed
+  with reason DeadlineExceeded, reported as ``timed_out``. Should the cluster not do so within
+  ``deadline_grace_s``, the backend deletes the Job itself.
+- Cancellation: ``cancel(job_id)`` and the cancellation of ``run`` (a cancelled workflow or activity) delete the
+  Job with propagationPolicy Foreground, so its pod is stopped before the Job object disappears.
+- A pod stuck on a permanent container error (bad image name, image absent with pull policy Never, a config
+  error) fails the run at once instead of idling until the deadline.
+
+Every blocking client call runs in a worker thread (``asyncio.to_thread``) with a request timeout; a call in
+flight when the caller is cancelled is let finish before the Job is deleted, so no Job is created behind a
+cleanup that already ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import posixpath
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from kubernetes import client as k8s
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+from pydantic import BaseModel, ConfigDict
+
+from evolution.errors import Conflict, InvalidInput, TrainingFailed
+from evolution.training.compute import (
+    Heartbeat,
+    TrainingJob,
+    TrainingJobResult,
+    verified_result,
+    write_job_file,
+)
+from evolution.training.kubernetes_manifest import (
+    CONTAINER_NAME,
+    JOB_DIGEST_ANNOTATION,
+    KubernetesBackendConfig,
+    build_job,
+    job_digest,
+    job_name,
+)
+from evolution.training.trainer import TrainingConfig
+
+__all__ = ["KubernetesBackendConfig", "KubernetesJobBackend", "make_api_client"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Waiting reasons no amount of waiting fixes: the run fails at once (ImagePullBackOff may be transient; it is
+# only reported in the heartbeat and left to the deadline).
+PERMANENT_WAITING_REASONS = frozenset(
+    {"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError"}
+)
+_MAX_CONSECUTIVE_API_ERRORS = 5
+_LOG_LIMIT_BYTES = 256 * 1024
+
+Check = tuple[str, bool, str]
+
+
+class _Outcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["succeeded", "failed", "timed_out", "cancelled"]
+    detail: str = ""
+
+
+class _PodView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    exit_code: int | None = None
+    terminated_reason: str | None = None
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+
+
+def make_api_client(config: KubernetesBackendConfig) -> k8s.ApiClient:
+    """An API client for ``config``: api_url as is, else the pod's service account, else a kubeconfig file."""
+    configuration = k8s.Configuration()
+    if config.api_url:
+        configuration.host = config.api_url.rstrip("/")
+    elif config.in_cluster:
+        kube_config.load_incluster_config(client_configuration=configuration)
+    else:
+        kube_config.load_kube_config(
+            config_file=config.kubeconfig,
+            context=config.context,
+            client_configuration=configuration,
+            persist_config=False,
+        )
+    return k8s.ApiClient(configuration)
+
+
+class KubernetesJobBackend:
+    """Runs each TrainingJob as a batch/v1 Job in ``config.namespace``."""
+
+    def __init__(self, config: KubernetesBackendConfig, api_client: k8s.ApiClient | None = None) -> None:
+        self.config = config
+        self._api = api_client if api_client is not None else make_api_client(config)
+        self._batch = k8s.BatchV1Api(self._api)
+        self._core = k8s.CoreV1Api(self._api)
+        self._active: set[str] = set()
+        self._cancelled: set[str] = set()
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._last_log: dict[str, str] = {}
+
+    # -- the port -------------------------------------------------------------------------------------------
+
+    async def run(self, job: TrainingJob, heartbeat: Heartbeat | None = None) -> TrainingJobResult:
+        if job.job_id in self._active:
+            raise InvalidInput(f"job {job.job_id!r} is already running on this backend")
+        self._active.add(job.job_id)  # claimed before the first await, so two callers cannot both pass
+        self._wakeups[job.job_id] = asyncio.Event()
+        try:
+            return await self._run(job, heartbeat)
+        finally:
+            self._active.discard(job.job_id)
+            self._cancelled.discard(job.job_id)
+            self._wakeups.pop(job.job_id, None)
+            self._last_log.pop(job.job_id, None)
+
+    async def cancel(self, job_id: str) -> None:
+        """Delete the job's Job (Foreground: its pod goes first); a ``run`` waiting on it reports ``cancelled``."""
+        self._cancelled.add(job_id)
+        wakeup = self._wakeups.get(job_id)
+        if wakeup is not None:
+            wakeup.set()
+        await self._delete(job_name(job_id))
+        if job_id not in self._active:
+            self._cancelled.discard(job_id)
+
+    def close(self) -> None:
+        """Release the API client's connections."""
+        self._api.close()
+
+    # -- doctor -----------------------------------------------------------------------------------------------
+
+    def check(self) -> list[Check]:
+        """(name, ok, detail) for `evolution doctor`: API reachable, namespace there, Jobs may be created."""
+        namespace = self.config.namespace
+        host = self._api.configuration.host
+        try:
+            version = k8s.VersionApi(self._api).get_code(_request_timeout=self.config.request_timeout_s)
+        except Exception as exc:  # any failure means unreachable; it is reported, not raised
+            detail = f"{host}: {_describe_api_error(exc)}"
+            skipped = "not checked: the API server is unreachable"
+            return [
+                ("kubernetes API reachable", False, detail),
+                (f"namespace {namespace} exists", False, skipped),
+                (f"may create Jobs in {namespace}", False, skipped),
+            ]
+        results: list[Check] = [
+            ("kubernetes API reachable", True, f"{host}: Kubernetes {version.git_version}")
+        ]
+        dry_run_ok, dry_run_detail = self._dry_run_create()
+        try:
+            self._core.read_namespace(namespace, _request_timeout=self.config.request_timeout_s)
+            results.append((f"namespace {namespace} exists", True, "found"))
+        except ApiException as exc:
+            if exc.status == 404:
+                results.append((f"namespace {namespace} exists", False, f"namespace {namespace!r} not found"))
+            elif exc.status == 403 and dry_run_ok:
+                detail = "may not read Namespace objects, but a Job was accepted into it (dry run)"
+                results.append((f"namespace {namespace} exists", True, detail))
+            else:
+                results.append((f"namespace {namespace} exists", False, _describe_api_error(exc)))
+        results.append((f"may create Jobs in {namespace}", dry_run_ok, dry_run_detail))
+        return results
+
+    def _dry_run_create(self) -> tuple[bool, str]:
+        base = self.config.work_mount_path
+        probe = TrainingJob(
+            job_id="doctor-dry-run",
+            tenant="doctor",
+            model_name="doctor",
+            dataset_path=posixpath.join(base, "doctor", "dataset.jsonl"),
+            config=TrainingConfig(features=["x"], target="y"),
+            seed=0,
+            output_dir=posixpath.join(base, "doctor", "model"),
+            timeout_s=60,
+        )
+        manifest = build_job(probe, self.config).to_manifest()
+        try:
+            self._batch.create_namespaced_job(
+                self.config.namespace,
+                _v1_job(manifest),
+                dry_run="All",
+                _request_timeout=self.config.request_timeout_s,
+            )
+        except ApiException as exc:
+            return False, f"server-side dry-run create refused: {_describe_api_error(exc)}"
+        return True, "a server-side dry-run create of a training Job was accepted"
+
+    # -- one run ----------------------------------------------------------------------------------------------
+
+    async def _run(self, job: TrainingJob, heartbeat: Heartbeat | None) -> TrainingJobResult:
+        job = job.model_copy(
+            update={
+                "dataset_path": posixpath.normpath(str(Path(job.dataset_path).absolute())),
+                "output_dir": posixpath.normpath(str(Path(job.output_dir).absolute())),
+            }
+        )
+        manifest = build_job(job, self.config).to_manifest()  # InvalidInput: paths off the shared volume
+        name = manifest["metadata"]["name"]
+        started = time.monotonic()
+        try:
+            await self._create_or_adopt(job, name, manifest)
+            outcome, pod = await self._wait(job, name, started, heartbeat)
+        except BaseException:  # cancelled (or a failing heartbeat): the Job must not outlive its caller
+            with contextlib.suppress(BaseException):  # a second cancel must not skip the re-raise below
+                await asyncio.shield(self._delete(name))
+            raise
+        log_tail = await self._log_tail(name, pod)
+        if log_tail is None:  # the pod is gone (deadline, deletion): the tail read while it ran, if any
+            log_tail = self._last_log.get(job.job_id, "")
+        return self._result(job, name, outcome, pod, log_tail, time.monotonic() - started)
+
+    async def _create_or_adopt(self, job: TrainingJob, name: str, manifest: dict[str, Any]) -> None:
+        existing = await self._read_job(name)
+        if existing is None:
+            await self._call(write_job_file, job)
+            try:
+                await self._call(
+                    self._batch.create_namespaced_job,
+                    self.config.namespace,
+                    _v1_job(manifest),
+                    _request_timeout=self.config.request_timeout_s,
+                )
+                log.info("created Job %s/%s for training job %s", self.config.namespace, name, job.job_id)
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise TrainingFailed(
+                        f"cannot create Job {self.config.namespace}/{name} for training job {job.job_id!r}: "
+                        f"{_describe_api_error(exc)}"
+                    ) from exc
+            existing = await self._read_job(name)  # 409: someone created it first
+            if existing is None:
+                raise TrainingFailed(f"Job {self.config.namespace}/{name} was reported to exist but is gone")
+        annotations = (existing.metadata.annotations if existing.metadata else None) or {}
+        if annotations.get(JOB_DIGEST_ANNOTATION) != job_digest(job):
+            raise Conflict(
+                f"Job {self.config.namespace}/{name} already exists but was created for a different "
+                f"training job than {job.job_id!r}; delete it or use another job id"
+            )
+        log.info(
+            "adopting the existing Job %s/%s for training job %s", self.config.namespace, name, job.job_id
+        )
+
+    async def _wait(
+        self, job: TrainingJob, name: str, started: float, heartbeat: Heartbeat | None
+    ) -> tuple[_Outcome, _PodView | None]:
+        """Poll until the Job ends, is cancelled or is stuck; heartbeat on every poll."""
+        wakeup = self._wakeups[job.job_id]
+        pod: _PodView | None = None
+        last_pod_check = 0.0
+        errors = 0
+        while True:
+            if job.job_id in self._cancelled:
+                return _Outcome(kind="cancelled"), pod
+            try:
+                current = await self._read_job(name)
+                errors = 0
+            except TrainingFailed as exc:  # the API server hiccupped: keep waiting, within reason
+                errors += 1
+                if errors >= _MAX_CONSECUTIVE_API_ERRORS:
+                    raise
+                log.warning("training job %s: %s (will retry)", job.job_id, exc)
+            else:
+                if current is None:
+                    if job.job_id in self._cancelled:
+                        return _Outcome(kind="cancelled"), pod
+                    return _Outcome(kind="failed", detail=f"Job {name} was deleted before it finished"), pod
+                if current.metadata is not None and current.metadata.deletion_timestamp is not None:
+                    return _Outcome(kind="cancelled", detail=f"Job {name} is being deleted"), pod
+                outcome = _terminal(current)
+                if outcome is not None:
+                    return outcome, await self._pod_view(name) or pod
+            elapsed = time.monotonic() - started
+            if elapsed > job.timeout_s + self.config.deadline_grace_s:
+                await self._delete(name)
+                detail = (
+                    f"the cluster had not stopped it {self.config.deadline_grace_s:g} s after its deadline"
+                )
+                return _Outcome(kind="timed_out", detail=detail), pod
+            state = "pending"
+            if time.monotonic() - last_pod_check >= self.config.pod_check_interval_s:
+                last_pod_check = time.monotonic()
+                pod = await self._pod_view(name) or pod
+                if pod is not None and pod.waiting_reason is None:
+                    tail = await self._log_tail(name, pod)
+                    if tail:
+                        self._last_log[job.job_id] = tail
+                if pod is not None and pod.waiting_reason in PERMANENT_WAITING_REASONS:
+                    await self._delete(name)
+                    detail = f"pod {pod.name} cannot start: {pod.waiting_reason}: {pod.waiting_message or ''}"
+                    return _Outcome(kind="failed", detail=detail.rstrip(": ")), pod
+            if pod is not None:
+                state = f"waiting ({pod.waiting_reason})" if pod.waiting_reason else "running"
+            if heartbeat is not None:
+                heartbeat(
+                    f"training job {job.job_id} (Job {self.config.namespace}/{name}) {state} for {elapsed:.1f} s"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), timeout=self.config.poll_interval_s)
+
+    def _result(
+        self,
+        job: TrainingJob,
+        name: str,
+        outcome: _Outcome,
+        pod: _PodView | None,
+        log_tail: str,
+        duration_s: float,
+    ) -> TrainingJobResult:
+        exit_code = pod.exit_code if pod is not None else None
+        base: dict[str, Any] = {
+            "job_id": job.job_id,
+            "duration_s": duration_s,
+            "log_tail": log_tail,
+            "exit_code": exit_code,
+        }
+        where = f"Job {self.config.namespace}/{name}"
+        if outcome.kind == "cancelled":
+            return TrainingJobResult(status="failed", error="cancelled", **base)
+        if outcome.kind == "timed_out":
+            how = outcome.detail or f"Kubernetes stopped it at activeDeadlineSeconds ({job.timeout_s:g} s)"
+            error = f"timed out after {job.timeout_s:g} s; {where} was stopped: {how}"
+            return TrainingJobResult(status="timed_out", error=error, **base)
+        if outcome.kind == "succeeded":
+            code = 0 if exit_code is None else exit_code
+            return verified_result(
+                job, exit_code=code, exit_failure=None, duration_s=duration_s, log_tail=log_tail
+            )
+        failure = f"{where} failed"
+        if pod is not None and pod.terminated_reason is not None:
+            failure += f": container {pod.terminated_reason}"
+            if exit_code is not None:
+                failure += f" with exit code {exit_code}"
+                if pod.terminated_reason == "OOMKilled":
+                    failure += " (its memory limit was exceeded)"
+        if outcome.detail:
+            failure += f" ({outcome.detail})"
+        return verified_result(
+            job, exit_code=exit_code, exit_failure=failure, duration_s=duration_s, log_tail=log_tail
+        )
+
+    # -- API calls ----------------------------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn`` in a worker thread; if the caller is cancelled meanwhile, the call is let finish first."""
+        task = asyncio.ensure_future(asyncio.to_thread(functools.partial(fn, *args, **kwargs)))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait({task})
+            if not task.cancelled():
+                task.exception()  # retrieved, so an error of the abandoned call is not logged as unhandled
+            raise
+
+    async def _read_job(self, name: str) -> k8s.V1Job | None:
+        try:
+            return await self._call(
+                self._batch.read_namespaced_job,
+                name,
+                self.config.namespace,
+                _request_timeout=self.config.request_timeout_s,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise TrainingFailed(
+                f"cannot read Job {self.config.namespace}/{name}: {_describe_api_error(exc)}"
+            ) from exc
+        except Exception as exc:  # connection refused, timeouts: urllib3 errors
+            raise TrainingFailed(
+                f"cannot read Job {self.config.namespace}/{name}: {_describe_api_error(exc)}"
+            ) from exc
+
+    async def _delete(self, name: str) -> None:
+        try:
+            await self._call(
+                self._batch.delete_namespaced_job,
+                name,
+                self.config.namespace,
+                propagation_policy="Foreground",
+                _request_timeout=self.config.request_timeout_s,
+            )
+            log.info("deleted Job %s/%s", self.config.namespace, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning(
+                    "cannot delete Job %s/%s: %s", self.config.namespace, name, _describe_api_error(exc)
+                )
+
+    async def _pod_view(self, name: str) -> _PodView | None:
+        """The Job's newest pod, or None if it has none (yet, or any more)."""
+        try:
+            pods = await self._call(
+                self._core.list_namespaced_pod,
+                self.config.namespace,
+                label_selector=f"job-name={name}",
+                _request_timeout=self.config.request_timeout_s,
+            )
+        except Exception as exc:  # the pod is only for diagnostics
+            log.warning("cannot list the pods of Job %s: %s", name, _describe_api_error(exc))
+            return None
+        items = [p for p in pods.items if p.metadata is not None and p.metadata.name]
+        if not items:
+            return None
+        newest = max(items, key=lambda p: _timestamp(p.metadata.creation_timestamp if p.metadata else None))
+        assert newest.metadata is not None and newest.metadata.name is not None
+        view = _PodView(name=newest.metadata.name)
+        statuses = (newest.status.container_statuses if newest.status else None) or []
+        for status in statuses:
+            if status.name != CONTAINER_NAME or status.state is None:
+                continue
+            terminated, waiting = status.state.terminated, status.state.waiting
+            if terminated is not None:
+                view = view.model_copy(
+                    update={"exit_code": terminated.exit_code, "terminated_reason": terminated.reason}
+                )
+            elif waiting is not None:
+                view = view.model_copy(
+                    update={"waiting_reason": waiting.reason, "waiting_message": waiting.message}
+                )
+        return view
+
+    async def _log_tail(self, name: str, pod: _PodView | None) -> str | None:
+        """The last lines of the pod's log; None if there is no pod or its log cannot be read."""
+        if pod is None:
+            return None
+        try:
+            response = await self._call(
+                self._core.read_namespaced_pod_log,
+                pod.name,
+                self.config.namespace,
+                container=CONTAINER_NAME,
+                tail_lines=self.config.log_tail_lines,
+                limit_bytes=_LOG_LIMIT_BYTES,
+                _request_timeout=self.config.request_timeout_s,
+            )
+            text = response if isinstance(response, str) else str(response)  # text/plain: kept as text
+        except Exception as exc:  # the pod may be gone (deadline, TTL); the log is best effort
+            log.info("no log for pod %s of Job %s: %s", pod.name, name, _describe_api_error(exc))
+            return None
+        return text[-self.config.log_tail_chars :]
+
+
+def _v1_job(manifest: dict[str, Any]) -> k8s.V1Job:
+    body = k8s.V1Job.from_dict(manifest)
+    assert body is not None
+    return body
+
+
+def _terminal(job: k8s.V1Job) -> _Outcome | None:
+    """The Job's final condition, if it has one (FailureTarget and SuccessCriteriaMet are not final)."""
+    conditions = (job.status.conditions if job.status else None) or []
+    for condition in conditions:
+        if condition.status != "True":
+            continue
+        if condition.type == "Complete":
+            return _Outcome(kind="succeeded")
+        if condition.type == "Failed":
+            if condition.reason == "DeadlineExceeded":
+                return _Outcome(kind="timed_out", detail=condition.message or "DeadlineExceeded")
+            detail = ": ".join(p for p in (condition.reason, condition.message) if p)
+            return _Outcome(kind="failed", detail=detail)
+    return None
+
+
+def _timestamp(value: datetime | None) -> float:
+    return value.timestamp() if value is not None else 0.0
+
+
+def _describe_api_error(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        message = exc.reason or ""
+        body = exc.body
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", errors="replace")
+        if isinstance(body, str) and body:
+            try:
+                message = json.loads(body).get("message") or message
+            except (ValueError, AttributeError):
+                message = body[:300]
+        return f"HTTP {exc.status}: {message}".rstrip(": ")
+    return f"{type(exc).__name__}: {str(exc)[:300]}"

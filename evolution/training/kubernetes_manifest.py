@@ -1,0 +1,447 @@
+"""Typed batch/v1 Job manifests for training runs, and the Kubernetes backend's configuration.
+
+One :class:`~evolution.training.compute.TrainingJob` becomes one Job whose single pod runs the same
+``python -m evolution.training.job_runner <output_dir>/job.json`` as the local backend's child.
+
+The shared work volume. The worker writes the job's dataset and ``job.json`` and later reads ``result.json`` and
+the model files; the pod runs elsewhere. Both therefore mount the same ReadWriteMany PersistentVolumeClaim
+(``work_volume_claim``) at the same path (``work_mount_path``), and every path in the TrainingJob must lie under
+it (the worker's training work directory must be that mount). The pod mounts only the job's own directory of the
+claim (the deepest directory holding both the dataset and the output directory, as a ``subPath``) at the very
+path the worker uses, so the paths inside job.json mean the same file on both sides and a training pod never
+sees another job's or another tenant's files.
+
+The pod has no API rights (a service account without bindings, and no token mounted), runs as a non-root user
+with a read-only root file system (``/tmp`` is a size-limited emptyDir), no capabilities and no privilege
+escalation. Kubernetes does not retry it (``backoffLimit`` 0: Temporal owns retries) and stops it at
+``activeDeadlineSeconds``, the job's timeout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import posixpath
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from evolution.errors import InvalidInput
+from evolution.training.compute import JOB_FILE, RUNNER_MODULE, THREAD_CAPS, TrainingJob
+from evolution.training.kubernetes_labels import MODEL_LABEL, TENANT_LABEL, TRAINING_POD_LABELS
+
+CONTAINER_NAME = "train"
+JOB_ID_ANNOTATION = "evolution.io/job-id"
+JOB_DIGEST_ANNOTATION = "evolution.io/job-digest"
+WORK_VOLUME = "work"
+TMP_VOLUME = "tmp"
+TMP_PATH = "/tmp"
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_MAX_NAME = 63
+
+
+class KubernetesBackendConfig(BaseModel):
+    """Where and how training Jobs run. Nothing here is a secret: cluster credentials come from the
+    in-cluster service account or the kubeconfig file, never from this object."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    namespace: str = Field(default="evolution-training", description="Namespace the Jobs are created in.")
+    image: str = Field(
+        default="controlled-evolution:latest",
+        min_length=1,
+        description="Image with this package installed; it runs python -m evolution.training.job_runner.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[str] = Field(default_factory=list, description="Names of pull Secrets.")
+    python_executable: str = Field(default="python", min_length=1, description="The image's interpreter.")
+    service_account: str = Field(
+        default="evolution-training",
+        description="A service account bound to no Role: the pod needs no API rights (its token is not mounted).",
+    )
+    work_volume_claim: str = Field(
+        default="evolution-work",
+        description="ReadWriteMany PVC shared by the worker and the training pods (see the module docstring).",
+    )
+    work_mount_path: str = Field(
+        default="/var/lib/evolution/work",
+        description="Where both the worker and the pods mount the claim; every TrainingJob path lies under it.",
+    )
+    cpu_request: str = "1"
+    cpu_limit: str = "2"
+    memory_request: str = "2Gi"
+    memory_limit: str = Field(
+        default="4Gi", description="Used when the TrainingJob sets no memory_limit_mb (which wins when set)."
+    )
+    gpus: int = Field(default=0, ge=0, description="GPUs per pod, requested as gpu_resource.")
+    gpu_resource: str = "nvidia.com/gpu"
+    tmp_size_limit: str = Field(default="1Gi", description="Size limit of the pod's /tmp emptyDir.")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    run_as_user: int = Field(default=10001, ge=1)
+    run_as_group: int = Field(default=10001, ge=1)
+    ttl_seconds_after_finished: int | None = Field(
+        default=3600,
+        ge=0,
+        description="Kubernetes deletes a finished Job (and its pod, with the logs) after this.",
+    )
+    backoff_limit: int = Field(default=0, ge=0, description="Pod retries by Kubernetes; 0: Temporal retries.")
+    termination_grace_period_s: int = Field(default=10, ge=0)
+    extra_env: dict[str, str] = Field(
+        default_factory=dict, description="Extra variables for the training container (never secrets)."
+    )
+
+    in_cluster: bool = Field(default=False, description="Use the worker pod's own service account.")
+    kubeconfig: str | None = Field(
+        default=None, description="kubeconfig file; None: $KUBECONFIG or ~/.kube/config."
+    )
+    context: str | None = Field(default=None, description="kubeconfig context; None: the current one.")
+    api_url: str | None = Field(
+        default=None, description="Talk to this API server URL without credentials (tests, kubectl proxy)."
+    )
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    poll_interval_s: float = Field(default=2.0, gt=0, description="How often the Job's status is read.")
+    pod_check_interval_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often the pod is inspected (stuck image, log tail) while running.",
+    )
+    deadline_grace_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="If the cluster has not stopped the Job this long after its deadline, the backend deletes it.",
+    )
+    log_tail_chars: int = Field(default=4000, ge=100)
+    log_tail_lines: int = Field(default=400, ge=1)
+
+    @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit", "tmp_size_limit")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not _QUANTITY.match(value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 2, 4Gi)")
+        return value
+
+    @field_validator("namespace", "service_account", "work_volume_claim")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if len(value) > _MAX_NAME or not _DNS_LABEL.match(value):
+            raise ValueError(f"{value!r} is not a DNS-1123 label (lower-case alphanumerics and '-', <= 63)")
+        return value
+
+    @field_validator("work_mount_path")
+    @classmethod
+    def _mount_path(cls, value: str) -> str:
+        normal = posixpath.normpath(value)
+        if not value.startswith("/") or normal == "/":
+            raise ValueError(f"work_mount_path must be an absolute directory other than /, got {value!r}")
+        return normal
+
+
+class _Model(BaseModel):
+    """A Kubernetes object fragment: snake_case here, camelCase on the wire."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class ObjectMeta(_Model):
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class TemplateMeta(_Model):
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class EnvVar(_Model):
+    name: str
+    value: str
+
+
+class ResourceRequirements(_Model):
+    requests: dict[str, str]
+    limits: dict[str, str]
+
+
+class VolumeMount(_Model):
+    name: str
+    mount_path: str
+    sub_path: str | None = None
+    read_only: bool = False
+
+
+class Capabilities(_Model):
+    drop: list[str]
+
+
+class SecurityContext(_Model):
+    allow_privilege_escalation: bool
+    privileged: bool
+    read_only_root_filesystem: bool
+    run_as_non_root: bool
+    capabilities: Capabilities
+
+
+class SeccompProfile(_Model):
+    type: Literal["RuntimeDefault"] = "RuntimeDefault"
+
+
+class PodSecurityContext(_Model):
+    run_as_non_root: bool
+    run_as_user: int
+    run_as_group: int
+    fs_group: int
+    seccomp_profile: SeccompProfile
+
+
+class Container(_Model):
+    name: str
+    image: str
+    image_pull_policy: str
+    command: list[str]
+    working_dir: str
+    env: list[EnvVar]
+    resources: ResourceRequirements
+    volume_mounts: list[VolumeMount]
+    security_context: SecurityContext
+
+
+class PersistentVolumeClaimSource(_Model):
+    claim_name: str
+
+
+class EmptyDirSource(_Model):
+    size_limit: str
+
+
+class Volume(_Model):
+    name: str
+    persistent_volume_claim: PersistentVolumeClaimSource | None = None
+    empty_dir: EmptyDirSource | None = None
+
+
+class LocalObjectReference(_Model):
+    name: str
+
+
+class PodSpec(_Model):
+    restart_policy: Literal["Never"] = "Never"
+    service_account_name: str
+    automount_service_account_token: Literal[False] = False
+    enable_service_links: bool = False
+    termination_grace_period_seconds: int
+    security_context: PodSecurityContext
+    containers: list[Container]
+    volumes: list[Volume]
+    image_pull_secrets: list[LocalObjectReference] | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = None
+
+
+class PodTemplateSpec(_Model):
+    metadata: TemplateMeta
+    spec: PodSpec
+
+
+class JobSpec(_Model):
+    backoff_limit: int
+    active_deadline_seconds: int
+    ttl_seconds_after_finished: int | None = None
+    completions: int = 1
+    parallelism: int = 1
+    template: PodTemplateSpec
+
+
+class Job(_Model):
+    api_version: Literal["batch/v1"] = "batch/v1"
+    kind: Literal["Job"] = "Job"
+    metadata: ObjectMeta
+    spec: JobSpec
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The JSON object the API server receives."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def job_name(job_id: str) -> str:
+    """A DNS-1123 label unique to ``job_id``: readable prefix, and a digest so that distinct ids never collide."""
+    digest = hashlib.sha256(job_id.encode()).hexdigest()[:10]
+    slug = re.sub(r"[^a-z0-9]+", "-", job_id.lower()).strip("-")
+    room = _MAX_NAME - len("train--") - len(digest)
+    slug = slug[:room].rstrip("-")
+    return f"train-{slug}-{digest}" if slug else f"train-{digest}"
+
+
+def label_value(value: str) -> str:
+    """``value`` itself when it is a valid label value, else a readable, distinct, valid stand-in."""
+    if len(value) <= _MAX_NAME and _LABEL_VALUE.match(value):
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:10]
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", value)
+    slug = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", slug)[: _MAX_NAME - len(digest) - 1]
+    slug = re.sub(r"[^A-Za-z0-9]+$", "", slug)
+    return f"{slug}-{digest}" if slug else digest
+
+
+def job_digest(job: TrainingJob) -> str:
+    """sha256 of the job's canonical JSON: a retry that finds a Job by name adopts it only if this matches."""
+    return hashlib.sha256(job.model_dump_json().encode()).hexdigest()
+
+
+def job_labels(job: TrainingJob) -> dict[str, str]:
+    return {
+        **TRAINING_POD_LABELS,
+        TENANT_LABEL: label_value(job.tenant),
+        MODEL_LABEL: label_value(job.model_name),
+    }
+
+
+def training_env(config: KubernetesBackendConfig) -> list[EnvVar]:
+    """What the local backend's child gets, minus the host's variables (the image brings PATH)."""
+    env = dict(THREAD_CAPS)
+    env.update(
+        {
+            "PYTHONHASHSEED": "0",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "HOME": TMP_PATH,
+            "TMPDIR": TMP_PATH,
+        }
+    )
+    env.update(config.extra_env)
+    return [EnvVar(name=name, value=value) for name, value in sorted(env.items())]
+
+
+def job_directory(job: TrainingJob, config: KubernetesBackendConfig) -> str:
+    """The deepest directory holding the dataset and the output directory; it must lie under the mount."""
+    paths: dict[str, str] = {}
+    for field, value in (("dataset_path", job.dataset_path), ("output_dir", job.output_dir)):
+        if not value.startswith("/"):
+            raise InvalidInput(f"training job {job.job_id!r}: {field} {value!r} must be an absolute path")
+        normal = posixpath.normpath(value)
+        if not normal.startswith(config.work_mount_path + "/"):
+            raise InvalidInput(
+                f"training job {job.job_id!r}: {field} {value!r} is outside the shared work volume mounted at "
+                f"{config.work_mount_path!r}; the training pod could not see it"
+            )
+        paths[field] = normal
+    common = posixpath.commonpath([posixpath.dirname(paths["dataset_path"]), paths["output_dir"]])
+    return common
+
+
+def resources(job: TrainingJob, config: KubernetesBackendConfig) -> ResourceRequirements:
+    memory_limit = f"{job.memory_limit_mb}Mi" if job.memory_limit_mb is not None else config.memory_limit
+    memory_request = config.memory_request
+    if _bytes(memory_request) > _bytes(memory_limit):
+        memory_request = memory_limit  # a request above the limit is invalid; the job's limit wins
+    requests = {"cpu": config.cpu_request, "memory": memory_request}
+    limits = {"cpu": config.cpu_limit, "memory": memory_limit}
+    if config.gpus > 0:
+        requests[config.gpu_resource] = str(config.gpus)
+        limits[config.gpu_resource] = str(config.gpus)
+    return ResourceRequirements(requests=requests, limits=limits)
+
+
+def build_job(job: TrainingJob, config: KubernetesBackendConfig) -> Job:
+    """The Job for ``job``, whose paths must be absolute and under ``config.work_mount_path``."""
+    directory = job_directory(job, config)
+    relative = posixpath.relpath(directory, config.work_mount_path)
+    output_dir = posixpath.normpath(job.output_dir)
+    labels = job_labels(job)
+    annotations = {JOB_ID_ANNOTATION: job.job_id, JOB_DIGEST_ANNOTATION: job_digest(job)}
+    container = Container(
+        name=CONTAINER_NAME,
+        image=config.image,
+        image_pull_policy=config.image_pull_policy,
+        command=[config.python_executable, "-m", RUNNER_MODULE, posixpath.join(output_dir, JOB_FILE)],
+        working_dir=output_dir,
+        env=training_env(config),
+        resources=resources(job, config),
+        volume_mounts=[
+            VolumeMount(
+                name=WORK_VOLUME, mount_path=directory, sub_path=None if relative == "." else relative
+            ),
+            VolumeMount(name=TMP_VOLUME, mount_path=TMP_PATH),
+        ],
+        security_context=SecurityContext(
+            allow_privilege_escalation=False,
+            privileged=False,
+            read_only_root_filesystem=True,
+            run_as_non_root=True,
+            capabilities=Capabilities(drop=["ALL"]),
+        ),
+    )
+    pod = PodSpec(
+        service_account_name=config.service_account,
+        termination_grace_period_seconds=config.termination_grace_period_s,
+        security_context=PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=config.run_as_user,
+            run_as_group=config.run_as_group,
+            fs_group=config.run_as_group,
+            seccomp_profile=SeccompProfile(),
+        ),
+        containers=[container],
+        volumes=[
+            Volume(
+                name=WORK_VOLUME,
+                persistent_volume_claim=PersistentVolumeClaimSource(claim_name=config.work_volume_claim),
+            ),
+            Volume(name=TMP_VOLUME, empty_dir=EmptyDirSource(size_limit=config.tmp_size_limit)),
+        ],
+        image_pull_secrets=[LocalObjectReference(name=n) for n in config.image_pull_secrets] or None,
+        node_selector=dict(config.node_selector) or None,
+        tolerations=list(config.tolerations) or None,
+    )
+    return Job(
+        metadata=ObjectMeta(
+            name=job_name(job.job_id), namespace=config.namespace, labels=labels, annotations=annotations
+        ),
+        spec=JobSpec(
+            backoff_limit=config.backoff_limit,
+            active_deadline_seconds=max(1, math.ceil(job.timeout_s)),
+            ttl_seconds_after_finished=config.ttl_seconds_after_finished,
+            template=PodTemplateSpec(metadata=TemplateMeta(labels=labels, annotations=annotations), spec=pod),
+        ),
+    )
+
+
+_SUFFIXES = {
+    "": 1,
+    "m": 0.001,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+
+
+def _bytes(quantity: str) -> float:
+    number = re.match(r"^[0-9.]+", quantity)
+    assert number is not None  # validated by _QUANTITY
+    return float(number.group()) * _SUFFIXES[quantity[number.end() :]]
+
+
+KubernetesBackendConfig.model_rebuild()
