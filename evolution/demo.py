@@ -50,10 +50,14 @@ class InProcessTransport:
 
 
 class HttpTransport:
-    def __init__(self, base_url: str, timeout_s: float = 60.0) -> None:
+    """The serving API over HTTP, authenticated with an API token (``evolution users token create``)."""
+
+    def __init__(self, base_url: str, token: str, timeout_s: float = 60.0) -> None:
         import httpx
 
-        self._client = httpx.Client(base_url=base_url, timeout=timeout_s)
+        self._client = httpx.Client(
+            base_url=base_url, timeout=timeout_s, headers={"Authorization": f"Bearer {token}"}
+        )
 
     def predict(
         self, tenant_id: str, model_name: str, instances: list[dict[str, Any]]

@@ -6,6 +6,7 @@ import uvicorn
 
 from evolution.logging_setup import configure_logging
 from evolution.serving.app import create_app
+from evolution.serving.auth import TokenAuthenticator
 from evolution.serving.predictor import Predictor
 from evolution.settings import Settings, load_settings
 from evolution.tracing import configure_tracing
@@ -15,7 +16,9 @@ from evolution.wiring import build_services
 def build_app(settings: Settings):  # type: ignore[no-untyped-def]
     services = build_services(settings)
     predictor = Predictor(services.registry, services.loader, services.outcomes, settings.canary_share)
-    return create_app(predictor, services.events)
+    # API tokens are checked against the registry and cached (60 s fresh; up to 15 min while the registry is down).
+    authenticator = TokenAuthenticator(services.users.authenticate_token)
+    return create_app(predictor, services.events, authenticator)
 
 
 def main() -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -21,7 +22,7 @@ from evolution.contracts import (
 )
 from evolution.demo import HttpTransport, Scenario, TrafficDriver, history_records
 from evolution.demo_data import TARGET, DriftSpec
-from evolution.errors import EvolutionError
+from evolution.errors import Conflict, EvolutionError
 from evolution.orchestrator import Orchestrator, connect_orchestrator
 from evolution.processes import ProcessGroup
 from evolution.security import Principal, Role
@@ -33,6 +34,7 @@ from evolution.wiring import Services, build_services
 
 DEMO_ADMIN = "demo-admin"
 DEMO_MANAGER = "demo-manager"
+DEMO_SERVICE = "demo-service"  # the account of the demo's field app: forecasts and outcome events over HTTP
 SOURCE = "field-sensors"
 
 
@@ -106,6 +108,17 @@ async def _approve(orchestrator: Orchestrator, tenant: str, reason: str) -> Retr
     return await orchestrator.retraining_result(tenant)
 
 
+def _service_token(services: Services, admin: Principal, tenant: str) -> str:
+    """An API token for the demo's traffic. Ingesting events needs an admin of the tenant (INGEST_EVENTS)."""
+    try:
+        # Nobody signs in as this account: its password is random and thrown away.
+        services.users.add_user(admin, DEMO_SERVICE, secrets.token_urlsafe(32), Role.ADMIN, [tenant])
+    except Conflict:
+        services.users.grant(admin, DEMO_SERVICE, Role.ADMIN, tenant)
+    issued = services.users.create_token(admin, DEMO_SERVICE, f"demo traffic {tenant}", timedelta(days=1))
+    return issued.token.get_secret_value()
+
+
 async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[str, object]:
     services = build_services(cfg)
     admin = Principal(user=DEMO_ADMIN, role=Role.ADMIN, tenants=("*",))
@@ -157,7 +170,9 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
     progress.step(f"{DEMO_MANAGER} approved: {model} v1 is CHAMPION ({first.version_id})")
 
     drift_at: datetime = utcnow()
-    transport = HttpTransport(f"http://{cfg.serve_host}:{cfg.serve_port}")
+    token = _service_token(services, admin, tenant)
+    transport = HttpTransport(f"http://{cfg.serve_host}:{cfg.serve_port}", token)
+    progress.step(f"{DEMO_SERVICE} sends forecasts and outcomes with its API token (admin of {tenant})")
     driver = TrafficDriver(scenario, transport, key_id, private_pem, DriftSpec(at=drift_at))
     progress.step(
         f"drift injected at {drift_at.isoformat(timespec='seconds')}: drier, hotter season; nitrogen response changed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -10,8 +11,13 @@ import typer
 from evolution.cli.context import friendly_errors, operator, services, table
 from evolution.errors import InvalidInput
 from evolution.security import Action, authorize
+from evolution.timeutil import utcnow
 
 users_app = typer.Typer(help="Dashboard users and their role per tenant.", no_args_is_help=True)
+token_app = typer.Typer(
+    help="API tokens: bearer tokens for the HTTP API that act with a user's roles.", no_args_is_help=True
+)
+users_app.add_typer(token_app, name="token")
 
 RoleOpt = Annotated[str, typer.Option("--role", "-r", help="viewer, manager or admin.")]
 
@@ -120,3 +126,62 @@ def users_set_password(
     password = _read_password(password_stdin)
     user = svc.users.set_password(principal, username, password)
     typer.echo(f"password of {user.username} set")
+
+
+@token_app.command("create")
+@friendly_errors
+def token_create(
+    username: Annotated[str, typer.Argument(help="The user the token acts for (with that user's roles).")],
+    name: Annotated[str, typer.Option("--name", "-n", help="What the token is for, e.g. 'field-gateway'.")],
+    ttl_days: Annotated[
+        float | None, typer.Option("--ttl-days", help="Expire after this many days (default: never).")
+    ] = None,
+) -> None:
+    """Admin: a new API token. It is printed once, on stdout, and stored nowhere (only its SHA-256 is)."""
+    svc = services()
+    try:
+        ttl = timedelta(days=ttl_days) if ttl_days is not None else None
+    except (OverflowError, ValueError):
+        raise InvalidInput(f"--ttl-days {ttl_days}: not a usable number of days") from None
+    issued = svc.users.create_token(operator(svc.settings), username, name, ttl)
+    view = issued.view
+    expires = view.expires_at.isoformat(timespec="seconds") if view.expires_at else "never"
+    typer.echo(
+        f"API token {view.id} ({view.name}) for {view.username}, expires {expires}. "
+        "Store it now: it is not shown again.",
+        err=True,
+    )
+    typer.echo(issued.token.get_secret_value())
+
+
+@token_app.command("list")
+@friendly_errors
+def token_list(
+    username: Annotated[str | None, typer.Argument(help="Only this user's tokens.")] = None,
+) -> None:
+    """Admin: API tokens (never the tokens themselves) of the users you manage."""
+    svc = services()
+    now = utcnow()
+    rows = [
+        {
+            "id": t.id,
+            "username": t.username,
+            "name": t.name,
+            "status": t.status(now),
+            "created": t.created_at.isoformat(timespec="seconds"),
+            "expires": t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never",
+        }
+        for t in svc.users.list_tokens(operator(svc.settings), username)
+    ]
+    typer.echo(table(rows, ["id", "username", "name", "status", "created", "expires"]))
+
+
+@token_app.command("revoke")
+@friendly_errors
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token's id (from `token list`).")],
+) -> None:
+    """Admin: refuse the token from now on (serving processes stop accepting it within a minute)."""
+    svc = services()
+    view = svc.users.revoke_token(operator(svc.settings), token_id)
+    typer.echo(f"API token {view.id} ({view.name}) of {view.username} revoked")

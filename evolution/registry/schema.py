@@ -291,5 +291,19 @@ class UserRole(Base):
     role: Mapped[str] = mapped_column(String(16))
 
 
+class ApiToken(Base):
+    """A bearer token of the HTTP API; it acts with its user's roles. Only its SHA-256 digest is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 # Tables whose rows are facts: the database refuses UPDATE and DELETE on them.
 IMMUTABLE_TABLES = ("audit_log", "dataset_snapshots", "drift_reports")

@@ -11,9 +11,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from evolution import metrics
 from evolution.errors import IntegrityViolation, NotFound
@@ -29,9 +29,27 @@ log = logging.getLogger(__name__)
 SERVING_STATES = (ModelState.CHAMPION, ModelState.SHADOW, ModelState.CANARY)
 
 
+MAX_FEATURES = 500
+FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+FeatureValue = (
+    Annotated[float, Field(allow_inf_nan=False)]
+    | Annotated[str, StringConstraints(max_length=200)]
+    | bool
+    | None
+)
+
+
 class PredictInstance(BaseModel):
-    request_id: str = Field(min_length=1, max_length=100)
-    features: dict[str, float | int | str | bool | None]
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(
+        pattern=r"^[!-~]{1,100}$",
+        description="The caller's id for this forecast (printable ASCII, no spaces); the same id always takes "
+        "the same route between champion and canary, and the outcome reported later names it.",
+    )
+    features: dict[FeatureName, FeatureValue] = Field(
+        max_length=MAX_FEATURES, description="Feature values; a missing feature is treated as unknown."
+    )
 
 
 class PredictOut(BaseModel):
@@ -41,6 +59,19 @@ class PredictOut(BaseModel):
     served_by: str = Field(description="model version id")
     version_number: int
     role: str = Field(description="champion, shadow (champion served, candidate scored) or canary")
+
+
+class ServingModel(BaseModel):
+    version_id: str
+    number: int
+    model_hash: str
+
+
+class CurrentModels(BaseModel):
+    champion: ServingModel | None
+    candidate: ServingModel | None
+    candidate_state: ModelState | None = Field(description="SHADOW or CANARY when a candidate serves")
+    canary_share: float
 
 
 def canary_bucket(tenant_id: str, model_name: str, request_id: str) -> float:
@@ -150,14 +181,15 @@ class Predictor:
             for _ in range(count):
                 histogram.observe(per_request)
 
-    def current(self, tenant_id: str, model_name: str) -> dict[str, Any]:
+    def current(self, principal: Principal, tenant_id: str, model_name: str) -> CurrentModels:
+        authorize(principal, Action.VIEW, tenant_id)
         slot = self._slot(tenant_id, model_name)
-        return {
-            "champion": _describe(slot.champion),
-            "candidate": _describe(slot.candidate),
-            "candidate_state": slot.candidate_state,
-            "canary_share": self._canary_share,
-        }
+        return CurrentModels(
+            champion=_describe(slot.champion),
+            candidate=_describe(slot.candidate),
+            candidate_state=slot.candidate_state,
+            canary_share=self._canary_share,
+        )
 
     # ------------------------------------------------------------------ cache
     def _slot(self, tenant_id: str, model_name: str) -> _Slot:
@@ -226,7 +258,7 @@ def _reuse(old: _Slot | None, version_id: str) -> LoadedModel | None:
     return None
 
 
-def _describe(model: LoadedModel | None) -> dict[str, Any] | None:
+def _describe(model: LoadedModel | None) -> ServingModel | None:
     if model is None:
         return None
-    return {"version_id": model.version_id, "number": model.number, "model_hash": model.model_hash}
+    return ServingModel(version_id=model.version_id, number=model.number, model_hash=model.model_hash)

@@ -94,3 +94,48 @@ def test_a_viewer_operator_is_refused(cli_env: dict[str, str]) -> None:
     assert "manage_users" in refused.stderr and "role viewer may not" in refused.stderr
     assert evolution(viewer, "users", "list").returncode == 2
     assert rows(evolution(cli_env, "users", "list").stdout) == []
+
+
+def test_api_tokens_are_created_shown_once_listed_without_the_token_and_revoked(
+    cli_env: dict[str, str],
+) -> None:
+    assert evolution(cli_env, "tenant", "create", "acme").returncode == 0
+    added = evolution(
+        cli_env, "users", "add", "gateway", "--role", "admin", "--tenant", "acme", "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    created = evolution(
+        cli_env, "users", "token", "create", "gateway", "--name", "field gateway", "--ttl-days", "30"
+    )
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()  # alone on stdout, so that a script can capture it
+    assert token.startswith("evo_") and len(token) == 64 and "not shown again" in created.stderr
+    token_id = token.split("_")[1]
+
+    listing = evolution(cli_env, "users", "token", "list")
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.splitlines()[0].split() == [
+        "ID",
+        "USERNAME",
+        "NAME",
+        "STATUS",
+        "CREATED",
+        "EXPIRES",
+    ]
+    assert rows(listing.stdout)[0][:2] == [token_id, "gateway"] and "active" in listing.stdout
+    assert token not in listing.stdout and token.split("_", 2)[2] not in listing.stdout
+
+    viewer = {**cli_env, "EVOLUTION_OPERATOR_ROLE": "viewer"}
+    assert evolution(viewer, "users", "token", "create", "gateway", "--name", "mine").returncode == 2
+
+    revoked = evolution(cli_env, "users", "token", "revoke", token_id)
+    assert (
+        revoked.returncode == 0
+        and f"API token {token_id} (field gateway) of gateway revoked" in revoked.stdout
+    )
+    assert "revoked" in evolution(cli_env, "users", "token", "list", "gateway").stdout
+    home = Path(cli_env["EVOLUTION_HOME"])
+    assert token.encode() not in (home / "registry.db").read_bytes()
+    bad = evolution(cli_env, "users", "token", "create", "gateway", "--name", "x", "--ttl-days", "-1")
+    assert bad.returncode == 2 and "lifetime" in bad.stderr

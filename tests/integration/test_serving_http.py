@@ -1,4 +1,7 @@
-"""The serving process over real HTTP on loopback: champion answers, canary routing, ingestion, quarantine."""
+"""The serving process over real HTTP on loopback: champion answers, canary routing, ingestion, quarantine.
+
+Every call carries an API token of an admin of tenant acme (authentication itself: tests/integration/test_api_tokens.py).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from evolution.demo_data import generate_rows
 from evolution.lifecycle import ModelState
 from evolution.security import Principal, Role
 from evolution.serving.app import create_app
+from evolution.serving.auth import TokenAuthenticator
 from evolution.serving.predictor import Predictor, canary_bucket
 from evolution.settings import Settings
 from evolution.timeutil import utcnow
@@ -33,6 +37,13 @@ def services(tmp_path: Path) -> Iterator[Services]:
 
 
 @pytest.fixture
+def token(services: Services) -> str:
+    root = Principal.for_tenant("root", Role.ADMIN, "*")
+    services.users.add_user(root, "field-app", "a long enough password", Role.ADMIN, ["acme"])
+    return services.users.create_token(root, "field-app", "tests").token.get_secret_value()
+
+
+@pytest.fixture
 def base_url(services: Services) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -41,7 +52,11 @@ def base_url(services: Services) -> Iterator[str]:
         services.registry, services.loader, services.outcomes, canary_share=0.3, refresh_s=0.0
     )
     server = uvicorn.Server(
-        uvicorn.Config(create_app(predictor, services.events), port=port, log_config=None)
+        uvicorn.Config(
+            create_app(predictor, services.events, TokenAuthenticator(services.users.authenticate_token)),
+            port=port,
+            log_config=None,
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -57,6 +72,12 @@ def base_url(services: Services) -> Iterator[str]:
     thread.join(timeout=10)
 
 
+@pytest.fixture
+def client(base_url: str, token: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}) as authenticated:
+        yield authenticated
+
+
 def instances(n: int) -> list[dict[str, object]]:
     rows = generate_rows(n, 5, utcnow())
     return [
@@ -68,21 +89,19 @@ def instances(n: int) -> list[dict[str, object]]:
     ]
 
 
-def test_no_champion_is_a_clear_404(services: Services, base_url: str) -> None:
-    response = httpx.post(
-        f"{base_url}/v1/tenants/acme/models/yield/predict", json={"instances": instances(1)}
-    )
-    assert response.status_code == 404 and "no champion" in response.json()["detail"]
+def test_no_champion_is_a_clear_404(services: Services, client: httpx.Client) -> None:
+    response = client.post("/v1/tenants/acme/models/yield/predict", json={"instances": instances(1)})
+    assert response.status_code == 404 and "no champion" in response.json()["detail"], response.text
 
 
 def test_champion_answers_and_canary_share_is_routed_by_request_id(
-    services: Services, base_url: str, tmp_path: Path
+    services: Services, client: httpx.Client, tmp_path: Path
 ) -> None:
     champion = install_model(services, "acme", tmp_path, ModelState.CHAMPION, seed=1)
     candidate = install_model(services, "acme", tmp_path, ModelState.CANARY, seed=2)
     body = {"instances": instances(200)}
-    first = httpx.post(f"{base_url}/v1/tenants/acme/models/yield/predict", json=body).json()["predictions"]
-    again = httpx.post(f"{base_url}/v1/tenants/acme/models/yield/predict", json=body).json()["predictions"]
+    first = client.post("/v1/tenants/acme/models/yield/predict", json=body).json()["predictions"]
+    again = client.post("/v1/tenants/acme/models/yield/predict", json=body).json()["predictions"]
     routed = {p["request_id"]: p["served_by"] for p in first}
     assert routed == {p["request_id"]: p["served_by"] for p in again}  # deterministic per request id
     for p in first:
@@ -96,24 +115,22 @@ def test_champion_answers_and_canary_share_is_routed_by_request_id(
     }
 
 
-def test_bad_requests_name_the_problem(base_url: str) -> None:
-    response = httpx.post(f"{base_url}/v1/tenants/acme/models/yield/predict", json={"instances": []})
+def test_bad_requests_name_the_problem(client: httpx.Client) -> None:
+    response = client.post("/v1/tenants/acme/models/yield/predict", json={"instances": []})
     assert response.status_code == 422 and "instances" in response.text
-    events = httpx.post(f"{base_url}/v1/tenants/acme/events", json={"events": [{"tenant": "acme"}]})
+    events = client.post("/v1/tenants/acme/events", json={"events": [{"tenant": "acme"}]})
     assert events.status_code == 200 and events.json()["rejected"] == 1
 
 
 def test_a_tampered_champion_is_never_served_and_is_quarantined_with_a_reason(
-    services: Services, base_url: str, tmp_path: Path
+    services: Services, client: httpx.Client, tmp_path: Path
 ) -> None:
     champion = install_model(services, "acme", tmp_path, ModelState.CHAMPION)
     entry = champion.manifest["manifest"]["files"][0]  # type: ignore[index]
     path = next((services.settings.artifacts_dir / "acme").rglob(entry["sha256"]))
     os.chmod(path, 0o644)
     path.write_bytes(path.read_bytes() + b"tampered")
-    response = httpx.post(
-        f"{base_url}/v1/tenants/acme/models/yield/predict", json={"instances": instances(1)}
-    )
+    response = client.post("/v1/tenants/acme/models/yield/predict", json={"instances": instances(1)})
     assert response.status_code == 404
     system = Principal.system("acme")
     assert services.registry.get_version(system, champion.id).state == ModelState.QUARANTINED
@@ -122,12 +139,12 @@ def test_a_tampered_champion_is_never_served_and_is_quarantined_with_a_reason(
 
 
 def test_metrics_count_requests_by_role_and_client_errors_do_not_hurt_availability(
-    services: Services, base_url: str, tmp_path: Path
+    services: Services, client: httpx.Client, tmp_path: Path
 ) -> None:
-    httpx.post(f"{base_url}/v1/tenants/acme/models/yield/predict", json={"instances": instances(1)})  # 404
+    client.post("/v1/tenants/acme/models/yield/predict", json={"instances": instances(1)})  # 404
     install_model(services, "acme", tmp_path, ModelState.CHAMPION)
-    httpx.post(f"{base_url}/v1/tenants/acme/models/yield/predict", json={"instances": instances(5)})
-    text = httpx.get(f"{base_url}/metrics").text
+    client.post("/v1/tenants/acme/models/yield/predict", json={"instances": instances(5)})
+    text = client.get("/metrics").text
     samples = {
         line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"
     }

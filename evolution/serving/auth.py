@@ -1,0 +1,121 @@
+"""Bearer-token authentication of the serving API, with a cache that keeps predictions flowing while the DB is down.
+
+A token is checked against the registry (``UserService.authenticate_token``) and a positive answer is cached:
+
+* for ``fresh_s`` (default 60 s) it is used without asking the registry again: a revoked token, a disabled user or
+  a withdrawn role is refused at most ``fresh_s`` after the change (the revocation latency);
+* after that the registry is asked again; only when it cannot be reached (an error that is not a refusal) is the
+  cached answer kept, for at most ``stale_s`` (default 15 min) after the last successful check. During a registry
+  outage a revoked token therefore keeps working until the registry is back or ``stale_s`` has passed.
+
+A refusal is never kept long: for ``refused_s`` (default 5 s) the same token is refused without another lookup,
+which keeps a client retrying a bad token from costing a query each time. Tokens are keyed by their SHA-256, so the
+cache holds no token; both caches are bounded (least recently used entries go first).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from evolution.errors import EvolutionError, PermissionDenied
+from evolution.users import TOKEN_REFUSED, UserAccess, token_digest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FRESH_S = 60.0
+DEFAULT_STALE_S = 15 * 60.0
+DEFAULT_REFUSED_S = 5.0
+DEFAULT_MAX_ENTRIES = 10_000
+
+_V = TypeVar("_V")
+
+
+class AuthenticationUnavailable(EvolutionError):
+    """The registry could not be asked about a token, and no recent positive answer for it is cached."""
+
+    error_type = "AuthenticationUnavailable"
+
+
+@dataclass(frozen=True)
+class _Verified:
+    access: UserAccess
+    at: float
+
+
+class TokenAuthenticator:
+    def __init__(
+        self,
+        authenticate: Callable[[str], UserAccess],
+        fresh_s: float = DEFAULT_FRESH_S,
+        stale_s: float = DEFAULT_STALE_S,
+        refused_s: float = DEFAULT_REFUSED_S,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 <= fresh_s <= stale_s:
+            raise ValueError(f"token cache: need 0 <= fresh_s ({fresh_s}) <= stale_s ({stale_s})")
+        self._authenticate = authenticate
+        self._fresh_s = fresh_s
+        self._stale_s = stale_s
+        self._refused_s = refused_s
+        self._max_entries = max_entries
+        self._clock = clock
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
+        self._refused: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def authenticate(self, token: str) -> UserAccess:
+        """The token's user and roles; PermissionDenied when refused, AuthenticationUnavailable when unknowable."""
+        key = token_digest(token)
+        now = self._clock()
+        with self._lock:
+            cached = self._verified.get(key)
+            if cached is not None and now - cached.at < self._fresh_s:
+                self._verified.move_to_end(key)
+                return cached.access
+            refused_at = self._refused.get(key)
+            if refused_at is not None and now - refused_at < self._refused_s:
+                raise PermissionDenied(TOKEN_REFUSED)
+        try:
+            access = self._authenticate(token)
+        except PermissionDenied:
+            with self._lock:
+                self._verified.pop(key, None)
+                self._remember(self._refused, key, now)
+            raise
+        except EvolutionError:
+            raise
+        except Exception as error:  # the registry is unreachable (or failing): not a refusal
+            if cached is not None and now - cached.at < self._stale_s:
+                log.warning(
+                    "registry unreachable (%s); using the token check of %.0f s ago",
+                    type(error).__name__,
+                    now - cached.at,
+                )
+                return cached.access
+            log.error("registry unreachable (%s); cannot check an API token", type(error).__name__)
+            raise AuthenticationUnavailable(
+                "the registry cannot be reached to check the API token; retry shortly"
+            ) from error
+        with self._lock:
+            self._refused.pop(key, None)
+            self._remember(self._verified, key, _Verified(access, now))
+        return access
+
+    def forget(self) -> None:
+        """Drop every cached answer (e.g. after a mass revocation)."""
+        with self._lock:
+            self._verified.clear()
+            self._refused.clear()
+
+    def _remember(self, cache: OrderedDict[str, _V], key: str, value: _V) -> None:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > self._max_entries:
+            cache.popitem(last=False)
