@@ -40,6 +40,14 @@ class Signature(BaseModel):
     algorithm: Algorithm
     key_id: str = Field(min_length=1, max_length=200)
     value: str = Field(min_length=1, max_length=400, description="standard base64 of the raw signature bytes")
+    key_ref: str | None = Field(
+        default=None,
+        max_length=2048,
+        # absent rather than null when unset, so older signatures serialise byte for byte as before
+        exclude_if=lambda ref: ref is None,
+        description="the backend's own name of the signing key (e.g. the AWS KMS key ARN); informational only, "
+        "verification always goes by key_id",
+    )
 
 
 @runtime_checkable

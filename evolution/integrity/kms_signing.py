@@ -1,0 +1,349 @@
+"""The production signer: an AWS KMS asymmetric key (ECC_NIST_P256, SIGN_VERIFY), signing ECDSA_SHA_256.
+
+The private key never leaves KMS. The public key is exported once (GetPublicKey) when the signer is made and
+cached, so every signature also verifies *offline* with ``cryptography`` through
+:func:`~evolution.integrity.signing.verify_signature` and :class:`~evolution.integrity.signing.KeyRing`, under the
+same key id scheme as every other public key (``ecdsa-p256:<16 hex of sha256(X9.62 point)>``). Each
+:class:`Signature` also records the KMS key ARN in ``key_ref`` (informational; trust goes by ``key_id``).
+
+Signing is pinned to the key ARN resolved when the signer was made, so re-pointing an alias later does not
+silently change which key signs. Before each signature the key's state is read (DescribeKey): a disabled key, or
+one pending deletion, is refused with :class:`SigningKeyUnavailable` naming the key (AWS itself also refuses,
+with DisabledException / KMSInvalidStateException, which map to the same error). Every signature KMS returns is
+verified against the cached public key before it is handed out.
+
+Payloads up to 4096 bytes are sent as they are (MessageType RAW); larger ones as their SHA-256 (MessageType
+DIGEST, which is what KMS requires above 4 KiB). Both produce the same ECDSA-SHA256 signature over the payload.
+(moto's KMS ignores MessageType and hashes a DIGEST message again, so against moto only payloads up to 4096
+bytes give signatures that verify; the self-check refuses the others rather than hand them out.)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from evolution.errors import Conflict, EvolutionError, IntegrityViolation, InvalidInput
+from evolution.integrity.s3_artifacts import CheckResult
+from evolution.integrity.signing import Signature, key_id_for_public_pem, verify_signature
+
+logger = logging.getLogger(__name__)
+
+KEY_SPEC = "ECC_NIST_P256"
+KEY_USAGE = "SIGN_VERIFY"
+SIGNING_ALGORITHM = "ECDSA_SHA_256"
+MAX_RAW_MESSAGE = 4096
+_ALIAS = re.compile(r"^alias/[A-Za-z0-9/_-]{1,250}$")
+# Errors that say "this key cannot sign" (as opposed to throttling, timeouts, 5xx: those stay transient).
+_KEY_ERRORS = {
+    "NotFoundException": "does not exist (or is not visible to these credentials)",
+    "DisabledException": "is disabled",
+    "KMSInvalidStateException": "is not in a state that allows signing (disabled, pending deletion or import)",
+    "InvalidKeyUsageException": "is not a SIGN_VERIFY key",
+    "AccessDeniedException": "may not be used by these credentials (kms:Sign / kms:GetPublicKey denied)",
+    "IncorrectKeyException": "is not the expected key",
+    "ValidationException": "was refused by KMS",
+    "UnrecognizedClientException": "cannot be reached: KMS does not recognise these credentials",
+    "InvalidSignatureException": "cannot be reached: KMS rejected the request signature (wrong secret key?)",
+}
+
+
+class SigningKeyUnavailable(EvolutionError):
+    """The configured signing key cannot sign (missing, disabled, wrong type, access denied)."""
+
+    error_type = "SigningKeyUnavailable"
+
+
+class KmsSignerConfig(BaseModel):
+    """Which KMS key signs, and how to reach KMS. Exactly one of ``key_id`` and ``alias``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key_id: str | None = Field(
+        default=None, max_length=2048, description="Key id, key ARN, alias name or alias ARN."
+    )
+    alias: str | None = Field(
+        default=None, max_length=256, description="Alias, with or without 'alias/' (e.g. evolution-signing)."
+    )
+    region: str = Field(default="us-east-1", min_length=1, max_length=40)
+    endpoint_url: str | None = Field(default=None, description="KMS endpoint; None: AWS KMS of the region.")
+    access_key_id: SecretStr | None = Field(
+        default=None, description="None: boto3's default credential chain."
+    )
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+
+    @field_validator("alias")
+    @classmethod
+    def _alias_name(cls, alias: str | None) -> str | None:
+        if alias is None:
+            return None
+        full = alias if alias.startswith("alias/") else f"alias/{alias}"
+        if not _ALIAS.match(full) or full.startswith("alias/aws/"):
+            raise ValueError(
+                f"alias {alias!r} must match {_ALIAS.pattern} and not be an AWS-managed alias/aws/"
+            )
+        return full
+
+    @model_validator(mode="after")
+    def _one_key(self) -> KmsSignerConfig:
+        if (self.key_id is None) == (self.alias is None):
+            raise ValueError("set exactly one of key_id and alias")
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key go together: set both or neither")
+        if self.session_token is not None and self.access_key_id is None:
+            raise ValueError("session_token needs access_key_id and secret_access_key")
+        return self
+
+    @property
+    def key_reference(self) -> str:
+        """What is passed to KMS as KeyId: the key id/ARN, or ``alias/<name>``."""
+        return self.key_id if self.key_id is not None else str(self.alias)
+
+
+def make_kms_client(config: KmsSignerConfig) -> Any:
+    """A boto3 KMS client for ``config`` (explicit credentials if given, else boto3's default chain)."""
+    session = boto3.session.Session(
+        aws_access_key_id=config.access_key_id.get_secret_value() if config.access_key_id else None,
+        aws_secret_access_key=config.secret_access_key.get_secret_value()
+        if config.secret_access_key
+        else None,
+        aws_session_token=config.session_token.get_secret_value() if config.session_token else None,
+        region_name=config.region,
+    )
+    return session.client(
+        "kms",
+        endpoint_url=config.endpoint_url,
+        config=BotoConfig(
+            retries={"max_attempts": config.max_attempts, "mode": "standard"},
+            connect_timeout=config.connect_timeout_s,
+            read_timeout=config.read_timeout_s,
+        ),
+    )
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _key_error(error: ClientError, key: str) -> SigningKeyUnavailable | None:
+    reason = _KEY_ERRORS.get(_code(error))
+    if reason is None:
+        return None
+    return SigningKeyUnavailable(f"KMS key {key} {reason} ({_code(error)})")
+
+
+def _describe(client: Any, key: str) -> dict[str, Any]:
+    try:
+        return dict(client.describe_key(KeyId=key)["KeyMetadata"])
+    except ClientError as error:
+        mapped = _key_error(error, key)
+        if mapped is not None:
+            raise mapped from None
+        raise
+    except (NoCredentialsError, PartialCredentialsError) as error:
+        raise SigningKeyUnavailable(
+            f"KMS key {key} cannot be reached: no usable AWS credentials ({error})"
+        ) from None
+
+
+def _require_signing_key(meta: dict[str, Any], key: str) -> None:
+    state = meta.get("KeyState", "Enabled" if meta.get("Enabled") else "Disabled")
+    if state != "Enabled":
+        named = key if meta.get("Arn") in (None, key) else f"{key} ({meta.get('Arn')})"
+        raise SigningKeyUnavailable(f"KMS key {named} is {state}: it cannot sign")
+    spec = meta.get("KeySpec") or meta.get("CustomerMasterKeySpec")
+    if spec != KEY_SPEC or meta.get("KeyUsage") != KEY_USAGE:
+        raise SigningKeyUnavailable(
+            f"KMS key {key} is {spec}/{meta.get('KeyUsage')}, not {KEY_SPEC}/{KEY_USAGE}: it cannot make "
+            "ECDSA P-256 signatures"
+        )
+    algorithms = meta.get("SigningAlgorithms")
+    if algorithms is not None and SIGNING_ALGORITHM not in algorithms:
+        raise SigningKeyUnavailable(
+            f"KMS key {key} does not offer {SIGNING_ALGORITHM} (it offers {algorithms})"
+        )
+
+
+def _export_public_pem(client: Any, key: str) -> bytes:
+    try:
+        der = client.get_public_key(KeyId=key)["PublicKey"]
+    except ClientError as error:
+        mapped = _key_error(error, key)
+        if mapped is not None:
+            raise mapped from None
+        raise
+    try:
+        public = serialization.load_der_public_key(bytes(der))
+    except (ValueError, TypeError) as error:
+        raise IntegrityViolation(f"KMS key {key} returned an unreadable public key: {error}") from None
+    if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(public.curve, ec.SECP256R1):
+        raise SigningKeyUnavailable(
+            f"KMS key {key}'s public key is a {type(public).__name__}, not ECDSA P-256"
+        )
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+class KmsSigner:
+    """The Signer port over an AWS KMS ECC_NIST_P256 key. Making one contacts KMS (DescribeKey, GetPublicKey)."""
+
+    algorithm: str = "ecdsa-p256-sha256"
+
+    def __init__(self, client: Any, key: str, *, check_state: bool = True) -> None:
+        if not isinstance(key, str) or not key:
+            raise InvalidInput("KMS key reference must be a non-empty key id, key ARN, alias or alias ARN")
+        self.client = client
+        self.key_reference = key
+        self.check_state = check_state
+        meta = _describe(client, key)
+        _require_signing_key(meta, key)
+        self.key_arn: str = str(meta.get("Arn") or meta["KeyId"])
+        self._public_pem = _export_public_pem(client, self.key_arn)
+        self.key_id: str = key_id_for_public_pem(self._public_pem)
+        logger.info("KMS signer ready: key %s (%s)", self.key_arn, self.key_id)
+
+    @classmethod
+    def from_config(cls, config: KmsSignerConfig, *, client: Any | None = None) -> KmsSigner:
+        return cls(client if client is not None else make_kms_client(config), config.key_reference)
+
+    def public_key_pem(self) -> bytes:
+        return self._public_pem
+
+    def sign(self, payload: bytes) -> Signature:
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise InvalidInput(f"payload to sign must be bytes, not {type(payload).__name__}")
+        payload = bytes(payload)
+        if self.check_state:
+            _require_signing_key(_describe(self.client, self.key_arn), self.key_arn)
+        if 0 < len(payload) <= MAX_RAW_MESSAGE:
+            message, message_type = payload, "RAW"
+        else:  # KMS takes at most 4096 bytes RAW (and none empty): send the SHA-256 instead
+            message, message_type = hashlib.sha256(payload).digest(), "DIGEST"
+        try:
+            response = self.client.sign(
+                KeyId=self.key_arn,
+                Message=message,
+                MessageType=message_type,
+                SigningAlgorithm=SIGNING_ALGORITHM,
+            )
+        except ClientError as error:
+            mapped = _key_error(error, self.key_arn)
+            if mapped is not None:
+                raise mapped from None
+            raise
+        signature = Signature(
+            algorithm="ecdsa-p256-sha256",
+            key_id=self.key_id,
+            value=base64.b64encode(bytes(response["Signature"])).decode("ascii"),
+            key_ref=self.key_arn,
+        )
+        try:
+            verify_signature(self._public_pem, payload, signature)
+        except IntegrityViolation:
+            raise IntegrityViolation(
+                f"KMS key {self.key_arn} returned a signature that does not verify with its exported public "
+                f"key {self.key_id} (MessageType {message_type}); refusing to use it"
+            ) from None
+        return signature
+
+    def check(self) -> list[CheckResult]:
+        return check_kms_key(self.client, self.key_arn)
+
+    def __repr__(self) -> str:
+        return f"KmsSigner(key_id={self.key_id!r}, key_arn={self.key_arn!r})"
+
+
+def check_kms_key(client: Any, key: str) -> list[CheckResult]:
+    """For ``evolution doctor``: KMS reachable, the key exists, is enabled, and is a P-256 signing key."""
+    results: list[CheckResult] = []
+    try:
+        meta = dict(client.describe_key(KeyId=key)["KeyMetadata"])
+    except ClientError as error:
+        results.append(CheckResult("kms reachable", True, "KMS answered"))
+        mapped = _key_error(error, key)
+        results.append(
+            CheckResult("kms key exists", False, str(mapped) if mapped else f"{_code(error)}: {error}")
+        )
+        return results
+    except (NoCredentialsError, PartialCredentialsError) as error:
+        results.append(CheckResult("kms reachable", False, f"no usable AWS credentials: {error}"))
+        return results
+    except BotoCoreError as error:
+        results.append(CheckResult("kms reachable", False, f"cannot reach KMS: {error}"))
+        return results
+    results.append(CheckResult("kms reachable", True, "KMS answered"))
+    results.append(CheckResult("kms key exists", True, str(meta.get("Arn"))))
+    state = str(meta.get("KeyState", "Enabled" if meta.get("Enabled") else "Disabled"))
+    results.append(CheckResult("kms key enabled", state == "Enabled", f"state {state}"))
+    spec = meta.get("KeySpec") or meta.get("CustomerMasterKeySpec")
+    usage = meta.get("KeyUsage")
+    algorithms = meta.get("SigningAlgorithms") or []
+    spec_ok = spec == KEY_SPEC and usage == KEY_USAGE and SIGNING_ALGORITHM in algorithms
+    results.append(
+        CheckResult("kms key type", spec_ok, f"{spec}/{usage}, algorithms {', '.join(algorithms) or 'none'}")
+    )
+    if state == "Enabled" and spec_ok:
+        try:
+            results.append(
+                CheckResult("kms public key", True, key_id_for_public_pem(_export_public_pem(client, key)))
+            )
+        except (EvolutionError, ClientError, BotoCoreError) as error:
+            results.append(CheckResult("kms public key", False, str(error)))
+    return results
+
+
+def check_kms(config: KmsSignerConfig) -> list[CheckResult]:
+    """:func:`check_kms_key` for a configuration (works even when the key is unusable)."""
+    return check_kms_key(make_kms_client(config), config.key_reference)
+
+
+def create_signing_key(
+    client: Any, alias: str, *, description: str = "Controlled Evolution signing key"
+) -> str:
+    """Set-up: an ECC_NIST_P256 SIGN_VERIFY key under ``alias``; returns its ARN. Idempotent.
+
+    If the alias already names a usable signing key, that key's ARN is returned; if it names anything else,
+    :class:`Conflict`.
+    """
+    full = alias if alias.startswith("alias/") else f"alias/{alias}"
+    if not _ALIAS.match(full) or full.startswith("alias/aws/"):
+        raise InvalidInput(
+            f"alias {alias!r} must match {_ALIAS.pattern} and not be an AWS-managed alias/aws/"
+        )
+    try:
+        existing = client.describe_key(KeyId=full)["KeyMetadata"]
+    except ClientError as error:
+        if _code(error) != "NotFoundException":
+            raise
+    else:
+        try:
+            _require_signing_key(dict(existing), full)
+        except SigningKeyUnavailable as problem:
+            raise Conflict(f"alias {full} already exists and names an unusable key: {problem}") from None
+        return str(existing["Arn"])
+    created = client.create_key(KeySpec=KEY_SPEC, KeyUsage=KEY_USAGE, Description=description)["KeyMetadata"]
+    try:
+        client.create_alias(AliasName=full, TargetKeyId=created["KeyId"])
+    except ClientError as error:
+        try:  # do not leave an orphan key behind (7 days is the shortest waiting period KMS allows)
+            client.schedule_key_deletion(KeyId=created["KeyId"], PendingWindowInDays=7)
+        except ClientError:
+            logger.warning("could not schedule deletion of orphan KMS key %s", created["Arn"])
+        if _code(error) == "AlreadyExistsException":  # a concurrent set-up won: use its key
+            return create_signing_key(client, full, description=description)
+        raise
+    logger.info("created KMS signing key %s as %s", created["Arn"], full)
+    return str(created["Arn"])
