@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel
 
+from evolution.audit_checkpoints import AuditCheckpointer
 from evolution.errors import EvolutionError
 from evolution.security import ALL_TENANTS, Principal, Role
 from evolution.wiring import Services
@@ -74,6 +75,7 @@ def verify_tenant(services: Services, tenant_id: str) -> list[Check]:
             detail="; ".join(chain.problems[:5]) or f"head {chain.head_hash[:16]}",
         )
     )
+    checks.append(_audit_checkpoints(services, tenant_id))
     for snapshot in services.snapshots.list_snapshots(auditor, tenant_id):
         checks.append(
             _run(
@@ -110,6 +112,29 @@ def verify_tenant(services: Services, tenant_id: str) -> list[Check]:
         label = f"{version.model_name} v{version.number} ({version.state})"
         checks.append(_run(tenant_id, "model", label, lambda v=version: services.loader.verify(v)))
     return checks
+
+
+def _audit_checkpoints(services: Services, tenant_id: str) -> Check:
+    """Every signed checkpoint of the chain holds (a truncated or wholly rewritten chain fails here); when all
+    holds, the current head is checkpointed too, so the next run catches what happens from now on."""
+    checkpointer = AuditCheckpointer(services.factory, services.store, services.signer, services.keyring)
+    try:
+        report = checkpointer.verify(tenant_id, write=True)
+    except EvolutionError as error:
+        return Check(
+            tenant_id=tenant_id, kind="audit-checkpoints", subject="checkpoints", ok=False, detail=str(error)
+        )
+    detail = "; ".join(report.problems[:5])
+    if not detail:
+        written = f", new checkpoint at {report.written}" if report.written else ""
+        detail = f"latest at {report.latest_size} of {report.entries} entries{written}"
+    return Check(
+        tenant_id=tenant_id,
+        kind="audit-checkpoints",
+        subject=f"{report.checkpoints} checkpoints",
+        ok=report.ok,
+        detail=detail,
+    )
 
 
 def _run(tenant_id: str, kind: str, subject: str, check: object) -> Check:

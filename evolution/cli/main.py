@@ -8,6 +8,7 @@ import sys
 import typer
 
 from evolution.cli import demo_command, orchestration_commands, process_commands, registry_commands
+from evolution.cli.audit_commands import audit_app
 from evolution.cli.stats_commands import canary_app, drift_app
 from evolution.cli.user_commands import users_app
 from evolution.orchestrator import orchestrator_was_used
@@ -23,6 +24,8 @@ app.add_typer(drift_app, name="drift")
 app.add_typer(canary_app, name="canary")
 app.add_typer(users_app, name="users")
 registry_commands.register(app)
+# The `audit` group replaces the plain `audit` command; `evolution audit -t T` still shows the trail.
+app.add_typer(audit_app, name="audit")
 orchestration_commands.register(app, drift_app)
 process_commands.register(app)
 demo_command.register(app)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, event, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from evolution.canonical import canonical_json
 from evolution.registry.schema import AuditEntry, Tenant
@@ -17,6 +20,13 @@ from evolution.security import Principal
 from evolution.timeutil import iso
 
 GENESIS_HASH = "0" * 64
+log = logging.getLogger(__name__)
+
+# session.info key: {tenant_id: highest position appended} in the session's current transaction.
+_APPENDED = "evolution.audit.appended"
+CommitHook = Callable[[dict[str, int]], None]
+_commit_hooks: weakref.WeakKeyDictionary[Engine, list[CommitHook]] = weakref.WeakKeyDictionary()
+_hooks_lock = threading.Lock()
 
 
 def entry_digest(
@@ -100,7 +110,51 @@ def append_audit(
     entry = AuditEntry(entry_hash=entry_digest(**fields), **fields)
     session.add(entry)
     session.flush()
+    appended = session.info.setdefault(_APPENDED, {})
+    appended[tenant_id] = max(seq, appended.get(tenant_id, 0))
     return entry
+
+
+def add_commit_hook(engine: Engine, hook: CommitHook) -> None:
+    """Call ``hook({tenant: highest position})`` after every commit on ``engine`` that appended audit entries.
+
+    The hook runs after the commit, outside the transaction and its per-tenant lock (the session can no longer
+    emit SQL; a hook opens its own). Whatever it raises is logged and swallowed: the business operation has
+    committed and must not be reported as failed.
+    """
+    with _hooks_lock:
+        hooks = _commit_hooks.setdefault(engine, [])
+        if hook not in hooks:
+            hooks.append(hook)
+
+
+def remove_commit_hook(engine: Engine, hook: CommitHook) -> None:
+    with _hooks_lock:
+        hooks = _commit_hooks.get(engine, [])
+        if hook in hooks:
+            hooks.remove(hook)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_commit_hooks(session: Session) -> None:
+    appended: dict[str, int] | None = session.info.pop(_APPENDED, None)
+    if not appended:
+        return
+    bind = session.get_bind()
+    engine = bind.engine if isinstance(bind, Connection) else bind
+    with _hooks_lock:
+        hooks = list(_commit_hooks.get(engine, ()))
+    for hook in hooks:
+        try:
+            hook(dict(appended))
+        except Exception:  # a hook's failure never becomes the committed operation's failure
+            log.exception("audit post-commit hook %r failed", hook)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(_APPENDED, None)
 
 
 class ChainReport(BaseModel):
