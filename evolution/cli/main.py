@@ -9,6 +9,7 @@ import typer
 
 from evolution.cli import demo_command, orchestration_commands, process_commands, registry_commands
 from evolution.cli.audit_commands import audit_app
+from evolution.cli.backup_commands import register as register_backup_commands
 from evolution.cli.stats_commands import canary_app, drift_app
 from evolution.cli.user_commands import users_app
 from evolution.orchestrator import orchestrator_was_used
@@ -29,6 +30,7 @@ app.add_typer(audit_app, name="audit")
 orchestration_commands.register(app, drift_app)
 process_commands.register(app)
 demo_command.register(app)
+register_backup_commands(app)
 
 
 def main() -> None:
