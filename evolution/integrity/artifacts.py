@@ -103,7 +103,11 @@ def verify_artifact(store: ArtifactStore, tenant: str, digest: str) -> int:
 
 
 class FilesystemArtifactStore:
-    """``root/<tenant>/sha256/<ab>/<digest>``: files mode 0444, written once via temp file + hard link."""
+    """``root/<tenant>/sha256/<ab>/<digest>``: files mode 0444, written once via temp file + hard link.
+
+    Named objects live apart from digests, at ``root/<tenant>/objects/<canonical key>``, written the same way
+    (temp file, fsync, read-only, hard-linked into place so an existing object is never replaced).
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)

@@ -85,6 +85,11 @@ class KmsSignerConfig(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=20)
+    check_key_state: bool = Field(
+        default=True,
+        description="DescribeKey before every Sign, so a disabled key is refused with a clear error even by KMS "
+        "emulators that do not enforce it (one extra request per signature).",
+    )
 
     @field_validator("alias")
     @classmethod
@@ -217,7 +222,11 @@ class KmsSigner:
 
     @classmethod
     def from_config(cls, config: KmsSignerConfig, *, client: Any | None = None) -> KmsSigner:
-        return cls(client if client is not None else make_kms_client(config), config.key_reference)
+        return cls(
+            client if client is not None else make_kms_client(config),
+            config.key_reference,
+            check_state=config.check_key_state,
+        )
 
     def public_key_pem(self) -> bytes:
         return self._public_pem

@@ -255,7 +255,8 @@ class S3ArtifactStore:
         self.config = config
         self.client = client if client is not None else make_s3_client(config)
         self._conditional = config.conditional_writes
-        self._ready: set[str] = set()
+        self._ready: set[str] = set()  # created/checked for writing: versioning (and lock) in place
+        self._existing: set[str] = set()  # seen to exist by a read
         self._known_tenants: set[str] = set()
         self._listed_tenants: tuple[float, frozenset[str]] = (0.0, frozenset())
         self._lock = threading.Lock()
@@ -383,7 +384,11 @@ class S3ArtifactStore:
     def _bucket_for_read(self, tenant: str) -> str | None:
         """The tenant's bucket if it exists (None if not); never creates one."""
         bucket = self.bucket_name(tenant)
-        if bucket in self._ready or self._bucket_exists(bucket):
+        if bucket in self._ready or bucket in self._existing:
+            return bucket
+        if self._bucket_exists(bucket):
+            with self._lock:
+                self._existing.add(bucket)  # buckets are never removed by the store: once seen, keep it
             return bucket
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import stat
 import threading
 from pathlib import Path
 
@@ -403,3 +404,28 @@ def test_file_changed_between_hash_and_upload_is_not_stored(
     assert s3_under_test.store.list_digests("acme") == []
     bucket = s3_under_test.store.bucket_name("acme")  # type: ignore[attr-defined]
     assert s3_under_test.extra["raw"].list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+# -- filesystem specifics ------------------------------------------------------------------------------
+
+
+def test_fs_named_objects_are_read_only_and_never_followed_through_symlinks(tmp_path: Path) -> None:
+    from evolution.integrity.artifacts import FilesystemArtifactStore
+
+    root = tmp_path / "artifacts"
+    store = FilesystemArtifactStore(root)
+    store.put_object("acme", CHECKPOINT, b"{}")
+    path = root / "acme" / "objects" / CHECKPOINT
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.json").write_bytes(b"not yours")
+    (root / "acme" / "objects" / "elsewhere").symlink_to(outside)
+    with pytest.raises(IntegrityViolation, match="symlink"):
+        store.get_object("acme", "elsewhere/secret.json")
+    with pytest.raises(IntegrityViolation, match="symlink"):
+        store.put_object("acme", "elsewhere/new.json", b"x")
+    with pytest.raises(IntegrityViolation, match="symlink"):
+        store.list_objects("acme", "elsewhere")
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.json"]
+    assert store.list_objects("acme") == [CHECKPOINT]  # the walk does not follow the link either
