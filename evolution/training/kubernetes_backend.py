@@ -137,14 +137,22 @@ class KubernetesJobBackend:
             self._last_log.pop(job.job_id, None)
 
     async def cancel(self, job_id: str) -> None:
-        """Delete the job's Job (Foreground: its pod goes first); a ``run`` waiting on it reports ``cancelled``."""
-        self._cancelled.add(job_id)
-        wakeup = self._wakeups.get(job_id)
-        if wakeup is not None:
-            wakeup.set()
-        await self._delete(job_name(job_id))
-        if job_id not in self._active:
+        """Delete the job's Job (Foreground: its pod goes first); a ``run`` waiting on it reports ``cancelled``.
+
+        Raises TrainingFailed if the API server refuses or cannot be reached (the Job may then still run, until
+        its deadline).
+        """
+        running_here = job_id in self._active
+        if running_here:  # before the delete, so a poll that sees the Job vanish knows why
+            self._cancelled.add(job_id)
+        try:
+            await self._delete(job_name(job_id))
+        except TrainingFailed:
             self._cancelled.discard(job_id)
+            raise
+        wakeup = self._wakeups.get(job_id)
+        if running_here and wakeup is not None:
+            wakeup.set()
 
     def close(self) -> None:
         """Release the API client's connections."""
@@ -405,10 +413,15 @@ class KubernetesJobBackend:
             )
             log.info("deleted Job %s/%s", self.config.namespace, name)
         except ApiException as exc:
-            if exc.status != 404:
-                log.warning(
-                    "cannot delete Job %s/%s: %s", self.config.namespace, name, _describe_api_error(exc)
-                )
+            if exc.status == 404:
+                return
+            raise TrainingFailed(
+                f"cannot delete Job {self.config.namespace}/{name}: {_describe_api_error(exc)}"
+            ) from exc
+        except Exception as exc:  # connection refused, timeouts: urllib3 errors
+            raise TrainingFailed(
+                f"cannot delete Job {self.config.namespace}/{name}: {_describe_api_error(exc)}"
+            ) from exc
 
     async def _pod_view(self, name: str) -> _PodView | None:
         """The Job's newest pod, or None if it has none (yet, or any more)."""

@@ -24,10 +24,10 @@ from evolution.training.compute import (
     load_dataset,
     sha256_file,
 )
-from evolution.training.kubernetes_backend import KubernetesBackendConfig, KubernetesJobBackend
+from evolution.training.kubernetes_backend import KubernetesJobBackend
 from evolution.training.kubernetes_manifest import job_name
 from evolution.training.trainer import train
-from tests.support.fake_kube import FakeKube
+from tests.support.fake_kube import NAMESPACE, FakeKube, backend_config, image_env
 from tests.support.training_jobs import (
     CONFIG,
     HANGING_JOB,
@@ -38,27 +38,6 @@ from tests.support.training_jobs import (
     training_dataset,
     wait_for_pids,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-NAMESPACE = "training"
-
-
-def image_env() -> dict[str, str]:
-    """The fake kubelet's 'image': this virtualenv's interpreter first on PATH, this checkout importable."""
-    return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
-
-
-def kube_config(kube: FakeKube, work: Path, **overrides: object) -> KubernetesBackendConfig:
-    fields: dict[str, object] = {
-        "namespace": NAMESPACE,
-        "image": "evolution-training:test",
-        "api_url": kube.url,
-        "work_volume_claim": "evolution-work",
-        "work_mount_path": str(work),
-        "poll_interval_s": 0.1,
-        "pod_check_interval_s": 0.3,
-    }
-    return KubernetesBackendConfig.model_validate(fields | overrides)
 
 
 @dataclass
@@ -87,7 +66,7 @@ async def backends(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
         def make(python: str | None) -> ComputeBackend:
             overrides = {"python_executable": python} if python else {}
-            return KubernetesJobBackend(kube_config(kube, tmp_path, **overrides))
+            return KubernetesJobBackend(backend_config(kube, tmp_path, **overrides))
 
         harness = BackendUnderTest("kubernetes", make, kube)
         yield harness

@@ -23,14 +23,18 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from evolution.training.kubernetes_manifest import KubernetesBackendConfig
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -53,6 +57,28 @@ _SUFFIX = {
     "Ei": 2**60,
 }
 _TICK = 0.05
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "training"
+
+
+def image_env() -> dict[str, str]:
+    """The kubelet's 'image' for this repo's tests: this virtualenv's interpreter first on PATH, the checkout
+    importable (a real image has the package installed)."""
+    return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYTHONPATH": str(_REPO_ROOT)}
+
+
+def backend_config(kube: FakeKube, work: Path, **overrides: object) -> KubernetesBackendConfig:
+    """The Job backend's configuration for this fake cluster, polling fast; ``work`` is the shared volume."""
+    fields: dict[str, object] = {
+        "namespace": NAMESPACE,
+        "image": "evolution-training:test",
+        "api_url": kube.url,
+        "work_volume_claim": "evolution-work",
+        "work_mount_path": str(work),
+        "poll_interval_s": 0.1,
+        "pod_check_interval_s": 0.3,
+    }
+    return KubernetesBackendConfig.model_validate(fields | overrides)
 
 
 def _now() -> str:
@@ -125,6 +151,9 @@ class FakeKube:
         self.dry_runs: list[dict[str, Any]] = []
         self.deletions: list[dict[str, Any]] = []  # {"namespace", "name", "propagationPolicy"}
         self.requests: list[tuple[str, str]] = []  # (method, path with query)
+        # Fault injection: this many upcoming Job reads answer 404 although the Job exists, as a read that raced
+        # with another worker's create would.
+        self.stale_reads = 0
         self._jobs: dict[tuple[str, str], _JobRun] = {}
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
@@ -143,7 +172,9 @@ class FakeKube:
         handler = type("Handler", (_Handler,), {"kube": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-kube", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kube", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -287,7 +318,9 @@ class FakeKube:
     def _read_job(self, namespace: str, name: str) -> dict[str, Any]:
         with self._lock:
             run = self._jobs.get((namespace, name))
-            if run is None:
+            stale = self.stale_reads > 0
+            self.stale_reads = max(0, self.stale_reads - 1)
+            if run is None or stale:
                 raise ApiError(404, "NotFound", f'jobs.batch "{name}" not found')
             return copy.deepcopy(run.obj)
 
