@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import stat
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from evolution.demo_data import CATEGORICAL, FEATURES, TARGET, generate_rows
+from evolution.demo_data import TARGET, generate_rows
 from evolution.errors import InvalidInput, TrainingFailed
 from evolution.training.compute import (
     JOB_FILE,
@@ -24,65 +22,17 @@ from evolution.training.compute import (
     sha256_file,
     write_dataset,
 )
-from evolution.training.trainer import TrainingConfig, train
-
-START = datetime(2024, 1, 1, tzinfo=UTC)
-CONFIG = TrainingConfig(features=FEATURES, categorical=sorted(CATEGORICAL), target=TARGET, max_iter=60)
-
-
-def _job(tmp_path: Path, dataset: Path, **overrides: object) -> TrainingJob:
-    fields: dict[str, object] = {
-        "job_id": "job-1",
-        "tenant": "acme",
-        "model_name": "yield",
-        "dataset_path": str(dataset),
-        "config": CONFIG,
-        "seed": 13,
-        "output_dir": str(tmp_path / "out"),
-        "timeout_s": 60.0,
-    }
-    return TrainingJob.model_validate(fields | overrides)
-
-
-def _fake_python(tmp_path: Path, body: str) -> str:
-    """An 'interpreter' that ignores its arguments and runs ``body`` in /bin/sh."""
-    script = tmp_path / "fake-python"
-    script.write_text("#!/bin/sh\n" + body + "\n")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return str(script)
-
-
-def _alive(pid: int) -> bool:
-    """Running and not a zombie (a killed orphan may wait for a reaper that is slow in containers)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-async def _wait_for_pids(path: Path, count: int, timeout_s: float = 15.0) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists():
-            pids = [int(p) for p in path.read_text().split()]
-            if len(pids) >= count:
-                return pids
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the job did not write {count} pids to {path}")
-
-
-async def _all_dead(pids: list[int], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not any(_alive(p) for p in pids):
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
-# A job that starts a grandchild in its process group, records both pids, then hangs.
-_HANGING_JOB = 'sleep 300 &\necho "$$ $!" > "{pids}"\nwait'
+from evolution.training.trainer import train
+from tests.support.training_jobs import (
+    CONFIG,
+    HANGING_JOB,
+    START,
+    alive,
+    all_dead,
+    fake_python,
+    make_job,
+    wait_for_pids,
+)
 
 
 @pytest.fixture
@@ -95,7 +45,7 @@ async def test_a_job_succeeds_and_its_digests_match_training_in_process(
 ) -> None:
     beats: list[str] = []
     backend = LocalSubprocessBackend(heartbeat_interval_s=0.2)
-    result = await backend.run(_job(tmp_path, dataset), heartbeat=beats.append)
+    result = await backend.run(make_job(tmp_path, dataset), heartbeat=beats.append)
 
     assert result.status == "succeeded", result.log_tail
     assert result.exit_code == 0 and result.error is None
@@ -113,7 +63,7 @@ async def test_a_job_succeeds_and_its_digests_match_training_in_process(
 async def test_a_failing_job_reports_failed_with_the_error_in_its_log_tail(tmp_path: Path) -> None:
     rows = [{k: v for k, v in r.items() if k != TARGET} for r in generate_rows(300, seed=1, start=START)]
     dataset = write_dataset(rows, tmp_path / "no-target.jsonl")
-    result = await LocalSubprocessBackend().run(_job(tmp_path, dataset))
+    result = await LocalSubprocessBackend().run(make_job(tmp_path, dataset))
 
     assert result.status == "failed" and result.exit_code == 1
     assert result.output_files == {}
@@ -122,59 +72,59 @@ async def test_a_failing_job_reports_failed_with_the_error_in_its_log_tail(tmp_p
 
 
 async def test_a_missing_dataset_fails_and_says_which_file(tmp_path: Path) -> None:
-    result = await LocalSubprocessBackend().run(_job(tmp_path, tmp_path / "nowhere.jsonl"))
+    result = await LocalSubprocessBackend().run(make_job(tmp_path, tmp_path / "nowhere.jsonl"))
     assert result.status == "failed"
     assert result.error is not None and "nowhere.jsonl" in result.error and "does not exist" in result.error
 
 
 async def test_a_timeout_kills_the_whole_process_group(tmp_path: Path, dataset: Path) -> None:
     pid_file = tmp_path / "pids"
-    backend = LocalSubprocessBackend(_fake_python(tmp_path, _HANGING_JOB.format(pids=pid_file)))
+    backend = LocalSubprocessBackend(fake_python(tmp_path, HANGING_JOB.format(pids=pid_file)))
     started = time.monotonic()
-    result = await backend.run(_job(tmp_path, dataset, timeout_s=1.5))
+    result = await backend.run(make_job(tmp_path, dataset, timeout_s=1.5))
 
     assert result.status == "timed_out" and result.error is not None and "timed out" in result.error
     assert time.monotonic() - started < 10
     pids = [int(p) for p in pid_file.read_text().split()]
-    assert len(pids) == 2 and await _all_dead(pids)
+    assert len(pids) == 2 and await all_dead(pids)
 
 
 async def test_cancelling_the_caller_kills_the_process_group_and_re_raises(
     tmp_path: Path, dataset: Path
 ) -> None:
     pid_file = tmp_path / "pids"
-    backend = LocalSubprocessBackend(_fake_python(tmp_path, _HANGING_JOB.format(pids=pid_file)))
-    task = asyncio.create_task(backend.run(_job(tmp_path, dataset)))
-    pids = await _wait_for_pids(pid_file, 2)
-    assert all(_alive(p) for p in pids)
+    backend = LocalSubprocessBackend(fake_python(tmp_path, HANGING_JOB.format(pids=pid_file)))
+    task = asyncio.create_task(backend.run(make_job(tmp_path, dataset)))
+    pids = await wait_for_pids(pid_file, 2)
+    assert all(alive(p) for p in pids)
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await _all_dead(pids)
+    assert await all_dead(pids)
     assert backend.running_pids() == {}
 
 
 async def test_cancel_by_job_id_stops_the_job_and_run_reports_it(tmp_path: Path, dataset: Path) -> None:
     pid_file = tmp_path / "pids"
-    backend = LocalSubprocessBackend(_fake_python(tmp_path, _HANGING_JOB.format(pids=pid_file)))
-    task = asyncio.create_task(backend.run(_job(tmp_path, dataset, job_id="to-cancel")))
-    pids = await _wait_for_pids(pid_file, 2)
+    backend = LocalSubprocessBackend(fake_python(tmp_path, HANGING_JOB.format(pids=pid_file)))
+    task = asyncio.create_task(backend.run(make_job(tmp_path, dataset, job_id="to-cancel")))
+    pids = await wait_for_pids(pid_file, 2)
     assert backend.running_pids() == {"to-cancel": pids[0]}
 
     await backend.cancel("to-cancel")
     result = await asyncio.wait_for(task, timeout=10)
     assert result.status == "failed" and result.error == "cancelled"
-    assert await _all_dead(pids)
+    assert await all_dead(pids)
 
 
 async def test_the_same_job_id_cannot_run_twice_at_once(tmp_path: Path, dataset: Path) -> None:
     pid_file = tmp_path / "pids"
-    backend = LocalSubprocessBackend(_fake_python(tmp_path, _HANGING_JOB.format(pids=pid_file)))
-    task = asyncio.create_task(backend.run(_job(tmp_path, dataset)))
-    await _wait_for_pids(pid_file, 2)
+    backend = LocalSubprocessBackend(fake_python(tmp_path, HANGING_JOB.format(pids=pid_file)))
+    task = asyncio.create_task(backend.run(make_job(tmp_path, dataset)))
+    await wait_for_pids(pid_file, 2)
     with pytest.raises(InvalidInput, match="already running"):
-        await backend.run(_job(tmp_path, dataset))
+        await backend.run(make_job(tmp_path, dataset))
     await backend.cancel("job-1")
     await task
 
@@ -187,8 +137,8 @@ async def test_the_child_gets_rlimits_thread_caps_and_no_secrets(
         'echo "as=$(ulimit -v) cpu=$(ulimit -t) omp=$OMP_NUM_THREADS '
         'secret=${EVOLUTION_SIGNING_SECRET:-none}"'
     )
-    backend = LocalSubprocessBackend(_fake_python(tmp_path, body))
-    result = await backend.run(_job(tmp_path, dataset, memory_limit_mb=512, cpu_seconds=30))
+    backend = LocalSubprocessBackend(fake_python(tmp_path, body))
+    result = await backend.run(make_job(tmp_path, dataset, memory_limit_mb=512, cpu_seconds=30))
 
     assert f"as={512 * 1024} cpu=30 omp=1 secret=none" in result.log_tail
     assert result.status == "failed"  # it exited 0 without a result.json: no model, no success
@@ -196,14 +146,14 @@ async def test_the_child_gets_rlimits_thread_caps_and_no_secrets(
 
 
 async def test_exceeding_the_cpu_limit_kills_the_job(tmp_path: Path, dataset: Path) -> None:
-    backend = LocalSubprocessBackend(_fake_python(tmp_path, "while :; do :; done"))
-    result = await backend.run(_job(tmp_path, dataset, cpu_seconds=1, timeout_s=30))
+    backend = LocalSubprocessBackend(fake_python(tmp_path, "while :; do :; done"))
+    result = await backend.run(make_job(tmp_path, dataset, cpu_seconds=1, timeout_s=30))
     assert result.status == "failed"
     assert result.error is not None and "CPU limit" in result.error
 
 
 async def test_a_memory_limit_too_small_for_training_fails_the_job(tmp_path: Path, dataset: Path) -> None:
-    result = await LocalSubprocessBackend().run(_job(tmp_path, dataset, memory_limit_mb=64))
+    result = await LocalSubprocessBackend().run(make_job(tmp_path, dataset, memory_limit_mb=64))
     assert result.status == "failed" and result.exit_code != 0
     assert result.output_files == {}
     # At 64 MB the interpreter cannot even map numpy's BLAS library; larger limits fail later, in training.
@@ -219,8 +169,8 @@ async def test_a_stale_result_from_an_earlier_attempt_is_never_reported(
     out = tmp_path / "out"
     out.mkdir()
     (out / RESULT_FILE).write_text(json.dumps({"job_id": "job-1", "status": "succeeded", "output_files": {}}))
-    backend = LocalSubprocessBackend(_fake_python(tmp_path, "exit 0"))
-    result = await backend.run(_job(tmp_path, dataset))
+    backend = LocalSubprocessBackend(fake_python(tmp_path, "exit 0"))
+    result = await backend.run(make_job(tmp_path, dataset))
     assert result.status == "failed"
     assert not (out / RESULT_FILE).exists()
 
@@ -228,7 +178,7 @@ async def test_a_stale_result_from_an_earlier_attempt_is_never_reported(
 async def test_an_interpreter_that_cannot_start_is_a_training_failure(tmp_path: Path, dataset: Path) -> None:
     backend = LocalSubprocessBackend(str(tmp_path / "no-such-python"))
     with pytest.raises(TrainingFailed, match="no-such-python"):
-        await backend.run(_job(tmp_path, dataset))
+        await backend.run(make_job(tmp_path, dataset))
     assert backend.running_pids() == {}
 
 
@@ -246,5 +196,5 @@ def test_datasets_round_trip_through_jsonl_gzip_and_parquet(tmp_path: Path) -> N
 
 
 def test_the_job_file_round_trips(tmp_path: Path) -> None:
-    job = _job(tmp_path, tmp_path / "d.jsonl", memory_limit_mb=1024, cpu_seconds=60)
+    job = make_job(tmp_path, tmp_path / "d.jsonl", memory_limit_mb=1024, cpu_seconds=60)
     assert TrainingJob.model_validate_json(job.model_dump_json()) == job
