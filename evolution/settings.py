@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -17,13 +17,48 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from evolution.integrity.kms_signing import KmsSignerConfig
+from evolution.integrity.s3_artifacts import S3StoreConfig
+from evolution.notifications.config import NotificationsConfig
+from evolution.training.kubernetes_manifest import KubernetesBackendConfig
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EVOLUTION_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EVOLUTION_", env_nested_delimiter="__", extra="ignore")
 
     home: Path = Field(default=Path(".evolution"), description="State directory of the embedded defaults.")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite in the home dir."
+    )
+    database_owner_url: str | None = Field(
+        default=None,
+        description="PostgreSQL: the URL of the role that owns the schema and runs the migrations; "
+        "database_url then names the application's role (a member of evolution_app: no ownership, no "
+        "BYPASSRLS), fenced by row-level security. Default: database_url.",
+    )
+
+    artifact_backend: Literal["filesystem", "s3"] = Field(
+        default="filesystem", description="Where artifacts live: the home dir, or S3/MinIO (see s3)."
+    )
+    s3: S3StoreConfig | None = Field(
+        default=None, description="EVOLUTION_S3__ENDPOINT_URL, __BUCKET_PREFIX, ..."
+    )
+    signer_backend: Literal["local", "kms"] = Field(
+        default="local", description="Who signs: a local Ed25519 key in the home dir, or AWS KMS (see kms)."
+    )
+    kms: KmsSignerConfig | None = Field(
+        default=None, description="EVOLUTION_KMS__KEY_ID or __ALIAS, __REGION, ..."
+    )
+    compute_backend: Literal["subprocess", "kubernetes"] = Field(
+        default="subprocess", description="Where training runs: a local subprocess, or a Kubernetes Job."
+    )
+    kubernetes: KubernetesBackendConfig | None = Field(
+        default=None, description="EVOLUTION_KUBERNETES__NAMESPACE, __IMAGE, ..."
+    )
+    notifications: NotificationsConfig = Field(
+        default_factory=NotificationsConfig,
+        description="The outbox always; e-mail (EVOLUTION_NOTIFICATIONS__SMTP__HOST, ...) and a signed webhook "
+        "(EVOLUTION_NOTIFICATIONS__WEBHOOK__URL, ...) when configured, routed by the escalation policy.",
     )
 
     temporal_address: str = "127.0.0.1:7233"
@@ -70,6 +105,29 @@ class Settings(BaseSettings):
         default=None,
         description="OTLP/HTTP collector, e.g. http://collector:4318 (/v1/traces is added); None: no OTLP.",
     )
+
+    @model_validator(mode="after")
+    def _backends_configured(self) -> Settings:
+        missing = [
+            f"{backend} needs {section}: set EVOLUTION_{section.upper()}__... (see docs/production.md)"
+            for backend, section, chosen in (
+                ("artifact_backend=s3", "s3", self.artifact_backend == "s3" and self.s3 is None),
+                ("signer_backend=kms", "kms", self.signer_backend == "kms" and self.kms is None),
+                (
+                    "compute_backend=kubernetes",
+                    "kubernetes",
+                    self.compute_backend == "kubernetes" and self.kubernetes is None,
+                ),
+            )
+            if chosen
+        ]
+        if missing:
+            raise ValueError("; ".join(missing))
+        return self
+
+    @property
+    def resolved_owner_database_url(self) -> str:
+        return self.database_owner_url or self.resolved_database_url
 
     @property
     def resolved_database_url(self) -> str:

@@ -15,15 +15,20 @@ from evolution.baselines import BaselineService
 from evolution.drift_reports import DriftReportService
 from evolution.events import EventIngestor
 from evolution.integrity.artifacts import ArtifactStore, FilesystemArtifactStore
+from evolution.integrity.kms_signing import KmsSigner
+from evolution.integrity.s3_artifacts import S3ArtifactStore
 from evolution.integrity.signing import KeyRing, LocalEd25519Signer, Signer
 from evolution.models import ModelLoader
-from evolution.notify import OutboxNotifier
+from evolution.notifications.fanout import FanOutNotifier
+from evolution.notify import Notifier, OutboxNotifier
 from evolution.outcomes import OutcomeJoiner
 from evolution.quota import QuotaManager
 from evolution.registry.db import make_engine, make_session_factory, upgrade_to_head
 from evolution.registry.service import ModelRegistryService
 from evolution.settings import Settings
 from evolution.snapshots import DatasetSnapshotService
+from evolution.training.compute import ComputeBackend, LocalSubprocessBackend
+from evolution.training.kubernetes_backend import KubernetesJobBackend
 from evolution.users import UserService
 
 
@@ -58,8 +63,12 @@ class Services:
         return DriftReportService(self.factory, self.store, self.signer)
 
     @cached_property
-    def notifier(self) -> OutboxNotifier:
-        return OutboxNotifier(self.factory)
+    def notifier(self) -> Notifier:
+        """The outbox alone (embedded default), or fanned out to e-mail and a webhook when configured."""
+        config = self.settings.notifications
+        if config.smtp is None and config.webhook is None:
+            return OutboxNotifier(self.factory)
+        return FanOutNotifier.from_config(config, self.factory)
 
     @cached_property
     def quota(self) -> QuotaManager:
@@ -85,17 +94,38 @@ class Services:
         self.engine.dispose()
 
 
+def build_artifact_store(settings: Settings) -> ArtifactStore:
+    if settings.artifact_backend == "s3":
+        assert settings.s3 is not None  # the settings refuse s3 without its section
+        return S3ArtifactStore(settings.s3)
+    return FilesystemArtifactStore(settings.artifacts_dir)
+
+
+def build_signer(settings: Settings) -> Signer:
+    if settings.signer_backend == "kms":
+        assert settings.kms is not None
+        return KmsSigner.from_config(settings.kms)
+    return LocalEd25519Signer(settings.keys_dir)
+
+
+def build_compute_backend(settings: Settings) -> ComputeBackend:
+    if settings.compute_backend == "kubernetes":
+        assert settings.kubernetes is not None
+        return KubernetesJobBackend(settings.kubernetes)
+    return LocalSubprocessBackend()
+
+
 def build_services(settings: Settings, migrate: bool = True) -> Services:
-    """Embedded defaults: SQLite (or the configured URL), a filesystem artifact store, a local Ed25519 key."""
+    """The backends the settings choose: embedded defaults (SQLite, the home dir, a local Ed25519 key) or
+    PostgreSQL, S3/MinIO and AWS KMS. Migrations run as the schema's owner; the services use the app's role."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    url = settings.resolved_database_url
     if migrate:
-        upgrade_to_head(url)
-    engine = make_engine(url)
+        upgrade_to_head(settings.resolved_owner_database_url)
+    engine = make_engine(settings.resolved_database_url)
     return Services(
         settings=settings,
         engine=engine,
         factory=make_session_factory(engine),
-        store=FilesystemArtifactStore(settings.artifacts_dir),
-        signer=LocalEd25519Signer(settings.keys_dir),
+        store=build_artifact_store(settings),
+        signer=build_signer(settings),
     )

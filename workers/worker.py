@@ -21,8 +21,8 @@ from evolution.drift_scan import DriftScanner
 from evolution.logging_setup import configure_logging
 from evolution.retraining import CandidateBuilder
 from evolution.settings import Settings, load_settings
-from evolution.training.compute import ComputeBackend, LocalSubprocessBackend
-from evolution.wiring import Services, build_services
+from evolution.training.compute import ComputeBackend
+from evolution.wiring import Services, build_compute_backend, build_services
 from workers.log_context import ActivityContext
 from workers.temporal_client import connect_client, metrics_runtime
 from workflows.drift_scan import DriftScanWorkflow
@@ -41,7 +41,7 @@ def activity_objects(services: Services, compute: ComputeBackend | None = None) 
         signer=services.signer,
         keyring=services.keyring,
         loader=services.loader,
-        compute=compute or LocalSubprocessBackend(),
+        compute=compute or build_compute_backend(settings),
         quota=services.quota,
         work_dir=settings.work_dir,
         timeout_s=settings.training_timeout_s,

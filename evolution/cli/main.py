@@ -7,7 +7,13 @@ import sys
 
 import typer
 
-from evolution.cli import demo_command, orchestration_commands, process_commands, registry_commands
+from evolution.cli import (
+    demo_command,
+    doctor_command,
+    orchestration_commands,
+    process_commands,
+    registry_commands,
+)
 from evolution.cli.audit_commands import audit_app
 from evolution.cli.backup_commands import register as register_backup_commands
 from evolution.cli.stats_commands import canary_app, drift_app
@@ -31,6 +37,7 @@ orchestration_commands.register(app, drift_app)
 process_commands.register(app)
 demo_command.register(app)
 register_backup_commands(app)
+doctor_command.register(app)
 
 
 def main() -> None:

@@ -12,16 +12,15 @@ one pending deletion, is refused with :class:`SigningKeyUnavailable` naming the 
 with DisabledException / KMSInvalidStateException, which map to the same error). Every signature KMS returns is
 verified against the cached public key before it is handed out.
 
-Payloads up to 4096 bytes are sent as they are (MessageType RAW); larger ones as their SHA-256 (MessageType
-DIGEST, which is what KMS requires above 4 KiB). Both produce the same ECDSA-SHA256 signature over the payload.
-(moto's KMS ignores MessageType and hashes a DIGEST message again, so against moto only payloads up to 4096
-bytes give signatures that verify; the self-check refuses the others rather than hand them out.)
+Every message goes to KMS as MessageType RAW. Payloads up to 4096 bytes (KMS's RAW limit) are signed as they
+are; for a larger one what is signed is a fixed prefix and its SHA-256 (``Signature.prehash = "sha256"``, see
+:func:`~evolution.integrity.signing.signed_message`), which verifies offline just the same. MessageType DIGEST
+would do without the envelope, but KMS emulators (moto) hash a DIGEST message again.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import re
 from typing import Any
@@ -35,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from evolution.errors import Conflict, EvolutionError, IntegrityViolation, InvalidInput
 from evolution.integrity.s3_artifacts import CheckResult
-from evolution.integrity.signing import Signature, key_id_for_public_pem, verify_signature
+from evolution.integrity.signing import Signature, key_id_for_public_pem, signed_message, verify_signature
 
 logger = logging.getLogger(__name__)
 
@@ -237,10 +236,9 @@ class KmsSigner:
         payload = bytes(payload)
         if self.check_state:
             _require_signing_key(_describe(self.client, self.key_arn), self.key_arn)
-        if 0 < len(payload) <= MAX_RAW_MESSAGE:
-            message, message_type = payload, "RAW"
-        else:  # KMS takes at most 4096 bytes RAW (and none empty): send the SHA-256 instead
-            message, message_type = hashlib.sha256(payload).digest(), "DIGEST"
+        # KMS takes at most 4096 bytes RAW, and none empty: sign the prehash envelope instead.
+        prehash = None if 0 < len(payload) <= MAX_RAW_MESSAGE else "sha256"
+        message, message_type = signed_message(payload, prehash), "RAW"
         try:
             response = self.client.sign(
                 KeyId=self.key_arn,
@@ -258,6 +256,7 @@ class KmsSigner:
             key_id=self.key_id,
             value=base64.b64encode(bytes(response["Signature"])).decode("ascii"),
             key_ref=self.key_arn,
+            prehash=prehash,
         )
         try:
             verify_signature(self._public_pem, payload, signature)

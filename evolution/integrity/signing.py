@@ -48,6 +48,28 @@ class Signature(BaseModel):
         description="the backend's own name of the signing key (e.g. the AWS KMS key ARN); informational only, "
         "verification always goes by key_id",
     )
+    prehash: Literal["sha256"] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="sha256: what was signed is signed_message(payload, 'sha256') — a fixed prefix and the "
+        "payload's SHA-256 — because the signer takes messages of bounded size (AWS KMS: 4096 bytes RAW)",
+    )
+
+
+PREHASH_PREFIX = b"controlled-evolution/prehash/sha256\n"
+
+
+def signed_message(payload: bytes, prehash: str | None) -> bytes:
+    """The bytes a signature covers: the payload itself, or for a prehashed signature a prefix and its SHA-256.
+
+    The prefix keeps the two apart: the system signs canonical JSON (which starts with ``{``) or manifests, never
+    bytes that start with the prefix, so a prehashed signature cannot be passed off as one over a payload.
+    """
+    if prehash is None:
+        return payload
+    if prehash != "sha256":
+        raise IntegrityViolation(f"unknown prehash {prehash!r}")
+    return PREHASH_PREFIX + hashlib.sha256(payload).digest()
 
 
 @runtime_checkable
@@ -118,11 +140,12 @@ def verify_signature(public_key_pem: bytes | str, payload: bytes, signature: Sig
         raw = base64.b64decode(signature.value, validate=True)
     except (binascii.Error, ValueError):
         raise IntegrityViolation(f"signature by {signature.key_id} is not valid base64") from None
+    message = signed_message(payload, signature.prehash)
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(raw, payload)
+            key.verify(raw, message)
         else:
-            key.verify(raw, payload, ec.ECDSA(hashes.SHA256()))  # DER-encoded (r, s), as AWS KMS returns it
+            key.verify(raw, message, ec.ECDSA(hashes.SHA256()))  # DER-encoded (r, s), as AWS KMS returns it
     except InvalidSignature:
         raise IntegrityViolation(
             f"signature by {signature.key_id} does not verify over the payload"

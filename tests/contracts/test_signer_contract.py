@@ -29,6 +29,7 @@ from evolution.integrity.manifest import (
     verify_model_files,
 )
 from evolution.integrity.signing import (
+    PREHASH_PREFIX,
     KeyRing,
     Signature,
     Signer,
@@ -198,12 +199,10 @@ def test_a_kms_key_of_the_wrong_kind_is_refused(fake_aws_env: dict[str, str], mo
         assert [r.ok for r in check_kms_key(client, arn) if r.name == "kms key type"] == [False]
 
 
-def test_payloads_above_4096_bytes_are_sent_to_kms_as_their_digest(kms: tuple[KmsSigner, str, Any]) -> None:
-    """KMS signs at most 4096 bytes RAW; above that the SHA-256 goes as MessageType DIGEST (same signature).
-
-    moto's KMS ignores MessageType and hashes the digest again, so there the signer's self-check refuses the
-    result (it never hands out a signature that does not verify); what is proved here is the request.
-    """
+def test_payloads_above_4096_bytes_are_signed_raw_through_the_prehash_envelope(
+    kms: tuple[KmsSigner, str, Any],
+) -> None:
+    """KMS signs at most 4096 bytes RAW; above that the prefixed SHA-256 is signed, and verifies offline."""
     import hashlib
 
     signer, _arn, _client = kms
@@ -214,14 +213,18 @@ def test_payloads_above_4096_bytes_are_sent_to_kms_as_their_digest(kms: tuple[Km
     small = b"s" * 4096
     signer.sign(small)
     large = b"L" * 10_000
-    try:
-        signature = signer.sign(large)
-    except IntegrityViolation as error:  # moto: see above
-        assert "does not verify" in str(error)
-    else:  # a KMS that implements DIGEST
-        KeyRing.of(signer).verify(large, signature)
+    signature = signer.sign(large)
+    KeyRing.of(signer).verify(large, signature)
+    assert signature.prehash == "sha256"
+    with pytest.raises(IntegrityViolation):
+        KeyRing.of(signer).verify(large[:-1] + b"X", signature)
+    with pytest.raises(IntegrityViolation):  # the envelope is not a signature over the payload itself
+        KeyRing.of(signer).verify(large, signature.model_copy(update={"prehash": None}))
     assert (sent[0]["MessageType"], sent[0]["Message"]) == ("RAW", small)
-    assert (sent[1]["MessageType"], sent[1]["Message"]) == ("DIGEST", hashlib.sha256(large).digest())
+    assert (sent[1]["MessageType"], sent[1]["Message"]) == (
+        "RAW",
+        PREHASH_PREFIX + hashlib.sha256(large).digest(),
+    )
     assert {p["SigningAlgorithm"] for p in sent} == {"ECDSA_SHA_256"}
 
 

@@ -1,0 +1,45 @@
+"""`evolution doctor`: check every configured backend and print a table."""
+
+from __future__ import annotations
+
+import typer
+
+from evolution.cli.context import settings
+from evolution.doctor import CHECKS, render_table, run_checks
+
+
+def doctor(
+    skip: list[str] = typer.Option(
+        [], "--skip", help=f"Leave a component out (one of: {', '.join(CHECKS)}); repeatable."
+    ),
+) -> None:
+    """Check the database (reachable, migrations at head, row-level security), Temporal, the artifact store,
+    the signer, the compute backend and the notification channels. Exit code 1 if anything fails."""
+    unknown = sorted(set(skip) - set(CHECKS))
+    if unknown:
+        typer.secho(f"error: --skip {', '.join(unknown)}: use one of {', '.join(CHECKS)}", err=True, fg="red")
+        raise typer.Exit(2)
+    checks = run_checks(settings(), skip)
+    typer.echo(render_table(checks))
+    failed = [c for c in checks if not c.ok]
+    typer.echo(f"\n{len(checks)} checks, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
+db_app = typer.Typer(help="The registry database's schema.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration, as the schema's owner (EVOLUTION_DATABASE_OWNER_URL, else DATABASE_URL)."""
+    from evolution.registry.db import upgrade_to_head
+
+    cfg = settings()
+    upgrade_to_head(cfg.resolved_owner_database_url)
+    typer.echo("registry schema at head")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor)
+    app.add_typer(db_app, name="db")

@@ -1,0 +1,228 @@
+"""`evolution doctor`: is every configured backend reachable, with valid credentials and the state we rely on?
+
+Each check is reported, none raises: an operator setting up PostgreSQL, S3, KMS and Kubernetes wants the whole
+picture at once, not the first failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Engine, text
+
+from evolution.registry.db import MIGRATIONS_DIR, alembic_config, make_engine
+from evolution.registry.row_security import IDENTITY_TABLES
+from evolution.settings import Settings
+
+
+class Check(BaseModel):
+    component: str
+    name: str
+    ok: bool
+    detail: str
+
+
+def _checks(component: str, results: Iterable[Sequence[Any]]) -> list[Check]:
+    return [Check(component=component, name=str(r[0]), ok=bool(r[1]), detail=str(r[2])) for r in results]
+
+
+def _guarded(component: str, name: str, run: Callable[[], list[Check]]) -> list[Check]:
+    """A check that blows up is a failed check, named, never a traceback."""
+    try:
+        return run()
+    except Exception as error:  # report, never raise: the point is the whole picture
+        return [Check(component=component, name=name, ok=False, detail=f"{type(error).__name__}: {error}")]
+
+
+def database_checks(settings: Settings) -> list[Check]:
+    url = settings.resolved_database_url
+    engine = make_engine(url)
+    try:
+        return _database_checks(engine, url)
+    finally:
+        engine.dispose()
+
+
+def _database_checks(engine: Engine, url: str) -> list[Check]:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    backend = engine.dialect.name
+    checks: list[Check] = []
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+        checks.append(Check(component="database", name="reachable", ok=True, detail=f"{backend} answered"))
+        head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+        current = MigrationContext.configure(connection).get_current_revision()
+        checks.append(
+            Check(
+                component="database",
+                name="migrations at head",
+                ok=current == head,
+                detail=f"at {current}, head {head}"
+                + (
+                    ""
+                    if current == head
+                    else f": run `evolution db upgrade` (migrations in {MIGRATIONS_DIR})"
+                ),
+            )
+        )
+        if backend == "postgresql":
+            checks += _row_security_checks(connection)
+    return checks
+
+
+def _row_security_checks(connection: Any) -> list[Check]:
+    user, superuser, bypass = connection.execute(
+        text("SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+    ).one()
+    fenced = not superuser and not bypass
+    checks = [
+        Check(
+            component="database",
+            name="application role fenced",
+            ok=fenced,
+            detail=f"{user}: no SUPERUSER, no BYPASSRLS"
+            if fenced
+            else f"{user} has {'SUPERUSER' if superuser else 'BYPASSRLS'}: row-level security does not apply; "
+            "connect as a member of evolution_app (EVOLUTION_DATABASE_URL) and migrate as the owner "
+            "(EVOLUTION_DATABASE_OWNER_URL)",
+        )
+    ]
+    rows = connection.execute(
+        text(
+            "SELECT c.relname, c.relrowsecurity AND c.relforcerowsecurity FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND (c.relname = 'tenants' OR EXISTS "
+            "(SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped))"
+        )
+    ).all()
+    tables = {name: forced for name, forced in rows if name not in IDENTITY_TABLES}
+    open_tables = sorted(name for name, forced in tables.items() if not forced)
+    checks.append(
+        Check(
+            component="database",
+            name="row-level security forced",
+            ok=bool(tables) and not open_tables,
+            detail=f"on all {len(tables)} tenant tables"
+            if not open_tables
+            else f"missing on {', '.join(open_tables)}",
+        )
+    )
+    return checks
+
+
+def artifact_checks(settings: Settings) -> list[Check]:
+    if settings.artifact_backend == "s3":
+        from evolution.wiring import build_artifact_store
+
+        store: Any = build_artifact_store(settings)
+        return _checks("artifacts", store.check())
+    root = settings.artifacts_dir
+    root.mkdir(parents=True, exist_ok=True)
+    writable = os.access(root, os.W_OK)
+    return [Check(component="artifacts", name="filesystem store writable", ok=writable, detail=str(root))]
+
+
+def signer_checks(settings: Settings) -> list[Check]:
+    from evolution.wiring import build_signer
+
+    signer: Any = build_signer(settings)
+    if settings.signer_backend == "kms":
+        return _checks("signer", signer.check())
+    mode = oct(signer.path.stat().st_mode & 0o777)
+    private = mode == "0o600"
+    return [
+        Check(component="signer", name="local Ed25519 key", ok=True, detail=signer.key_id),
+        Check(component="signer", name="key file private", ok=private, detail=f"{signer.path} mode {mode}"),
+    ]
+
+
+def compute_checks(settings: Settings) -> list[Check]:
+    if settings.compute_backend == "kubernetes":
+        from evolution.wiring import build_compute_backend
+
+        backend: Any = build_compute_backend(settings)
+        return _checks("compute", backend.check())
+    return [
+        Check(
+            component="compute",
+            name="local subprocess",
+            ok=os.access(sys.executable, os.X_OK),
+            detail=f"{sys.executable}; work dir {settings.work_dir}",
+        )
+    ]
+
+
+def notification_checks(settings: Settings) -> list[Check]:
+    config = settings.notifications
+    checks = [Check(component="notifications", name="outbox", ok=True, detail="in the registry database")]
+    if config.smtp is not None or config.webhook is not None:
+        from evolution.notifications.fanout import FanOutNotifier
+        from evolution.registry.db import make_session_factory
+
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            notifier = FanOutNotifier.from_config(config, make_session_factory(engine))
+            checks += _checks("notifications", notifier.check())
+        finally:
+            engine.dispose()
+    return checks
+
+
+def temporal_checks(settings: Settings) -> list[Check]:
+    import asyncio
+
+    from evolution.orchestrator import connect_orchestrator
+
+    async def probe() -> None:
+        orchestrator = await connect_orchestrator(settings)
+        await orchestrator.close()
+
+    asyncio.run(probe())
+    mode = "cluster" if settings.temporal_external else "dev server of `evolution up`"
+    return [
+        Check(
+            component="temporal",
+            name="reachable",
+            ok=True,
+            detail=f"{settings.temporal_address} namespace {settings.temporal_namespace} ({mode})",
+        )
+    ]
+
+
+CHECKS: dict[str, Callable[[Settings], list[Check]]] = {
+    "database": database_checks,
+    "temporal": temporal_checks,
+    "artifacts": artifact_checks,
+    "signer": signer_checks,
+    "compute": compute_checks,
+    "notifications": notification_checks,
+}
+
+
+def run_checks(settings: Settings, skip: Iterable[str] = ()) -> list[Check]:
+    skipped = set(skip)
+    results: list[Check] = []
+    for component, check in CHECKS.items():
+        if component not in skipped:
+            name = "reachable" if component in {"database", "temporal"} else "configured"
+            results += _guarded(component, name, lambda check=check: check(settings))  # type: ignore[misc]
+    return results
+
+
+def render_table(checks: Sequence[Check]) -> str:
+    width = shutil.get_terminal_size((120, 20)).columns
+    headers = ("component", "check", "status", "detail")
+    rows = [(c.component, c.name, "ok" if c.ok else "FAIL", c.detail) for c in checks]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers[:3])]
+    lines = []
+    for row in [headers, *rows]:
+        head = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3]))
+        lines.append(f"{head}  {row[3]}"[: max(width, 80) * 3])
+    return "\n".join(lines)
