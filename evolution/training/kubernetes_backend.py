@@ -68,7 +68,6 @@ T = TypeVar("T")
 PERMANENT_WAITING_REASONS = frozenset(
     {"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError"}
 )
-_MAX_CONSECUTIVE_API_ERRORS = 5
 _LOG_LIMIT_BYTES = 256 * 1024
 
 Check = tuple[str, bool, str]
@@ -228,40 +227,56 @@ class KubernetesJobBackend:
         manifest = build_job(job, self.config).to_manifest()  # InvalidInput: paths off the shared volume
         name = manifest["metadata"]["name"]
         started = time.monotonic()
+        owned = False  # True once a Job of this name is ours: created here, or adopted after the digest check
         try:
-            await self._create_or_adopt(job, name, manifest)
+            existing = await self._read_job(name)
+            if existing is None:
+                owned = True  # a cancellation during the create must delete what it may have created
+                existing = await self._create(job, name, manifest)
+                owned = existing is None
+            if existing is not None:
+                self._check_adoptable(job, name, existing)  # Conflict: another job's Job, left alone
+                owned = True
             outcome, pod = await self._wait(job, name, started, heartbeat)
         except BaseException:  # cancelled (or a failing heartbeat): the Job must not outlive its caller
-            with contextlib.suppress(BaseException):  # a second cancel must not skip the re-raise below
-                await asyncio.shield(self._delete(name))
+            if owned:
+                with contextlib.suppress(BaseException):  # a second cancel must not skip the re-raise below
+                    await asyncio.shield(self._delete(name))
             raise
         log_tail = await self._log_tail(name, pod)
         if log_tail is None:  # the pod is gone (deadline, deletion): the tail read while it ran, if any
             log_tail = self._last_log.get(job.job_id, "")
         return self._result(job, name, outcome, pod, log_tail, time.monotonic() - started)
 
-    async def _create_or_adopt(self, job: TrainingJob, name: str, manifest: dict[str, Any]) -> None:
-        existing = await self._read_job(name)
+    async def _create(self, job: TrainingJob, name: str, manifest: dict[str, Any]) -> k8s.V1Job | None:
+        """Write job.json and create the Job: None if created, the existing Job if another worker was first."""
+        await self._call(write_job_file, job)
+        try:
+            await self._call(
+                self._batch.create_namespaced_job,
+                self.config.namespace,
+                _v1_job(manifest),
+                _request_timeout=self.config.request_timeout_s,
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise TrainingFailed(
+                    f"cannot create Job {self.config.namespace}/{name} for training job {job.job_id!r}: "
+                    f"{_describe_api_error(exc)}"
+                ) from exc
+        except Exception as exc:  # connection refused, timeouts: urllib3 errors
+            raise TrainingFailed(
+                f"cannot create Job {self.config.namespace}/{name}: {_describe_api_error(exc)}"
+            ) from exc
+        else:
+            log.info("created Job %s/%s for training job %s", self.config.namespace, name, job.job_id)
+            return None
+        existing = await self._read_job(name)  # 409 AlreadyExists: someone created it first
         if existing is None:
-            await self._call(write_job_file, job)
-            try:
-                await self._call(
-                    self._batch.create_namespaced_job,
-                    self.config.namespace,
-                    _v1_job(manifest),
-                    _request_timeout=self.config.request_timeout_s,
-                )
-                log.info("created Job %s/%s for training job %s", self.config.namespace, name, job.job_id)
-                return
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise TrainingFailed(
-                        f"cannot create Job {self.config.namespace}/{name} for training job {job.job_id!r}: "
-                        f"{_describe_api_error(exc)}"
-                    ) from exc
-            existing = await self._read_job(name)  # 409: someone created it first
-            if existing is None:
-                raise TrainingFailed(f"Job {self.config.namespace}/{name} was reported to exist but is gone")
+            raise TrainingFailed(f"Job {self.config.namespace}/{name} was reported to exist but is gone")
+        return existing
+
+    def _check_adoptable(self, job: TrainingJob, name: str, existing: k8s.V1Job) -> None:
         annotations = (existing.metadata.annotations if existing.metadata else None) or {}
         if annotations.get(JOB_DIGEST_ANNOTATION) != job_digest(job):
             raise Conflict(
@@ -279,17 +294,21 @@ class KubernetesJobBackend:
         wakeup = self._wakeups[job.job_id]
         pod: _PodView | None = None
         last_pod_check = 0.0
-        errors = 0
+        failing_since: float | None = None
         while True:
             if job.job_id in self._cancelled:
                 return _Outcome(kind="cancelled"), pod
             try:
                 current = await self._read_job(name)
-                errors = 0
-            except TrainingFailed as exc:  # the API server hiccupped: keep waiting, within reason
-                errors += 1
-                if errors >= _MAX_CONSECUTIVE_API_ERRORS:
-                    raise
+                failing_since = None
+            except (
+                TrainingFailed
+            ) as exc:  # the API server is away: keep waiting (and heartbeating), within reason
+                failing_since = failing_since if failing_since is not None else time.monotonic()
+                if time.monotonic() - failing_since >= self.config.api_outage_tolerance_s:
+                    raise TrainingFailed(
+                        f"{exc}; the API server has been failing for {self.config.api_outage_tolerance_s:g} s"
+                    ) from exc
                 log.warning("training job %s: %s (will retry)", job.job_id, exc)
             else:
                 if current is None:

@@ -111,6 +111,11 @@ class KubernetesBackendConfig(BaseModel):
         gt=0,
         description="How often the pod is inspected (stuck image, log tail) while running.",
     )
+    api_outage_tolerance_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long the API server may fail while a Job runs before the run fails with TrainingFailed.",
+    )
     deadline_grace_s: float = Field(
         default=60.0,
         ge=0,

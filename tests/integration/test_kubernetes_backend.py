@@ -95,6 +95,9 @@ async def test_a_job_name_taken_by_a_different_training_job_is_a_conflict(
     with pytest.raises(Conflict, match=job_name("job-1")):
         await backend.run(make_job(tmp_path, dataset, seed=99))
     assert len(kube.created) == 1
+    assert kube.deletions == [] and kube.job_names(NAMESPACE) == [
+        job_name("job-1")
+    ]  # the other Job is left be
 
 
 async def test_paths_off_the_shared_work_volume_are_refused_before_anything_is_created(
@@ -104,6 +107,40 @@ async def test_paths_off_the_shared_work_volume_are_refused_before_anything_is_c
     with pytest.raises(InvalidInput, match="outside the shared work volume"):
         await backend.run(make_job(tmp_path, dataset))
     assert kube.created == [] and kube.requests == []
+
+
+async def test_a_short_api_outage_is_waited_out_with_heartbeats(
+    kube: FakeKube, tmp_path: Path, dataset: Path
+) -> None:
+    go, starts = tmp_path / "go", tmp_path / "starts"
+    script = f'echo "$$" >> "{starts}"\nwhile [ ! -f "{go}" ]; do sleep 0.05; done\necho finished'
+    beats: list[str] = []
+    task = asyncio.create_task(
+        _backend(kube, tmp_path, fake_python(tmp_path, script)).run(make_job(tmp_path, dataset), beats.append)
+    )
+    await wait_for_pids(starts, 1)
+    kube.unavailable = True
+    before = len(beats)
+    assert await _eventually(lambda: len(beats) >= before + 3)  # still heartbeating while the API is away
+    kube.unavailable = False
+    go.touch()
+    result = await asyncio.wait_for(task, timeout=15)
+
+    assert result.exit_code == 0 and "finished" in result.log_tail
+    assert result.error is not None and RESULT_FILE in result.error  # judged on its outputs, not the outage
+
+
+async def test_a_long_api_outage_fails_the_run(kube: FakeKube, tmp_path: Path, dataset: Path) -> None:
+    starts = tmp_path / "starts"
+    python = fake_python(tmp_path, f'echo "$$" >> "{starts}"\nexec sleep 300')
+    task = asyncio.create_task(
+        _backend(kube, tmp_path, python, api_outage_tolerance_s=0.5).run(make_job(tmp_path, dataset))
+    )
+    await wait_for_pids(starts, 1)
+    kube.unavailable = True
+    with pytest.raises(TrainingFailed, match="has been failing"):
+        await asyncio.wait_for(task, timeout=15)
+    kube.unavailable = False
 
 
 async def test_a_pod_that_can_never_start_fails_at_once_and_its_job_is_deleted(

@@ -154,6 +154,7 @@ class FakeKube:
         # Fault injection: this many upcoming Job reads answer 404 although the Job exists, as a read that raced
         # with another worker's create would.
         self.stale_reads = 0
+        self.unavailable = False  # every request answers 503, as an API server that is restarting
         self._jobs: dict[tuple[str, str], _JobRun] = {}
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
@@ -224,6 +225,8 @@ class FakeKube:
     # -- API -------------------------------------------------------------------------------------------------
 
     def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        if self.unavailable:
+            raise ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
         self._collect_garbage()
         path = path.rstrip("/") or "/"
         if method == "GET" and path == "/version":
