@@ -9,7 +9,8 @@ the model files; the pod runs elsewhere. Both therefore mount the same ReadWrite
 it (the worker's training work directory must be that mount). The pod mounts only the job's own directory of the
 claim (the deepest directory holding both the dataset and the output directory, as a ``subPath``) at the very
 path the worker uses, so the paths inside job.json mean the same file on both sides and a training pod never
-sees another job's or another tenant's files.
+sees another job's or another tenant's files. The pod runs as ``run_as_user``/``run_as_group`` (``fsGroup`` too):
+run the worker with the same ids, so each side can read what the other wrote on the shared claim.
 
 The pod has no API rights (a service account without bindings, and no token mounted), runs as a non-root user
 with a read-only root file system (``/tmp`` is a size-limited emptyDir), no capabilities and no privilege
