@@ -119,13 +119,19 @@ def create_backup(
     registry_tenants: Iterable[str] = (),
     wal_archive: Path | None = None,
     pg_format: PgFormat = "tar",
+    pg_url: str | None = None,
     pg_tools: PgTools | None = None,
     progress: Progress = no_progress,
 ) -> BackupResult:
-    """Back up ``parts`` of the home ``settings`` describes into a new backup below ``dest``."""
+    """Back up ``parts`` of the home ``settings`` describes into a new backup below ``dest``.
+
+    ``pg_url``: the PostgreSQL role to take the base backup as (it needs REPLICATION); default: the schema
+    owner's URL, else the configured one.
+    """
     started = time.monotonic()
     url = settings.resolved_database_url
     backend = backend_of(url)
+    backup_url = pg_url or settings.resolved_owner_database_url
     dest.mkdir(parents=True, exist_ok=True)
     started_at = utcnow()
     backup_id = new_backup_id(started_at)
@@ -142,7 +148,10 @@ def create_backup(
     )
     if "registry" in parts:
         progress(f"registry ({backend}) …")
-        manifest.registry = _backup_registry(url, backend, work, wal_archive, pg_format, pg_tools, progress)
+        source_url = url if backend == "sqlite" else backup_url
+        manifest.registry = _backup_registry(
+            source_url, backend, work, wal_archive, pg_format, pg_tools, progress
+        )
     if "artifacts" in parts:
         progress("artifacts …")
         tenants = store_tenants(store, registry_tenants)
@@ -392,6 +401,7 @@ def restore_backup(
     pg_socket_dir: Path | None = None,
     pg_settings: Mapping[str, str] | None = None,
     pg_tools: PgTools | None = None,
+    signer_key_id: str | None = None,
     progress: Progress = no_progress,
 ) -> RestoreResult:
     """Restore a backup into the home and database ``settings`` describe; see the module docs.
@@ -400,6 +410,9 @@ def restore_backup(
     existing one is moved aside) and the server started on the configured URL's port, replaying
     ``wal_archive`` (default: the archive the backup names) up to ``to_time`` or to its end. The server is left
     running; the caller verifies through it.
+
+    ``signer_key_id``: the key id of the home's signer when it is not a local key file (a KMS key); a local
+    key is read from the key directory (or the backup, when its keys are restored).
     """
     started = time.monotonic()
     to_time = as_utc(to_time) if to_time is not None else None
@@ -466,8 +479,8 @@ def restore_backup(
     restoring_keys = "keys" in parts and manifest.keys is not None
     home_key = (
         manifest.keys.signing_key_id
-        if restoring_keys and manifest.keys
-        else signing_key_id(settings.keys_dir)
+        if restoring_keys and manifest.keys and manifest.keys.signing_key_id
+        else signer_key_id or signing_key_id(settings.keys_dir)
     )
     if home_key is not None and home_key != manifest.signer_key_id:
         raise IntegrityViolation(

@@ -19,9 +19,9 @@ from evolution.backup.service import (
 )
 from evolution.cli.context import EXIT_FAILURE, friendly_errors, services, settings, table
 from evolution.errors import InvalidInput
-from evolution.integrity.artifacts import FilesystemArtifactStore
 from evolution.timeutil import iso, parse_iso
 from evolution.verification import VerificationReport, verify_all
+from evolution.wiring import build_artifact_store, build_signer
 
 backup_app = typer.Typer(
     help="Backups of the registry, the artifact store and the keys (docs/backup-and-restore.md).",
@@ -46,6 +46,15 @@ def backup_create(
     pg_format: Annotated[
         str, typer.Option(help="PostgreSQL base backup format: tar (gzip) or plain.")
     ] = "tar",
+    pg_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="EVOLUTION_BACKUP_PG_URL",
+            help="PostgreSQL: the role that takes the base backup (needs REPLICATION); default: the owner URL. "
+            "Prefer the environment variable: a password on the command line is visible to other users.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Back up the registry, the artifacts and the keys into a new, signed backup below DEST."""
     if pg_format not in ("tar", "plain"):
@@ -61,6 +70,7 @@ def backup_create(
         registry_tenants=svc.registry.tenant_ids(),
         wal_archive=wal_archive,
         pg_format="tar" if pg_format == "tar" else "plain",
+        pg_url=pg_url,
         progress=typer.echo,
     )
     if "keys" in parts:
@@ -170,10 +180,13 @@ def restore(
         except ValueError:
             raise InvalidInput(f"--to-time {to_time!r} is not an ISO 8601 time") from None
     started = time.monotonic()
+    # The local signer is not built before the keys are restored: it would create a new key in an empty home.
+    kms_key_id = build_signer(cfg).key_id if cfg.signer_backend == "kms" else None
     result = restore_backup(
         cfg,
         src,
-        store=FilesystemArtifactStore(cfg.artifacts_dir),
+        store=build_artifact_store(cfg),
+        signer_key_id=kms_key_id,
         parts=parse_parts(what) if what else None,
         to_time=target_time,
         overwrite=yes,
