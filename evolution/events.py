@@ -1,7 +1,20 @@
 """Learning-event ingestion: validated, signature-checked, deduplicated; every reject kept with its reason.
 
 A source (a sensor gateway, an upstream system) signs each event with a key registered for the tenant. What is
-signed is the canonical JSON of the event without its ``signature`` field.
+signed is the canonical JSON of the event without its ``signature`` field (and without ``sequence`` when the event
+has none, so events signed before sequences existed keep their signatures and digests).
+
+Replays and stale events:
+
+* the same event again (same request_id, same signed content) is a duplicate: counted as such, stored once;
+* a source may number its events: ``sequence`` (an integer >= 0, inside the signed payload). The source key keeps
+  the highest sequence accepted from it, updated under that key's row lock, so two concurrent ingests cannot both
+  pass with the same number. An event whose sequence is not above it, and which is not an exact duplicate of an
+  accepted event, is refused as a *stale sequence* (a replay of a captured event under a new request_id, or
+  events delivered out of order). Sequences must increase; gaps are allowed (a lost event is not waited for).
+  Events without a sequence are not ordered: they keep the plain request_id deduplication;
+* an event older than the maximum age (:data:`DEFAULT_MAX_EVENT_AGE`, per ingestor or per call) is refused as
+  *expired*; sealed snapshot windows refuse late events as well, whatever their age.
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
-from sqlalchemy import exc, select
+from sqlalchemy import exc, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.canonical import canonical_json
@@ -33,6 +46,10 @@ MAX_EVENT_BYTES = 64 * 1024
 MAX_FEATURES = 200
 # Clocks of field devices drift; an event further ahead than this is refused rather than sealed into the future.
 MAX_CLOCK_SKEW = timedelta(minutes=10)
+# Older events are refused as expired. A crop year and a margin: a yield outcome arrives at harvest, months after
+# the features it belongs to, and a new tenant backfills its past season (the demo seeds 120 days).
+DEFAULT_MAX_EVENT_AGE = timedelta(days=400)
+MAX_SEQUENCE = 2**63 - 1
 BATCH_SIZE = 500
 MAX_BATCH_ATTEMPTS = 3
 FeatureValue = float | int | str | bool | None
@@ -48,6 +65,9 @@ class LearningEventIn(BaseModel):
     prediction_id: str | None = Field(default=None, max_length=100)
     actual: float | None = None
     source_key_id: str = Field(min_length=1, max_length=80)
+    sequence: int | None = Field(
+        default=None, ge=0, le=MAX_SEQUENCE, description="The source's own increasing number for this event."
+    )
     signature: str = Field(min_length=1, max_length=200, description="base64 signature of the signed payload")
 
     @field_validator("event_time")
@@ -77,16 +97,28 @@ class LearningEventIn(BaseModel):
         return value
 
     def signed_payload(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
+        return canonical_json(self.wire(exclude_signature=True))
+
+    def wire(self, exclude_signature: bool = False) -> dict[str, Any]:
+        """The event as JSON; ``sequence`` only when it has one."""
+        exclude = {"signature"} if exclude_signature else set()
+        if self.sequence is None:
+            exclude.add("sequence")
+        return self.model_dump(mode="json", exclude=exclude)
 
 
-def sign_event(event: dict[str, Any], private_key_pem: bytes, key_id: str) -> dict[str, Any]:
-    """What a source does: add its key id and the signature over the canonical payload."""
+def sign_event(
+    event: dict[str, Any], private_key_pem: bytes, key_id: str, *, sequence: int | None = None
+) -> dict[str, Any]:
+    """What a source does: add its key id (and ``sequence``, if given) and sign the canonical payload."""
     from evolution.integrity.signing import sign_with_private_pem
 
-    unsigned = LearningEventIn.model_validate({**event, "source_key_id": key_id, "signature": "-"})
+    body = {**event, "source_key_id": key_id, "signature": "-"}
+    if sequence is not None:
+        body["sequence"] = sequence
+    unsigned = LearningEventIn.model_validate(body)
     signature = sign_with_private_pem(private_key_pem, unsigned.signed_payload())
-    return {**unsigned.model_dump(mode="json"), "signature": signature.value}
+    return {**unsigned.wire(exclude_signature=True), "signature": signature.value}
 
 
 class Reject(BaseModel):
@@ -124,8 +156,12 @@ def _first_error(error: ValidationError) -> tuple[str, str]:
 class EventIngestor:
     """Validates and stores learning events for one tenant."""
 
-    def __init__(self, factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self, factory: sessionmaker[Session], max_event_age: timedelta | None = DEFAULT_MAX_EVENT_AGE
+    ) -> None:
+        """``max_event_age``: older events are refused as expired (None: no limit)."""
         self._factory = factory
+        self.max_event_age = max_event_age
 
     def register_source_key(
         self, principal: Principal, tenant_id: str, key_id: str, public_key_pem: bytes
@@ -165,40 +201,58 @@ class EventIngestor:
             )
 
     def ingest_lines(
-        self, principal: Principal, tenant_id: str, lines: Iterable[str], source: str
+        self,
+        principal: Principal,
+        tenant_id: str,
+        lines: Iterable[str],
+        source: str,
+        *,
+        max_age: timedelta | None = None,
     ) -> IngestSummary:
-        """JSON Lines, one event a line; blank lines are skipped."""
+        """JSON Lines, one event a line; blank lines are skipped. ``max_age``: this call's, else the ingestor's."""
 
         def parsed() -> Iterator[tuple[int, Any, str]]:
             for number, line in enumerate(lines, start=1):
                 if line.strip():
                     yield number, None, line
 
-        return self._ingest(principal, tenant_id, parsed(), source)
+        return self._ingest(principal, tenant_id, parsed(), source, max_age)
 
     def ingest_objects(
-        self, principal: Principal, tenant_id: str, objects: Iterable[Any], source: str
+        self,
+        principal: Principal,
+        tenant_id: str,
+        objects: Iterable[Any],
+        source: str,
+        *,
+        max_age: timedelta | None = None,
     ) -> IngestSummary:
         return self._ingest(
-            principal, tenant_id, ((i, obj, "") for i, obj in enumerate(objects, start=1)), source
+            principal, tenant_id, ((i, obj, "") for i, obj in enumerate(objects, start=1)), source, max_age
         )
 
     def _ingest(
-        self, principal: Principal, tenant_id: str, items: Iterable[tuple[int, Any, str]], source: str
+        self,
+        principal: Principal,
+        tenant_id: str,
+        items: Iterable[tuple[int, Any, str]],
+        source: str,
+        max_age: timedelta | None,
     ) -> IngestSummary:
         authorize(principal, Action.INGEST_EVENTS, tenant_id)
         with reading(self._factory, tenant_id) as session:
             if session.get(Tenant, tenant_id) is None:
                 raise NotFound(f"tenant {tenant_id!r} does not exist")
+        age = max_age if max_age is not None else self.max_event_age
         summary = IngestSummary()
         batch: list[tuple[int, Any, str]] = []
         for item in items:
             batch.append(item)
             if len(batch) >= BATCH_SIZE:
-                summary.add(self._ingest_batch_settled(tenant_id, batch, source))
+                summary.add(self._ingest_batch_settled(tenant_id, batch, source, age))
                 batch = []
         if batch:
-            summary.add(self._ingest_batch_settled(tenant_id, batch, source))
+            summary.add(self._ingest_batch_settled(tenant_id, batch, source, age))
         log.info(
             "ingested from %s: %d accepted, %d duplicate, %d rejected",
             source,
@@ -210,17 +264,19 @@ class EventIngestor:
         return summary
 
     def _ingest_batch_settled(
-        self, tenant_id: str, batch: list[tuple[int, Any, str]], source: str
+        self, tenant_id: str, batch: list[tuple[int, Any, str]], source: str, max_age: timedelta | None
     ) -> IngestSummary:
         """A concurrent ingest of the same request_id makes the batch's insert fail; once retried, it is a duplicate."""
         for _ in range(MAX_BATCH_ATTEMPTS - 1):
             try:
-                return self._ingest_batch(tenant_id, batch, source)
+                return self._ingest_batch(tenant_id, batch, source, max_age)
             except exc.IntegrityError:
                 continue
-        return self._ingest_batch(tenant_id, batch, source)
+        return self._ingest_batch(tenant_id, batch, source, max_age)
 
-    def _ingest_batch(self, tenant_id: str, batch: list[tuple[int, Any, str]], source: str) -> IngestSummary:
+    def _ingest_batch(
+        self, tenant_id: str, batch: list[tuple[int, Any, str]], source: str, max_age: timedelta | None
+    ) -> IngestSummary:
         summary = IngestSummary()
         now = utcnow()
         with transaction(self._factory, tenant_id) as session:
@@ -241,7 +297,7 @@ class EventIngestor:
             candidates: list[tuple[int, LearningEventIn, str]] = []
             for line_no, obj, raw in batch:
                 try:
-                    event = self._check(tenant_id, obj, raw, keys, sealed_until)
+                    event = self._check(tenant_id, obj, raw, keys, sealed_until, max_age, now)
                 except _Rejected as rejected:
                     request_id = obj.get("request_id") if isinstance(obj, dict) else None
                     if request_id is None and raw:
@@ -260,28 +316,45 @@ class EventIngestor:
                     )
                 )
             }
+            last_sequence = self._lock_sequences(
+                session, {e.source_key_id for _, e, _ in candidates if e.sequence is not None}
+            )
+            advanced: set[str] = set()
             for line_no, event, digest in candidates:
                 seen = known.get(event.request_id)
                 if seen == digest:
                     summary.duplicate += 1
                     continue
+                refused: _Rejected | None = None
                 if seen is not None:
-                    reused = _Rejected(
+                    refused = _Rejected(
                         "request_id",
                         f"request_id {event.request_id!r} was already accepted with other content",
                     )
+                elif event.sequence is not None:
+                    last = last_sequence.get(event.source_key_id)
+                    if last is not None and event.sequence <= last:
+                        refused = _Rejected(
+                            "sequence",
+                            f"sequence: stale sequence {event.sequence} from source {event.source_key_id!r}: "
+                            f"its last accepted sequence is {last} (a replay, or out of order)",
+                        )
+                if refused is not None:
                     self._dead_letter(
                         session,
                         summary,
                         tenant_id,
                         line_no,
                         event.request_id,
-                        reused,
-                        event.model_dump(mode="json"),
+                        refused,
+                        event.wire(),
                         source,
                         now,
                     )
                     continue
+                if event.sequence is not None:
+                    last_sequence[event.source_key_id] = event.sequence
+                    advanced.add(event.source_key_id)
                 known[event.request_id] = digest
                 session.add(
                     LearningEvent(
@@ -297,11 +370,36 @@ class EventIngestor:
                     )
                 )
                 summary.accepted += 1
+            for key_id in sorted(advanced):
+                session.execute(
+                    update(SourceKey)
+                    .where(SourceKey.key_id == key_id)
+                    .values(last_sequence=last_sequence[key_id])
+                )
         return summary
 
     @staticmethod
+    def _lock_sequences(session: Session, key_ids: set[str]) -> dict[str, int | None]:
+        """The last accepted sequence of each key, its row locked until commit (in key order: no deadlock)."""
+        if not key_ids:
+            return {}
+        rows = session.execute(
+            select(SourceKey.key_id, SourceKey.last_sequence)
+            .where(SourceKey.key_id.in_(sorted(key_ids)))
+            .order_by(SourceKey.key_id)
+            .with_for_update()
+        )
+        return {row.key_id: row.last_sequence for row in rows}
+
+    @staticmethod
     def _check(
-        tenant_id: str, obj: Any, raw: str, keys: dict[str, SourceKey], sealed_until: datetime | None
+        tenant_id: str,
+        obj: Any,
+        raw: str,
+        keys: dict[str, SourceKey],
+        sealed_until: datetime | None,
+        max_age: timedelta | None,
+        now: datetime,
     ) -> LearningEventIn:
         if raw:
             if len(raw.encode()) > MAX_EVENT_BYTES:
@@ -345,6 +443,12 @@ class EventIngestor:
             raise _Rejected(
                 "event_time",
                 f"event_time: {event.event_time.isoformat()} is in the future (more than {MAX_CLOCK_SKEW} ahead)",
+            )
+        if max_age is not None and event.event_time < now - max_age:
+            raise _Rejected(
+                "event_time",
+                f"event_time: {event.event_time.isoformat()} is expired: older than the maximum age of "
+                f"{_describe_age(max_age)}",
             )
         if sealed_until is not None and event.event_time < as_utc(sealed_until):
             raise _Rejected(
@@ -391,6 +495,10 @@ class _Rejected(Exception):
         super().__init__(reason)
         self.field = field
         self.reason = reason
+
+
+def _describe_age(age: timedelta) -> str:
+    return f"{age.days} days" if age == timedelta(days=age.days) else str(age)
 
 
 def _peek_request_id(raw: str) -> str | None:

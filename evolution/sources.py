@@ -54,11 +54,18 @@ def records_to_events(
     target: str,
     request_prefix: str,
     with_actual: bool = True,
+    first_sequence: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Plain records (event_time, features, target) → signed learning events, as a source would send them."""
+    """Plain records (event_time, features, target) → signed learning events, as a source would send them.
+
+    ``first_sequence``: number the events first_sequence, first_sequence + 1, ... (inside the signature), so the
+    registry refuses a replay or an out-of-order event of this source; a record's own ``sequence`` wins.
+    """
     for i, record in enumerate(records):
         features = {
-            k: v for k, v in record.items() if k not in ("event_time", target, "prediction_id", "request_id")
+            k: v
+            for k, v in record.items()
+            if k not in ("event_time", target, "prediction_id", "request_id", "sequence")
         }
         event = {
             "tenant": tenant_id,
@@ -68,4 +75,7 @@ def records_to_events(
             "prediction_id": record.get("prediction_id"),
             "actual": record.get(target) if with_actual else None,
         }
-        yield sign_event(event, private_pem, key_id)
+        sequence = record.get("sequence")
+        if sequence is None and first_sequence is not None:
+            sequence = first_sequence + i
+        yield sign_event(event, private_pem, key_id, sequence=None if sequence is None else int(sequence))

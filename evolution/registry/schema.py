@@ -59,6 +59,8 @@ class SourceKey(Base):
     public_key_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The highest event sequence accepted from this source (None: it never sent one); see evolution.events.
+    last_sequence: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class DatasetSnapshot(Base):
