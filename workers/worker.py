@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import start_http_server
@@ -43,7 +44,10 @@ def activity_objects(services: Services, compute: ComputeBackend | None = None) 
         loader=services.loader,
         compute=compute or build_compute_backend(settings),
         quota=services.quota,
-        work_dir=settings.work_dir,
+        # Kubernetes: the worker and the training pods share one volume, mounted at the same path in both.
+        work_dir=Path(settings.kubernetes.work_mount_path)
+        if settings.compute_backend == "kubernetes" and settings.kubernetes is not None
+        else settings.work_dir,
         timeout_s=settings.training_timeout_s,
         memory_limit_mb=settings.training_memory_limit_mb,
     )
