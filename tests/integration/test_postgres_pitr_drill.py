@@ -16,6 +16,7 @@ the figures.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 import time
 import uuid
@@ -26,14 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from evolution.backup.postgres_backup import (
     PgConnection,
+    PgTools,
     archive_settings,
+    switch_wal,
     wait_archived,
     wal_file_of_current_lsn,
 )
 from evolution.backup.service import create_backup, restore_backup
+from evolution.cli.main import app
 from evolution.demo import Scenario
 from evolution.integrity.artifacts import FilesystemArtifactStore
 from evolution.lifecycle import ModelState
@@ -259,3 +264,55 @@ def test_recovery_to_a_point_in_time_has_exactly_the_rows_committed_before_it_an
         f"{outcome.archive_timeout_s} s); RTO {outcome.rto_s:.1f} s (restore {outcome.restore_s:.1f} s of which "
         f"recovery {outcome.recovery_s:.1f} s, verify {outcome.verify_s:.1f} s)"
     )
+
+
+def test_cli_backs_up_postgres_and_recovers_to_the_end_of_the_archive_then_verifies(tmp_path: Path) -> None:
+    runner = CliRunner()
+    server_root = server_owned_dir(Path(tempfile.mkdtemp(prefix="evolution-drill-")))
+    restored_data = server_root / "restored" / "data"
+    try:
+        archive = server_owned_dir(server_root / "wal-archive")
+        with postgres_cluster(
+            archive_settings(archive, timeout_s=1),
+            initdb_args=["--wal-segsize=1"],
+            root=server_root / "primary",
+        ) as primary:
+            db_url = create_database(primary.server_url)
+            env = {"EVOLUTION_HOME": str(tmp_path / "home"), "EVOLUTION_DATABASE_URL": db_url}
+            assert runner.invoke(app, ["tenant", "create", "acme"], env=env).exit_code == 0
+            backups = tmp_path / "backups"
+            created = runner.invoke(
+                app, ["backup", "create", str(backups), "--wal-archive", str(archive)], env=env
+            )
+            assert created.exit_code == 0, created.output
+            assert "pg_basebackup (tar)" in created.output
+            assert runner.invoke(app, ["tenant", "create", "later"], env=env).exit_code == 0  # after the base
+            wait_archived(PgConnection.from_url(db_url), switch_wal(PgConnection.from_url(db_url)))
+
+        port = _free_port()  # the primary is gone; recover on a new port
+        restored_url = PgConnection.from_url(db_url).with_port(port).sqlalchemy_url()
+        restored_env = {"EVOLUTION_HOME": str(tmp_path / "restored"), "EVOLUTION_DATABASE_URL": restored_url}
+        args = ["restore", str(backups), "--pg-data-dir", str(restored_data), "--no-archiving"]
+        args += ["--pg-socket-dir", str(server_owned_dir(server_root / "restored" / "sock"))]
+        result = runner.invoke(app, args, env=restored_env)
+        assert result.exit_code == 0, result.output
+        assert "PostgreSQL recovered to the end of the archived WAL" in result.output
+        assert ", 0 failed" in result.output
+        listed = runner.invoke(app, ["tenant", "list"], env=restored_env)
+        assert listed.output.split() == [
+            "acme",
+            "later",
+        ]  # including the tenant created after the base backup
+
+        again = runner.invoke(app, args, env=restored_env)  # the recovered server is running on that port
+        assert again.exit_code == 1 and "already listening" in again.output
+    finally:
+        tools = PgTools.discover()
+        subprocess.run(
+            tools.as_server_user(
+                [tools.program("pg_ctl"), "-D", str(restored_data), "-m", "immediate", "stop"]
+            ),
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(server_root, ignore_errors=True)
