@@ -28,12 +28,13 @@ from evolution.backup.manifest import (
     record_file,
     write_manifest,
 )
-from evolution.backup.service import create_backup, restore_backup
+from evolution.backup.postgres_backup import RecoveryTarget, archive_command, conf_lines, restore_command
+from evolution.backup.service import create_backup, parse_parts, restore_backup
 from evolution.backup.sqlite_backup import check_database
 from evolution.cli.main import app
 from evolution.demo import Scenario
 from evolution.drift_scan import DriftScanner
-from evolution.errors import Conflict, IntegrityViolation
+from evolution.errors import Conflict, IntegrityViolation, InvalidInput
 from evolution.integrity.artifacts import FilesystemArtifactStore
 from evolution.integrity.signing import LocalEd25519Signer
 from evolution.lifecycle import ModelState
@@ -421,3 +422,37 @@ def test_restore_refuses_a_live_home(demo_home: Path, tmp_path: Path) -> None:
     backup = _backup(demo_home, tmp_path / "backups")
     with pytest.raises(Conflict, match="pass --yes"):
         _restore(demo_home, backup)
+
+
+# -- the pieces that need no server ---------------------------------------------------------------------------
+
+
+def test_archive_and_restore_commands_quote_the_path_and_refuse_shell_metacharacters(tmp_path: Path) -> None:
+    archive = tmp_path / "wal archive"
+    command = archive_command(archive)
+    assert f'test ! -f "{archive}/%f"' in command and f'mv "{archive}/%f.tmp" "{archive}/%f"' in command
+    assert restore_command(archive) == f'cp "{archive}/%f" "%p"'
+    assert conf_lines({"archive_command": "a 'b'"}) == "archive_command = 'a ''b'''\n"
+    for bad in ('x"; rm -rf /', "x$(id)", "x`id`", "x%p"):
+        with pytest.raises(InvalidInput, match="cannot be used safely"):
+            archive_command(tmp_path / bad)
+
+
+def test_recovery_target_takes_at_most_one_target_with_a_time_zone() -> None:
+    at = utcnow()
+    assert RecoveryTarget(time=at).settings()["recovery_target_time"] == at.isoformat()
+    assert RecoveryTarget(name="before-upgrade").settings()["recovery_target_action"] == "promote"
+    assert RecoveryTarget().settings() == {} and RecoveryTarget().describe() == "the end of the archived WAL"
+    with pytest.raises(ValueError, match="at most one"):
+        RecoveryTarget(time=at, name="x")
+    with pytest.raises(ValueError, match="time zone"):
+        RecoveryTarget(time=at.replace(tzinfo=None))
+    with pytest.raises(ValueError, match="not an LSN"):
+        RecoveryTarget(lsn="16/zz")
+
+
+def test_parts_are_validated() -> None:
+    assert parse_parts("keys, registry") == ["registry", "keys"]
+    assert parse_parts(None) == ["registry", "artifacts", "keys"]
+    with pytest.raises(InvalidInput, match="--what"):
+        parse_parts("registry,secrets")
