@@ -17,12 +17,12 @@ APP = Path(__file__).resolve().parent / "app.py"
 def main() -> None:
     settings = load_settings()
     if settings.dashboard_metrics_port:
-        start_http_server(settings.dashboard_metrics_port, addr="127.0.0.1")
+        start_http_server(settings.dashboard_metrics_port, addr=settings.metrics_host)
     get_services()  # migrations and wiring at process start, not in the first visitor's page load
     sys.argv = [
         "streamlit", "run", str(APP),
         "--server.headless", "true",
-        "--server.address", "127.0.0.1",
+        "--server.address", settings.dashboard_host,
         "--server.port", str(settings.dashboard_port),
         "--browser.gatherUsageStats", "false",
     ]  # fmt: skip

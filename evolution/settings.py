@@ -77,6 +77,14 @@ class Settings(BaseSettings):
         description="Behind an authenticating proxy: the request header naming the signed-in user (e.g. "
         "X-Forwarded-User). Only set this when the proxy is the only way to reach the dashboard.",
     )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Interface the worker's and dashboard's Prometheus exporters bind; 0.0.0.0 in a pod.",
+    )
+    dashboard_host: str = Field(
+        default="127.0.0.1",
+        description="Interface the dashboard listens on; 0.0.0.0 in a pod (behind a proxy).",
+    )
     worker_metrics_port: int = Field(default=9464, description="The worker's Prometheus exporter; 0: none.")
     temporal_metrics_port: int = Field(
         default=9465, description="Temporal SDK metrics of the worker; 0: none."

@@ -25,5 +25,5 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
     """A runtime that exports the SDK's own metrics (task latencies, polls, …) for Prometheus; only workers need it."""
     if not settings.temporal_metrics_port:
         return None
-    bind = f"127.0.0.1:{settings.temporal_metrics_port}"
+    bind = f"{settings.metrics_host}:{settings.temporal_metrics_port}"
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))

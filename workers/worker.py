@@ -99,7 +99,7 @@ def build_worker(
 async def run_worker(settings: Settings) -> None:
     services = build_services(settings)
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
+        start_http_server(settings.worker_metrics_port, addr=settings.metrics_host)
     client = await connect_client(settings, metrics_runtime(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -62,7 +62,7 @@ TRAINING_EGRESS_PORTS = DNS_PORTS | {("TCP", 9000), ("TCP", 443), ("TCP", 5432)}
 # Settings the manifests set but evolution/settings.py does not define yet (top-level names, before any `__`):
 # the worker's and the dashboard's exporters and Streamlit still bind 127.0.0.1, which kubelet probes and
 # Prometheus cannot reach. docs/production.md marks them. Remove a name once it is a field of Settings.
-PENDING_SETTINGS = frozenset({"metrics_host", "dashboard_host"})
+PENDING_SETTINGS: frozenset[str] = frozenset()
 SETTING_NAME = re.compile(r"^EVOLUTION_[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*(?:__[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)*$")
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "ACCESS_KEY", "PRIVATE", "DATABASE_URL", "OWNER_URL")
 CONFIG_MAPS = ("evolution-config", "evolution-worker-config")
