@@ -361,8 +361,16 @@ class AuditCheckpointer:
             report.refused = "the chain does not verify: " + "; ".join(chain.problems[:3])
             return report
         if report.latest_size < len(entries):
-            with self._lock:
-                self._write(tenant_id, len(entries), heads[-1])
+            try:
+                with self._lock:
+                    self._write(tenant_id, len(entries), heads[-1])
+            except IntegrityViolation as error:
+                report.problems.append(str(error))
+                return report
+            except Exception as error:  # a read-only or unreachable store: the checks above still stand
+                log.warning("audit checkpoint not written: %s", error, extra={"tenantId": tenant_id})
+                report.refused = f"the artifact store refused the write ({type(error).__name__}: {error})"
+                return report
             report.written = len(entries)
             report.latest_size = len(entries)
         return report

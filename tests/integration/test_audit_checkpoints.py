@@ -168,3 +168,16 @@ def test_the_hook_runs_after_commit_outside_the_tenant_lock_and_not_for_rolled_b
     finally:
         remove_commit_hook(engine, hook)
     assert seen == [({TENANT: 2}, 2), ({TENANT: 3}, 3), ({TENANT: 4}, 4)]
+
+
+def test_verify_still_reports_when_the_store_refuses_its_new_checkpoint(
+    checkpointer: AuditCheckpointer, registry_factory: sessionmaker[Session], store: FlakyStore
+) -> None:
+    _append(registry_factory, 30)
+    store.down = True
+    report = checkpointer.verify(TENANT, write=True)
+    assert report.ok and report.checkpoints == 1 and report.written is None
+    assert report.refused is not None and "artifact store unreachable" in report.refused
+    store.down = False
+    again = checkpointer.checkpoint(TENANT)
+    assert again.ok and again.written == 31 and again.refused is None

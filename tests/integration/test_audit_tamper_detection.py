@@ -69,20 +69,21 @@ def _url_of(factory: sessionmaker[Session]) -> str:
     return engine.url.render_as_string(hide_password=False)
 
 
-def _append(factory: sessionmaker[Session], tenant: str, count: int) -> None:
+def _append(factory: sessionmaker[Session], tenant: str, count: int, per_transaction: int = 10) -> None:
     principal = Principal.system(tenant, "test")
-    for i in range(count):
+    for start in range(0, count, per_transaction):
         with transaction(factory, tenant) as session:
-            append_audit(
-                session,
-                tenant_id=tenant,
-                principal=principal,
-                action="test.appended",
-                subject_type="test",
-                subject_id=f"s-{i}",
-                at=utcnow(),
-                details={"i": i, "note": "x" * (i % 7)},
-            )
+            for i in range(start, min(count, start + per_transaction)):
+                append_audit(
+                    session,
+                    tenant_id=tenant,
+                    principal=principal,
+                    action="test.appended",
+                    subject_type="test",
+                    subject_id=f"s-{i}",
+                    at=utcnow(),
+                    details={"i": i, "note": "x" * (i % 7)},
+                )
 
 
 def _disable_triggers(attacker: sessionmaker[Session]) -> None:
