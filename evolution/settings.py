@@ -101,6 +101,19 @@ class Settings(BaseSettings):
         default_factory=lambda: ["*"], description="Tenants the CLI may act for."
     )
 
+    audit_checkpoint_every: int = Field(
+        default=100,
+        ge=1,
+        description="A signed checkpoint (tenant, size, head) of a tenant's audit chain every N entries, written "
+        "to the artifact store after the entry commits; verify and `evolution audit checkpoint` write one too.",
+    )
+    event_max_age_days: float | None = Field(
+        default=400.0,
+        gt=0,
+        description="Learning events older than this are refused as expired (outcomes such as yields arrive a "
+        "season after their forecast); None: no limit.",
+    )
+
     training_timeout_s: float = 24 * 3600.0
     training_memory_limit_mb: int | None = 4096
     canary_share: float = Field(default=0.1, gt=0.0, lt=1.0)

@@ -6,11 +6,13 @@ Each process (worker, serving, dashboard, CLI) calls :func:`build_services` once
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from evolution.audit_checkpoints import AuditCheckpointer
 from evolution.baselines import BaselineService
 from evolution.drift_reports import DriftReportService
 from evolution.events import EventIngestor
@@ -56,7 +58,14 @@ class Services:
 
     @cached_property
     def events(self) -> EventIngestor:
-        return EventIngestor(self.factory)
+        days = self.settings.event_max_age_days
+        return EventIngestor(self.factory, max_event_age=timedelta(days=days) if days is not None else None)
+
+    @cached_property
+    def audit_checkpoints(self) -> AuditCheckpointer:
+        return AuditCheckpointer(
+            self.factory, self.store, self.signer, self.keyring, every=self.settings.audit_checkpoint_every
+        )
 
     @cached_property
     def drift_reports(self) -> DriftReportService:
@@ -122,10 +131,12 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     if migrate:
         upgrade_to_head(settings.resolved_owner_database_url)
     engine = make_engine(settings.resolved_database_url)
-    return Services(
+    services = Services(
         settings=settings,
         engine=engine,
         factory=make_session_factory(engine),
         store=build_artifact_store(settings),
         signer=build_signer(settings),
     )
+    services.audit_checkpoints.install()
+    return services
