@@ -6,6 +6,7 @@ naive "previous = highest seq" read cannot race). The writers are released toget
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -75,7 +76,7 @@ def test_sixteen_concurrent_writers_leave_one_gapless_unique_chain_that_verifies
         assert positions == sorted(positions), "a writer's own commits keep their order in the chain"
     # Writers really interleaved: otherwise the test would not have exercised the lock.
     owners = [e.details["writer"] for e in chain if e.action == "test.appended"]
-    switches = sum(1 for a, b in zip(owners, owners[1:], strict=False) if a != b)
+    switches = sum(1 for a, b in itertools.pairwise(owners) if a != b)
     assert switches >= WRITERS - 1
 
     report = verify_chain(TENANT, chain)

@@ -177,7 +177,9 @@ def record_outcomes(
         records, tenant, key_id, path.read_bytes(), target="actual", request_prefix=prefix
     )
     # The scenario is fixed in early 2026 and replayed whenever the test runs: no expiry for its events.
-    summary = services.events.ingest_objects(ADMIN, tenant, list(events), "test", max_age=timedelta(days=36500))
+    summary = services.events.ingest_objects(
+        ADMIN, tenant, list(events), "test", max_age=timedelta(days=36500)
+    )
     assert summary.accepted == len(prediction_ids), summary
 
 

@@ -111,7 +111,9 @@ def test_a_session_for_one_tenant_changes_nothing_of_another(two_tenants: sessio
         updated = session.connection().execute(
             sa.text("UPDATE model_versions SET state = 'FAILED' WHERE tenant_id = 'farm-b'")
         )
-        deleted = session.connection().execute(sa.text("DELETE FROM notifications WHERE tenant_id = 'farm-b'"))
+        deleted = session.connection().execute(
+            sa.text("DELETE FROM notifications WHERE tenant_id = 'farm-b'")
+        )
         assert (updated.rowcount, deleted.rowcount) == (0, 0)
     with (
         pytest.raises(sa.exc.ProgrammingError, match="row-level security"),
