@@ -26,7 +26,13 @@ class TrainingActivities:
         # The span is a child of this activity's RunActivity span, hence in the retraining workflow's trace.
         with span("Training", tenant=inp.tenant_id, model=inp.model_name, version_id=inp.version_id):
             return await self._builder.train(
-                inp.tenant_id, inp.model_name, inp.version_id, inp.seed, inp.run_id, heartbeat=beat
+                inp.tenant_id,
+                inp.model_name,
+                inp.version_id,
+                inp.seed,
+                inp.run_id,
+                heartbeat=beat,
+                attempt=activity.info().attempt,
             )
 
     @activity.defn(name="validate_candidate")

@@ -5,6 +5,7 @@ They hold only identifiers, small numbers and short texts: no secrets, no data r
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -46,6 +47,13 @@ class RolloutTiming(BaseModel):
     rollout_window_s: float = Field(default=3600.0, gt=0, description="SLO: a canary over this rolls back.")
     approval_timeout_s: float = Field(default=24 * 3600.0, gt=0)
     canary_share: float = Field(default=0.1, gt=0, lt=1)
+    step_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="How long a step whose worker died is waited for before it is retried elsewhere: caps the "
+        "start-to-close timeout of the short steps and the heartbeat timeout of training. None: the "
+        "policies' defaults (workflows/policies.py: 60 s and more).",
+    )
 
 
 class RetrainingInput(BaseModel):
@@ -70,6 +78,9 @@ class RetrainingStatus(BaseModel):
     message: str = ""
 
 
+BlockCode = Literal["BLOCK_RETRAINING", "CIRCUIT_OPEN"]
+
+
 class RetrainingResult(BaseModel):
     tenant_id: str
     model_name: str
@@ -78,6 +89,9 @@ class RetrainingResult(BaseModel):
     outcome: Outcome
     reason: str
     guard: Decision | None = None
+    blocked_by: BlockCode | None = Field(
+        default=None, description="Outcome 'blocked': quota/budget (BLOCK_RETRAINING) or the circuit breaker."
+    )
 
 
 class ApprovalRequest(BaseModel):
@@ -105,6 +119,48 @@ class QuotaCheckOut(BaseModel):
     reason: str | None
     gpu_hours_used: float
     cost_usd: float
+
+
+class BreakerCheckIn(BaseModel):
+    tenant_id: str
+
+
+class BreakerCheckOut(BaseModel):
+    allowed: bool
+    reason: str | None
+    state: Literal["closed", "open"]
+    consecutive_failures: int
+    threshold: int
+
+
+class BreakerRecordIn(BaseModel):
+    tenant_id: str
+    model_name: str
+    run_id: str = Field(min_length=1, max_length=100)
+    outcome: Outcome
+    reason: str = ""
+
+
+class BreakerRecordOut(BaseModel):
+    state: Literal["closed", "open"]
+    consecutive_failures: int
+    threshold: int
+    effect: Literal["failure", "success", "ignored"]
+    opened_now: bool
+
+
+class RetrainingBlockIn(BaseModel):
+    """A retraining that did not run: audited once per request id, and notified."""
+
+    tenant_id: str
+    model_name: str
+    code: BlockCode
+    reason: str
+    request_id: str = Field(min_length=1, max_length=100)
+
+
+class RetrainingBlockOut(BaseModel):
+    recorded: bool
 
 
 class RegisterCandidateIn(BaseModel):
@@ -239,11 +295,19 @@ class DriftScanInput(BaseModel):
     min_window_rows: int = 50
     auto_retrain: bool = True
     retraining_timing: RolloutTiming = Field(default_factory=RolloutTiming)
+    step_timeout_s: float | None = Field(
+        default=None, gt=0, description="Caps the seal and scan steps' timeouts, as RolloutTiming.step_timeout_s."
+    )
 
 
 class SealIn(BaseModel):
     tenant_id: str
     min_rows: int
+    window_end: datetime | None = Field(
+        default=None,
+        description="Fixed by the workflow, so that a retried seal finds the window its first attempt sealed "
+        "instead of sealing the next (empty) one. None: now.",
+    )
 
 
 class SealOut(BaseModel):
@@ -272,3 +336,26 @@ class DriftScanResult(BaseModel):
     level: str
     retraining: Literal["started", "already_running", "not_needed", "disabled"] = "not_needed"
     message: str = ""
+
+
+class GcInput(BaseModel):
+    """One garbage collection of a tenant's model artifacts (scheduled daily as ``gc/{tenant}``)."""
+
+    tenant_id: str
+    model_name: str | None = Field(default=None, description="None: every model of the tenant")
+    dry_run: bool = False
+
+
+class GcResult(BaseModel):
+    """What a collection did (counts and ids only; the digests are in the ``gc.collected`` audit rows)."""
+
+    tenant_id: str
+    dry_run: bool
+    deferred: str | None = Field(default=None, description="why nothing was collected this time, if so")
+    kept_versions: int = 0
+    collected: list[str] = Field(default_factory=list, description="version ids / candidate manifest digests")
+    digests_deleted: int = 0
+    bytes_deleted: int = 0
+    refused: list[str] = Field(default_factory=list, description="subjects changed since planned: left alone")
+    sightings_recorded: int = 0
+    errors: list[str] = Field(default_factory=list)

@@ -1,7 +1,13 @@
-"""QuotaManager: GPU-hours and budget per tenant per calendar month, checked before and charged after a run."""
+"""QuotaManager: GPU-hours and budget per tenant per calendar month, checked before and charged after a run.
+
+A run is charged from its measured wall time: GPU-hours = hours x the GPUs it held (a CPU-only run, e.g. the
+embedded local backend, counts ``cpu_gpu_hour_factor`` GPU-hours per hour), and its cost = GPU-hours x the
+configured price per GPU-hour. Reaching either monthly limit blocks retraining with the reason BLOCK_RETRAINING.
+"""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -9,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution import metrics
-from evolution.errors import NotFound, QuotaExceeded
+from evolution.errors import InvalidInput, NotFound, QuotaExceeded
 from evolution.registry.audit import append_audit
 from evolution.registry.db import reading, transaction
 from evolution.registry.schema import Tenant, TrainingRun
@@ -43,9 +49,30 @@ def month_start(now: datetime) -> datetime:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
+def check_limit(name: str, value: float) -> float:
+    """An admin-entered limit or price: a clear error for a negative, NaN or infinite value."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise InvalidInput(f"{name}: {value!r} is not a finite, non-negative number")
+    return float(value)
+
+
+def gpu_hours_of(duration_s: float, gpus: int, cpu_gpu_hour_factor: float = CPU_TO_GPU_HOUR) -> float:
+    """GPU-hours a run of ``duration_s`` seconds used: wall hours x GPUs (CPU-only: x the CPU factor)."""
+    hours = duration_s / 3600.0
+    return hours * gpus if gpus else hours * cpu_gpu_hour_factor
+
+
 class QuotaManager:
-    def __init__(self, factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        *,
+        price_per_gpu_hour_usd: float = PRICE_PER_GPU_HOUR_USD,
+        cpu_gpu_hour_factor: float = CPU_TO_GPU_HOUR,
+    ) -> None:
         self._factory = factory
+        self.price_per_gpu_hour_usd = check_limit("price per GPU-hour (USD)", price_per_gpu_hour_usd)
+        self.cpu_gpu_hour_factor = check_limit("CPU-hour to GPU-hour factor", cpu_gpu_hour_factor)
 
     def status(self, principal: Principal, tenant_id: str, now: datetime | None = None) -> QuotaStatus:
         authorize(principal, Action.VIEW, tenant_id)
@@ -90,10 +117,14 @@ class QuotaManager:
         outcome: str,
         gpus: int = 0,
     ) -> TrainingRun:
-        """Charge a finished run from its measured duration (idempotent by run id)."""
+        """Charge a finished run from its measured duration (idempotent by run id: one id per compute job)."""
         authorize(principal, Action.RECORD_USAGE, tenant_id)
-        hours = duration_s / 3600.0
-        gpu_hours = hours * gpus if gpus else hours * CPU_TO_GPU_HOUR
+        if not run_id or len(run_id) > 60:
+            raise InvalidInput(f"training run id {run_id!r}: 1-60 characters")
+        check_limit("run duration (s)", duration_s)
+        if gpus < 0:
+            raise InvalidInput(f"gpus: {gpus} is negative")
+        gpu_hours = gpu_hours_of(duration_s, gpus, self.cpu_gpu_hour_factor)
         with transaction(self._factory, tenant_id) as session:
             existing = session.get(TrainingRun, run_id)
             if existing is not None:
@@ -105,8 +136,8 @@ class QuotaManager:
                 started_at=started_at,
                 duration_s=duration_s,
                 gpu_hours=gpu_hours,
-                cost_usd=gpu_hours * PRICE_PER_GPU_HOUR_USD,
-                outcome=outcome,
+                cost_usd=gpu_hours * self.price_per_gpu_hour_usd,
+                outcome=outcome[:16],
             )
             session.add(run)
             metrics.QUOTA_GPU_HOURS.labels(tenant_id).inc(gpu_hours)
@@ -119,8 +150,11 @@ class QuotaManager:
                 subject_id=run_id,
                 at=utcnow(),
                 details={
+                    "duration_s": round(duration_s, 3),
+                    "gpus": gpus,
                     "gpu_hours": round(gpu_hours, 6),
                     "cost_usd": round(run.cost_usd, 4),
+                    "price_per_gpu_hour_usd": self.price_per_gpu_hour_usd,
                     "outcome": outcome,
                 },
             )

@@ -57,6 +57,14 @@ def feature_columns(rows: list[dict[str, Any]], names: list[str]) -> dict[str, l
     return {name: [row.get(name) for row in rows] for name in names}
 
 
+def charge_id_of(run_id: str, attempt: int) -> str:
+    """The training_runs id of one attempt (at most 60 characters): the first attempt keeps the run id's tail."""
+    if attempt <= 1:
+        return run_id[-60:]
+    suffix = f"#{attempt}"
+    return run_id[-(60 - len(suffix)) :] + suffix
+
+
 class CandidateBuilder:
     def __init__(
         self,
@@ -72,6 +80,7 @@ class CandidateBuilder:
         work_dir: Path,
         timeout_s: float,
         memory_limit_mb: int | None,
+        gpus: int = 0,
     ) -> None:
         self._registry = registry
         self._snapshots = snapshots
@@ -84,6 +93,7 @@ class CandidateBuilder:
         self._work_dir = work_dir
         self._timeout_s = timeout_s
         self._memory_limit_mb = memory_limit_mb
+        self._gpus = gpus
 
     def training_snapshot(self, tenant_id: str) -> SnapshotView:
         snapshot = self._snapshots.latest(Principal.system(tenant_id), tenant_id)
@@ -107,8 +117,12 @@ class CandidateBuilder:
         seed: int,
         run_id: str,
         heartbeat: Callable[[str], None] | None = None,
+        attempt: int = 1,
     ) -> TrainOut:
+        """Train one candidate. Every attempt (retries included) is checked against the quota first (QuotaExceeded:
+        BLOCK_RETRAINING) and charged afterwards from its measured wall time, whatever became of it."""
         system = Principal.system(tenant_id)
+        self._quota.check(system, tenant_id)
         snapshot = self.training_snapshot(tenant_id)
         rows = self.training_rows(snapshot)
         settings = self._registry.tenant_settings(system, tenant_id)
@@ -133,18 +147,28 @@ class CandidateBuilder:
             memory_limit_mb=self._memory_limit_mb,
             cpu_seconds=None,
         )
+        charge_id = charge_id_of(run_id, attempt)
         started = utcnow()
         t0 = time.monotonic()
         try:
             result = await self._compute.run(job, heartbeat=heartbeat)
-        except asyncio.CancelledError:
-            # Cancelled from outside: the retraining's time limit ran out (or it was cancelled); the job is killed.
-            metrics.TRAINING_DURATION.labels(tenant_id, model_name, "timed_out").observe(
-                time.monotonic() - t0
-            )
+        except BaseException as error:
+            # Cancelled from outside (the retraining's time limit ran out, or it was cancelled: the job is killed)
+            # or the backend broke: the time the job held its resources is charged all the same.
+            status = "timed_out" if isinstance(error, asyncio.CancelledError) else "error"
+            duration = time.monotonic() - t0
+            metrics.TRAINING_DURATION.labels(tenant_id, model_name, status).observe(duration)
+            try:
+                self._quota.charge(
+                    system, tenant_id, charge_id, version_id, started, duration, status, gpus=self._gpus
+                )
+            except Exception:
+                log.exception("could not charge the interrupted training run %s", charge_id)
             raise
         duration = time.monotonic() - t0
-        self._quota.charge(system, tenant_id, run_id[-60:], version_id, started, duration, result.status)
+        self._quota.charge(
+            system, tenant_id, charge_id, version_id, started, duration, result.status, gpus=self._gpus
+        )
         metrics.TRAINING_DURATION.labels(tenant_id, model_name, result.status).observe(duration)
         if result.status != "succeeded":
             raise TrainingFailed(f"training job {result.status}: {result.error or result.log_tail[-500:]}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,17 +14,20 @@ from prometheus_client import start_http_server
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.breaker import BreakerActivities
 from activities.canary import CanaryActivities
 from activities.drift import DriftActivities
 from activities.registry import RegistryActivities
 from activities.training import TrainingActivities
 from evolution.canary_service import CanaryService
+from evolution.circuit_breaker import CircuitBreaker
 from evolution.drift_scan import DriftScanner
 from evolution.logging_setup import configure_logging
 from evolution.retraining import CandidateBuilder
 from evolution.settings import Settings, load_settings
 from evolution.training.compute import ComputeBackend
 from evolution.wiring import Services, build_compute_backend, build_services
+from workers.activity_journal import journal_interceptors
 from workers.log_context import ActivityContext
 from workers.temporal_client import connect_client, metrics_runtime
 from workflows.drift_scan import DriftScanWorkflow
@@ -50,6 +54,10 @@ def activity_objects(services: Services, compute: ComputeBackend | None = None) 
         else settings.work_dir,
         timeout_s=settings.training_timeout_s,
         memory_limit_mb=settings.training_memory_limit_mb,
+        # GPU-hours are charged as wall time x the GPUs a training pod requests (none locally).
+        gpus=settings.kubernetes.gpus
+        if settings.compute_backend == "kubernetes" and settings.kubernetes is not None
+        else 0,
     )
     scanner = DriftScanner(
         services.registry,
@@ -65,6 +73,7 @@ def activity_objects(services: Services, compute: ComputeBackend | None = None) 
         TrainingActivities(builder),
         DriftActivities(scanner),
         CanaryActivities(CanaryService(services.outcomes)),
+        BreakerActivities(CircuitBreaker(services.factory), services.notifier),
     ]
 
 
@@ -106,7 +115,9 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=16) as executor:
-        worker = build_worker(client, services, settings.task_queue, executor)
+        # EVOLUTION_ACTIVITY_JOURNAL (crash tests only): a durable line per activity start and end.
+        interceptors = journal_interceptors(os.environ)
+        worker = build_worker(client, services, settings.task_queue, executor, interceptors=interceptors)
         log.info("worker polling task queue %s at %s", settings.task_queue, settings.temporal_address)
         async with worker:
             await stop.wait()

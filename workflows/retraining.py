@@ -1,4 +1,10 @@
-"""RetrainingWorkflow (id ``retrain/{tenant}``): quota → train → validate → shadow → canary → approval → CHAMPION."""
+"""RetrainingWorkflow (id ``retrain/{tenant}``): breaker → quota → train → validate → shadow → canary → approval.
+
+Before anything runs, the tenant's circuit breaker and then its quota are checked; a closed gate ends the run at
+once with outcome ``blocked`` and the code (CIRCUIT_OPEN or BLOCK_RETRAINING), audited and notified. The training
+activity re-checks the quota before every attempt (retries included) and charges each attempt's measured time.
+Every finished run reports its outcome to the circuit breaker (see evolution.circuit_breaker for what counts).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,10 @@ with workflow.unsafe.imports_passed_through():
     from evolution.contracts import (
         ApprovalRequest,
         ApprovalResponse,
+        BreakerCheckIn,
+        BreakerCheckOut,
+        BreakerRecordIn,
+        BreakerRecordOut,
         CurrentVersionIn,
         CurrentVersionOut,
         LookIn,
@@ -27,6 +37,8 @@ with workflow.unsafe.imports_passed_through():
         QuotaCheckIn,
         QuotaCheckOut,
         RegisterCandidateIn,
+        RetrainingBlockIn,
+        RetrainingBlockOut,
         RetrainingInput,
         RetrainingResult,
         RetrainingStatus,
@@ -44,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows.policies import (
     INTEGRITY_ERROR,
     LOOK_TIMEOUT,
+    QUOTA_ERROR,
     REGISTRY_TIMEOUT,
     TRAINING_HEARTBEAT,
     TRAINING_RETRY,
@@ -52,6 +65,11 @@ from workflows.policies import (
 )
 
 APPROVER_ROLES = ("manager", "admin")
+BLOCK_RETRAINING = "BLOCK_RETRAINING"
+CIRCUIT_OPEN = "CIRCUIT_OPEN"
+# Patch ids (workflow.patched): executions recorded before a change replay along the old path.
+PATCH_GATES = "circuit-breaker"  # breaker check, audited blocks, quota re-checked per training attempt
+PATCH_BREAKER_RECORD = "circuit-breaker-record"  # each finished run reports its outcome to the breaker
 
 
 def retraining_workflow_id(tenant_id: str) -> str:
@@ -104,7 +122,17 @@ class RetrainingWorkflow:
     # --------------------------------------------------------------- the run
     @workflow.run
     async def run(self, inp: RetrainingInput) -> RetrainingResult:
-        result = await self._run(inp)
+        try:
+            result = await self._run(inp)
+        except ActivityError as error:
+            # A run that ends in an error is a technical failure for the circuit breaker.
+            if workflow.patched(PATCH_BREAKER_RECORD):
+                await self._record_breaker(
+                    "failed", f"{_error_type(error) or 'error'}: {_error_message(error)}"
+                )
+            raise
+        if workflow.patched(PATCH_BREAKER_RECORD):
+            await self._record_breaker(result.outcome, result.reason)
         if workflow.patched("record-outcome-metrics"):
             await self._activity("record_outcome", result, OutcomeRecorded)
         # Let an approval update deliver its answer before the workflow completes.
@@ -113,8 +141,21 @@ class RetrainingWorkflow:
 
     async def _run(self, inp: RetrainingInput) -> RetrainingResult:
         self._input = inp
+        gates = workflow.patched(PATCH_GATES)
+        if gates:
+            breaker = await self._activity(
+                "check_circuit_breaker", BreakerCheckIn(tenant_id=inp.tenant_id), BreakerCheckOut
+            )
+            if not breaker.allowed:
+                return await self._blocked(
+                    CIRCUIT_OPEN, breaker.reason or f"{CIRCUIT_OPEN}: retraining disabled"
+                )
         quota = await self._activity("check_quota", QuotaCheckIn(tenant_id=inp.tenant_id), QuotaCheckOut)
         if not quota.allowed:
+            if gates:
+                return await self._blocked(
+                    BLOCK_RETRAINING, quota.reason or f"{BLOCK_RETRAINING}: quota exceeded"
+                )
             await self._notify(
                 "warning", "retraining.blocked", f"Retraining of {inp.model_name} blocked: {quota.reason}"
             )
@@ -142,6 +183,11 @@ class RetrainingWorkflow:
         try:
             return await self._lifecycle(inp, champion)
         except ActivityError as error:
+            if _error_type(error) == QUOTA_ERROR and workflow.patched(PATCH_GATES):
+                # The quota ran out between the start and a training attempt: the candidate never trained.
+                reason = _error_message(error)
+                await self._fail(reason)
+                return await self._blocked(BLOCK_RETRAINING, reason)
             if _error_type(error) == INTEGRITY_ERROR:
                 await self._quarantine(_error_message(error))
                 return self._finish("quarantined", _error_message(error))
@@ -173,7 +219,7 @@ class RetrainingWorkflow:
             # The SLO bounds the whole retraining, retries included.
             start_to_close_timeout=timedelta(seconds=inp.timing.training_timeout_s),
             schedule_to_close_timeout=timedelta(seconds=inp.timing.training_timeout_s),
-            heartbeat_timeout=TRAINING_HEARTBEAT,
+            heartbeat_timeout=self._step_timeout(TRAINING_HEARTBEAT),
             retry_policy=TRAINING_RETRY,
         )
         self._set("validating")
@@ -365,8 +411,17 @@ class RetrainingWorkflow:
         self, name: str, arg: Any, result_type: type[Any], timeout: timedelta = REGISTRY_TIMEOUT
     ) -> Any:
         return await workflow.execute_activity(
-            name, arg, result_type=result_type, start_to_close_timeout=timeout, retry_policy=TRANSIENT_RETRY
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=self._step_timeout(timeout),
+            retry_policy=TRANSIENT_RETRY,
         )
+
+    def _step_timeout(self, default: timedelta) -> timedelta:
+        # A step whose worker was killed is retried only when this runs out: RolloutTiming.step_timeout_s caps it.
+        cap = self._input.timing.step_timeout_s if self._input is not None else None
+        return min(default, timedelta(seconds=cap)) if cap else default
 
     def _rid(self, step: str) -> str:
         # Deterministic per workflow run and step: activity retries reuse it, so their effect is applied once.
@@ -439,7 +494,43 @@ class RetrainingWorkflow:
             NotifyOut,
         )
 
-    def _finish(self, outcome: str, reason: str, decision: Decision | None = None) -> RetrainingResult:
+    async def _blocked(self, code: str, reason: str) -> RetrainingResult:
+        """End a run that may not train: audited once (by run id) and notified, outcome ``blocked``."""
+        assert self._input is not None
+        await self._activity(
+            "record_retraining_block",
+            RetrainingBlockIn(
+                tenant_id=self._input.tenant_id,
+                model_name=self._input.model_name,
+                code=code,  # type: ignore[arg-type]
+                reason=reason,
+                request_id=f"{workflow.info().run_id}/blocked",
+            ),
+            RetrainingBlockOut,
+        )
+        return self._finish("blocked", reason, blocked_by=code)
+
+    async def _record_breaker(self, outcome: str, reason: str) -> None:
+        assert self._input is not None
+        try:
+            await self._activity(
+                "record_breaker_outcome",
+                BreakerRecordIn(
+                    tenant_id=self._input.tenant_id,
+                    model_name=self._input.model_name,
+                    run_id=workflow.info().run_id,
+                    outcome=outcome,  # type: ignore[arg-type]
+                    reason=reason[:500],
+                ),
+                BreakerRecordOut,
+            )
+        except ActivityError as error:
+            # The retraining's own result matters more than the bookkeeping: report it, keep the result.
+            workflow.logger.error("could not record the outcome with the circuit breaker: %s", error)
+
+    def _finish(
+        self, outcome: str, reason: str, decision: Decision | None = None, blocked_by: str | None = None
+    ) -> RetrainingResult:
         assert self._input is not None
         self._set("finished", f"{outcome}: {reason}")
         return RetrainingResult(
@@ -450,4 +541,5 @@ class RetrainingWorkflow:
             outcome=outcome,  # type: ignore[arg-type]
             reason=reason,
             guard=decision.model_copy(update={"state": None}) if decision else None,
+            blocked_by=blocked_by,  # type: ignore[arg-type]
         )

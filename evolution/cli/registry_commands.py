@@ -10,15 +10,21 @@ from typing import Annotated, Any
 
 import typer
 
+from evolution.circuit_breaker import CircuitBreaker
 from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
 from evolution.errors import InvalidInput
 from evolution.sources import create_source_key, load_source_key, records_to_events
 from evolution.timeutil import utcnow
 from evolution.verification import verify_all
+from evolution.wiring import Services
 
 tenant_app = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
 source_app = typer.Typer(help="Event sources and their signing keys.", no_args_is_help=True)
 snapshot_app = typer.Typer(help="Immutable, signed dataset snapshots.", no_args_is_help=True)
+quota_app = typer.Typer(help="Monthly GPU-hours quota and budget cap.", no_args_is_help=True)
+breaker_app = typer.Typer(help="The retraining circuit breaker.", no_args_is_help=True)
+tenant_app.add_typer(quota_app, name="quota")
+tenant_app.add_typer(breaker_app, name="breaker")
 
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
 
@@ -56,6 +62,10 @@ def tenant_configure(
         list[str] | None,
         typer.Option(help="A column that identifies rows and is never a feature (repeatable)."),
     ] = None,
+    breaker_threshold: Annotated[
+        int | None,
+        typer.Option(help="Consecutive failed retrainings that open the circuit breaker (default 3)."),
+    ] = None,
 ) -> None:
     """Admin: change a tenant's drift thresholds or identifier columns (validated and audited)."""
     drift = {
@@ -72,6 +82,8 @@ def tenant_configure(
     patch: dict[str, Any] = {"drift": drift} if drift else {}
     if id_column:
         patch["id_columns"] = id_column
+    if breaker_threshold is not None:
+        patch["circuit_breaker_threshold"] = breaker_threshold
     if not patch:
         raise InvalidInput("nothing to change: pass at least one option (see --help)")
     svc = services()
@@ -91,6 +103,67 @@ def tenant_show(tenant_id: Annotated[str, typer.Argument(help="Tenant id.")]) ->
         f"{quota.month}: {quota.gpu_hours_used:.3f} of {quota.gpu_hours_quota:g} GPU-hours, "
         f"${quota.cost_usd:.2f} of ${quota.budget_cap_usd:g}"
     )
+
+
+@quota_app.command("show")
+@friendly_errors
+def quota_show(tenant_id: Annotated[str, typer.Argument(help="Tenant id.")]) -> None:
+    """This month's GPU-hours and spend against the tenant's limits, and whether retraining is blocked."""
+    svc = services()
+    quota = svc.quota.status(operator(svc.settings), tenant_id)
+    typer.echo(
+        f"{quota.month}: {quota.gpu_hours_used:.3f} of {quota.gpu_hours_quota:g} GPU-hours, "
+        f"${quota.cost_usd:.2f} of ${quota.budget_cap_usd:g}"
+    )
+    typer.echo(quota.blocked_reason or "retraining allowed")
+
+
+@quota_app.command("set")
+@friendly_errors
+def quota_set(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant id.")],
+    gpu_hours: Annotated[float | None, typer.Option(help="New GPU-hours per month.")] = None,
+    budget_usd: Annotated[float | None, typer.Option(help="New monthly budget cap in USD.")] = None,
+    reason: Annotated[str, typer.Option(help="Why; recorded in the audit log.")] = "",
+) -> None:
+    """Admin: raise (or lower) a tenant's monthly GPU-hours quota and/or budget cap (audited, old and new)."""
+    svc = services()
+    after = svc.registry.set_quota(
+        operator(svc.settings), tenant_id, gpu_hours_quota=gpu_hours, budget_cap_usd=budget_usd, reason=reason
+    )
+    typer.echo(
+        f"tenant {tenant_id}: {after['gpu_hours_quota']:g} GPU-hours and ${after['budget_cap_usd']:g} per month"
+    )
+
+
+def _breaker(svc: Services) -> CircuitBreaker:
+    return CircuitBreaker(svc.factory)
+
+
+@breaker_app.command("status")
+@friendly_errors
+def breaker_status(tenant_id: Annotated[str, typer.Argument(help="Tenant id.")]) -> None:
+    """Whether retraining is enabled, and the current streak of failed retrainings."""
+    svc = services()
+    status = _breaker(svc).status(operator(svc.settings), tenant_id)
+    typer.echo(
+        f"tenant {tenant_id}: breaker {status.state}, {status.consecutive_failures} of {status.threshold} "
+        f"consecutive failures (last outcome: {status.last_outcome or 'none'})"
+    )
+    if status.blocked_reason:
+        typer.echo(status.blocked_reason)
+
+
+@breaker_app.command("reset")
+@friendly_errors
+def breaker_reset(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant id.")],
+    reason: Annotated[str, typer.Option(help="Why retraining may run again; recorded in the audit log.")],
+) -> None:
+    """Admin: close the circuit breaker and clear the failure streak (audited)."""
+    svc = services()
+    status = _breaker(svc).reset(operator(svc.settings), tenant_id, reason)
+    typer.echo(f"tenant {tenant_id}: breaker {status.state}, retraining enabled")
 
 
 @tenant_app.command("list")

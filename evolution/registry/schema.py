@@ -263,6 +263,29 @@ class TrainingRun(Base):
     outcome: Mapped[str] = mapped_column(String(16))
 
 
+class CircuitBreakerState(Base):
+    """A tenant's retraining circuit breaker: consecutive technical failures, and whether retraining is disabled.
+
+    One row per tenant, created on the first recorded outcome; see evolution.circuit_breaker.
+    """
+
+    __tablename__ = "circuit_breakers"
+    __table_args__ = (
+        CheckConstraint("state IN ('closed', 'open')", name="state_known"),
+        CheckConstraint("consecutive_failures >= 0", name="failures_not_negative"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(8))
+    consecutive_failures: Mapped[int] = mapped_column(Integer)
+    opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    opened_by_run: Mapped[str | None] = mapped_column(String(100))
+    last_run_id: Mapped[str | None] = mapped_column(String(100))
+    last_outcome: Mapped[str | None] = mapped_column(String(32))
+    last_failure_reason: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class User(Base):
     """A dashboard user. Only an argon2id hash of the password is kept, never the password."""
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from evolution import metrics
 from evolution.errors import Conflict, IllegalTransition, InvalidInput, NotFound, StaleVersion
 from evolution.lifecycle import ModelState, check_transition
+from evolution.quota import check_limit
 from evolution.registry.audit import ChainReport, append_audit, load_chain, lock_tenant_chain, verify_chain
 from evolution.registry.db import reading, transaction
 from evolution.registry.idempotency import run_idempotent
@@ -142,6 +143,51 @@ class ModelRegistryService:
                 subject_id=tenant_id,
                 at=self._clock(),
                 details={"before": before.model_dump(mode="json"), "after": tenant.config},
+            )
+            return after
+
+    def set_quota(
+        self,
+        principal: Principal,
+        tenant_id: str,
+        *,
+        gpu_hours_quota: float | None = None,
+        budget_cap_usd: float | None = None,
+        reason: str = "",
+    ) -> dict[str, float]:
+        """Admin: change a tenant's monthly GPU-hours quota and/or budget cap (audited with old and new values).
+
+        Returns the limits now in force. A negative, NaN or infinite value is refused and nothing changes.
+        """
+        authorize(principal, Action.SET_QUOTA, tenant_id)
+        if gpu_hours_quota is None and budget_cap_usd is None:
+            raise InvalidInput("nothing to change: give a GPU-hours quota, a budget cap, or both")
+        if gpu_hours_quota is not None:
+            gpu_hours_quota = check_limit("GPU-hours quota", gpu_hours_quota)
+        if budget_cap_usd is not None:
+            budget_cap_usd = check_limit("budget cap (USD)", budget_cap_usd)
+        if len(reason) > 500:
+            raise InvalidInput("reason: at most 500 characters")
+        with transaction(self._factory, tenant_id) as session:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None:
+                raise NotFound(f"tenant {tenant_id!r} does not exist")
+            before = {"gpu_hours_quota": tenant.gpu_hours_quota, "budget_cap_usd": tenant.budget_cap_usd}
+            if gpu_hours_quota is not None:
+                tenant.gpu_hours_quota = gpu_hours_quota
+            if budget_cap_usd is not None:
+                tenant.budget_cap_usd = budget_cap_usd
+            after = {"gpu_hours_quota": tenant.gpu_hours_quota, "budget_cap_usd": tenant.budget_cap_usd}
+            session.flush()
+            append_audit(
+                session,
+                tenant_id=tenant_id,
+                principal=principal,
+                action="tenant.quota_set",
+                subject_type="tenant",
+                subject_id=tenant_id,
+                at=self._clock(),
+                details={"before": before, "after": after, "reason": reason},
             )
             return after
 
