@@ -5,7 +5,6 @@ They hold only identifiers, small numbers and short texts: no secrets, no data r
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -47,13 +46,6 @@ class RolloutTiming(BaseModel):
     rollout_window_s: float = Field(default=3600.0, gt=0, description="SLO: a canary over this rolls back.")
     approval_timeout_s: float = Field(default=24 * 3600.0, gt=0)
     canary_share: float = Field(default=0.1, gt=0, lt=1)
-    step_timeout_s: float | None = Field(
-        default=None,
-        gt=0,
-        description="How long a step whose worker died is waited for before it is retried elsewhere: caps the "
-        "start-to-close timeout of the short steps and the heartbeat timeout of training. None: the "
-        "policies' defaults (workflows/policies.py: 60 s and more).",
-    )
 
 
 class RetrainingInput(BaseModel):
@@ -295,19 +287,11 @@ class DriftScanInput(BaseModel):
     min_window_rows: int = 50
     auto_retrain: bool = True
     retraining_timing: RolloutTiming = Field(default_factory=RolloutTiming)
-    step_timeout_s: float | None = Field(
-        default=None, gt=0, description="Caps the seal and scan steps' timeouts, as RolloutTiming.step_timeout_s."
-    )
 
 
 class SealIn(BaseModel):
     tenant_id: str
     min_rows: int
-    window_end: datetime | None = Field(
-        default=None,
-        description="Fixed by the workflow, so that a retried seal finds the window its first attempt sealed "
-        "instead of sealing the next (empty) one. None: now.",
-    )
 
 
 class SealOut(BaseModel):
@@ -336,26 +320,3 @@ class DriftScanResult(BaseModel):
     level: str
     retraining: Literal["started", "already_running", "not_needed", "disabled"] = "not_needed"
     message: str = ""
-
-
-class GcInput(BaseModel):
-    """One garbage collection of a tenant's model artifacts (scheduled daily as ``gc/{tenant}``)."""
-
-    tenant_id: str
-    model_name: str | None = Field(default=None, description="None: every model of the tenant")
-    dry_run: bool = False
-
-
-class GcResult(BaseModel):
-    """What a collection did (counts and ids only; the digests are in the ``gc.collected`` audit rows)."""
-
-    tenant_id: str
-    dry_run: bool
-    deferred: str | None = Field(default=None, description="why nothing was collected this time, if so")
-    kept_versions: int = 0
-    collected: list[str] = Field(default_factory=list, description="version ids / candidate manifest digests")
-    digests_deleted: int = 0
-    bytes_deleted: int = 0
-    refused: list[str] = Field(default_factory=list, description="subjects changed since planned: left alone")
-    sightings_recorded: int = 0
-    errors: list[str] = Field(default_factory=list)

@@ -39,22 +39,10 @@ class Economics(BaseModel):
     target_unit: str = Field(default="t/ha", max_length=20)
 
 
-class Retention(BaseModel):
-    """Garbage collection of model artifacts (evolution/retention.py): what is kept, and how long."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    keep_last: int = Field(default=5, ge=1, le=1000, description="versions kept per model, by number")
-    min_age_days: float = Field(
-        default=7.0, ge=1.0, le=3650.0, description="DRAFT/FAILED artifacts younger than this are kept"
-    )
-
-
 class TenantSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     economics: Economics = Field(default_factory=Economics)
-    retention: Retention = Field(default_factory=Retention)
 
     drift: DriftThresholds = Field(default_factory=DriftThresholds)
     id_columns: list[str] = Field(default_factory=lambda: ["field_id"], description="never used as features")
