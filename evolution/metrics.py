@@ -71,6 +71,13 @@ INFERENCE_AVAILABILITY = Gauge(
     "Share of prediction requests answered without a server error since the serving process started.",
 )
 INFERENCE_AVAILABILITY.set(1.0)  # no request has failed yet
+PREDICTIONS_DROPPED = Counter(
+    "predictions_dropped_total",
+    "Served predictions whose record was never written to the registry, so outcomes cannot join to them: "
+    "buffer_full (the registry was down longer than the buffer lasts; the oldest go first) or rejected "
+    "(the registry refused the record).",
+    ["tenant", "reason"],
+)
 
 EXPORTED_METRICS = (
     "training_duration_seconds",
@@ -89,6 +96,7 @@ EXPORTED_METRICS = (
     "inference_requests_total",
     "inference_latency_seconds",
     "inference_availability_ratio",
+    "predictions_dropped_total",
 )
 
 
@@ -122,4 +130,12 @@ def count_inference(tenant_id: str, model_name: str, role: str, status: str, req
         _failed += requests
     else:
         _answered += requests
+    INFERENCE_AVAILABILITY.set(_answered / (_answered + _failed))
+
+
+def count_unattributed_failure(requests: int = 1) -> None:
+    """A prediction request that failed before it could be attributed to a tenant (e.g. its API token could not be
+    checked while the registry was down): it counts against availability but creates no label."""
+    global _failed
+    _failed += requests
     INFERENCE_AVAILABILITY.set(_answered / (_answered + _failed))

@@ -1,8 +1,14 @@
-"""The serving process (`evolution serve`): wires the predictor and the ingestor into the HTTP app."""
+"""The serving process (`evolution serve`): wires the predictor and the ingestor into the HTTP app.
+
+It keeps answering from the models it has cached while the registry database is down (the models are refreshed in
+the background, prediction records are buffered in memory and written when the registry is back, API tokens are
+served from their cache); it never talks to Temporal.
+"""
 
 from __future__ import annotations
 
 import uvicorn
+from fastapi import FastAPI
 
 from evolution.logging_setup import configure_logging
 from evolution.serving.app import create_app
@@ -13,19 +19,28 @@ from evolution.tracing import configure_tracing
 from evolution.wiring import build_services
 
 
-def build_app(settings: Settings):  # type: ignore[no-untyped-def]
+def build(settings: Settings) -> tuple[FastAPI, Predictor]:
     services = build_services(settings)
     predictor = Predictor(services.registry, services.loader, services.outcomes, settings.canary_share)
     # API tokens are checked against the registry and cached (60 s fresh; up to 15 min while the registry is down).
     authenticator = TokenAuthenticator(services.users.authenticate_token)
-    return create_app(predictor, services.events, authenticator)
+    return create_app(predictor, services.events, authenticator), predictor
+
+
+def build_app(settings: Settings) -> FastAPI:
+    return build(settings)[0]
 
 
 def main() -> None:
     settings = load_settings()
     configure_logging(settings, "serving")
     configure_tracing(settings, "serving")
-    uvicorn.run(build_app(settings), host=settings.serve_host, port=settings.serve_port, log_config=None)
+    app, predictor = build(settings)
+    predictor.start()  # refresh cached models in the background: requests never wait on the registry for them
+    try:
+        uvicorn.run(app, host=settings.serve_host, port=settings.serve_port, log_config=None)
+    finally:
+        predictor.close()  # a last chance for buffered prediction records to reach the registry
 
 
 if __name__ == "__main__":

@@ -29,7 +29,14 @@ from evolution.events import EventIngestor, IngestSummary
 from evolution.registry.service import MODEL_NAME_PATTERN, TENANT_ID_PATTERN
 from evolution.security import Principal
 from evolution.serving.auth import AuthenticationUnavailable, TokenAuthenticator
-from evolution.serving.predictor import CurrentModels, PredictInstance, Predictor, PredictOut
+from evolution.serving.predictor import (
+    RETRY_AFTER_S,
+    CurrentModels,
+    ModelUnavailable,
+    PredictInstance,
+    Predictor,
+    PredictOut,
+)
 from evolution.tracing import span
 from evolution.users import UserAccess
 
@@ -38,7 +45,13 @@ MAX_EVENTS = 5000
 API_PREFIX = "/v1/"
 REALM = "evolution"
 
-STATUS_OF = {NotFound: 404, PermissionDenied: 403, InvalidInput: 422, AuthenticationUnavailable: 503}
+STATUS_OF = {
+    NotFound: 404,
+    PermissionDenied: 403,
+    InvalidInput: 422,
+    AuthenticationUnavailable: 503,
+    ModelUnavailable: 503,
+}
 
 
 class ErrorBody(BaseModel):
@@ -59,7 +72,10 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _error("No API token, or one that is malformed, unknown, revoked or expired"),
     403: _error("The token's user may not do this on this tenant"),
     422: _error("The request does not match the schema; `errors` names each problem"),
-    503: _error("The registry is unreachable and this token was not checked recently"),
+    503: _error(
+        "The registry is unreachable and this token was not checked recently (or, for a prediction, this "
+        "model was not loaded before the outage); Retry-After says when to try again"
+    ),
 }
 
 
@@ -164,10 +180,12 @@ def create_app(predictor: Predictor, ingestor: EventIngestor, authenticator: Tok
             except PermissionDenied as refused:
                 return _unauthorized(str(refused), True)
             except AuthenticationUnavailable as unavailable:
+                if request.url.path.endswith("/predict"):
+                    metrics.count_unattributed_failure()  # unavailable, though no tenant label may be made
                 return JSONResponse(
                     status_code=503,
                     content={"error": unavailable.error_type, "detail": str(unavailable)},
-                    headers={"Retry-After": "5"},
+                    headers={"Retry-After": str(RETRY_AFTER_S)},
                 )
         # Availability counts server-side failures of prediction requests; a client's mistake (4xx) is not one.
         try:
@@ -184,7 +202,10 @@ def create_app(predictor: Predictor, ingestor: EventIngestor, authenticator: Tok
     @app.exception_handler(EvolutionError)
     async def _domain_error(_request: Request, error: EvolutionError) -> JSONResponse:
         status = next((code for kind, code in STATUS_OF.items() if isinstance(error, kind)), 409)
-        return JSONResponse(status_code=status, content={"error": error.error_type, "detail": str(error)})
+        retry = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+        return JSONResponse(
+            status_code=status, content={"error": error.error_type, "detail": str(error)}, headers=retry
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:

@@ -8,6 +8,10 @@ A token is checked against the registry (``UserService.authenticate_token``) and
   cached answer kept, for at most ``stale_s`` (default 15 min) after the last successful check. During a registry
   outage a revoked token therefore keeps working until the registry is back or ``stale_s`` has passed.
 
+While the registry is unreachable a stale answer is used without asking again for ``retry_s`` (default 1 s) after
+each failed lookup, so that requests do not each wait for the registry to fail; the outage is logged when it starts
+and when it ends, not per request.
+
 A refusal is never kept long: for ``refused_s`` (default 5 s) the same token is refused without another lookup,
 which keeps a client retrying a bad token from costing a query each time. Tokens are keyed by their SHA-256, so the
 cache holds no token; both caches are bounded (least recently used entries go first).
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from evolution.errors import EvolutionError, PermissionDenied
+from evolution.serving.outage import Outage
 from evolution.users import TOKEN_REFUSED, UserAccess, token_digest
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,7 @@ DEFAULT_FRESH_S = 60.0
 DEFAULT_STALE_S = 15 * 60.0
 DEFAULT_REFUSED_S = 5.0
 DEFAULT_MAX_ENTRIES = 10_000
+DEFAULT_RETRY_S = 1.0
 
 _V = TypeVar("_V")
 
@@ -57,6 +63,7 @@ class TokenAuthenticator:
         refused_s: float = DEFAULT_REFUSED_S,
         max_entries: int = DEFAULT_MAX_ENTRIES,
         clock: Callable[[], float] = time.monotonic,
+        retry_s: float = DEFAULT_RETRY_S,
     ) -> None:
         if not 0 <= fresh_s <= stale_s:
             raise ValueError(f"token cache: need 0 <= fresh_s ({fresh_s}) <= stale_s ({stale_s})")
@@ -66,6 +73,8 @@ class TokenAuthenticator:
         self._refused_s = refused_s
         self._max_entries = max_entries
         self._clock = clock
+        self._retry_s = retry_s
+        self._outage = Outage(log, "token checks", "using recent token checks", clock)
         self._verified: OrderedDict[str, _Verified] = OrderedDict()
         self._refused: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
@@ -82,6 +91,9 @@ class TokenAuthenticator:
             refused_at = self._refused.get(key)
             if refused_at is not None and now - refused_at < self._refused_s:
                 raise PermissionDenied(TOKEN_REFUSED)
+        fallback = cached.access if cached is not None and now - cached.at < self._stale_s else None
+        if fallback is not None and self._outage.failed_within(self._retry_s):
+            return fallback  # the registry failed a moment ago: do not wait for it to fail again
         try:
             access = self._authenticate(token)
         except PermissionDenied:
@@ -92,17 +104,13 @@ class TokenAuthenticator:
         except EvolutionError:
             raise
         except Exception as error:  # the registry is unreachable (or failing): not a refusal
-            if cached is not None and now - cached.at < self._stale_s:
-                log.warning(
-                    "registry unreachable (%s); using the token check of %.0f s ago",
-                    type(error).__name__,
-                    now - cached.at,
-                )
-                return cached.access
-            log.error("registry unreachable (%s); cannot check an API token", type(error).__name__)
+            self._outage.failed(error)  # logged once per outage
+            if fallback is not None:
+                return fallback
             raise AuthenticationUnavailable(
                 "the registry cannot be reached to check the API token; retry shortly"
             ) from error
+        self._outage.succeeded()
         with self._lock:
             self._refused.pop(key, None)
             self._remember(self._verified, key, _Verified(access, now))

@@ -1,5 +1,21 @@
 """Answers predictions from cached, verified models: champion serves, a SHADOW candidate scores alongside, a CANARY
 candidate serves a deterministic share of requests (by request id) while the champion shadow-scores them.
+
+Serving outlives registry outages. The models of each tenant and model name are loaded on first use and kept in
+memory; which versions serve is re-read from the registry every ``refresh_s``:
+
+* with :meth:`Predictor.start` (``evolution serve``) a background thread does that for every cached model, so a
+  request never waits on the registry for a model this process has served before; a refresh that fails keeps the
+  cached models (one warning when the outage starts, one line when it ends);
+* without it (tests, embedded use) a request that finds its entry older than ``refresh_s`` re-reads it inline; a
+  failure there also keeps the cached models, and the registry is not asked again for a second;
+* a tenant and model never loaded by this process cannot be served while the registry is down: that request gets
+  :class:`ModelUnavailable` (HTTP 503 with Retry-After) and, for a second after such a failure, others like it get
+  the same answer without another attempt.
+
+Every prediction is recorded through a :class:`~evolution.serving.buffer.PredictionBuffer`: written at once while the
+registry answers, queued in memory (bounded) and written later when it does not. Nothing in the request path talks
+to Temporal.
 """
 
 from __future__ import annotations
@@ -16,17 +32,31 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from evolution import metrics
-from evolution.errors import IntegrityViolation, NotFound
+from evolution.errors import EvolutionError, IntegrityViolation, NotFound
 from evolution.lifecycle import ModelState
 from evolution.models import LoadedModel, ModelLoader
 from evolution.outcomes import OutcomeJoiner, PredictionRecord
 from evolution.registry.service import ModelRegistryService
 from evolution.registry.views import VersionView
 from evolution.security import Action, Principal, authorize
+from evolution.serving.buffer import PredictionBuffer
+from evolution.serving.outage import Outage
 from evolution.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 SERVING_STATES = (ModelState.CHAMPION, ModelState.SHADOW, ModelState.CANARY)
+RETRY_AFTER_S = 5
+MISS_RETRY_S = (
+    1.0  # after a failed first load, how long others fail fast instead of asking the registry again
+)
+MIN_BACKGROUND_REFRESH_S = 0.05
+
+
+class ModelUnavailable(EvolutionError):
+    """The registry cannot be reached and this process has never loaded the tenant's model: nothing to serve."""
+
+    error_type = "ModelUnavailable"
+    retry_after_s = RETRY_AFTER_S
 
 
 MAX_FEATURES = 500
@@ -97,14 +127,42 @@ class Predictor:
         outcomes: OutcomeJoiner,
         canary_share: float,
         refresh_s: float = 1.0,
+        records: PredictionBuffer | None = None,
     ) -> None:
         self._registry = registry
         self._loader = loader
         self._outcomes = outcomes
         self._canary_share = canary_share
         self._refresh_s = refresh_s
+        self._records = records if records is not None else PredictionBuffer(outcomes.record_predictions)
         self._slots: dict[tuple[str, str], _Slot] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _slots and _loading
+        self._loading: dict[tuple[str, str], threading.Lock] = {}  # one refresh at a time per model
+        self._outage = Outage(log, "model refresh", "serving the cached models")
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
+
+    @property
+    def records(self) -> PredictionBuffer:
+        return self._records
+
+    def start(self) -> None:
+        """Refresh every cached model in the background from now on (the request path then never waits on the
+        registry for a model already loaded)."""
+        with self._lock:
+            if self._refresher is not None:
+                return
+            self._stop.clear()
+            self._refresher = threading.Thread(target=self._refresh_loop, name="model-refresh", daemon=True)
+            self._refresher.start()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the background refresh and give the prediction records ``timeout_s`` to reach the registry."""
+        self._stop.set()
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.join(timeout=timeout_s)
+        self._records.close(timeout_s)
 
     def predict(
         self, principal: Principal, tenant_id: str, model_name: str, instances: list[PredictInstance]
@@ -163,10 +221,7 @@ class Predictor:
                 )
             )
         self._count(tenant_id, model_name, outs, elapsed)
-        try:
-            self._outcomes.record_predictions(records)
-        except Exception:  # serving must not fail because the registry is unreachable
-            log.exception("could not record %d predictions", len(records), extra={"tenantId": tenant_id})
+        self._records.record(records)  # never raises: queued in memory while the registry is unreachable
         return outs
 
     @staticmethod
@@ -194,24 +249,67 @@ class Predictor:
     # ------------------------------------------------------------------ cache
     def _slot(self, tenant_id: str, model_name: str) -> _Slot:
         key = (tenant_id, model_name)
-        with self._lock:
-            slot = self._slots.get(key)
-            if slot is not None and time.monotonic() - slot.checked_at < self._refresh_s:
+        slot = self._slots.get(key)
+        if slot is not None:
+            if self._refresher is not None or time.monotonic() - slot.checked_at < self._refresh_s:
                 return slot
+            if self._outage.failed_within(MISS_RETRY_S):
+                return slot  # the registry just failed: do not make every request wait for it to fail again
+        elif self._outage.failed_within(MISS_RETRY_S):
+            raise self._unavailable(tenant_id, model_name)
+        return self._refresh(key, slot)
+
+    def _unavailable(self, tenant_id: str, model_name: str) -> ModelUnavailable:
+        return ModelUnavailable(
+            f"{tenant_id}/{model_name} has not been loaded by this serving process and the registry cannot be "
+            f"reached to load it; retry in {RETRY_AFTER_S} s"
+        )
+
+    def _refresh(self, key: tuple[str, str], seen: _Slot | None) -> _Slot:
+        """Re-read which versions serve ``key`` and load what changed; on failure keep what is cached."""
+        with self._lock:
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            current = self._slots.get(key)
+            if current is not None and current is not seen:
+                return current  # refreshed by someone else while this thread waited
+            tenant_id, model_name = key
             try:
                 versions = self._serving_versions(tenant_id, model_name)
-            except Exception:
-                if slot is not None:  # keep answering from the cache while the registry is down
-                    log.warning("registry unreachable; serving cached models", extra={"tenantId": tenant_id})
-                    return slot
-                raise
+            except Exception as error:
+                self._outage.failed(error)
+                if current is not None:
+                    return current
+                raise self._unavailable(tenant_id, model_name) from error
+            self._outage.succeeded()
             fingerprint = tuple(sorted((v.id, v.lock_version) for v in versions))
-            if slot is not None and slot.fingerprint == fingerprint:
-                slot.checked_at = time.monotonic()
-                return slot
-            slot = self._load(versions, slot, fingerprint)
-            self._slots[key] = slot
+            if current is not None and current.fingerprint == fingerprint:
+                current.checked_at = time.monotonic()
+                return current
+            try:
+                slot = self._load(versions, current, fingerprint)
+            except Exception:
+                if current is None:
+                    raise
+                log.exception("could not load the new versions of %s/%s; serving the cached ones", *key)
+                current.checked_at = time.monotonic()
+                return current
+            with self._lock:
+                self._slots[key] = slot
             return slot
+
+    def _refresh_loop(self) -> None:
+        interval = max(self._refresh_s, MIN_BACKGROUND_REFRESH_S)
+        while not self._stop.wait(interval):
+            for key in list(self._slots):
+                if self._stop.is_set():
+                    return
+                try:
+                    self._refresh(key, self._slots.get(key))
+                except Exception:
+                    log.exception("model refresh of %s/%s failed", *key)
+                if self._outage.down:
+                    break  # the registry is down: one attempt per interval is enough
 
     def _serving_versions(self, tenant_id: str, model_name: str) -> list[VersionView]:
         return self._registry.in_states(

@@ -10,6 +10,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 CANDIDATE_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
@@ -38,9 +39,60 @@ def _as_db_user(cmd: list[str]) -> list[str]:
     return cmd
 
 
+@dataclass
+class PgServer:
+    """A running test server that can be stopped and started again on the same port, keeping its data dir."""
+
+    bin_dir: Path
+    root: Path
+    data: Path
+    port: int
+    options: str
+
+    @property
+    def url(self) -> str:
+        """A superuser URL of its ``postgres`` database."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        """Start (again): waits until it accepts connections (after crash recovery, if it was killed)."""
+        subprocess.run(
+            _as_db_user(
+                [
+                    str(self.bin_dir / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-o",
+                    self.options,
+                    "-l",
+                    str(self.root / "log"),
+                    "-w",
+                    "-t",
+                    "120",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            env=_pg_env(),
+        )
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop it; ``immediate`` is a crash (no checkpoint, clients cut off). The data dir stays."""
+        subprocess.run(
+            _as_db_user([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
+            capture_output=True,
+            env=_pg_env(),
+        )
+
+
+def _pg_env() -> dict[str, str]:
+    return {**os.environ, "LC_ALL": "C.UTF-8"}
+
+
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """Start a server on a free loopback port; yield a superuser URL of its ``postgres`` database."""
+def stoppable_postgres_server() -> Iterator[PgServer]:
+    """Like :func:`postgres_server`, but yields the handle, to stop and start the server during a test."""
     bin_dir = find_pg_bin()
     if bin_dir is None:
         raise RuntimeError("PostgreSQL binaries not found: `make test` installs Debian's postgresql package")
@@ -49,33 +101,29 @@ def postgres_server() -> Iterator[str]:
     port = _free_port()
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    env = {**os.environ, "LC_ALL": "C.UTF-8"}
     subprocess.run(
         _as_db_user(
             [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
         ),
         check=True,
         capture_output=True,
-        env=env,
+        env=_pg_env(),
     )
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    subprocess.run(
-        _as_db_user(
-            [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]
-        ),
-        check=True,
-        capture_output=True,
-        env=env,
-    )
+    server = PgServer(bin_dir=bin_dir, root=root, data=data, port=port, options=options)
+    server.start()
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield server
     finally:
-        subprocess.run(
-            _as_db_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True,
-            env=env,
-        )
+        server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Start a server on a free loopback port; yield a superuser URL of its ``postgres`` database."""
+    with stoppable_postgres_server() as server:
+        yield server.url
 
 
 def create_database(server_url: str) -> str:
