@@ -1,0 +1,375 @@
+"""Garbage collection of model artifacts on a real registry (SQLite and PostgreSQL) and a real artifact store.
+
+Each tenant gets ten versions of one model, made through the registry service with its clock set back: FAILED
+candidates of several ages, a DEPRECATED former champion, a FAILED former champion (CHAMPION -> QUARANTINED ->
+FAILED), the CHAMPION, a CANARY; one FAILED candidate shares its weights with the champion, another shares files
+with a sealed dataset snapshot and a signed drift report. The retention service plans and collects; the store's
+own listing says what was really deleted.
+
+Each backend's database is created and migrated once per module (as ``registry_factory`` does: SQLite, and a real
+PostgreSQL used through the application's role under row-level security); every test gets a tenant of its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from evolution.demo import Scenario
+from evolution.errors import PermissionDenied
+from evolution.integrity.artifacts import ArtifactStore
+from evolution.integrity.manifest import build_manifest_from_dir, sign_manifest
+from evolution.lifecycle import ModelState
+from evolution.registry.db import reading, upgrade_to_head
+from evolution.registry.schema import AuditEntry
+from evolution.registry.service import ModelRegistryService, TransitionRequest, VersionChanges
+from evolution.registry.views import VersionView
+from evolution.retention import GC_ACTION, SIGNED_MANIFEST, RetentionService, version_artifacts
+from evolution.security import Principal, Role
+from evolution.settings import Settings
+from evolution.stats.drift_models import DriftConfig, DriftResult
+from evolution.timeutil import utcnow
+from evolution.verification import verify_tenant
+from evolution.wiring import Services, build_services
+from tests.support.postgres import app_role_url, create_database
+from tests.support.scenario import seed_tenant
+
+S = ModelState
+MODEL = "yield"
+
+# number -> (state reached, days ago). Numbers are assigned in this order.
+PLAN: dict[int, tuple[ModelState, float]] = {
+    1: (S.FAILED, 30),  # collected
+    2: (S.DEPRECATED, 25),  # champion once, replaced by v4: kept
+    3: (S.FAILED, 20),  # collected, except the weights it shares with the champion (v8)
+    4: (S.FAILED, 20),  # champion once, then quarantined and condemned: kept
+    5: (S.FAILED, 15),  # collected, except files equal to a snapshot's and a drift report's bytes
+    6: (S.FAILED, 10),  # kept: one of the last five (6..10)
+    7: (S.FAILED, 3),  # kept: last five, and too young
+    8: (S.CHAMPION, 2),
+    9: (S.CANARY, 1),
+    10: (S.FAILED, 1),
+}
+COLLECTED = (1, 3, 5)
+DELETED = 8  # v1 and v5: model.bin, card.json, signed manifest; v3: card.json, signed manifest
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.at = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@dataclass
+class Backend:
+    services: Services
+    registry: ModelRegistryService
+    clock: Clock
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    home = tmp_path_factory.mktemp(f"gc-{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{home / 'registry.db'}"
+        upgrade_to_head(url)
+    else:
+        owner_url = create_database(request.getfixturevalue("pg_server"))
+        upgrade_to_head(owner_url)
+        url = app_role_url(owner_url)
+    services = build_services(Settings(home=home, database_url=url), migrate=False)
+    clock = Clock()
+    registry = ModelRegistryService(services.factory, clock=clock)
+    services.__dict__["registry"] = registry  # verification reads through it too
+    try:
+        yield Backend(services, registry, clock)
+    finally:
+        services.close()
+
+
+@dataclass
+class World:
+    services: Services
+    registry: ModelRegistryService
+    clock: Clock
+    tenant: str
+    work: Path
+    versions: dict[int, VersionView] = field(default_factory=dict)
+    files: dict[int, dict[str, bytes]] = field(default_factory=dict)
+
+    # -- principals of this tenant
+    @property
+    def system(self) -> Principal:
+        return Principal.system(self.tenant, "gc")
+
+    def person(self, role: Role, tenant: str | None = None) -> Principal:
+        return Principal.for_tenant(f"{role}-user", role, tenant or self.tenant)
+
+    # -- reading
+    @property
+    def store(self) -> ArtifactStore:
+        return self.services.store
+
+    def gc(self) -> RetentionService:
+        return RetentionService(self.services.factory, self.store)
+
+    def digests(self) -> set[str]:
+        return set(self.store.list_digests(self.tenant))
+
+    def version(self, number: int) -> VersionView:
+        return self.registry.get_version(self.system, self.versions[number].id)
+
+    def artifacts(self, number: int) -> dict[str, str]:
+        """name -> digest of the version's artifacts (its files and its signed manifest)."""
+        return {a.name: a.digest for a in version_artifacts(self.version(number).manifest)[0]}
+
+    def gc_rows(self) -> list[AuditEntry]:
+        with reading(self.services.factory, self.tenant) as session:
+            query = select(AuditEntry).where(
+                AuditEntry.tenant_id == self.tenant, AuditEntry.action == GC_ACTION
+            )
+            return list(session.scalars(query.order_by(AuditEntry.seq)))
+
+    def model_checks(self) -> dict[str, tuple[bool, str]]:
+        checks = verify_tenant(self.services, self.tenant)
+        return {c.subject: (c.ok, c.detail) for c in checks if c.kind == "model"}
+
+    # -- writing
+    def make(self, number: int, state: ModelState, days_ago: float, files: dict[str, bytes]) -> VersionView:
+        """Register, "train" (really sign and store the files), and drive the version to ``state``."""
+        self.clock.at = utcnow() - timedelta(days=days_ago)
+        directory = self.work / f"v{number}"
+        directory.mkdir()
+        for name, data in files.items():
+            (directory / name).write_bytes(data)
+        manifest = build_manifest_from_dir(
+            directory,
+            tenant=self.tenant,
+            model_name=MODEL,
+            dataset_snapshot_id="ds-test",
+            dataset_merkle_root="0" * 64,
+            training_config={"number": number},
+            seed=number,
+            trainer="test",
+            store=self.store,
+        )
+        signed = sign_manifest(manifest, self.services.signer)
+        self.store.put_bytes(self.tenant, signed.model_dump_json(by_alias=True).encode())  # as training does
+        version = self.registry.register_version(self.system, self.tenant, MODEL, uuid.uuid4().hex)
+        assert version.number == number
+        changes = VersionChanges(
+            model_hash=signed.digest, manifest=signed.model_dump(mode="json", by_alias=True)
+        )
+        promoted = state in (S.CHAMPION, S.DEPRECATED) or number == 4
+        for step in [S.TRAINING, S.VALIDATED, S.SHADOW] + (
+            [S.CANARY] if promoted or state == S.CANARY else []
+        ):
+            version = self.move(version, step, changes if step == S.VALIDATED else None)
+        if promoted:
+            manager = self.person(Role.MANAGER)
+            version = self.registry.promote(
+                manager, version.id, version.lock_version, uuid.uuid4().hex
+            ).version
+        if number == 4:  # a champion whose integrity failed, condemned on review
+            version = self.registry.quarantine(
+                self.system, version.id, uuid.uuid4().hex, "digest mismatch"
+            ).version
+            version = self.move(version, S.FAILED)
+        elif state == S.FAILED:
+            version = self.move(version, S.FAILED)
+        self.versions[number] = version
+        self.files[number] = files
+        return version
+
+    def move(
+        self, version: VersionView, state: ModelState, changes: VersionChanges | None = None
+    ) -> VersionView:
+        request = TransitionRequest(
+            version_id=version.id,
+            to_state=state,
+            expected_version=version.lock_version,
+            request_id=uuid.uuid4().hex,
+            reason="test",
+            changes=changes,
+        )
+        return self.registry.transition(self.system, request).version
+
+
+@pytest.fixture
+def world(backend: Backend, tmp_path: Path) -> World:
+    services = backend.services
+    w = World(services, backend.registry, backend.clock, f"t-{uuid.uuid4().hex[:10]}", tmp_path)
+    seed_tenant(services, Scenario(tenant_id=w.tenant, history_rows=60, history_days=10))
+    snapshot = services.snapshots.seal(w.system, w.tenant, utcnow())
+    report = services.drift_reports.write(
+        w.system,
+        tenant_id=w.tenant,
+        model_name=MODEL,
+        baseline_version_id="mv-none",
+        baseline_model_hash=None,
+        snapshot_id=snapshot.id,
+        window_start=snapshot.window_start,
+        window_end=snapshot.window_end,
+        result=DriftResult(features=[], mae=None, level="ok", config=DriftConfig()),
+    )
+    shared_weights = b"weights shared by v3 and the champion v8 " * 40
+    for number, (state, days) in PLAN.items():
+        files = {
+            "model.bin": f"weights of v{number} ".encode() * 50,
+            "card.json": f'{{"v": {number}}}'.encode(),
+        }
+        if number in (3, 8):
+            files["model.bin"] = shared_weights
+        if number == 5:
+            files["window.jsonl"] = services.store.read_bytes(w.tenant, snapshot.artifact_digest)
+            files["report.json"] = services.store.read_bytes(w.tenant, report.report_digest)
+        w.make(number, state, days, files)
+    assert {n: w.version(n).state for n in PLAN} == {n: s for n, (s, _) in PLAN.items()}
+    return w
+
+
+def expected_deletions(w: World) -> set[str]:
+    """The issue's rule, applied by hand: v1, v3 and v5's artifacts minus whatever something kept references."""
+    kept = {d for n in PLAN if n not in COLLECTED for d in w.artifacts(n).values()}
+    snapshots = {s.artifact_digest for s in w.services.snapshots.list_snapshots(w.system, w.tenant)}
+    reports = {r.report_digest for r in w.services.drift_reports.list_reports(w.system, w.tenant, limit=100)}
+    candidates = {d for n in COLLECTED for d in w.artifacts(n).values()}
+    return candidates - kept - snapshots - reports
+
+
+def test_the_dry_run_lists_exactly_what_the_real_run_deletes_and_a_second_run_deletes_nothing(
+    world: World,
+) -> None:
+    before = world.digests()
+    dry = world.gc().run(world.person(Role.ADMIN), world.tenant, MODEL, dry_run=True)
+    assert world.digests() == before and world.gc_rows() == [], "a dry run changes nothing"
+    listed = {e.digest for e in dry.plan.entries}
+
+    real = world.gc().run(world.system, world.tenant, MODEL)
+    deleted = before - world.digests()
+    assert deleted == listed == expected_deletions(world)
+    assert len(deleted) == DELETED
+    assert sorted(c.number for c in real.collected) == list(COLLECTED)
+    assert {d for c in real.collected for d in c.digests} == deleted
+    assert real.bytes_deleted == dry.plan.totals.bytes_deleted > 0
+    assert real.left_alone == [] and real.errors == []
+
+    rows = world.gc_rows()  # one audit row per collected version, naming its digests and bytes
+    assert [(r.subject_id, r.actor) for r in rows] == [(world.versions[n].id, "system:gc") for n in COLLECTED]
+    for row, collected in zip(rows, real.collected, strict=True):
+        assert row.details["digests"] == collected.digests and row.details["bytes"] == collected.bytes
+        assert row.details["state"] == "FAILED" and row.details["number"] == collected.number
+    chain = world.registry.verify_audit(world.system, world.tenant)
+    assert chain.ok, chain.problems
+
+    after = world.digests()
+    second = world.gc().run(world.system, world.tenant)
+    assert second.plan.entries == [] and second.collected == [] and second.artifacts_deleted == 0
+    assert world.digests() == after and len(world.gc_rows()) == len(rows)
+    skipped = {v.number for v in second.plan.versions if v.decision == "skip"}
+    assert skipped == set(COLLECTED)
+
+
+def test_live_versions_champions_shared_digests_snapshots_and_drift_reports_survive(world: World) -> None:
+    plan = world.gc().plan(world.person(Role.VIEWER), world.tenant)
+    reasons = {v.number: v.reasons for v in plan.versions if v.decision == "keep"}
+    assert reasons[2] == ["DEPRECATED (a former champion, restorable by rollback)", "was CHAMPION"]
+    assert reasons[4] == ["was CHAMPION"]
+    assert reasons[8][0] == "live (CHAMPION)" and reasons[9][0] == "live (CANARY)"
+    assert reasons[6] == ["one of the last 5 versions"]
+    weights = world.artifacts(3)["model.bin"]
+    assert weights == world.artifacts(8)["model.bin"]
+    spared = sorted((s.number, s.name, s.reason.split(" ds-")[0].split(" dr-")[0]) for s in plan.spared)
+    assert spared == [
+        (3, "model.bin", "shared with yield v8 (CHAMPION, kept)"),
+        (5, "report.json", "referenced by drift report"),
+        (5, "window.jsonl", "referenced by dataset snapshot"),
+    ]
+
+    world.gc().execute(world.system, plan)
+    left = world.digests()
+    for number in PLAN:
+        if number not in COLLECTED:
+            assert set(world.artifacts(number).values()) <= left, f"v{number} lost an artifact"
+            world.services.loader.verify(world.version(number))  # signature and every file still verify
+    assert world.store.exists(world.tenant, weights)
+    for snapshot in world.services.snapshots.list_snapshots(world.system, world.tenant):
+        world.services.snapshots.verify(snapshot, world.services.keyring)
+    for report in world.services.drift_reports.list_reports(world.system, world.tenant, limit=100):
+        world.services.drift_reports.verify(report, world.services.keyring)
+    v5_left = {name for name, d in world.artifacts(5).items() if d in left}
+    assert v5_left == {"window.jsonl", "report.json"}
+
+
+def test_a_version_that_gains_a_reference_after_the_plan_is_left_alone(world: World) -> None:
+    plan = world.gc().plan(world.system, world.tenant)
+    assert 1 in {e.number for e in plan.entries}
+    # Meanwhile a retraining produces byte-identical weights, and its candidate reaches SHADOW (live, kept).
+    world.make(11, S.SHADOW, 0, {"model.bin": world.files[1]["model.bin"], "card.json": b"{}"})
+    report = world.gc().execute(world.system, plan)
+    v1_weights = world.artifacts(1)["model.bin"]
+    assert world.store.exists(world.tenant, v1_weights)
+    assert v1_weights not in {d for c in report.collected for d in c.digests}
+    world.services.loader.verify(world.version(11))
+    # The rest of v1 still goes; v6, no longer among the last five, waits for a plan that lists it.
+    assert sorted(c.number for c in report.collected) == list(COLLECTED)
+    assert world.store.exists(world.tenant, world.artifacts(6)["model.bin"])
+
+
+def test_verify_after_collection_accepts_only_what_gc_rows_account_for(world: World) -> None:
+    world.gc().run(world.system, world.tenant)
+    checks = world.model_checks()
+    assert len(checks) == len(PLAN) and all(ok for ok, _ in checks.values()), checks
+    assert {s for s in checks if "artifacts collected" in s} == {
+        f"yield v{n} (FAILED, artifacts collected)" for n in COLLECTED
+    }
+    report = verify_tenant(world.services, world.tenant)
+    assert all(c.ok for c in report), [c for c in report if not c.ok]
+
+    # v6 is FAILED like the collected ones, but GC kept it: someone else deletes its weights.
+    world.store.delete(world.tenant, world.artifacts(6)["model.bin"])
+    # v3's card was collected; its weights (shared with the champion) were not, and are still checked.
+    world.store.delete(world.tenant, world.artifacts(3)["model.bin"])
+    failed = {s: d for s, (ok, d) in world.model_checks().items() if not ok}
+    assert set(failed) == {
+        "yield v6 (FAILED)",
+        "yield v3 (FAILED, artifacts collected)",
+        "yield v8 (CHAMPION)",
+    }
+    assert "missing and no gc.collected audit row accounts for it" in failed["yield v6 (FAILED)"]
+    assert "'model.bin'" in failed["yield v3 (FAILED, artifacts collected)"]
+    assert SIGNED_MANIFEST not in failed["yield v3 (FAILED, artifacts collected)"]
+
+
+def test_a_training_in_progress_defers_collection(world: World) -> None:
+    world.clock.at = utcnow()
+    training = world.registry.register_version(world.system, world.tenant, MODEL, uuid.uuid4().hex)
+    world.move(training, S.TRAINING)
+    report = world.gc().run(world.system, world.tenant)
+    assert report.plan.deferred and "yield v11 TRAINING" in report.plan.deferred
+    assert report.collected == [] and world.gc_rows() == []
+
+
+def test_only_an_admin_or_the_system_collects_but_a_viewer_may_look(world: World) -> None:
+    before = world.digests()
+    assert (
+        world.gc().run(world.person(Role.VIEWER), world.tenant, dry_run=True).plan.totals.artifacts_deleted
+        == DELETED
+    )
+    for principal in (
+        world.person(Role.VIEWER),
+        world.person(Role.MANAGER),
+        world.person(Role.ADMIN, "globex"),
+    ):
+        with pytest.raises(PermissionDenied):
+            world.gc().run(principal, world.tenant)
+    assert world.digests() == before
+    assert world.gc().run(world.person(Role.ADMIN), world.tenant).artifacts_deleted == DELETED
