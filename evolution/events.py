@@ -55,6 +55,22 @@ MAX_BATCH_ATTEMPTS = 3
 FeatureValue = float | int | str | bool | None
 
 
+def _unstorable(text: str) -> str | None:
+    """Why a database cannot keep this text: PostgreSQL refuses NUL, and UTF-8 has no lone surrogates."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (a lone surrogate)"
+    return None
+
+
+def _storable(text: str) -> str:
+    """The text with what a database cannot keep escaped (for dead letters and reasons, which quote bad input)."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class LearningEventIn(BaseModel):
     """One learning event as a source sends it."""
 
@@ -69,6 +85,14 @@ class LearningEventIn(BaseModel):
         default=None, ge=0, le=MAX_SEQUENCE, description="The source's own increasing number for this event."
     )
     signature: str = Field(min_length=1, max_length=200, description="base64 signature of the signed payload")
+
+    @field_validator("tenant", "request_id", "prediction_id", "source_key_id")
+    @classmethod
+    def _storable_ids(cls, value: str | None) -> str | None:
+        problem = _unstorable(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("event_time")
     @classmethod
@@ -90,6 +114,9 @@ class LearningEventIn(BaseModel):
         for key, item in value.items():
             if not key or len(key) > 100:
                 raise ValueError(f"feature name {key[:40]!r} must be 1-100 characters")
+            problem = _unstorable(key) or (_unstorable(item) if isinstance(item, str) else None)
+            if problem:
+                raise ValueError(f"feature {key[:40]!r}: {problem}")
             if isinstance(item, float) and not math.isfinite(item):
                 raise ValueError(f"feature {key!r} is not finite (send null for missing)")
             if isinstance(item, str) and len(item) > 200:
@@ -470,8 +497,12 @@ class EventIngestor:
         source: str,
         now: datetime,
     ) -> None:
-        request_id = str(request_id)[:100] if request_id is not None else None
+        request_id = _storable(str(request_id)[:100]) if request_id is not None else None
         text = payload if isinstance(payload, str) else json.dumps(payload, default=str)[:MAX_EVENT_BYTES]
+        text = _storable(text)
+        rejected = _Rejected(
+            _storable(rejected.field) if rejected.field else None, _storable(rejected.reason)
+        )
         session.add(
             DeadLetter(
                 tenant_id=tenant_id,

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path, Request, Security
+from fastapi import FastAPI, Path, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
 from evolution import metrics
 from evolution.errors import EvolutionError, InvalidInput, NotFound, PermissionDenied
@@ -69,6 +70,7 @@ def _error(description: str) -> dict[str, Any]:
 
 
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("The body is not JSON (or not UTF-8)"),
     401: _error("No API token, or one that is malformed, unknown, revoked or expired"),
     403: _error("The token's user may not do this on this tenant"),
     422: _error("The request does not match the schema; `errors` names each problem"),
@@ -224,6 +226,7 @@ def create_app(predictor: Predictor, ingestor: EventIngestor, authenticator: Tok
 
     @app.exception_handler(HTTPException)
     async def _http_error(_request: Request, error: HTTPException) -> JSONResponse:
+        # Starlette's own refusals too (a body that is not JSON, a method the path does not take).
         return JSONResponse(
             status_code=error.status_code,
             content={"error": "http", "detail": str(error.detail)},
