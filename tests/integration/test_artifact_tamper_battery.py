@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 import evolution.models
@@ -33,6 +34,7 @@ from evolution.canonical import canonical_json, sha256_hex
 from evolution.demo_data import TARGET, generate_rows
 from evolution.errors import IntegrityViolation, InvalidInput
 from evolution.integrity.artifacts import ArtifactStore, FilesystemArtifactStore
+from evolution.integrity.kms_signing import KmsSigner, SigningKeyUnavailable, create_signing_key
 from evolution.integrity.manifest import SignedManifest, build_manifest_from_dir, sign_manifest
 from evolution.integrity.signing import KeyRing, LocalEd25519Signer, Signature, Signer
 from evolution.lifecycle import ModelState
@@ -49,6 +51,7 @@ from evolution.timeutil import utcnow
 from evolution.training.trainer import TrainingConfig, train
 from evolution.wiring import Services, build_services
 from tests.support.models import install_model
+from tests.support.moto_server import FAKE_AWS_ENV, moto_server
 
 TENANT = "acme"
 MODEL = "yield"
@@ -511,11 +514,43 @@ def test_a_manifest_for_another_tenant_or_another_model_hash_is_refused(
     assert battery.accepted == []
 
 
-def test_a_disabled_kms_key_leaves_nothing_that_verifies() -> None:
-    pytest.skip(
-        "disabled-key case waits for the KMS signer (evolution/integrity/kms_signing.py with "
-        "tests/support/moto_server.py), not yet committed when this battery was written"
-    )
+def test_a_disabled_kms_key_signs_nothing_and_a_retired_one_verifies_nothing(
+    artifact: Artifact, battery: Battery
+) -> None:
+    """The production signer (AWS KMS, moto's server over HTTP): once its key is disabled, no manifest (tampered or
+    not) can be signed with it; what it signed before verifies only while its public key is in the trusted ring.
+    (Real KMS also refuses Sign on a disabled key, DisabledException; moto does not, so the signer's own key-state
+    check is what is exercised here.)"""
+    with moto_server() as endpoint:
+        client = boto3.client(
+            "kms",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+        arn = create_signing_key(client, f"alias/evolution-battery-{uuid.uuid4().hex[:12]}")
+        signer = KmsSigner(client, arn)
+        by_kms = resign(artifact.manifest_json, signer.sign)
+        kms_loader = ModelLoader(artifact.store, KeyRing.of(signer))
+        kms_loader.load_manifest(TENANT, by_kms, SignedManifest.model_validate(by_kms).digest, "mv-kms", 1)
+
+        client.disable_key(KeyId=arn.rsplit("/", 1)[1])
+        files = by_kms["manifest"]["files"]
+        tampered = with_files(by_kms, [*files, {"name": "extra.py", "sha256": "e" * 64, "size": 1}])
+        with pytest.raises(SigningKeyUnavailable, match="isabled"):
+            resign(tampered, signer.sign)
+        battery.attempt(
+            "disabled key", "tampered, with the signature made before", tampered, loader=kms_loader
+        )
+        battery.attempt(
+            "disabled key",
+            "its key retired from the ring",
+            by_kms,
+            loader=ModelLoader(artifact.store, KeyRing()),
+        )
+    assert battery.accepted == []
+    assert battery.tried["disabled key"] == 2
 
 
 # ---------------------------------------------------------------- part two: the registry, the loader, serving
