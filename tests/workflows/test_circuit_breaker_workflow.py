@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -24,6 +25,7 @@ from temporalio.worker import Replayer
 from evolution.circuit_breaker import CircuitBreaker
 from evolution.contracts import RetrainingInput, RetrainingResult, RolloutTiming
 from evolution.demo import Scenario
+from evolution.notify import OutboxNotifier
 from evolution.quota import PRICE_PER_GPU_HOUR_USD
 from evolution.registry.db import reading
 from evolution.registry.schema import TrainingRun
@@ -49,6 +51,10 @@ async def retrain(orchestrator: TemporalOrchestrator) -> RetrainingResult:
 
 def audited(services: Services, action: str) -> list[dict[str, object]]:
     return [e.details for e in services.registry.audit_trail(ADMIN, "acme") if e.action == action]
+
+
+def notifications(services: Services) -> list[dict[str, Any]]:
+    return OutboxNotifier(services.factory).recent("acme")  # the outbox every notifier writes first
 
 
 def training_runs(services: Services) -> list[TrainingRun]:
@@ -77,7 +83,7 @@ async def test_three_failed_retrainings_open_the_breaker_until_an_admin_resets_i
     status = breaker.status(ADMIN, "acme")
     assert (status.state, status.consecutive_failures) == ("open", 3)
     assert audited(services, "breaker.opened")[0]["consecutive_failures"] == 3
-    notes = services.notifier.recent("acme")
+    notes = notifications(services)
     assert notes[0]["kind"] == "retraining.blocked.circuit_open" and notes[0]["severity"] == "critical"
 
     services.snapshots.seal(Principal.system("acme"), "acme", utcnow())  # data fixed, breaker still open
@@ -87,7 +93,7 @@ async def test_three_failed_retrainings_open_the_breaker_until_an_admin_resets_i
     assert len(services.registry.list_versions(ADMIN, "acme", "yield")) == 3  # nothing registered or trained
     assert training_runs(services) == []
     assert audited(services, "retraining.blocked")[-1]["code"] == "CIRCUIT_OPEN"
-    assert services.notifier.recent("acme")[0]["kind"] == "retraining.blocked"
+    assert notifications(services)[0]["kind"] == "retraining.blocked"
     assert breaker.status(ADMIN, "acme").consecutive_failures == 3  # a blocked start is not a run
     await keep_history(temporal_env, "retraining-circuit-open")
 
@@ -122,7 +128,7 @@ async def test_an_exhausted_quota_blocks_the_start_audited_and_notified(
     assert result.reason.startswith("BLOCK_RETRAINING: 0.00 of 0.00 GPU-hours")
     [block] = audited(services, "retraining.blocked")
     assert block["code"] == "BLOCK_RETRAINING" and block["reason"] == result.reason
-    note = services.notifier.recent("acme")[0]
+    note = notifications(services)[0]
     assert note["kind"] == "retraining.blocked" and "BLOCK_RETRAINING" in note["subject"]
     assert CircuitBreaker(services.factory).status(ADMIN, "acme").consecutive_failures == 0
     await keep_history(temporal_env, "retraining-quota-blocked")
