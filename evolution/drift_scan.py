@@ -23,6 +23,7 @@ from evolution.snapshots import DatasetSnapshotService
 from evolution.stats.drift import scan
 from evolution.stats.drift_models import DriftResult
 from evolution.timeutil import utcnow
+from evolution.training.trainer import TrainedModel
 
 log = logging.getLogger(__name__)
 DRIFT_DETECTION_SLO_S = 4 * 3600.0
@@ -79,15 +80,14 @@ class DriftScanner:
         snapshot = self._snapshots.get(system, snapshot_id)
         rows = self._snapshots.load_rows(snapshot, self._keyring)
         names = [f.name for f in frozen.features]
-        columns: dict[str, Any] = {
-            name: np.asarray([row.get(name) for row in rows], dtype=object) for name in names
-        }
-        columns = {name: _numeric_if_possible(values) for name, values in columns.items()}
-        labelled = [row for row in rows if row.get("actual") is not None]
+        model = champion.model
+        raw = {name: _column(rows, name) for name in dict.fromkeys([*names, *model.features])}
+        columns: dict[str, Any] = {name: _numeric_if_possible(raw[name]) for name in names}
+        labelled = np.flatnonzero([row.get("actual") is not None for row in rows])
         abs_errors = None
-        if labelled:
-            predicted = champion.model.predict(labelled)
-            actual = np.asarray([row["actual"] for row in labelled], dtype=float)
+        if labelled.size:
+            predicted = model.predict(_model_columns(model, raw, columns, labelled))
+            actual = np.asarray([rows[i]["actual"] for i in labelled], dtype=float)
             abs_errors = np.abs(actual - predicted)
         settings = self._registry.tenant_settings(system, tenant_id)
         baseline = frozen.model_copy(update={"config": settings.drift_config_over(frozen.config)})
@@ -152,8 +152,34 @@ class DriftScanner:
             )
 
 
+def _column(rows: list[dict[str, Any]], name: str) -> np.ndarray:
+    return np.asarray([row.get(name) for row in rows], dtype=object)
+
+
+def _model_columns(
+    model: TrainedModel, raw: dict[str, np.ndarray], numeric: dict[str, Any], rows: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The model's features at ``rows``, as columns: predicting from them gives what predicting the rows gives.
+
+    Categorical features keep their raw values (the model turns them to text itself); the others are float64
+    where every value is a number (as the model would convert them) and raw values otherwise.
+    """
+    out = {}
+    for name in model.features:
+        if name in model.config.categorical:
+            out[name] = raw[name][rows]
+        else:
+            values = numeric[name] if name in numeric else _numeric_if_possible(raw[name])
+            out[name] = values[rows]
+    return out
+
+
+def _is_number_type(kind: type) -> bool:
+    return kind is type(None) or (issubclass(kind, int | float) and not issubclass(kind, bool))
+
+
 def _numeric_if_possible(values: np.ndarray) -> np.ndarray:
     """Numbers (with None as NaN) become float64 for the fast numeric path; anything textual stays as objects."""
-    if all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values):
-        return np.asarray([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    if all(_is_number_type(kind) for kind in set(map(type, values))):
+        return values.astype(np.float64)  # float(v) for each value, None -> NaN
     return values

@@ -279,16 +279,16 @@ class DatasetSnapshotService:
     def load_rows(self, snapshot: SnapshotView, keyring: KeyRing) -> list[dict[str, Any]]:
         """The snapshot's events, verified first; each row is the event's features plus event_time and actual."""
         data = self._verified_bytes(snapshot, keyring)
-        rows = []
-        for line in data.splitlines():
-            event = json.loads(line)
-            rows.append(
-                {
-                    **event["features"],
-                    "event_time": event["event_time"],
-                    "actual": event["actual"],
-                    "request_id": event["request_id"],
-                    "prediction_id": event["prediction_id"],
-                }
-            )
-        return rows
+        # One parse of the whole window as a JSON array: the canonical encoding escapes every control character
+        # inside strings, so its only raw newlines are the line ends.
+        events = json.loads(b"[" + b",".join(data.splitlines()) + b"]")
+        return [
+            {
+                **event["features"],
+                "event_time": event["event_time"],
+                "actual": event["actual"],
+                "request_id": event["request_id"],
+                "prediction_id": event["prediction_id"],
+            }
+            for event in events
+        ]

@@ -1,0 +1,459 @@
+"""Seeding many tenants for the drift-scan load runs (bench/bench_drift_load.py, tests/reliability).
+
+Each tenant gets, through the real services: a registered source key, a history of learning events sealed into a
+training snapshot, a CHAMPION whose signed manifest binds that snapshot (files in the tenant's own artifact store,
+manifest signed by the registry's signer, the bootstrap lifecycle DRAFT → TRAINING → VALIDATED → SHADOW → CANARY →
+CHAMPION with its audit rows), and one scan window of fresh events that is left unsealed: the drift-scan
+workflow seals it itself, as the hourly schedule does.
+
+Training once per feature set is legitimate, not a shortcut: every tenant's history holds the same records, the
+split is a hash of each row's request_id and the trainer is byte-reproducible, so training on any tenant's
+snapshot gives the same model files (:func:`train_on_snapshot` lets a test prove it).
+
+Events go in either ``signed`` (each event signed as a source would, then verified by :class:`EventIngestor`: the
+real path) or ``bulk`` (the same rows and payload digests inserted in one statement per batch, without
+signing and verifying each event: seeding half a million tenants' rows through Ed25519 twice per event costs
+minutes and measures nothing the scan does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import TypeAdapter
+from sqlalchemy import insert
+
+from evolution.demo_data import CROPS, FEATURES, TARGET, DriftSpec, generate_rows
+from evolution.errors import InvalidInput
+from evolution.events import LearningEventIn
+from evolution.integrity.manifest import build_manifest_from_dir, sign_manifest
+from evolution.lifecycle import ModelState
+from evolution.models import BASELINE_FILE
+from evolution.registry.db import transaction
+from evolution.registry.schema import LearningEvent
+from evolution.registry.service import TransitionRequest, VersionChanges
+from evolution.registry.views import VersionView
+from evolution.retraining import TRAINER_NAME, feature_columns, labelled, training_config_for
+from evolution.security import Principal, Role
+from evolution.snapshots import SnapshotView
+from evolution.sources import create_source_key, records_to_events
+from evolution.stats.drift import build_baseline
+from evolution.stats.drift_models import DriftConfig, ErrorBaseline
+from evolution.timeutil import iso, utcnow
+from evolution.training.trainer import TrainedModel, TrainingConfig, train
+from evolution.wiring import Services
+
+ADMIN = Principal.for_tenant("load-seed", Role.ADMIN, "*")
+SOURCE = "field-sensors"
+INSERT_BATCH = 2000
+
+EXTRA_FEATURES: list[str] = [
+    "soil_p_ppm",
+    "soil_k_ppm",
+    "sowing_doy",
+    "seeding_rate_k_ha",
+    "slope_pct",
+    "elevation_m",
+    "solar_rad_mj_m2",
+    "rel_humidity_pct",
+    "previous_crop",
+    "tillage",
+]
+"""Ten more columns a farm record carries (lab sheet, planter, terrain, weather station, field history)."""
+
+ALL_FEATURES: list[str] = [*FEATURES, *EXTRA_FEATURES]
+MAX_FEATURES = len(ALL_FEATURES)
+_EXTRA_STREAM = 0xE7A5
+_MISSING_RATE = 0.01
+TILLAGE: tuple[str, ...] = ("conventional", "reduced", "no_till")
+
+Ingest = Literal["signed", "bulk"]
+_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def feature_names(count: int) -> list[str]:
+    if not 1 <= count <= MAX_FEATURES:
+        raise InvalidInput(f"features must be between 1 and {MAX_FEATURES}, got {count}")
+    return ALL_FEATURES[:count]
+
+
+def farm_rows(
+    n: int, seed: int, start: datetime, period_s: float, features: int, drift: DriftSpec | None = None
+) -> list[dict[str, Any]]:
+    """``n`` agronomic rows (the demo's generator plus up to ten more realistic columns), ``features`` of them.
+
+    The extra columns are drawn from their own stream keyed by the seed; drifted rows (``event_time`` at or after
+    ``drift.at``) also see a sunnier, drier season in radiation and humidity.
+    """
+    names = feature_names(features)
+    rows = generate_rows(n, seed, start, drift=drift, period_s=period_s)
+    extras = [name for name in EXTRA_FEATURES if name in names]
+    if extras and n:
+        drifted = np.zeros(n, dtype=bool)
+        if drift is not None:
+            drifted = np.array([row["event_time"] >= iso(drift.at) for row in rows])
+        columns = _extra_columns(n, seed, drifted)
+        missing = np.random.default_rng([seed, _EXTRA_STREAM, 1]).random((len(EXTRA_FEATURES), n))
+        for j, name in enumerate(EXTRA_FEATURES):
+            if name not in extras:
+                continue
+            gaps = missing[j] < _MISSING_RATE
+            values = columns[name]
+            for i, row in enumerate(rows):
+                row[name] = None if gaps[i] else values[i]
+    keep = {"event_time", "field_id", TARGET, *names}
+    return [{k: v for k, v in row.items() if k in keep} for row in rows]
+
+
+def _extra_columns(n: int, seed: int, drifted: np.ndarray) -> dict[str, list[Any]]:
+    rng = np.random.default_rng([seed, _EXTRA_STREAM, 0])
+    solar = rng.normal(18.0, 2.0, n) + np.where(drifted, 1.2, 0.0)
+    humidity = np.clip(rng.normal(68.0, 7.0, n) - np.where(drifted, 8.0, 0.0), 15.0, 100.0)
+    return {
+        "soil_p_ppm": _round(rng.lognormal(np.log(18.0), 0.4, n), 1),
+        "soil_k_ppm": _round(rng.lognormal(np.log(160.0), 0.3, n), 0),
+        "sowing_doy": [int(v) for v in rng.integers(95, 141, n)],
+        "seeding_rate_k_ha": _round(rng.normal(75.0, 8.0, n), 1),
+        "slope_pct": _round(rng.gamma(1.5, 1.5, n), 1),
+        "elevation_m": _round(np.clip(rng.normal(180.0, 60.0, n), 0.0, None), 0),
+        "solar_rad_mj_m2": _round(solar, 2),
+        "rel_humidity_pct": _round(humidity, 1),
+        "previous_crop": [(*CROPS, "fallow")[i] for i in rng.choice(4, size=n, p=[0.35, 0.35, 0.2, 0.1])],
+        "tillage": [TILLAGE[i] for i in rng.choice(3, size=n, p=[0.4, 0.35, 0.25])],
+    }
+
+
+def _round(values: np.ndarray, digits: int) -> list[float]:
+    return [float(v) for v in np.round(values, digits)]
+
+
+@dataclass(frozen=True)
+class SharedModel:
+    """One trained model and its frozen baseline, ready to be stored and signed for any tenant."""
+
+    directory: Path
+    config: TrainingConfig
+    seed: int
+    training_rows: int
+    file_digests: dict[str, str]
+
+
+@dataclass(frozen=True)
+class LoadTenant:
+    tenant_id: str
+    champion: VersionView
+    training_snapshot_id: str
+    window_rows: int
+    drifted: bool
+
+
+def train_on_snapshot(
+    services: Services, snapshot: SnapshotView, seed: int, directory: Path
+) -> tuple[TrainedModel, SharedModel]:
+    """What the retraining's training step does with a snapshot, in process: rows, config, fit, baseline."""
+    tenant_id = snapshot.tenant_id
+    rows = labelled(services.snapshots.load_rows(snapshot, services.keyring))
+    settings = services.registry.tenant_settings(Principal.system(tenant_id), tenant_id)
+    config = training_config_for(rows, settings)
+    model = train(rows, config, seed)
+    shutil.rmtree(directory, ignore_errors=True)
+    model.save(directory)
+    baseline = build_baseline(
+        feature_columns(rows, config.features), config=settings.drift_config_over(DriftConfig())
+    )
+    errors = model.metrics.holdout_abs_error
+    baseline = baseline.model_copy(
+        update={"errors": ErrorBaseline(n=errors.n, mean=errors.mean, var=errors.var)}
+    )
+    (directory / BASELINE_FILE).write_text(baseline.model_dump_json())
+    digests = {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(directory.iterdir())
+    }
+    return model, SharedModel(directory, config, seed, len(rows), digests)
+
+
+class LoadSeeder:
+    """Seeds tenants ``{prefix}-00000``, ``{prefix}-00001``, ... for a drift-scan load run."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        rows: int,
+        features: int,
+        history_rows: int = 2000,
+        seed: int = 7,
+        model_name: str = "yield",
+        ingest: Ingest = "bulk",
+        drifted_every: int = 4,
+        window_variants: int = 16,
+        now: datetime | None = None,
+    ) -> None:
+        """``window_variants`` distinct scan windows are generated and tenant *i* gets variant i mod that (each
+        tenant's events are its own rows all the same: own request ids, source key and digests); every
+        ``drifted_every``-th variant is drifted (0: none), so the scans see a realistic mix of ok and alert."""
+        if rows < 1 or history_rows < 1:
+            raise InvalidInput("rows and history_rows must be positive")
+        self.services = services
+        self.rows = rows
+        self.features = feature_names(features)
+        self.seed = seed
+        self.model_name = model_name
+        self.ingest = ingest
+        self.drifted_every = drifted_every
+        self.window_variants = max(1, window_variants)
+        self._windows: dict[int, list[dict[str, Any]]] = {}
+        self.now = now or utcnow()
+        self.window_start = self.now - timedelta(hours=2)
+        history_start = self.window_start - timedelta(days=120)
+        period = (self.window_start - history_start).total_seconds() / (history_rows + 1)
+        self.history = farm_rows(history_rows, seed, history_start, period, len(self.features))
+        self.model: SharedModel | None = None
+        self.model_dir = services.settings.work_dir / "load-seed-model"
+        self._prepared: dict[int, list[_PreparedRow]] = {}
+
+    def seed_tenants(
+        self, tenant_ids: Sequence[str], progress: Callable[[int, LoadTenant], None] | None = None
+    ) -> list[LoadTenant]:
+        seeded = []
+        for index, tenant_id in enumerate(tenant_ids):
+            tenant = self.seed_tenant(tenant_id, index)
+            seeded.append(tenant)
+            if progress is not None:
+                progress(index, tenant)
+        return seeded
+
+    def seed_tenant(self, tenant_id: str, index: int) -> LoadTenant:
+        services = self.services
+        services.registry.ensure_tenant(ADMIN, tenant_id)
+        key_id, public_pem, path = create_source_key(services.settings.keys_dir, tenant_id, SOURCE)
+        services.events.register_source_key(ADMIN, tenant_id, key_id, public_pem)
+        private_pem = path.read_bytes()
+        self._insert(tenant_id, key_id, private_pem, self.history, "hist")
+        training = services.snapshots.seal(Principal.system(tenant_id), tenant_id, self.window_start)
+        if training.row_count != len(self.history):
+            raise AssertionError(f"{tenant_id}: training snapshot holds {training.row_count} rows")
+        if self.model is None:
+            _, self.model = train_on_snapshot(services, training, self.seed, self.model_dir)
+        champion = self._champion(tenant_id, training, self.model)
+        variant = index % self.window_variants
+        drifted = self.drifted_every > 0 and variant % self.drifted_every == 0
+        window = self._window(variant, drifted)
+        self._insert(tenant_id, key_id, private_pem, window, "win")
+        return LoadTenant(tenant_id, champion, training.id, len(window), drifted)
+
+    def _window(self, variant: int, drifted: bool) -> list[dict[str, Any]]:
+        """The scan window's records of one variant: the last hour before ``window_start`` + 1 h."""
+        window = self._windows.get(variant)
+        if window is None:
+            window = farm_rows(
+                self.rows,
+                self.seed * 1000 + variant + 1,
+                self.window_start,
+                3600.0 / self.rows,
+                len(self.features),
+                drift=DriftSpec(at=self.window_start) if drifted else None,
+            )
+            self._windows[variant] = window
+        return window
+
+    def _champion(self, tenant_id: str, training: SnapshotView, model: SharedModel) -> VersionView:
+        """The bootstrap lifecycle of a retraining without a champion, with the shared model's files."""
+        services = self.services
+        system = Principal.system(tenant_id)
+        manifest = build_manifest_from_dir(
+            model.directory,
+            tenant=tenant_id,
+            model_name=self.model_name,
+            dataset_snapshot_id=training.id,
+            dataset_merkle_root=training.merkle_root,
+            training_config=model.config.model_dump(mode="json"),
+            seed=model.seed,
+            trainer=TRAINER_NAME,
+            store=services.store,
+        )
+        signed = sign_manifest(manifest, services.signer)
+        services.store.put_bytes(tenant_id, signed.model_dump_json(by_alias=True).encode())
+        version = services.registry.register_version(
+            system, tenant_id, self.model_name, f"load-seed-{tenant_id}", reason="bootstrap"
+        )
+        steps: list[tuple[ModelState, VersionChanges | None]] = [
+            (ModelState.TRAINING, None),
+            (
+                ModelState.VALIDATED,
+                VersionChanges(
+                    model_hash=signed.digest,
+                    manifest=signed.model_dump(mode="json", by_alias=True),
+                    dataset_snapshot_id=training.id,
+                ),
+            ),
+            (ModelState.SHADOW, None),
+            (ModelState.CANARY, None),
+        ]
+        for state, changes in steps:
+            version = services.registry.transition(
+                system,
+                TransitionRequest(
+                    version_id=version.id,
+                    to_state=state,
+                    expected_version=version.lock_version,
+                    request_id=f"load-seed-{version.id}-{state.value.lower()}",
+                    reason="bootstrap",
+                    changes=changes,
+                ),
+            ).version
+        manager = Principal.for_tenant("load-seed-manager", Role.MANAGER, tenant_id)
+        return services.registry.promote(
+            manager, version.id, version.lock_version, f"load-seed-{version.id}-promote", "bootstrap"
+        ).version
+
+    def _insert(
+        self, tenant_id: str, key_id: str, private_pem: bytes, records: list[dict[str, Any]], prefix: str
+    ) -> None:
+        if self.ingest == "signed":
+            events = records_to_events(
+                records, tenant_id, key_id, private_pem, target=TARGET, request_prefix=prefix
+            )
+            summary = self.services.events.ingest_objects(ADMIN, tenant_id, events, "load-seed")
+            if summary.accepted != len(records):
+                raise AssertionError(f"{tenant_id}: seeding events was refused: {summary.rejects[:3]}")
+            return
+        self._bulk_insert(tenant_id, key_id, records, prefix)
+
+    def _bulk_insert(self, tenant_id: str, key_id: str, records: list[dict[str, Any]], prefix: str) -> None:
+        """The rows the ingestor would store, with the digest of the payload a source would have signed."""
+        prepared = self._prepared.get(id(records))
+        if prepared is None:  # the history and the window variants are kept by the seeder: ids stay unique
+            prepared = self._prepared[id(records)] = _prepare(records)
+        # The shortcut must store exactly what the ingestor would: checked against its own encoding.
+        tail = _tail(tenant_id, key_id)
+        if _digest(prepared[0], tail, prefix, 0) != _ingestor_digest(
+            tenant_id, key_id, f"{prefix}-{0:07d}", records[0]
+        ):
+            raise AssertionError("bulk seeding computes another payload digest than the ingestor")
+        received = utcnow()
+        for start in range(0, len(records), INSERT_BATCH):
+            batch = range(start, min(start + INSERT_BATCH, len(records)))
+            with transaction(self.services.factory, tenant_id) as session:
+                dialect = session.get_bind().dialect
+                if dialect.name == "sqlite":
+                    # Plain executemany: SQLAlchemy's per-row parameter handling costs more than the insert.
+                    when = LearningEvent.__table__.c.event_time.type.dialect_impl(dialect).bind_processor(
+                        dialect
+                    )
+                    assert when is not None
+                    session.connection().exec_driver_sql(
+                        _SQLITE_INSERT,
+                        [
+                            (
+                                tenant_id,
+                                f"{prefix}-{i:07d}",
+                                when(prepared[i].event_time),
+                                when(received),
+                                key_id,
+                                prepared[i].features_json,
+                                None,
+                                prepared[i].actual,
+                                _digest(prepared[i], tail, prefix, i),
+                            )
+                            for i in batch
+                        ],
+                    )
+                    continue
+                session.execute(
+                    insert(LearningEvent),
+                    [
+                        {
+                            "tenant_id": tenant_id,
+                            "request_id": f"{prefix}-{i:07d}",
+                            "event_time": prepared[i].event_time,
+                            "received_at": received,
+                            "source_key_id": key_id,
+                            "features": prepared[i].features,
+                            "prediction_id": None,
+                            "actual": prepared[i].actual,
+                            "payload_digest": _digest(prepared[i], tail, prefix, i),
+                        }
+                        for i in batch
+                    ],
+                )
+
+
+_SQLITE_INSERT = (
+    "INSERT INTO learning_events (tenant_id, request_id, event_time, received_at, source_key_id, features, "
+    "prediction_id, actual, payload_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _tail(tenant_id: str, key_id: str) -> str:
+    return f'","source_key_id":{json.dumps(key_id)},"tenant":{json.dumps(tenant_id)}}}'
+
+
+def _digest(row: _PreparedRow, tail: str, prefix: str, i: int) -> str:
+    """SHA-256 of the canonical signed payload: the prepared head, then the request id, key and tenant."""
+    payload = f'{row.prefix},"prediction_id":null,"request_id":"{prefix}-{i:07d}{tail}'
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _PreparedRow:
+    event_time: datetime
+    features: dict[str, Any]
+    actual: float | None
+    features_json: str
+    prefix: str
+    """The canonical payload up to the request id: '{"actual":…,"event_time":"…","features":{…}'."""
+
+
+def _features_of(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in ("event_time", TARGET)}
+
+
+def _prepare(records: list[dict[str, Any]]) -> list[_PreparedRow]:
+    """What does not depend on the tenant, encoded once (canonical JSON: sorted keys, no spaces, no escapes)."""
+    out = []
+    for record in records:
+        event_time = datetime.fromisoformat(record["event_time"])
+        features = _features_of(record)
+        wire_time = _TIME.dump_python(event_time, mode="json")
+        actual = record[TARGET]
+        features_json = _canonical(features)
+        prefix = "{" + f'"actual":{_canonical(actual)},"event_time":"{wire_time}","features":{features_json}'
+        out.append(_PreparedRow(event_time, features, actual, features_json, prefix))
+    return out
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _ingestor_digest(tenant_id: str, key_id: str, request_id: str, record: dict[str, Any]) -> str:
+    event = LearningEventIn.model_validate(
+        {
+            "tenant": tenant_id,
+            "request_id": request_id,
+            "event_time": record["event_time"],
+            "features": _features_of(record),
+            "prediction_id": None,
+            "actual": record[TARGET],
+            "source_key_id": key_id,
+            "signature": "-",
+        }
+    )
+    return hashlib.sha256(event.signed_payload()).hexdigest()
+
+
+def digest_of_signed_event(event: dict[str, Any]) -> str:
+    """The payload digest the ingestor stores for a signed event (for tests comparing both paths)."""
+    body = {k: v for k, v in event.items() if k != "signature"}
+    return hashlib.sha256(
+        LearningEventIn.model_validate({**body, "signature": "-"}).signed_payload()
+    ).hexdigest()
