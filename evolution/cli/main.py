@@ -10,6 +10,7 @@ import typer
 from evolution.cli import (
     demo_command,
     doctor_command,
+    gc_commands,
     orchestration_commands,
     process_commands,
     registry_commands,
@@ -38,6 +39,7 @@ process_commands.register(app)
 demo_command.register(app)
 register_backup_commands(app)
 doctor_command.register(app)
+gc_commands.register(app)
 
 
 def main() -> None:
