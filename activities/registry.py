@@ -23,7 +23,7 @@ from evolution.contracts import (
 )
 from evolution.lifecycle import ModelState
 from evolution.metrics import record_retraining_outcome
-from evolution.notify import NotificationIn, Notifier
+from evolution.notify import NotificationIn, Notifier, notify_as
 from evolution.quota import QuotaManager
 from evolution.registry.service import ModelRegistryService, TransitionRequest, VersionChanges
 from evolution.registry.views import VersionView
@@ -114,5 +114,5 @@ class RegistryActivities:
     @activity.defn(name="notify")
     @domain_errors_are_final
     def notify(self, inp: NotifyIn) -> NotifyOut:
-        self._notifier.notify(NotificationIn(**inp.model_dump()))
+        notify_as(Principal.system(inp.tenant_id), self._notifier, NotificationIn(**inp.model_dump()))
         return NotifyOut(delivered=True)

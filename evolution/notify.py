@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.registry.db import reading, transaction
 from evolution.registry.schema import Notification
+from evolution.security import Action, Principal, authorize
 from evolution.timeutil import as_utc, utcnow
 
 Severity = Literal["info", "warning", "alert", "critical"]
@@ -67,3 +68,9 @@ class OutboxNotifier:
                 }
                 for r in rows
             ]
+
+
+def notify_as(principal: Principal | None, notifier: Notifier, message: NotificationIn) -> None:
+    """Send a notification on a principal's behalf (the orchestrator's activities act as the system)."""
+    authorize(principal, Action.NOTIFY, message.tenant_id)
+    notifier.notify(message)

@@ -19,6 +19,7 @@ from evolution.contracts import (
     RetrainingStatus,
 )
 from evolution.errors import EvolutionError
+from evolution.security import Action, Principal, authorize
 from evolution.settings import Settings
 
 
@@ -45,6 +46,10 @@ def orchestrator_was_used() -> bool:
 class Orchestrator(Protocol):
     async def ensure_drift_schedule(self, scan: DriftScanInput, interval_s: float) -> str: ...
 
+    async def ensure_gc_schedule(self, tenant_id: str) -> str:
+        """Create the tenant's daily ``gc/{tenant}`` retention schedule if it does not exist; returns its id."""
+        ...
+
     async def trigger_drift_scan(self, tenant_id: str) -> None: ...
 
     async def run_drift_scan(self, scan: DriftScanInput) -> DriftScanResult: ...
@@ -69,3 +74,15 @@ async def connect_orchestrator(settings: Settings, name: str = "temporal") -> Or
     factory = found[0].load()
     _connected = True
     return await factory(settings)  # type: ignore[no-any-return]
+
+
+class RetrainingStarter(Protocol):
+    async def start_retraining(self, request: RetrainingInput) -> str: ...
+
+
+async def start_retraining_as(
+    principal: Principal | None, orchestrator: RetrainingStarter, request: RetrainingInput
+) -> str:
+    """Start a retraining on a principal's behalf: the permission table is checked here, before the engine is asked."""
+    authorize(principal, Action.START_RETRAINING, request.tenant_id)
+    return await orchestrator.start_retraining(request)

@@ -23,7 +23,7 @@ from evolution.contracts import (
 from evolution.demo import HttpTransport, Scenario, TrafficDriver, history_records
 from evolution.demo_data import TARGET, DriftSpec
 from evolution.errors import Conflict, EvolutionError
-from evolution.orchestrator import Orchestrator, connect_orchestrator
+from evolution.orchestrator import Orchestrator, connect_orchestrator, start_retraining_as
 from evolution.processes import ProcessGroup
 from evolution.security import Principal, Role
 from evolution.settings import Settings
@@ -160,10 +160,12 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
         DriftScanInput(tenant_id=tenant, model_name=model, retraining_timing=size.timing), 3600
     )
     progress.step(f"schedule drift-scan/{tenant} (hourly) in place")
-    await orchestrator.start_retraining(
+    await start_retraining_as(
+        Principal.system(tenant, "demo"),
+        orchestrator,
         RetrainingInput(
             tenant_id=tenant, model_name=model, trigger="bootstrap", reason="first model", timing=size.timing
-        )
+        ),
     )
     await _wait_phase(orchestrator, tenant, progress, None)
     first = await _approve(orchestrator, tenant, "first model for the agronomists")

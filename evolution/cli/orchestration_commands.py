@@ -9,7 +9,7 @@ import typer
 from evolution.cli.context import friendly_errors, operator, run_async, settings
 from evolution.contracts import ApprovalRequest, DriftScanInput, PrincipalRef, RetrainingInput
 from evolution.errors import InvalidInput, NotFound
-from evolution.orchestrator import Orchestrator, connect_orchestrator
+from evolution.orchestrator import Orchestrator, connect_orchestrator, start_retraining_as
 from evolution.security import Action, authorize
 
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
@@ -40,7 +40,7 @@ def retrain(
         reason=reason,
         requested_by=PrincipalRef(user=principal.user, role=principal.role, tenant_id=tenant),
     )
-    workflow_id = run_async(_with_orchestrator(lambda o: o.start_retraining(request)))
+    workflow_id = run_async(_with_orchestrator(lambda o: start_retraining_as(principal, o, request)))
     typer.echo(f"started {workflow_id}")
 
 

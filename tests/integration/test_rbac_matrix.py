@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 import pytest
@@ -36,6 +36,8 @@ from evolution.demo_data import TARGET, generate_rows
 from evolution.errors import PermissionDenied
 from evolution.integrity.signing import generate_source_keypair, key_id_for_public_pem
 from evolution.lifecycle import ModelState
+from evolution.notify import NotificationIn, notify_as
+from evolution.orchestrator import start_retraining_as
 from evolution.registry.service import TransitionRequest
 from evolution.registry.views import VersionView
 from evolution.security import PERMISSIONS, Action, Principal, Role
@@ -224,6 +226,16 @@ def nothing(_w: World, _tenant: str) -> None:
     return None
 
 
+class RecordingOrchestrator:
+    """The engine is not under test here, only who may ask it: a start that passes the check is recorded."""
+
+    started: ClassVar[list[str]] = []
+
+    async def start_retraining(self, request: RetrainingInput) -> str:
+        self.started.append(request.tenant_id)
+        return f"retrain/{request.tenant_id}"
+
+
 @dataclass(frozen=True)
 class ServiceCall:
     call: str  # what is called, for the reader and the failure messages
@@ -325,9 +337,14 @@ TABLE: dict[Action, Row] = {
     ),
     Action.WRITE_DRIFT_REPORT: Row(ServiceCall("drift_reports.write", _drift_report)),
     Action.START_RETRAINING: Row(
-        None,
-        gap="Orchestrator.start_retraining(RetrainingInput) takes no principal; only the CLI command checks "
-        "START_RETRAINING before calling it",
+        ServiceCall(
+            "orchestrator.start_retraining_as",
+            lambda w, p, t, _: asyncio.run(
+                start_retraining_as(
+                    p, RecordingOrchestrator(), RetrainingInput(tenant_id=t, model_name="yield")
+                )
+            ),
+        )
     ),
     Action.REGISTER_VERSION: Row(
         ServiceCall(
@@ -384,8 +401,10 @@ TABLE: dict[Action, Row] = {
         dashboard=(DashboardControl("Reset the drift baseline to the latest window", model="yield"),),
     ),
     Action.SET_QUOTA: Row(
-        None,
-        gap="no operation changes a tenant's quotas after `tenant create` (which is MANAGE_TENANT)",
+        ServiceCall(
+            "registry.set_quota",
+            lambda w, p, t, _: w.services.registry.set_quota(p, t, gpu_hours_quota=100.0, reason="matrix"),  # type: ignore[arg-type]
+        )
     ),
     Action.MANAGE_TENANT: Row(
         ServiceCall(
@@ -415,8 +434,14 @@ TABLE: dict[Action, Row] = {
         )
     ),
     Action.NOTIFY: Row(
-        None,
-        gap="the Notifier port's notify(message) takes no principal; only the orchestrator's activities call it",
+        ServiceCall(
+            "notify.notify_as",
+            lambda w, p, t, _: notify_as(
+                p,
+                w.services.notifier,
+                NotificationIn(tenant_id=t, severity="info", kind="matrix", subject="cell"),
+            ),
+        )
     ),
     Action.MANAGE_USERS: Row(
         ServiceCall(
