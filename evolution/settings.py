@@ -114,6 +114,17 @@ class Settings(BaseSettings):
         "season after their forecast); None: no limit.",
     )
 
+    gpu_hour_price_usd: float = Field(
+        default=2.5,
+        ge=0,
+        description="What one GPU-hour of training costs, charged against the monthly budget.",
+    )
+    cpu_gpu_hour_factor: float = Field(
+        default=0.25,
+        ge=0,
+        description="GPU-hours charged per wall-clock hour of a CPU-only training run.",
+    )
+
     training_timeout_s: float = 24 * 3600.0
     training_memory_limit_mb: int | None = 4096
     canary_share: float = Field(default=0.1, gt=0.0, lt=1.0)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.audit_checkpoints import AuditCheckpointer
 from evolution.baselines import BaselineService
+from evolution.circuit_breaker import CircuitBreaker
 from evolution.drift_reports import DriftReportService
 from evolution.events import EventIngestor
 from evolution.integrity.artifacts import ArtifactStore, FilesystemArtifactStore
@@ -81,7 +82,15 @@ class Services:
 
     @cached_property
     def quota(self) -> QuotaManager:
-        return QuotaManager(self.factory)
+        return QuotaManager(
+            self.factory,
+            price_per_gpu_hour_usd=self.settings.gpu_hour_price_usd,
+            cpu_gpu_hour_factor=self.settings.cpu_gpu_hour_factor,
+        )
+
+    @cached_property
+    def breaker(self) -> CircuitBreaker:
+        return CircuitBreaker(self.factory)
 
     @cached_property
     def outcomes(self) -> OutcomeJoiner:

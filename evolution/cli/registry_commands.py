@@ -137,7 +137,7 @@ def quota_set(
 
 
 def _breaker(svc: Services) -> CircuitBreaker:
-    return CircuitBreaker(svc.factory)
+    return svc.breaker
 
 
 @breaker_app.command("status")
