@@ -241,6 +241,7 @@ class AvailabilityReport:
     flushed_after_s: float | None
     availability_ratio_metric: float | None
     warning_lines: int
+    warnings: list[str]
     serving_alive: bool
     db_down_s: float
     temporal_down_s: float
@@ -250,9 +251,10 @@ class AvailabilityReport:
         self.passed = self.availability >= self.target and self.serving_alive
 
     def render(self) -> str:
+        achieved = self.requests / max(self.duration_s, 1e-9)
         lines = [
-            f"serving availability: {self.duration_s:.0f} s of loopback load ({self.clients} clients, "
-            f"{self.rps:.0f} req/s paced), registry PostgreSQL stopped (pg_ctl -m immediate) for "
+            f"serving availability: {self.duration_s:.0f} s of loopback load ({self.clients} clients, paced to "
+            f"{self.rps:.0f} req/s, {achieved:.0f} achieved), registry PostgreSQL stopped (pg_ctl -m immediate) for "
             f"{self.db_down_s:.0f} s and the Temporal dev server SIGKILLed for {self.temporal_down_s:.0f} s",
             "",
             f"{'phase':<14} {'from s':>7} {'to s':>7} {'requests':>9} {'available':>10} {'availability':>13} "
@@ -302,6 +304,7 @@ class AvailabilityReport:
             f"serving process: inference_availability_ratio {self.availability_ratio_metric}, "
             f"{self.warning_lines} warning/error log lines, "
             + ("still running" if self.serving_alive else "DIED"),
+            *(f"  {line}" for line in self.warnings),
         ]
         return "\n".join(lines)
 
@@ -526,6 +529,7 @@ def _measure(
     progress(f"load stopped after {duration:.1f} s: {len(load.samples)} requests")
 
     served = warmup_ids + load.prediction_ids
+    warnings = _warnings(s.home / "logs" / "serving.log")
     flushed_after = _wait_for_records(s.owner_url, served, timeout_s=max(120.0, duration_s))
     recorded = _count_records(s.owner_url, served)
     scraped = _scrape(s.serving.url)
@@ -550,7 +554,8 @@ def _measure(
         predictions_dropped=sum(v for k, v in scraped.items() if k.startswith("predictions_dropped_total")),
         flushed_after_s=flushed_after,
         availability_ratio_metric=scraped.get("inference_availability_ratio"),
-        warning_lines=_warning_lines(s.home / "logs" / "serving.log"),
+        warning_lines=len(warnings),
+        warnings=warnings[:20],
         serving_alive=s.serving.alive,
         db_down_s=down["db"],
         temporal_down_s=down["temporal"],
@@ -646,15 +651,19 @@ def _scrape(url: str) -> dict[str, float]:
     return samples
 
 
-def _warning_lines(log: Path) -> int:
+def _warnings(log: Path) -> list[str]:
+    """The serving process's warning and error lines (its JSON log), shortened."""
     if not log.exists():
-        return 0
-    count = 0
+        return []
+    found = []
     for line in log.read_text(encoding="utf-8").splitlines():
         with contextlib.suppress(ValueError):
-            if json.loads(line).get("level") in ("WARNING", "ERROR", "CRITICAL"):
-                count += 1
-    return count
+            entry = json.loads(line)
+            if entry.get("level") in ("WARNING", "ERROR", "CRITICAL"):
+                found.append(
+                    f"{entry.get('timestamp', '')[11:23]} {entry['level']} {entry.get('message', '')[:150]}"
+                )
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
