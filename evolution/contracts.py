@@ -320,3 +320,30 @@ class DriftScanResult(BaseModel):
     level: str
     retraining: Literal["started", "already_running", "not_needed", "disabled"] = "not_needed"
     message: str = ""
+
+
+class GcInput(BaseModel):
+    """One retention and garbage collection of a tenant's model artifacts (scheduled daily as ``gc/{tenant}``)."""
+
+    tenant_id: str
+    model_name: str | None = Field(default=None, description="None: every model of the tenant")
+    dry_run: bool = Field(
+        default=False, description="Plan only: report what would be deleted, delete nothing."
+    )
+
+
+class GcResult(BaseModel):
+    """What a collection did: counts and version ids only (the digests are in the ``gc.collected`` audit rows)."""
+
+    tenant_id: str
+    dry_run: bool
+    deferred: str | None = Field(default=None, description="why nothing was collected this time, if so")
+    versions_kept: int = 0
+    bytes_kept: int = 0
+    collected: list[str] = Field(
+        default_factory=list, description="ids of the versions collected (in a dry run: that would be)"
+    )
+    artifacts_deleted: int = 0
+    bytes_deleted: int = 0
+    left_alone: list[str] = Field(default_factory=list, description="planned, but changed before collection")
+    errors: list[str] = Field(default_factory=list)

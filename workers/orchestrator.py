@@ -26,6 +26,7 @@ from evolution.contracts import (
     ApprovalResponse,
     DriftScanInput,
     DriftScanResult,
+    GcInput,
     RetrainingInput,
     RetrainingResult,
     RetrainingStatus,
@@ -35,6 +36,7 @@ from evolution.orchestrator import OrchestratorUnavailable, RetrainingAlreadyRun
 from evolution.settings import Settings
 from workers.temporal_client import connect_client
 from workflows.drift_scan import DriftScanWorkflow, drift_scan_schedule_id
+from workflows.gc import GC_EVERY, GcWorkflow, gc_schedule_id
 from workflows.retraining import RetrainingWorkflow, retraining_workflow_id
 
 RUN_TIMEOUT = timedelta(days=3)
@@ -53,6 +55,20 @@ class TemporalOrchestrator:
                 DriftScanWorkflow.run, scan, id=schedule_id, task_queue=self._task_queue
             ),
             spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=interval_s))]),
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        )
+        with contextlib.suppress(ScheduleAlreadyRunningError):
+            await self._client.create_schedule(schedule_id, schedule)
+        return schedule_id
+
+    async def ensure_gc_schedule(self, tenant_id: str) -> str:
+        """Create ``gc/{tenant}`` (daily retention and garbage collection) if it does not exist (idempotent)."""
+        schedule_id = gc_schedule_id(tenant_id)
+        schedule = Schedule(
+            action=ScheduleActionStartWorkflow(
+                GcWorkflow.run, GcInput(tenant_id=tenant_id), id=schedule_id, task_queue=self._task_queue
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=GC_EVERY)]),
             policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
         )
         with contextlib.suppress(ScheduleAlreadyRunningError):

@@ -16,12 +16,14 @@ from temporalio.worker import Worker
 from activities.breaker import BreakerActivities
 from activities.canary import CanaryActivities
 from activities.drift import DriftActivities
+from activities.gc import GcActivities
 from activities.registry import RegistryActivities
 from activities.training import TrainingActivities
 from evolution.canary_service import CanaryService
 from evolution.circuit_breaker import CircuitBreaker
 from evolution.drift_scan import DriftScanner
 from evolution.logging_setup import configure_logging
+from evolution.retention import RetentionService
 from evolution.retraining import CandidateBuilder
 from evolution.settings import Settings, load_settings
 from evolution.training.compute import ComputeBackend
@@ -29,10 +31,11 @@ from evolution.wiring import Services, build_compute_backend, build_services
 from workers.log_context import ActivityContext
 from workers.temporal_client import connect_client, metrics_runtime
 from workflows.drift_scan import DriftScanWorkflow
+from workflows.gc import GcWorkflow
 from workflows.retraining import RetrainingWorkflow
 
 log = logging.getLogger(__name__)
-WORKFLOWS = [RetrainingWorkflow, DriftScanWorkflow]
+WORKFLOWS = [RetrainingWorkflow, DriftScanWorkflow, GcWorkflow]
 
 
 def activity_objects(services: Services, compute: ComputeBackend | None = None) -> list[Any]:
@@ -72,6 +75,7 @@ def activity_objects(services: Services, compute: ComputeBackend | None = None) 
         DriftActivities(scanner),
         CanaryActivities(CanaryService(services.outcomes)),
         BreakerActivities(CircuitBreaker(services.factory), services.notifier),
+        GcActivities(RetentionService(services.factory, services.store)),
     ]
 
 

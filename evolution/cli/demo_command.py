@@ -160,6 +160,8 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
         DriftScanInput(tenant_id=tenant, model_name=model, retraining_timing=size.timing), 3600
     )
     progress.step(f"schedule drift-scan/{tenant} (hourly) in place")
+    await orchestrator.ensure_gc_schedule(tenant)
+    progress.step(f"schedule gc/{tenant} (daily retention and garbage collection) in place")
     await start_retraining_as(
         Principal.system(tenant, "demo"),
         orchestrator,

@@ -130,11 +130,17 @@ def schedule(
     model: ModelOpt,
     every_minutes: Annotated[float, typer.Option(help="Scan interval (SLO: detection within 4 h).")] = 60.0,
 ) -> None:
-    """Create the tenant's drift-scan schedule (idempotent)."""
+    """Create the tenant's drift-scan schedule and its daily gc/{tenant} retention schedule (idempotent)."""
     authorize(operator(settings()), Action.MANAGE_TENANT, tenant)
     scan = DriftScanInput(tenant_id=tenant, model_name=model)
-    schedule_id = run_async(_with_orchestrator(lambda o: o.ensure_drift_schedule(scan, every_minutes * 60)))
+
+    async def ensure(orchestrator: Orchestrator) -> tuple[str, str]:
+        drift = await orchestrator.ensure_drift_schedule(scan, every_minutes * 60)
+        return drift, await orchestrator.ensure_gc_schedule(tenant)
+
+    schedule_id, gc_id = run_async(_with_orchestrator(ensure))
     typer.echo(f"schedule {schedule_id}: every {every_minutes:g} min")
+    typer.echo(f"schedule {gc_id}: daily retention and garbage collection")
 
 
 def register(app: typer.Typer, drift_app: typer.Typer) -> None:

@@ -1,0 +1,50 @@
+"""The garbage-collection activity: plan and collect one tenant's model artifacts, heartbeating as it goes."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities.errors import domain_errors_are_final
+from evolution.contracts import GcInput, GcResult
+from evolution.retention import GcReport, RetentionService
+from evolution.security import Principal
+
+
+class GcActivities:
+    def __init__(self, retention: RetentionService) -> None:
+        self._retention = retention
+
+    @activity.defn(name="collect_garbage")
+    @domain_errors_are_final
+    def collect_garbage(self, inp: GcInput) -> GcResult:
+        activity.heartbeat("planning")
+        report = self._retention.run(
+            Principal.system(inp.tenant_id, "gc"),
+            inp.tenant_id,
+            inp.model_name,
+            dry_run=inp.dry_run,
+            progress=activity.heartbeat,
+        )
+        return gc_result(report)
+
+
+def gc_result(report: GcReport) -> GcResult:
+    plan = report.plan
+    if report.dry_run:
+        collected = [v.version_id for v in plan.versions if v.decision == "collect"]
+        artifacts, size = plan.totals.artifacts_deleted, plan.totals.bytes_deleted
+    else:
+        collected = [c.version_id for c in report.collected]
+        artifacts, size = report.artifacts_deleted, report.bytes_deleted
+    return GcResult(
+        tenant_id=report.tenant_id,
+        dry_run=report.dry_run,
+        deferred=plan.deferred,
+        versions_kept=plan.totals.versions_kept,
+        bytes_kept=plan.totals.bytes_kept,
+        collected=collected,
+        artifacts_deleted=artifacts,
+        bytes_deleted=size,
+        left_alone=report.left_alone,
+        errors=report.errors,
+    )
