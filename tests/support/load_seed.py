@@ -18,9 +18,17 @@ minutes and measures nothing the scan does).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,19 +38,23 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import TypeAdapter
 from sqlalchemy import insert
+from temporalio.client import Client
 
+from evolution.contracts import DriftScanInput, DriftScanResult
 from evolution.demo_data import CROPS, FEATURES, TARGET, DriftSpec, generate_rows
 from evolution.errors import InvalidInput
 from evolution.events import LearningEventIn
 from evolution.integrity.manifest import build_manifest_from_dir, sign_manifest
 from evolution.lifecycle import ModelState
 from evolution.models import BASELINE_FILE
+from evolution.orchestrator import connect_orchestrator
 from evolution.registry.db import transaction
 from evolution.registry.schema import LearningEvent
 from evolution.registry.service import TransitionRequest, VersionChanges
 from evolution.registry.views import VersionView
 from evolution.retraining import TRAINER_NAME, feature_columns, labelled, training_config_for
 from evolution.security import Principal, Role
+from evolution.settings import Settings
 from evolution.snapshots import SnapshotView
 from evolution.sources import create_source_key, records_to_events
 from evolution.stats.drift import build_baseline
@@ -50,6 +62,8 @@ from evolution.stats.drift_models import DriftConfig, ErrorBaseline
 from evolution.timeutil import iso, utcnow
 from evolution.training.trainer import TrainedModel, TrainingConfig, train
 from evolution.wiring import Services
+from tests.support.temporal import temporal_cli_path
+from workers.temporal_client import connect_client
 
 ADMIN = Principal.for_tenant("load-seed", Role.ADMIN, "*")
 SOURCE = "field-sensors"
@@ -457,3 +471,319 @@ def digest_of_signed_event(event: dict[str, Any]) -> str:
     return hashlib.sha256(
         LearningEventIn.model_validate({**body, "signature": "-"}).signed_payload()
     ).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ the load run
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc (a process that went away in between is skipped)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(parents.get(current, []))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its living descendants (from /proc/<pid>/stat)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for member in _tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The high-water mark of resident memory (VmHWM) of ``pid`` and its living descendants, in MiB."""
+    total = 0.0
+    for member in _tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total
+
+
+def _wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} within {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def worker_env(settings: Settings, temporal_address: str, task_queue: str) -> dict[str, str]:
+    """What `evolution worker` needs to share this registry, artifact store and signing key."""
+    env = {
+        **os.environ,
+        "EVOLUTION_HOME": str(settings.home.resolve()),
+        "EVOLUTION_TEMPORAL_ADDRESS": temporal_address,
+        "EVOLUTION_TASK_QUEUE": task_queue,
+        "EVOLUTION_WORKER_METRICS_PORT": "0",
+        "EVOLUTION_TEMPORAL_METRICS_PORT": "0",
+        "EVOLUTION_TRACING": "off",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name, value in (
+        ("EVOLUTION_DATABASE_URL", settings.database_url),
+        ("EVOLUTION_DATABASE_OWNER_URL", settings.database_owner_url),
+    ):
+        if value:
+            env[name] = value
+        else:
+            env.pop(name, None)
+    return env
+
+
+class LoadStack:
+    """A Temporal dev server (own free ports, SQLite file) and `evolution worker` as separate processes."""
+
+    def __init__(self, settings: Settings, workdir: Path, task_queue: str = "drift-load") -> None:
+        self.settings = settings
+        self.workdir = workdir
+        self.task_queue = task_queue
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.temporal: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> LoadStack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        command = [
+            temporal_cli_path(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--headless",
+            "--db-filename",
+            str(self.workdir / "temporal.db"),
+            "--log-level",
+            "error",
+        ]
+        try:
+            with (self.workdir / "temporal.out").open("ab") as out:
+                self.temporal = subprocess.Popen(
+                    command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            _wait_until(
+                lambda: _port_open(self.port), 120, f"the Temporal dev server did not listen on {self.port}"
+            )
+            evolution = Path(sys.executable).parent / "evolution"
+            with (self.workdir / "worker.out").open("ab") as out:
+                self.worker = subprocess.Popen(
+                    [str(evolution), "worker"],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=worker_env(self.settings, self.address, self.task_queue),
+                    start_new_session=True,
+                )
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for process in (self.worker, self.temporal):
+            if process is None or process.poll() is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    @property
+    def temporal_pid(self) -> int:
+        assert self.temporal is not None
+        return self.temporal.pid
+
+    @property
+    def worker_pid(self) -> int:
+        assert self.worker is not None
+        return self.worker.pid
+
+    async def wait_for_worker(self, client: Client, timeout_s: float = 180.0) -> None:
+        """Until the worker polls the task queue for workflow tasks (it has connected and registered)."""
+        from temporalio.api.enums.v1 import TaskQueueType
+        from temporalio.api.taskqueue.v1 import TaskQueue
+        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.worker is not None and self.worker.poll() is not None:
+                raise RuntimeError(
+                    f"the worker exited with {self.worker.returncode}; see {self.workdir}/worker.out"
+                )
+            response = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace,
+                    task_queue=TaskQueue(name=self.task_queue),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+                )
+            )
+            if response.pollers:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not poll {self.task_queue} within {timeout_s:.0f} s")
+            await asyncio.sleep(0.2)
+
+
+@dataclass
+class ScanOutcome:
+    tenant_id: str
+    result: DriftScanResult
+    latency_s: float
+
+
+@dataclass
+class LoadFigures:
+    tenants: int
+    rows: int
+    features: int
+    database: str
+    concurrency: int
+    wall_s: float
+    server_cpu_s: float
+    worker_cpu_s: float
+    client_cpu_s: float
+    server_peak_mb: float
+    worker_peak_mb: float
+    outcomes: list[ScanOutcome]
+
+    @property
+    def per_minute(self) -> float:
+        return self.tenants / self.wall_s * 60.0
+
+    def per_scan(self, cpu_s: float) -> float:
+        return cpu_s / self.tenants
+
+    @property
+    def cpu_bound_per_minute(self) -> float:
+        """Tenants per minute if the server and the worker had this machine's cores to themselves."""
+        cores = os.cpu_count() or 1
+        return cores * 60.0 / self.per_scan(self.server_cpu_s + self.worker_cpu_s)
+
+    def levels(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for outcome in self.outcomes:
+            counts[outcome.result.level] = counts.get(outcome.result.level, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def render(self, target_per_minute: float = 167.0, fleet: int = 10_000) -> str:
+        latencies = sorted(o.latency_s for o in self.outcomes)
+
+        def pct(q: float) -> float:
+            return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")
+
+        verdict = "MET" if self.per_minute >= target_per_minute else "MISSED"
+        fleet_min = fleet / self.per_minute
+        lines = [
+            f"drift-scan load: {self.tenants} tenants x {self.rows:,} rows x {self.features} features "
+            f"(registry {self.database}, {self.concurrency} scans in flight, {os.cpu_count()} cores)",
+            f"  wall time                 {self.wall_s:10.1f} s",
+            f"  tenants per minute        {self.per_minute:10.1f}   target >= {target_per_minute:.0f}: {verdict}",
+            f"  Temporal server CPU/scan  {self.per_scan(self.server_cpu_s) * 1000:10.1f} ms",
+            f"  worker CPU/scan           {self.per_scan(self.worker_cpu_s) * 1000:10.1f} ms",
+            f"  client CPU/scan           {self.per_scan(self.client_cpu_s) * 1000:10.1f} ms   (this process)",
+            f"  peak RSS server / worker  {self.server_peak_mb:10.0f} / {self.worker_peak_mb:.0f} MiB",
+            f"  scan latency p50/p95/max  {pct(0.5):10.2f} / {pct(0.95):.2f} / {pct(1.0):.2f} s",
+            f"  levels                    {self.levels()}",
+            f"  {fleet:,} tenants at this rate: {fleet_min:.0f} min "
+            f"({'fits' if fleet_min <= 60 else 'does not fit'} one hourly period)",
+            f"  CPU-bound capacity        {self.cpu_bound_per_minute:10.1f} tenants/min "
+            f"(server + worker CPU per scan over all cores; {fleet / self.cpu_bound_per_minute:.0f} min for "
+            f"{fleet:,})",
+        ]
+        return "\n".join(lines)
+
+
+async def _connect_when_healthy(settings: Settings, timeout_s: float = 120.0) -> Client:
+    """The dev server listens a moment before its frontend is healthy."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await connect_client(settings)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def run_scans(
+    stack: LoadStack, tenants: Sequence[str], model_name: str, concurrency: int
+) -> tuple[list[ScanOutcome], float, float, float, float]:
+    """One DriftScanWorkflow per tenant through the orchestration port, at most ``concurrency`` in flight.
+
+    Returns the outcomes, the wall time, and the CPU seconds of the server, the worker and this process spent
+    while they ran.
+    """
+    settings = stack.settings.model_copy(
+        update={"temporal_address": stack.address, "task_queue": stack.task_queue}
+    )
+    client = await _connect_when_healthy(settings)
+    orchestrator = await connect_orchestrator(settings)
+    await stack.wait_for_worker(client)
+    gate = asyncio.Semaphore(concurrency)
+    outcomes: list[ScanOutcome] = []
+
+    async def one(tenant_id: str) -> None:
+        async with gate:
+            started = time.perf_counter()
+            result = await orchestrator.run_drift_scan(
+                DriftScanInput(tenant_id=tenant_id, model_name=model_name, auto_retrain=False)
+            )
+            outcomes.append(ScanOutcome(tenant_id, result, time.perf_counter() - started))
+
+    server0, worker0 = cpu_seconds(stack.temporal_pid), cpu_seconds(stack.worker_pid)
+    client0 = time.process_time()
+    wall0 = time.perf_counter()
+    try:
+        await asyncio.gather(*(one(t) for t in tenants))
+    finally:
+        await orchestrator.close()
+    wall = time.perf_counter() - wall0
+    return (
+        sorted(outcomes, key=lambda o: o.tenant_id),
+        wall,
+        cpu_seconds(stack.temporal_pid) - server0,
+        cpu_seconds(stack.worker_pid) - worker0,
+        time.process_time() - client0,
+    )

@@ -1,0 +1,146 @@
+"""Drift scans for many tenants through the real workflows: do 10,000 tenants fit in one hourly period?
+
+Seeds ``--tenants`` tenants (not measured): each with a CHAMPION whose signed manifest and frozen baseline are in
+its own artifact store, and one hour of ``--rows`` fresh learning events with ``--features`` features, left for
+the scan to seal (see tests/support/load_seed.py for how, and why one training serves every tenant). Then starts
+a Temporal dev server (own free ports, SQLite file) and `evolution worker` as separate processes sharing the
+registry, artifact store and signing key, and runs one DriftScanWorkflow per tenant (seal the window, scan it,
+write the signed report) through the orchestration port with ``--concurrency`` in flight.
+
+Prints tenants per minute against the 167 that 10,000 tenants an hour need, the CPU per scan of the Temporal
+server, the worker and this client (utime + stime from /proc), their peak resident memory (VmHWM), latencies and
+the CPU-bound capacity (what the two cores could do if nothing else ran on this shared machine).
+
+    python bench/bench_drift_load.py [--tenants 500] [--rows 10000] [--features 20] [--seed 7]
+                                     [--concurrency 4] [--database sqlite|postgresql] [--ingest bulk|signed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evolution.security import Principal
+from evolution.settings import Settings
+from evolution.wiring import build_services
+from tests.support.load_seed import LoadFigures, LoadSeeder, LoadStack, peak_rss_mb, run_scans
+from tests.support.postgres import app_role_url, create_database, postgres_server
+
+TARGET_PER_MINUTE = 167.0
+FLEET = 10_000
+
+
+@contextlib.contextmanager
+def registry(database: str, home: Path) -> Iterator[Settings]:
+    if database == "sqlite":
+        yield Settings(home=home, training_memory_limit_mb=None)
+        return
+    with postgres_server() as server:
+        owner = create_database(server)
+        yield Settings(
+            home=home,
+            database_url=app_role_url(owner),
+            database_owner_url=owner,
+            training_memory_limit_mb=None,
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tenants", type=int, default=500)
+    parser.add_argument("--rows", type=int, default=10_000, help="events in each tenant's scan window")
+    parser.add_argument("--features", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--history-rows", type=int, default=2000, help="events the champion was trained on")
+    parser.add_argument("--concurrency", type=int, default=4, help="drift-scan workflows in flight")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--ingest", choices=("bulk", "signed"), default="bulk", help="how events are seeded")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="kept afterwards (default: a temp dir, removed)"
+    )
+    args = parser.parse_args()
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="drift-load-"))
+    try:
+        with registry(args.database, workdir / "home") as settings:
+            figures = run(args, settings, workdir)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(figures.render(TARGET_PER_MINUTE, FLEET))
+    failed = [o for o in figures.outcomes if o.result.report_id is None]
+    return 1 if failed or len(figures.outcomes) != args.tenants else 0
+
+
+def run(args: argparse.Namespace, settings: Settings, workdir: Path) -> LoadFigures:
+    services = build_services(settings)
+    tenant_ids = [f"load-{i:05d}" for i in range(args.tenants)]
+    seeder = LoadSeeder(
+        services,
+        rows=args.rows,
+        features=args.features,
+        history_rows=args.history_rows,
+        seed=args.seed,
+        ingest=args.ingest,
+    )
+    t0 = time.perf_counter()
+
+    def progress(index: int, _tenant: object) -> None:
+        done = index + 1
+        if done % 50 == 0 or done == len(tenant_ids):
+            elapsed = time.perf_counter() - t0
+            print(f"  seeded {done}/{len(tenant_ids)} tenants in {elapsed:.0f} s", flush=True)
+
+    print(
+        f"seeding {args.tenants} tenants ({args.history_rows} training + {args.rows} window events each, "
+        f"{args.features} features, {args.ingest} insert, {args.database}); load average {_load()}",
+        flush=True,
+    )
+    seeder.seed_tenants(tenant_ids, progress)
+    seeding_s = time.perf_counter() - t0
+    with LoadStack(settings, workdir / "stack") as stack:
+        print(f"scanning through {stack.address} with {args.concurrency} in flight; load average {_load()}")
+        outcomes, wall, server_cpu, worker_cpu, client_cpu = asyncio.run(
+            run_scans(stack, tenant_ids, seeder.model_name, args.concurrency)
+        )
+        server_peak, worker_peak = peak_rss_mb(stack.temporal_pid), peak_rss_mb(stack.worker_pid)
+    reports = sum(
+        1 for t in tenant_ids if services.drift_reports.list_reports(Principal.system(t), t, limit=1)
+    )
+    services.close()
+    print(
+        f"seeding took {seeding_s:.0f} s (not measured); {reports}/{len(tenant_ids)} tenants have a signed report; "
+        f"load average {_load()}"
+    )
+    return LoadFigures(
+        tenants=len(tenant_ids),
+        rows=args.rows,
+        features=args.features,
+        database=args.database,
+        concurrency=args.concurrency,
+        wall_s=wall,
+        server_cpu_s=server_cpu,
+        worker_cpu_s=worker_cpu,
+        client_cpu_s=client_cpu,
+        server_peak_mb=server_peak,
+        worker_peak_mb=worker_peak,
+        outcomes=outcomes,
+    )
+
+
+def _load() -> str:
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
