@@ -16,12 +16,15 @@ T = TypeVar("T")
 
 
 @st.cache_resource
-def _services_for(settings_json: str) -> Services:
-    return build_services(Settings.model_validate_json(settings_json))
+def _services_for(settings_json: str, _settings: Settings) -> Services:
+    """Cached by the settings' JSON, built from the settings themselves: in the JSON every secret (SMTP password,
+    webhook secret, ...) is masked, so settings rebuilt from it would carry '**********' instead."""
+    return build_services(_settings)
 
 
 def get_services() -> Services:
-    return _services_for(load_settings().model_dump_json())
+    settings = load_settings()
+    return _services_for(settings.model_dump_json(), settings)
 
 
 def with_orchestrator(work: Callable[[Orchestrator], Awaitable[T]]) -> T:

@@ -1,5 +1,6 @@
 """The CLI as a user runs it: the demo reaches a new champion with a full audit trail; while it keeps running, every
-process exports its metrics; afterwards verify is clean, no secret leaked, and a tampered artifact fails verify."""
+process exports its metrics; afterwards verify is clean, no secret leaked (neither a private key nor any of the canary
+secrets planted by tests/e2e/test_secret_canary.py), and a tampered artifact fails verify."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -18,6 +20,13 @@ from evolution.settings import Settings
 from evolution.wiring import build_services
 from tests.e2e.conftest import EVOLUTION
 from tests.e2e.conftest import cli as run
+from tests.e2e.test_secret_canary import (
+    CanaryRun,
+    canaries_were_live,
+    notification_canaries,
+    plant_user_secrets,
+    search,
+)
 
 
 def samples(text: str) -> dict[str, float]:
@@ -35,8 +44,10 @@ def value(found: dict[str, float], name: str, **labels: str) -> float:
     return sum(v for k, v in found.items() if k.split("{")[0] == name and all(w in k for w in wanted))
 
 
-def scrape_while_running(env: dict[str, str]) -> tuple[str, dict[str, dict[str, float]], dict[str, str]]:
-    """Run the demo with --keep-running, scrape every process's /metrics, then Ctrl-C."""
+def scrape_while_running(
+    env: dict[str, str], while_running: Callable[[], None] | None = None
+) -> tuple[str, dict[str, dict[str, float]], dict[str, str]]:
+    """Run the demo with --keep-running, scrape every process's /metrics (then ``while_running``), then Ctrl-C."""
     demo = subprocess.Popen(
         [EVOLUTION, "demo", "--fast", "--keep-running"],
         env=env,
@@ -60,11 +71,13 @@ def scrape_while_running(env: dict[str, str]) -> tuple[str, dict[str, dict[str, 
             "dashboard": f"http://127.0.0.1:{env['EVOLUTION_DASHBOARD_METRICS_PORT']}/metrics",
         }
         scraped = {name: httpx.get(url, timeout=30).text for name, url in urls.items()}
+        if while_running is not None:
+            while_running()
     finally:
         demo.send_signal(signal.SIGINT)
-        demo.communicate(timeout=120)
+        rest, _ = demo.communicate(timeout=120)
     assert demo.returncode == 0
-    return output, {k: samples(v) for k, v in scraped.items()}, scraped
+    return output + (rest or ""), {k: samples(v) for k, v in scraped.items()}, scraped
 
 
 def secret_bodies(keys_dir: Path) -> list[bytes]:
@@ -79,7 +92,12 @@ def secret_bodies(keys_dir: Path) -> list[bytes]:
 def test_demo_promotes_exports_metrics_leaks_no_secret_and_verify_catches_tampering(
     cli_env: dict[str, str],
 ) -> None:
-    output, found, texts = scrape_while_running(cli_env)
+    canaries = CanaryRun()  # secrets planted in settings, users and tokens; searched for at the end
+    with notification_canaries(cli_env, canaries):
+        output, found, texts = scrape_while_running(
+            cli_env, lambda: plant_user_secrets(cli_env, canaries, "acme-agro")
+        )
+    canaries.outputs["demo output"] = output
     assert "promoted; approved by demo-manager" in output and ", 0 failed" in output
 
     everything = "\n".join(texts.values())
@@ -138,3 +156,14 @@ def test_demo_promotes_exports_metrics_leaks_no_secret_and_verify_catches_tamper
     assert tampered.returncode == 1
     assert "FAILED" in tampered.stdout and entry["name"] in tampered.stdout
     services.close()
+
+    # No planted canary secret anywhere: files under the state dir (logs, databases and WALs, workflow
+    # histories, reports, artifacts) or any command's output; and the canaries were really used.
+    for name, done in (("verify", verify), ("verify after tampering", tampered)):
+        canaries.outputs[f"stdout of {name}"], canaries.outputs[f"stderr of {name}"] = (
+            done.stdout,
+            done.stderr,
+        )
+    hits, searched = search(home, canaries)
+    assert searched > 20 and hits == [], hits
+    canaries_were_live(canaries)
