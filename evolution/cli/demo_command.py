@@ -73,12 +73,22 @@ def _free_tenant_id(services: Services, base: str) -> str:
 
 
 async def _wait_phase(
-    orchestrator: Orchestrator, tenant: str, progress: Progress, driver: TrafficDriver | None
+    orchestrator: Orchestrator,
+    tenant: str,
+    progress: Progress,
+    driver: TrafficDriver | None,
+    previous_version: str | None = None,
 ) -> None:
-    """Drive traffic (if any) until the retraining waits for approval; fail if it ends without reaching it."""
+    """Drive traffic (if any) until the retraining waits for approval; fail if it ends without reaching it.
+
+    ``previous_version``: the candidate of the run before. Until the new run has started, ``retrain/{tenant}``
+    still describes that finished run, which must not be mistaken for this one ending early.
+    """
     last = ""
     for _ in range(600):
         status = await orchestrator.retraining_status(tenant)
+        if status is not None and previous_version is not None and status.version_id == previous_version:
+            status = None  # the previous run; the new one has not started yet
         if status is not None:
             line = f"retraining: {status.phase}"
             if status.shadow_pairs and status.phase == "shadow":
@@ -196,7 +206,7 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
     report = services.drift_reports.list_reports(admin, tenant, limit=1)[0]
     alerts = [f["feature"] for f in report.report["result"]["features"] if f["status"] == "alert"]
     progress.step(f"drift report {report.id}: level {report.level}; alerts on {', '.join(alerts)}; signed")
-    await _wait_phase(orchestrator, tenant, progress, driver)
+    await _wait_phase(orchestrator, tenant, progress, driver, previous_version=first.version_id)
     status = await orchestrator.retraining_status(tenant)
     assert status is not None and status.guard is not None
     result = await _approve(orchestrator, tenant, "canary significantly better")

@@ -140,6 +140,9 @@ def verify_signature(public_key_pem: bytes | str, payload: bytes, signature: Sig
         raw = base64.b64decode(signature.value, validate=True)
     except (binascii.Error, ValueError):
         raise IntegrityViolation(f"signature by {signature.key_id} is not valid base64") from None
+    if base64.b64encode(raw).decode("ascii") != signature.value:
+        # One signature, one spelling: non-canonical padding bits would let a changed text verify.
+        raise IntegrityViolation(f"signature by {signature.key_id} is not canonical base64")
     message = signed_message(payload, signature.prehash)
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
