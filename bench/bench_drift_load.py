@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -32,10 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evolution.security import Principal
 from evolution.settings import Settings
-from evolution.wiring import build_services
+from evolution.wiring import Services, build_services
 from tests.support.load_seed import LoadFigures, LoadSeeder, LoadStack, peak_rss_mb, run_scans
 from tests.support.postgres import app_role_url, create_database, postgres_server
 
+MODEL_NAME = "yield"
 TARGET_PER_MINUTE = 167.0
 FLEET = 10_000
 
@@ -63,12 +65,20 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--history-rows", type=int, default=2000, help="events the champion was trained on")
     parser.add_argument("--concurrency", type=int, default=4, help="drift-scan workflows in flight")
+    parser.add_argument("--workers", type=int, default=1, help="`evolution worker` processes")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--ingest", choices=("bulk", "signed"), default="bulk", help="how events are seeded")
     parser.add_argument(
         "--workdir", type=Path, default=None, help="kept afterwards (default: a temp dir, removed)"
     )
+    parser.add_argument(
+        "--seed-only",
+        action="store_true",
+        help="seed --workdir (SQLite) and stop; a copy of it is scanned without seeding again",
+    )
     args = parser.parse_args()
+    if args.seed_only and (args.workdir is None or args.database != "sqlite"):
+        parser.error("--seed-only needs --workdir and the SQLite registry")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="drift-load-"))
     try:
@@ -77,16 +87,64 @@ def main() -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+    if figures is None:
+        return 0
     print(figures.render(TARGET_PER_MINUTE, FLEET))
     failed = [o for o in figures.outcomes if o.result.report_id is None]
     return 1 if failed or len(figures.outcomes) != args.tenants else 0
 
 
-def run(args: argparse.Namespace, settings: Settings, workdir: Path) -> LoadFigures:
+def run(args: argparse.Namespace, settings: Settings, workdir: Path) -> LoadFigures | None:
+    """Seed (unless ``workdir`` holds a seeding of the same parameters, e.g. a copy), then scan."""
     services = build_services(settings)
     tenant_ids = [f"load-{i:05d}" for i in range(args.tenants)]
+    params = {k: getattr(args, k) for k in ("tenants", "rows", "features", "seed", "history_rows", "ingest")}
+    stamp = workdir / "seeded.json"
+    if args.database == "sqlite" and stamp.exists() and json.loads(stamp.read_text()) == params:
+        print(f"reusing the seeded tenants in {workdir}")
+    else:
+        seed(args, services, tenant_ids)
+        stamp.write_text(json.dumps(params))
+    if args.seed_only:
+        services.close()
+        return None
+    with LoadStack(settings, workdir / "stack", workers=args.workers) as stack:
+        print(
+            f"scanning through {stack.address}: {args.workers} worker(s), {args.concurrency} in flight; "
+            f"load average {_load()}",
+            flush=True,
+        )
+        outcomes, wall, server_cpu, worker_cpu, client_cpu = asyncio.run(
+            run_scans(stack, tenant_ids, MODEL_NAME, args.concurrency)
+        )
+        server_peak = peak_rss_mb(stack.temporal_pid)
+        worker_peak = max(peak_rss_mb(pid) for pid in stack.worker_pids)
+    reports = sum(
+        1 for t in tenant_ids if services.drift_reports.list_reports(Principal.system(t), t, limit=1)
+    )
+    services.close()
+    print(f"{reports}/{len(tenant_ids)} tenants have a signed report; load average {_load()}")
+    return LoadFigures(
+        tenants=len(tenant_ids),
+        rows=args.rows,
+        features=args.features,
+        database=args.database,
+        concurrency=args.concurrency,
+        workers=args.workers,
+        wall_s=wall,
+        server_cpu_s=server_cpu,
+        worker_cpu_s=worker_cpu,
+        client_cpu_s=client_cpu,
+        server_peak_mb=server_peak,
+        worker_peak_mb=worker_peak,
+        outcomes=outcomes,
+    )
+
+
+def seed(args: argparse.Namespace, services: Services, tenant_ids: list[str]) -> None:
     seeder = LoadSeeder(
         services,
+        model_name=MODEL_NAME,
         rows=args.rows,
         features=args.features,
         history_rows=args.history_rows,
@@ -107,35 +165,7 @@ def run(args: argparse.Namespace, settings: Settings, workdir: Path) -> LoadFigu
         flush=True,
     )
     seeder.seed_tenants(tenant_ids, progress)
-    seeding_s = time.perf_counter() - t0
-    with LoadStack(settings, workdir / "stack") as stack:
-        print(f"scanning through {stack.address} with {args.concurrency} in flight; load average {_load()}")
-        outcomes, wall, server_cpu, worker_cpu, client_cpu = asyncio.run(
-            run_scans(stack, tenant_ids, seeder.model_name, args.concurrency)
-        )
-        server_peak, worker_peak = peak_rss_mb(stack.temporal_pid), peak_rss_mb(stack.worker_pid)
-    reports = sum(
-        1 for t in tenant_ids if services.drift_reports.list_reports(Principal.system(t), t, limit=1)
-    )
-    services.close()
-    print(
-        f"seeding took {seeding_s:.0f} s (not measured); {reports}/{len(tenant_ids)} tenants have a signed report; "
-        f"load average {_load()}"
-    )
-    return LoadFigures(
-        tenants=len(tenant_ids),
-        rows=args.rows,
-        features=args.features,
-        database=args.database,
-        concurrency=args.concurrency,
-        wall_s=wall,
-        server_cpu_s=server_cpu,
-        worker_cpu_s=worker_cpu,
-        client_cpu_s=client_cpu,
-        server_peak_mb=server_peak,
-        worker_peak_mb=worker_peak,
-        outcomes=outcomes,
-    )
+    print(f"seeding took {time.perf_counter() - t0:.0f} s (not measured)", flush=True)
 
 
 def _load() -> str:

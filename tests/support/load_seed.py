@@ -564,16 +564,23 @@ def worker_env(settings: Settings, temporal_address: str, task_queue: str) -> di
 
 
 class LoadStack:
-    """A Temporal dev server (own free ports, SQLite file) and `evolution worker` as separate processes."""
+    """A Temporal dev server (own free ports, SQLite file) and ``workers`` `evolution worker` processes.
 
-    def __init__(self, settings: Settings, workdir: Path, task_queue: str = "drift-load") -> None:
+    One Python worker runs Python code on one core at a time (the GIL): a second worker process is how a
+    second core is used.
+    """
+
+    def __init__(
+        self, settings: Settings, workdir: Path, task_queue: str = "drift-load", workers: int = 1
+    ) -> None:
         self.settings = settings
+        self.workers = workers
         self.workdir = workdir
         self.task_queue = task_queue
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.temporal: subprocess.Popen[bytes] | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_processes: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> LoadStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -604,21 +611,24 @@ class LoadStack:
                 lambda: _port_open(self.port), 120, f"the Temporal dev server did not listen on {self.port}"
             )
             evolution = Path(sys.executable).parent / "evolution"
-            with (self.workdir / "worker.out").open("ab") as out:
-                self.worker = subprocess.Popen(
-                    [str(evolution), "worker"],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=worker_env(self.settings, self.address, self.task_queue),
-                    start_new_session=True,
-                )
+            for number in range(self.workers):
+                with (self.workdir / f"worker-{number}.out").open("ab") as out:
+                    self.worker_processes.append(
+                        subprocess.Popen(
+                            [str(evolution), "worker"],
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                            env=worker_env(self.settings, self.address, self.task_queue),
+                            start_new_session=True,
+                        )
+                    )
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *_: object) -> None:
-        for process in (self.worker, self.temporal):
+        for process in (*self.worker_processes, self.temporal):
             if process is None or process.poll() is not None:
                 continue
             with contextlib.suppress(ProcessLookupError):
@@ -636,22 +646,22 @@ class LoadStack:
         return self.temporal.pid
 
     @property
-    def worker_pid(self) -> int:
-        assert self.worker is not None
-        return self.worker.pid
+    def worker_pids(self) -> list[int]:
+        return [process.pid for process in self.worker_processes]
 
     async def wait_for_worker(self, client: Client, timeout_s: float = 180.0) -> None:
-        """Until the worker polls the task queue for workflow tasks (it has connected and registered)."""
+        """Until every worker polls the activity task queue (it has connected and registered)."""
         from temporalio.api.enums.v1 import TaskQueueType
         from temporalio.api.taskqueue.v1 import TaskQueue
         from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
         deadline = time.monotonic() + timeout_s
         while True:
-            if self.worker is not None and self.worker.poll() is not None:
-                raise RuntimeError(
-                    f"the worker exited with {self.worker.returncode}; see {self.workdir}/worker.out"
-                )
+            for number, process in enumerate(self.worker_processes):
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"a worker exited with {process.returncode}; see {self.workdir}/worker-{number}.out"
+                    )
             response = await client.workflow_service.describe_task_queue(
                 DescribeTaskQueueRequest(
                     namespace=client.namespace,
@@ -659,7 +669,7 @@ class LoadStack:
                     task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
                 )
             )
-            if response.pollers:
+            if len({p.identity for p in response.pollers}) >= self.workers:
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the worker did not poll {self.task_queue} within {timeout_s:.0f} s")
@@ -680,12 +690,14 @@ class LoadFigures:
     features: int
     database: str
     concurrency: int
+    workers: int
     wall_s: float
     server_cpu_s: float
     worker_cpu_s: float
     client_cpu_s: float
     server_peak_mb: float
     worker_peak_mb: float
+    """The largest worker's."""
     outcomes: list[ScanOutcome]
 
     @property
@@ -717,11 +729,12 @@ class LoadFigures:
         fleet_min = fleet / self.per_minute
         lines = [
             f"drift-scan load: {self.tenants} tenants x {self.rows:,} rows x {self.features} features "
-            f"(registry {self.database}, {self.concurrency} scans in flight, {os.cpu_count()} cores)",
+            f"(registry {self.database}, {self.workers} worker process(es), {self.concurrency} scans in flight, "
+            f"{os.cpu_count()} cores)",
             f"  wall time                 {self.wall_s:10.1f} s",
             f"  tenants per minute        {self.per_minute:10.1f}   target >= {target_per_minute:.0f}: {verdict}",
             f"  Temporal server CPU/scan  {self.per_scan(self.server_cpu_s) * 1000:10.1f} ms",
-            f"  worker CPU/scan           {self.per_scan(self.worker_cpu_s) * 1000:10.1f} ms",
+            f"  worker CPU/scan (all)     {self.per_scan(self.worker_cpu_s) * 1000:10.1f} ms",
             f"  client CPU/scan           {self.per_scan(self.client_cpu_s) * 1000:10.1f} ms   (this process)",
             f"  peak RSS server / worker  {self.server_peak_mb:10.0f} / {self.worker_peak_mb:.0f} MiB",
             f"  scan latency p50/p95/max  {pct(0.5):10.2f} / {pct(0.95):.2f} / {pct(1.0):.2f} s",
@@ -772,7 +785,7 @@ async def run_scans(
             )
             outcomes.append(ScanOutcome(tenant_id, result, time.perf_counter() - started))
 
-    server0, worker0 = cpu_seconds(stack.temporal_pid), cpu_seconds(stack.worker_pid)
+    server0, worker0 = cpu_seconds(stack.temporal_pid), sum(map(cpu_seconds, stack.worker_pids))
     client0 = time.process_time()
     wall0 = time.perf_counter()
     try:
@@ -784,6 +797,6 @@ async def run_scans(
         sorted(outcomes, key=lambda o: o.tenant_id),
         wall,
         cpu_seconds(stack.temporal_pid) - server0,
-        cpu_seconds(stack.worker_pid) - worker0,
+        sum(map(cpu_seconds, stack.worker_pids)) - worker0,
         time.process_time() - client0,
     )
