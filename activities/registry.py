@@ -23,6 +23,7 @@ from evolution.contracts import (
 )
 from evolution.lifecycle import ModelState
 from evolution.metrics import record_retraining_outcome
+from evolution.models import ModelLoader
 from evolution.notify import NotificationIn, Notifier, notify_as
 from evolution.quota import QuotaManager
 from evolution.registry.service import ModelRegistryService, TransitionRequest, VersionChanges
@@ -34,11 +35,27 @@ def principal_of(ref: PrincipalRef) -> Principal:
     return Principal.for_tenant(ref.user, Role(ref.role), ref.tenant_id)
 
 
+# Entering these states puts a model in front of traffic: its artifact is re-verified first (a tampered one is
+# refused with IntegrityViolation, and the workflow quarantines it).
+VERIFIED_ON_ENTRY = frozenset({ModelState.CANARY})
+
+
 class RegistryActivities:
-    def __init__(self, registry: ModelRegistryService, quota: QuotaManager, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistryService,
+        quota: QuotaManager,
+        notifier: Notifier,
+        verifier: ModelLoader | None = None,
+    ) -> None:
         self._registry = registry
         self._quota = quota
         self._notifier = notifier
+        self._verifier = verifier
+
+    def _verify_artifact(self, tenant_id: str, version_id: str) -> None:
+        if self._verifier is not None:
+            self._verifier.verify(self._registry.get_version(Principal.system(tenant_id), version_id))
 
     @activity.defn(name="check_quota")
     @domain_errors_are_final
@@ -79,11 +96,14 @@ class RegistryActivities:
             changes=VersionChanges.model_validate(inp.changes) if inp.changes else None,
             details=inp.details,
         )
+        if request.to_state in VERIFIED_ON_ENTRY:
+            self._verify_artifact(inp.tenant_id, inp.version_id)
         return TransitionOut(result=self._registry.transition(Principal.system(inp.tenant_id), request))
 
     @activity.defn(name="promote")
     @domain_errors_are_final
     def promote(self, inp: PromoteIn) -> TransitionOut:
+        self._verify_artifact(inp.approver.tenant_id, inp.version_id)
         result = self._registry.promote(
             principal_of(inp.approver), inp.version_id, inp.expected_version, inp.request_id, inp.reason
         )

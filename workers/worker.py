@@ -20,7 +20,6 @@ from activities.gc import GcActivities
 from activities.registry import RegistryActivities
 from activities.training import TrainingActivities
 from evolution.canary_service import CanaryService
-from evolution.circuit_breaker import CircuitBreaker
 from evolution.drift_scan import DriftScanner
 from evolution.logging_setup import configure_logging
 from evolution.retention import RetentionService
@@ -70,11 +69,11 @@ def activity_objects(services: Services, compute: ComputeBackend | None = None) 
         services.baselines,
     )
     return [
-        RegistryActivities(services.registry, services.quota, services.notifier),
+        RegistryActivities(services.registry, services.quota, services.notifier, verifier=services.loader),
         TrainingActivities(builder),
         DriftActivities(scanner),
         CanaryActivities(CanaryService(services.outcomes)),
-        BreakerActivities(CircuitBreaker(services.factory), services.notifier),
+        BreakerActivities(services.breaker, services.notifier),
         GcActivities(RetentionService(services.factory, services.store)),
     ]
 
