@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-fast up test test-fast lint bench bench-evidently clean postgres-binaries promtool chromium
+.PHONY: install demo demo-fast up test test-fast lint bench bench-evidently bench-availability bench-restore bench-load crash-test fuzz clean postgres-binaries promtool chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,22 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_merkle.py
 	$(PY) bench/bench_drift.py
+
+## The long runs; `make test` runs a short version of each.
+## Lifecycle stateful fuzz (10,000 steps), every bit flip of every Merkle proof up to 64 leaves, schemathesis at
+## 1,000 cases per operation (with -s each prints its figures).
+fuzz: $(STAMP) postgres-binaries
+	EVOLUTION_FUZZ_STEPS=10000 EVOLUTION_FUZZ_MERKLE_SIZE=64 $(PY) -m pytest -q -s -p no:cacheprovider \
+		tests/integration/test_lifecycle_stateful.py tests/unit/test_merkle_battery.py
+	EVOLUTION_FUZZ_CASES=1000 $(PY) -m pytest -q -s -p no:cacheprovider tests/integration/test_http_fuzz.py
+
+## Serving under a 5-minute loopback load while PostgreSQL and the Temporal server are stopped and restarted.
+bench-availability: $(STAMP) postgres-binaries
+	$(PY) bench/bench_serving_availability.py
+
+## Backup and point-in-time-recovery drill on a real PostgreSQL: RPO and RTO for registry, artifacts and keys.
+bench-restore: $(STAMP) postgres-binaries
+	$(PY) bench/bench_restore_drill.py
 
 ## The drift bench against Evidently too, in its own virtualenv (Evidently 0.7 needs pandas<3).
 bench-evidently:
