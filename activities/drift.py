@@ -16,7 +16,7 @@ class DriftActivities:
     @activity.defn(name="seal_window")
     @domain_errors_are_final
     def seal_window(self, inp: SealIn) -> SealOut:
-        return self._scanner.seal_latest_window(inp.tenant_id, inp.min_rows)
+        return self._scanner.seal_latest_window(inp.tenant_id, inp.min_rows, inp.window_end)
 
     @activity.defn(name="scan_drift")
     @domain_errors_are_final

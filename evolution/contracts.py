@@ -5,6 +5,7 @@ They hold only identifiers, small numbers and short texts: no secrets, no data r
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -46,6 +47,13 @@ class RolloutTiming(BaseModel):
     rollout_window_s: float = Field(default=3600.0, gt=0, description="SLO: a canary over this rolls back.")
     approval_timeout_s: float = Field(default=24 * 3600.0, gt=0)
     canary_share: float = Field(default=0.1, gt=0, lt=1)
+    step_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="How long a step whose worker died is waited for before it is retried elsewhere: caps the "
+        "start-to-close timeout of the short steps and the heartbeat timeout of training. None: the "
+        "policies' defaults (workflows/policies.py: 60 s and more).",
+    )
 
 
 class RetrainingInput(BaseModel):
@@ -287,11 +295,21 @@ class DriftScanInput(BaseModel):
     min_window_rows: int = 50
     auto_retrain: bool = True
     retraining_timing: RolloutTiming = Field(default_factory=RolloutTiming)
+    step_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Caps the seal and scan steps' timeouts, as RolloutTiming.step_timeout_s.",
+    )
 
 
 class SealIn(BaseModel):
     tenant_id: str
     min_rows: int
+    window_end: datetime | None = Field(
+        default=None,
+        description="Fixed by the workflow, so that a retried seal finds the window its first attempt sealed "
+        "instead of sealing the next (empty) one. None: now.",
+    )
 
 
 class SealOut(BaseModel):

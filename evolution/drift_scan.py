@@ -22,7 +22,7 @@ from evolution.security import Principal
 from evolution.snapshots import DatasetSnapshotService
 from evolution.stats.drift import scan
 from evolution.stats.drift_models import DriftResult
-from evolution.timeutil import utcnow
+from evolution.timeutil import as_utc, utcnow
 from evolution.training.trainer import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,21 @@ class DriftScanner:
         self._notifier = notifier
         self._baselines = baselines
 
-    def seal_latest_window(self, tenant_id: str, min_rows: int) -> SealOut:
-        """Seal everything that arrived since the last window; too few events wait for the next scan."""
+    def seal_latest_window(
+        self, tenant_id: str, min_rows: int, window_end: datetime | None = None
+    ) -> SealOut:
+        """Seal everything that arrived since the last window; too few events wait for the next scan.
+
+        With ``window_end`` (fixed by the workflow) it is idempotent: an attempt whose worker died after the
+        seal committed is retried, and the retry finds that window instead of sealing the next, empty one.
+        """
+        system = Principal.system(tenant_id)
+        if window_end is not None:
+            latest = self._snapshots.latest(system, tenant_id)
+            if latest is not None and as_utc(latest.window_end) == as_utc(window_end):
+                return SealOut(snapshot_id=latest.id, rows=latest.row_count, message="sealed")
         try:
-            snapshot = self._snapshots.seal(
-                Principal.system(tenant_id), tenant_id, utcnow(), min_rows=min_rows
-            )
+            snapshot = self._snapshots.seal(system, tenant_id, window_end or utcnow(), min_rows=min_rows)
         except (InsufficientData, InvalidInput) as not_yet:
             return SealOut(snapshot_id=None, rows=0, message=str(not_yet))
         return SealOut(snapshot_id=snapshot.id, rows=snapshot.row_count, message="sealed")

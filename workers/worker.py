@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +28,7 @@ from evolution.retraining import CandidateBuilder
 from evolution.settings import Settings, load_settings
 from evolution.training.compute import ComputeBackend
 from evolution.wiring import Services, build_compute_backend, build_services
+from workers.activity_journal import journal_interceptors
 from workers.log_context import ActivityContext
 from workers.temporal_client import connect_client, metrics_runtime
 from workflows.drift_scan import DriftScanWorkflow
@@ -116,7 +118,9 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=16) as executor:
-        worker = build_worker(client, services, settings.task_queue, executor)
+        # EVOLUTION_ACTIVITY_JOURNAL (crash tests only): a durable line per activity start and end.
+        interceptors = journal_interceptors(os.environ)
+        worker = build_worker(client, services, settings.task_queue, executor, interceptors=interceptors)
         log.info("worker polling task queue %s at %s", settings.task_queue, settings.temporal_address)
         async with worker:
             await stop.wait()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import workflow
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
@@ -25,15 +27,20 @@ def drift_scan_schedule_id(tenant_id: str) -> str:
     return f"drift-scan/{tenant_id}"
 
 
+def _capped(default: timedelta, cap_s: float | None) -> timedelta:
+    return min(default, timedelta(seconds=cap_s)) if cap_s else default
+
+
 @workflow.defn(name="DriftScanWorkflow")
 class DriftScanWorkflow:
     @workflow.run
     async def run(self, inp: DriftScanInput) -> DriftScanResult:
         sealed = await workflow.execute_activity(
             "seal_window",
-            SealIn(tenant_id=inp.tenant_id, min_rows=inp.min_window_rows),
+            # The window's end is fixed here: a retried seal (its worker died) finds the window already sealed.
+            SealIn(tenant_id=inp.tenant_id, min_rows=inp.min_window_rows, window_end=workflow.now()),
             result_type=SealOut,
-            start_to_close_timeout=SNAPSHOT_TIMEOUT,
+            start_to_close_timeout=_capped(SNAPSHOT_TIMEOUT, inp.step_timeout_s),
             retry_policy=TRANSIENT_RETRY,
         )
         if sealed.snapshot_id is None:
@@ -48,7 +55,7 @@ class DriftScanWorkflow:
             "scan_drift",
             ScanIn(tenant_id=inp.tenant_id, model_name=inp.model_name, snapshot_id=sealed.snapshot_id),
             result_type=ScanOut,
-            start_to_close_timeout=DRIFT_SCAN_TIMEOUT,
+            start_to_close_timeout=_capped(DRIFT_SCAN_TIMEOUT, inp.step_timeout_s),
             retry_policy=TRANSIENT_RETRY,
         )
         result = DriftScanResult(

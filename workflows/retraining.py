@@ -219,7 +219,7 @@ class RetrainingWorkflow:
             # The SLO bounds the whole retraining, retries included.
             start_to_close_timeout=timedelta(seconds=inp.timing.training_timeout_s),
             schedule_to_close_timeout=timedelta(seconds=inp.timing.training_timeout_s),
-            heartbeat_timeout=TRAINING_HEARTBEAT,
+            heartbeat_timeout=self._step_timeout(TRAINING_HEARTBEAT),
             retry_policy=TRAINING_RETRY,
         )
         self._set("validating")
@@ -411,8 +411,17 @@ class RetrainingWorkflow:
         self, name: str, arg: Any, result_type: type[Any], timeout: timedelta = REGISTRY_TIMEOUT
     ) -> Any:
         return await workflow.execute_activity(
-            name, arg, result_type=result_type, start_to_close_timeout=timeout, retry_policy=TRANSIENT_RETRY
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=self._step_timeout(timeout),
+            retry_policy=TRANSIENT_RETRY,
         )
+
+    def _step_timeout(self, default: timedelta) -> timedelta:
+        # A step whose worker was killed is retried only when this runs out: RolloutTiming.step_timeout_s caps it.
+        cap = self._input.timing.step_timeout_s if self._input is not None else None
+        return min(default, timedelta(seconds=cap)) if cap else default
 
     def _rid(self, step: str) -> str:
         # Deterministic per workflow run and step: activity retries reuse it, so their effect is applied once.

@@ -321,7 +321,7 @@ class ModelRegistryService:
             reason=reason,
             details={"integrity_failure": reason},
         )
-        return self._transition(principal, tenant_id, request, operation="quarantine")
+        return self._transition(principal, tenant_id, request, operation="quarantine", lock_read_here=True)
 
     def force_rollback(
         self, principal: Principal, tenant_id: str, model_name: str, request_id: str, reason: str
@@ -469,7 +469,13 @@ class ModelRegistryService:
         ).first()
 
     def _transition(
-        self, principal: Principal, tenant_id: str, request: TransitionRequest, operation: str
+        self,
+        principal: Principal,
+        tenant_id: str,
+        request: TransitionRequest,
+        operation: str,
+        *,
+        lock_read_here: bool = False,
     ) -> TransitionResult:
         def work(session: Session) -> dict[str, Any]:
             row = session.get(ModelVersion, request.version_id)
@@ -510,7 +516,10 @@ class ModelRegistryService:
                 demoted=VersionView.of(demoted) if demoted else None,
             ).model_dump(mode="json")
 
-        payload = request.model_dump(mode="json", exclude={"request_id"})
+        # A lock version this service read itself (quarantine) is not part of the request: a retry after the
+        # first attempt committed reads a newer one, and must still be recognised as the same request.
+        excluded = {"request_id", "expected_version"} if lock_read_here else {"request_id"}
+        payload = request.model_dump(mode="json", exclude=excluded)
         return TransitionResult.model_validate(
             run_idempotent(
                 self._factory,

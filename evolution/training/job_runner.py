@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evolution.training.compute import RESULT_FILE, TrainingJob, load_dataset, sha256_file
+from evolution.training.compute import RESULT_FILE, TrainingJob, die_with_parent, load_dataset, sha256_file
 from evolution.training.trainer import train
 
 log = logging.getLogger("evolution.training.job_runner")
@@ -47,6 +47,7 @@ def run_job(job: TrainingJob) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    die_with_parent()  # a job must not outlive the worker that started it
     args = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     if len(args) != 1:
