@@ -365,3 +365,14 @@ class GcResult(BaseModel):
     bytes_deleted: int = 0
     left_alone: list[str] = Field(default_factory=list, description="planned, but changed before collection")
     errors: list[str] = Field(default_factory=list)
+
+
+class EscalationsIn(BaseModel):
+    """One pass of the notification escalation policy over every tenant's outbox (scheduled every few minutes)."""
+
+    tenants: list[str] | None = Field(default=None, description="None: every tenant")
+
+
+class EscalationsOut(BaseModel):
+    escalated: int = 0
+    failed_channels: int = 0

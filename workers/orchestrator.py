@@ -26,6 +26,7 @@ from evolution.contracts import (
     ApprovalResponse,
     DriftScanInput,
     DriftScanResult,
+    EscalationsIn,
     GcInput,
     RetrainingInput,
     RetrainingResult,
@@ -36,6 +37,7 @@ from evolution.orchestrator import OrchestratorUnavailable, RetrainingAlreadyRun
 from evolution.settings import Settings
 from workers.temporal_client import connect_client
 from workflows.drift_scan import DriftScanWorkflow, drift_scan_schedule_id
+from workflows.escalations import ESCALATION_SCHEDULE_ID, ESCALATIONS_EVERY, EscalationWorkflow
 from workflows.gc import GC_EVERY, GcWorkflow, gc_schedule_id
 from workflows.retraining import RetrainingWorkflow, retraining_workflow_id
 
@@ -74,6 +76,22 @@ class TemporalOrchestrator:
         with contextlib.suppress(ScheduleAlreadyRunningError):
             await self._client.create_schedule(schedule_id, schedule)
         return schedule_id
+
+    async def ensure_escalation_schedule(self) -> str:
+        """Create ``notify-escalations`` (the escalation policy, every few minutes) if it does not exist."""
+        schedule = Schedule(
+            action=ScheduleActionStartWorkflow(
+                EscalationWorkflow.run,
+                EscalationsIn(),
+                id=ESCALATION_SCHEDULE_ID,
+                task_queue=self._task_queue,
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=ESCALATIONS_EVERY)]),
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        )
+        with contextlib.suppress(ScheduleAlreadyRunningError):
+            await self._client.create_schedule(ESCALATION_SCHEDULE_ID, schedule)
+        return ESCALATION_SCHEDULE_ID
 
     async def trigger_drift_scan(self, tenant_id: str) -> None:
         await self._client.get_schedule_handle(drift_scan_schedule_id(tenant_id)).trigger(

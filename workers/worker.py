@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 from activities.breaker import BreakerActivities
 from activities.canary import CanaryActivities
 from activities.drift import DriftActivities
+from activities.escalations import EscalationActivities
 from activities.gc import GcActivities
 from activities.registry import RegistryActivities
 from activities.training import TrainingActivities
@@ -32,11 +33,12 @@ from workers.activity_journal import journal_interceptors
 from workers.log_context import ActivityContext
 from workers.temporal_client import connect_client, metrics_runtime
 from workflows.drift_scan import DriftScanWorkflow
+from workflows.escalations import EscalationWorkflow
 from workflows.gc import GcWorkflow
 from workflows.retraining import RetrainingWorkflow
 
 log = logging.getLogger(__name__)
-WORKFLOWS = [RetrainingWorkflow, DriftScanWorkflow, GcWorkflow]
+WORKFLOWS = [RetrainingWorkflow, DriftScanWorkflow, GcWorkflow, EscalationWorkflow]
 
 
 def activity_objects(services: Services, compute: ComputeBackend | None = None) -> list[Any]:
@@ -77,6 +79,7 @@ def activity_objects(services: Services, compute: ComputeBackend | None = None) 
         CanaryActivities(CanaryService(services.outcomes)),
         BreakerActivities(services.breaker, services.notifier),
         GcActivities(RetentionService(services.factory, services.store)),
+        EscalationActivities(services.notifier),
     ]
 
 

@@ -172,6 +172,7 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
     progress.step(f"schedule drift-scan/{tenant} (hourly) in place")
     await orchestrator.ensure_gc_schedule(tenant)
     progress.step(f"schedule gc/{tenant} (daily retention and garbage collection) in place")
+    await orchestrator.ensure_escalation_schedule()
     await start_retraining_as(
         Principal.system(tenant, "demo"),
         orchestrator,

@@ -134,13 +134,15 @@ def schedule(
     authorize(operator(settings()), Action.MANAGE_TENANT, tenant)
     scan = DriftScanInput(tenant_id=tenant, model_name=model)
 
-    async def ensure(orchestrator: Orchestrator) -> tuple[str, str]:
+    async def ensure(orchestrator: Orchestrator) -> tuple[str, str, str]:
         drift = await orchestrator.ensure_drift_schedule(scan, every_minutes * 60)
-        return drift, await orchestrator.ensure_gc_schedule(tenant)
+        gc = await orchestrator.ensure_gc_schedule(tenant)
+        return drift, gc, await orchestrator.ensure_escalation_schedule()
 
-    schedule_id, gc_id = run_async(_with_orchestrator(ensure))
+    schedule_id, gc_id, escalations_id = run_async(_with_orchestrator(ensure))
     typer.echo(f"schedule {schedule_id}: every {every_minutes:g} min")
     typer.echo(f"schedule {gc_id}: daily retention and garbage collection")
+    typer.echo(f"schedule {escalations_id}: the notification escalation policy (all tenants)")
 
 
 def register(app: typer.Typer, drift_app: typer.Typer) -> None:
