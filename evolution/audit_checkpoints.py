@@ -49,7 +49,7 @@ from evolution.integrity.signing import KeyRing, Signature, Signer
 from evolution.registry.audit import (
     GENESIS_HASH,
     add_commit_hook,
-    entry_digest,
+    digest_of,
     load_chain,
     remove_commit_hook,
     verify_chain,
@@ -127,21 +127,7 @@ def chain_heads(entries: Iterable[AuditEntry], start: int = 0, head: str = GENES
     """
     heads: list[str] = []
     for position, e in enumerate(entries, start=start + 1):
-        head = entry_digest(
-            tenant_id=e.tenant_id,
-            seq=position,
-            prev_hash=head,
-            at=e.at,
-            actor=e.actor,
-            role=e.role,
-            action=e.action,
-            subject_type=e.subject_type,
-            subject_id=e.subject_id,
-            from_state=e.from_state,
-            to_state=e.to_state,
-            request_id=e.request_id,
-            details=e.details,
-        )
+        head = digest_of(e, seq=position, prev_hash=head)
         heads.append(head)
     return heads
 

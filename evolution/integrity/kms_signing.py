@@ -25,7 +25,6 @@ import logging
 import re
 from typing import Any
 
-import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 from cryptography.hazmat.primitives import serialization
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from evolution.errors import Conflict, EvolutionError, IntegrityViolation, InvalidInput
+from evolution.integrity.aws import aws_session
 from evolution.integrity.s3_artifacts import CheckResult
 from evolution.integrity.signing import Signature, key_id_for_public_pem, signed_message, verify_signature
 
@@ -120,13 +120,11 @@ class KmsSignerConfig(BaseModel):
 
 def make_kms_client(config: KmsSignerConfig) -> Any:
     """A boto3 KMS client for ``config`` (explicit credentials if given, else boto3's default chain)."""
-    session = boto3.session.Session(
-        aws_access_key_id=config.access_key_id.get_secret_value() if config.access_key_id else None,
-        aws_secret_access_key=config.secret_access_key.get_secret_value()
-        if config.secret_access_key
-        else None,
-        aws_session_token=config.session_token.get_secret_value() if config.session_token else None,
-        region_name=config.region,
+    session = aws_session(
+        region=config.region,
+        access_key_id=config.access_key_id,
+        secret_access_key=config.secret_access_key,
+        session_token=config.session_token,
     )
     return session.client(
         "kms",

@@ -45,7 +45,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, NamedTuple, cast
 
-import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -65,6 +64,7 @@ from evolution.integrity.artifacts import (
     validate_digest,
     validate_tenant,
 )
+from evolution.integrity.aws import aws_session
 from evolution.integrity.object_keys import canonical_object_key, canonical_prefix, key_is_under
 
 logger = logging.getLogger(__name__)
@@ -205,13 +205,11 @@ def make_s3_client(config: S3StoreConfig) -> Any:
     style = config.addressing_style
     if style == "auto":
         style = "path" if config.endpoint_url else "auto"
-    session = boto3.session.Session(
-        aws_access_key_id=config.access_key_id.get_secret_value() if config.access_key_id else None,
-        aws_secret_access_key=config.secret_access_key.get_secret_value()
-        if config.secret_access_key
-        else None,
-        aws_session_token=config.session_token.get_secret_value() if config.session_token else None,
-        region_name=config.region,
+    session = aws_session(
+        region=config.region,
+        access_key_id=config.access_key_id,
+        secret_access_key=config.secret_access_key,
+        session_token=config.session_token,
     )
     return session.client(
         "s3",

@@ -165,6 +165,25 @@ class ChainReport(BaseModel):
     head_hash: str
 
 
+def digest_of(e: AuditEntry, seq: int | None = None, prev_hash: str | None = None) -> str:
+    """The hash of a stored entry's content, at its own position or at ``seq`` after ``prev_hash``."""
+    return entry_digest(
+        tenant_id=e.tenant_id,
+        seq=e.seq if seq is None else seq,
+        prev_hash=e.prev_hash if prev_hash is None else prev_hash,
+        at=e.at,
+        actor=e.actor,
+        role=e.role,
+        action=e.action,
+        subject_type=e.subject_type,
+        subject_id=e.subject_id,
+        from_state=e.from_state,
+        to_state=e.to_state,
+        request_id=e.request_id,
+        details=e.details,
+    )
+
+
 def verify_chain(tenant_id: str, entries: Iterable[AuditEntry]) -> ChainReport:
     """Walk the chain in position order: positions contiguous from 1, each link and each hash recomputed."""
     problems: list[str] = []
@@ -178,22 +197,7 @@ def verify_chain(tenant_id: str, entries: Iterable[AuditEntry]) -> ChainReport:
             expected_seq = e.seq
         if e.prev_hash != expected_prev:
             problems.append(f"position {e.seq}: link to the previous entry is broken")
-        recomputed = entry_digest(
-            tenant_id=e.tenant_id,
-            seq=e.seq,
-            prev_hash=e.prev_hash,
-            at=e.at,
-            actor=e.actor,
-            role=e.role,
-            action=e.action,
-            subject_type=e.subject_type,
-            subject_id=e.subject_id,
-            from_state=e.from_state,
-            to_state=e.to_state,
-            request_id=e.request_id,
-            details=e.details,
-        )
-        if recomputed != e.entry_hash:
+        if digest_of(e) != e.entry_hash:
             problems.append(f"position {e.seq}: content does not match its hash (entry edited)")
         expected_prev = e.entry_hash
         expected_seq += 1
