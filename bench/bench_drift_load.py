@@ -29,12 +29,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from sqlalchemy import make_url
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from evolution.registry.db import upgrade_to_head
 from evolution.security import Principal
 from evolution.settings import Settings
 from evolution.wiring import Services, build_services
-from tests.support.load_seed import LoadFigures, LoadSeeder, LoadStack, peak_rss_mb, run_scans
+from tests.support.load_seed import (
+    LoadFigures,
+    LoadSeeder,
+    LoadStack,
+    cpu_seconds,
+    peak_rss_mb,
+    postmaster_pid,
+    run_scans,
+)
 from tests.support.postgres import app_role_url, create_database, postgres_server
 
 MODEL_NAME = "yield"
@@ -49,6 +60,7 @@ def registry(database: str, home: Path) -> Iterator[Settings]:
         return
     with postgres_server() as server:
         owner = create_database(server)
+        upgrade_to_head(owner)  # creates the application's role, which the login role joins
         yield Settings(
             home=home,
             database_url=app_role_url(owner),
@@ -108,6 +120,8 @@ def run(args: argparse.Namespace, settings: Settings, workdir: Path) -> LoadFigu
     if args.seed_only:
         services.close()
         return None
+    database = postmaster_pid(make_url(settings.database_url).port or 0) if settings.database_url else None
+    database0 = cpu_seconds(database) if database else 0.0
     with LoadStack(settings, workdir / "stack", workers=args.workers) as stack:
         print(
             f"scanning through {stack.address}: {args.workers} worker(s), {args.concurrency} in flight; "
@@ -117,6 +131,7 @@ def run(args: argparse.Namespace, settings: Settings, workdir: Path) -> LoadFigu
         outcomes, wall, server_cpu, worker_cpu, client_cpu = asyncio.run(
             run_scans(stack, tenant_ids, MODEL_NAME, args.concurrency)
         )
+        database_cpu = cpu_seconds(database) - database0 if database else None
         server_peak = peak_rss_mb(stack.temporal_pid)
         worker_peak = max(peak_rss_mb(pid) for pid in stack.worker_pids)
     reports = sum(
@@ -138,6 +153,7 @@ def run(args: argparse.Namespace, settings: Settings, workdir: Path) -> LoadFigu
         server_peak_mb=server_peak,
         worker_peak_mb=worker_peak,
         outcomes=outcomes,
+        database_cpu_s=database_cpu,
     )
 
 

@@ -526,6 +526,22 @@ def peak_rss_mb(pid: int) -> float:
     return total
 
 
+def postmaster_pid(port: int) -> int | None:
+    """The PostgreSQL server listening on ``port`` (its backends are its children), found by its command line."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"postgres") and b"-p" in argv:
+            position = argv.index(b"-p")
+            if position + 1 < len(argv) and argv[position + 1] == str(port).encode():
+                return int(entry.name)
+    return None
+
+
 def _wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -699,6 +715,8 @@ class LoadFigures:
     worker_peak_mb: float
     """The largest worker's."""
     outcomes: list[ScanOutcome]
+    database_cpu_s: float | None = None
+    """PostgreSQL's server processes (SQLite runs inside the worker and is counted there)."""
 
     @property
     def per_minute(self) -> float:
@@ -711,7 +729,9 @@ class LoadFigures:
     def cpu_bound_per_minute(self) -> float:
         """Tenants per minute if the server and the worker had this machine's cores to themselves."""
         cores = os.cpu_count() or 1
-        return cores * 60.0 / self.per_scan(self.server_cpu_s + self.worker_cpu_s)
+        return (
+            cores * 60.0 / self.per_scan(self.server_cpu_s + self.worker_cpu_s + (self.database_cpu_s or 0.0))
+        )
 
     def levels(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -735,6 +755,11 @@ class LoadFigures:
             f"  tenants per minute        {self.per_minute:10.1f}   target >= {target_per_minute:.0f}: {verdict}",
             f"  Temporal server CPU/scan  {self.per_scan(self.server_cpu_s) * 1000:10.1f} ms",
             f"  worker CPU/scan (all)     {self.per_scan(self.worker_cpu_s) * 1000:10.1f} ms",
+            *(
+                [f"  PostgreSQL CPU/scan       {self.per_scan(self.database_cpu_s) * 1000:10.1f} ms"]
+                if self.database_cpu_s is not None
+                else []
+            ),
             f"  client CPU/scan           {self.per_scan(self.client_cpu_s) * 1000:10.1f} ms   (this process)",
             f"  peak RSS server / worker  {self.server_peak_mb:10.0f} / {self.worker_peak_mb:.0f} MiB",
             f"  scan latency p50/p95/max  {pct(0.5):10.2f} / {pct(0.95):.2f} / {pct(1.0):.2f} s",
@@ -742,7 +767,7 @@ class LoadFigures:
             f"  {fleet:,} tenants at this rate: {fleet_min:.0f} min "
             f"({'fits' if fleet_min <= 60 else 'does not fit'} one hourly period)",
             f"  CPU-bound capacity        {self.cpu_bound_per_minute:10.1f} tenants/min "
-            f"(server + worker CPU per scan over all cores; {fleet / self.cpu_bound_per_minute:.0f} min for "
+            f"(server + worker + database CPU per scan over all cores; {fleet / self.cpu_bound_per_minute:.0f} min for "
             f"{fleet:,})",
         ]
         return "\n".join(lines)
