@@ -71,6 +71,12 @@ def main() -> int:
     parser.add_argument("--server-kills", type=int, default=1, help="Temporal server SIGKILLs (default 1)")
     parser.add_argument("--seed", type=int, default=None, help="default: from the clock (printed)")
     parser.add_argument("--bootstrap-only", action="store_true", help="one lifecycle per tenant, no canary")
+    parser.add_argument(
+        "--max-trainings",
+        type=int,
+        default=8,
+        help="retrainings training at once (each job ~250 MB; default 8)",
+    )
     parser.add_argument("--deadline", type=float, default=3600.0, help="give up after this many seconds")
     parser.add_argument(
         "--dir", type=Path, default=None, help="keep the run's files here (default: a temp dir)"
@@ -91,6 +97,7 @@ def main() -> int:
         full_canary=not args.bootstrap_only,
         deadline_s=args.deadline,
         start_stagger_s=0.3,
+        max_trainings=args.max_trainings,
     )
     print(
         f"crash test: seed {seed} (rerun with --seed {seed}), {plan.tenants} tenants, {plan.worker_kills} worker "

@@ -29,6 +29,7 @@ from typing import IO, Any, Literal, Protocol, cast
 from pydantic import BaseModel, ConfigDict, Field
 
 from evolution.errors import InvalidInput, TrainingFailed
+from evolution.training.parent_watch import PARENT_PID_ENV
 from evolution.training.trainer import MODEL_FILES, TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,6 @@ THREAD_CAPS: dict[str, str] = {
     "BLIS_NUM_THREADS": "1",
 }
 _PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "VIRTUAL_ENV")
-# The pid of the process that started a local job: the job asks to be killed when that process dies.
-PARENT_PID_ENV = "EVOLUTION_JOB_PARENT_PID"
-_PR_SET_PDEATHSIG = 1
 _MAX_LOG_FILE_BYTES = 10 * 1024 * 1024
 
 Heartbeat = Callable[[str], None]
@@ -210,7 +208,7 @@ class LocalSubprocessBackend:
     def _child_env(self) -> dict[str, str]:
         env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
         env.update(THREAD_CAPS)
-        env[PARENT_PID_ENV] = str(os.getpid())
+        env[PARENT_PID_ENV] = str(os.getpid())  # the job dies with this process (parent_watch.py)
         env["PYTHONHASHSEED"] = "0"
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -407,25 +405,6 @@ def _rlimit_setter(memory_limit_mb: int | None, cpu_seconds: int | None) -> Call
             resource.setrlimit(which, value)
 
     return apply
-
-
-def die_with_parent(environ: Mapping[str, str] = os.environ) -> None:
-    """In a local job (call it first thing): SIGKILL this process when the worker that started it dies.
-
-    The job runs in a session of its own, so that a cancellation's killpg reaches everything it spawns; that
-    also shields it from a SIGKILL of the worker's process group, and a job that outlives its killed worker
-    races the retried attempt for the same output directory. On Linux the job asks the kernel for SIGKILL on
-    its parent's death (done here, in the single-threaded child, not in a preexec function of the threaded
-    worker); if the parent is already gone, it dies at once. Elsewhere, or without the variable, nothing.
-    """
-    expected = environ.get(PARENT_PID_ENV)
-    if not expected or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    if os.getppid() != int(expected):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _kill_group(process: asyncio.subprocess.Process) -> None:

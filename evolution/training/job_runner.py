@@ -14,16 +14,21 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from evolution.training.compute import RESULT_FILE, TrainingJob, die_with_parent, load_dataset, sha256_file
-from evolution.training.trainer import train
+from evolution.training.parent_watch import die_with_parent
+
+if TYPE_CHECKING:
+    from evolution.training.compute import TrainingJob
 
 log = logging.getLogger("evolution.training.job_runner")
 
 
 def run_job(job: TrainingJob) -> dict[str, Any]:
     """Train ``job`` and return what result.json should say; exceptions propagate to :func:`main`."""
+    from evolution.training.compute import load_dataset, sha256_file
+    from evolution.training.trainer import train
+
     started = time.monotonic()
     rows = load_dataset(job.dataset_path)
     log.info("job %s: loaded %d rows from %s", job.job_id, len(rows), job.dataset_path)
@@ -47,7 +52,9 @@ def run_job(job: TrainingJob) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    die_with_parent()  # a job must not outlive the worker that started it
+    die_with_parent()  # a job must not outlive the worker that started it: before the heavy imports below
+    from evolution.training.compute import RESULT_FILE, TrainingJob
+
     args = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     if len(args) != 1:

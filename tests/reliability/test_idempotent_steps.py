@@ -25,7 +25,7 @@ from evolution.registry.service import TransitionRequest
 from evolution.security import Principal
 from evolution.settings import Settings
 from evolution.timeutil import utcnow
-from evolution.training.compute import PARENT_PID_ENV
+from evolution.training.parent_watch import PARENT_PID_ENV
 from evolution.wiring import Services, build_services
 from tests.support.scenario import seed_tenant
 from tests.support.training_jobs import alive, all_dead, fake_python, wait_for_pids
@@ -101,7 +101,7 @@ asyncio.run(backend.run(make_job(tmp, training_dataset(tmp / "data.jsonl", rows=
 # A job that does what the job runner does first (die_with_parent), records its pid, then trains forever.
 JOB = """exec "{python}" -c '
 import os, time
-from evolution.training.compute import die_with_parent
+from evolution.training.parent_watch import die_with_parent
 die_with_parent()
 open("{pids}", "w").write(str(os.getpid()))
 time.sleep(300)

@@ -122,6 +122,9 @@ class CrashPlan:
     kill_aim_s: float = 5.0
     restart_delay_s: tuple[float, float] = (0.2, 2.0)
     start_stagger_s: float = 0.3
+    # At most this many retrainings train and validate at once (each training job is a ~250 MB process): the
+    # driver waits for a slot before it starts a retraining or a drift scan. The lifecycles still all overlap.
+    max_trainings: int = 8
     deadline_s: float = 900.0
 
     @property
@@ -504,6 +507,27 @@ async def patiently(what: str, call: Callable[[], Awaitable[T]], deadline: float
             delay = min(delay * 1.5, 3.0)
 
 
+# Phases of RetrainingStatus after training and validation: the retraining's training slot is free again.
+PAST_TRAINING = ("shadow", "canary", "awaiting_approval", "finished")
+
+
+class TrainingSlot:
+    """One tenant's hold on the driver's training slots: taken before a retraining starts, given back once."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def take(self) -> None:
+        await self._slots.acquire()
+        self._held = True
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+
 class CrashHarness:
     def __init__(self, plan: CrashPlan, root: Path) -> None:
         self.plan = plan
@@ -521,6 +545,7 @@ class CrashHarness:
         self._client: Client | None = None
         self._milestones = 0
         self._tail = JournalTail(self.journal_path)
+        self._training_slots = asyncio.Semaphore(plan.max_trainings)
         self._chaos_busy = False  # the chaos loop is between a kill and the restart: the watchdog stays away
         self.worker: WorkerProcess | None = None
         self.services: Services | None = None
@@ -702,8 +727,13 @@ class CrashHarness:
             )
             await asyncio.sleep(restart_after_s)
             # A training job must not outlive the worker that started it: its retry would race it for the files.
-            # Counted, then killed here so that one such bug does not hide the others.
+            # One still starting up may take a moment to notice; what is left after that is counted, then
+            # killed here so that one such bug does not hide the others.
+            grace_until = time.monotonic() + 10.0
             survivors = [pid for pid in training_jobs_under(self.home / "work") if pid in jobs]
+            while survivors and time.monotonic() < grace_until:
+                await asyncio.sleep(0.2)
+                survivors = [pid for pid in training_jobs_under(self.home / "work") if pid in jobs]
             self.chaos.orphaned_training_jobs += len(survivors)
             for pid in survivors:
                 with contextlib.suppress(ProcessLookupError):
@@ -745,11 +775,13 @@ class CrashHarness:
             passed[0] += 1
             self._milestones += 1
 
+        slot = TrainingSlot(self._training_slots)
         try:
             boot.started_s = self.elapsed()
+            await slot.take()
             await self._start_bootstrap(orchestrator, tenant)
             milestone()
-            boot.result = await self._to_the_end(orchestrator, tenant, None, milestone)
+            boot.result = await self._to_the_end(orchestrator, tenant, None, milestone, slot)
             boot.finished_s = self.elapsed()
             if drift is None:
                 return
@@ -773,12 +805,13 @@ class CrashHarness:
             drift.started_s = self.elapsed()
             await asyncio.to_thread(driver.round, self.plan.drift_rows)
             milestone()
+            await slot.take()
             scan = await self._drift_scan(tenant)
             milestone()
             if scan.retraining not in ("started", "already_running"):
                 drift.error = f"the drift scan did not start a retraining: {scan.level} {scan.message}"
                 return
-            drift.result = await self._to_the_end(orchestrator, tenant, driver, milestone)
+            drift.result = await self._to_the_end(orchestrator, tenant, driver, milestone, slot)
             drift.finished_s = self.elapsed()
             drift.traffic_rows = driver.sent
         except Exception as error:
@@ -786,6 +819,7 @@ class CrashHarness:
             failed.error = f"{type(error).__name__}: {error}"
             log.exception("tenant %s", tenant)
         finally:
+            slot.give_back()
             # A lifecycle that ended early passes its remaining milestones at once (the kills' gates count them).
             self._milestones += self.milestones_total // self.plan.tenants - passed[0]
 
@@ -832,6 +866,7 @@ class CrashHarness:
         tenant: str,
         driver: TrafficDriver | None,
         milestone: Callable[[], None],
+        slot: TrainingSlot,
     ) -> RetrainingResult:
         """Poll the status; send traffic while the candidate is scored; approve as a manager; the result."""
         poll_s = max(0.5, self.plan.tenants / 40)
@@ -841,6 +876,8 @@ class CrashHarness:
         scored = awaited = False
         while time.monotonic() < self._deadline:
             status = await orchestrator.retraining_status(tenant)
+            if status is not None and status.phase in PAST_TRAINING:
+                slot.give_back()
             if status is not None and status.phase == "finished":
                 break
             if status is not None and status.awaiting_approval:
@@ -861,6 +898,7 @@ class CrashHarness:
             await asyncio.sleep(poll_s)
         handle = self.client.get_workflow_handle(f"retrain/{tenant}", result_type=RetrainingResult)
         result = await patiently(f"result of retrain/{tenant}", handle.result, self._deadline)
+        slot.give_back()
         milestone()
         return result
 
