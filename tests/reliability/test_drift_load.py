@@ -24,7 +24,7 @@ from tests.support.load_seed import (
     LoadSeeder,
     LoadStack,
     LoadTenant,
-    _connect_when_healthy,
+    connect_when_healthy,
     run_scans,
     train_on_snapshot,
 )
@@ -90,7 +90,7 @@ def _seeding_stores_what_the_real_paths_would(
 
     tenant = tenants[1]
     key_id, private_pem = load_source_key(services.settings.keys_dir, tenant.tenant_id, SOURCE)
-    records = seeder._window(1, tenant.drifted)
+    records = seeder.window_records(1, tenant.drifted)
     events = records_to_events(
         records, tenant.tenant_id, key_id, private_pem, target="yield_t_ha", request_prefix="win"
     )
@@ -100,5 +100,5 @@ def _seeding_stores_what_the_real_paths_would(
 
 async def _drift_scan_workflows(stack: LoadStack) -> list[str]:
     settings = stack.settings.model_copy(update={"temporal_address": stack.address})
-    client = await _connect_when_healthy(settings)
+    client = await connect_when_healthy(settings)
     return [w.id async for w in client.list_workflows("WorkflowType = 'DriftScanWorkflow'")]

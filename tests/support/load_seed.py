@@ -260,11 +260,11 @@ class LoadSeeder:
         champion = self._champion(tenant_id, training, self.model)
         variant = index % self.window_variants
         drifted = self.drifted_every > 0 and variant % self.drifted_every == 0
-        window = self._window(variant, drifted)
+        window = self.window_records(variant, drifted)
         self._insert(tenant_id, key_id, private_pem, window, "win")
         return LoadTenant(tenant_id, champion, training.id, len(window), drifted)
 
-    def _window(self, variant: int, drifted: bool) -> list[dict[str, Any]]:
+    def window_records(self, variant: int, drifted: bool) -> list[dict[str, Any]]:
         """The scan window's records of one variant: the last hour before ``window_start`` + 1 h."""
         window = self._windows.get(variant)
         if window is None:
@@ -773,7 +773,7 @@ class LoadFigures:
         return "\n".join(lines)
 
 
-async def _connect_when_healthy(settings: Settings, timeout_s: float = 120.0) -> Client:
+async def connect_when_healthy(settings: Settings, timeout_s: float = 120.0) -> Client:
     """The dev server listens a moment before its frontend is healthy."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -796,7 +796,7 @@ async def run_scans(
     settings = stack.settings.model_copy(
         update={"temporal_address": stack.address, "task_queue": stack.task_queue}
     )
-    client = await _connect_when_healthy(settings)
+    client = await connect_when_healthy(settings)
     orchestrator = await connect_orchestrator(settings)
     await stack.wait_for_worker(client)
     gate = asyncio.Semaphore(concurrency)
