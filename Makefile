@@ -80,6 +80,10 @@ fuzz: $(STAMP) postgres-binaries
 bench-availability: $(STAMP) postgres-binaries
 	$(PY) bench/bench_serving_availability.py
 
+## 100 tenants' lifecycles while the worker is SIGKILLed 12 times and the Temporal server once (about 12 min).
+crash-test: $(STAMP)
+	$(PY) bench/crash_test.py --tenants 100 --kills 12 --seed 7
+
 ## Backup and point-in-time-recovery drill on a real PostgreSQL: RPO and RTO for registry, artifacts and keys.
 bench-restore: $(STAMP) postgres-binaries
 	$(PY) bench/bench_restore_drill.py
