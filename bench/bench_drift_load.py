@@ -12,7 +12,8 @@ server, the worker and this client (utime + stime from /proc), their peak reside
 the CPU-bound capacity (what the two cores could do if nothing else ran on this shared machine).
 
     python bench/bench_drift_load.py [--tenants 500] [--rows 10000] [--features 20] [--seed 7]
-                                     [--concurrency 4] [--database sqlite|postgresql] [--ingest bulk|signed]
+                                     [--workers 2] [--concurrency 4] [--labelled-share 1.0]
+                                     [--database sqlite|postgresql] [--ingest bulk|signed]
 """
 
 from __future__ import annotations
@@ -76,8 +77,11 @@ def main() -> int:
     parser.add_argument("--features", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--history-rows", type=int, default=2000, help="events the champion was trained on")
+    parser.add_argument(
+        "--labelled-share", type=float, default=1.0, help="share of window events carrying their outcome"
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="drift-scan workflows in flight")
-    parser.add_argument("--workers", type=int, default=1, help="`evolution worker` processes")
+    parser.add_argument("--workers", type=int, default=2, help="`evolution worker` processes (one per core)")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--ingest", choices=("bulk", "signed"), default="bulk", help="how events are seeded")
     parser.add_argument(
@@ -110,7 +114,10 @@ def run(args: argparse.Namespace, settings: Settings, workdir: Path) -> LoadFigu
     """Seed (unless ``workdir`` holds a seeding of the same parameters, e.g. a copy), then scan."""
     services = build_services(settings)
     tenant_ids = [f"load-{i:05d}" for i in range(args.tenants)]
-    params = {k: getattr(args, k) for k in ("tenants", "rows", "features", "seed", "history_rows", "ingest")}
+    params = {
+        k: getattr(args, k)
+        for k in ("tenants", "rows", "features", "seed", "history_rows", "ingest", "labelled_share")
+    }
     stamp = workdir / "seeded.json"
     if args.database == "sqlite" and stamp.exists() and json.loads(stamp.read_text()) == params:
         print(f"reusing the seeded tenants in {workdir}")
@@ -166,6 +173,7 @@ def seed(args: argparse.Namespace, services: Services, tenant_ids: list[str]) ->
         history_rows=args.history_rows,
         seed=args.seed,
         ingest=args.ingest,
+        labelled_share=args.labelled_share,
     )
     t0 = time.perf_counter()
 
@@ -177,7 +185,8 @@ def seed(args: argparse.Namespace, services: Services, tenant_ids: list[str]) ->
 
     print(
         f"seeding {args.tenants} tenants ({args.history_rows} training + {args.rows} window events each, "
-        f"{args.features} features, {args.ingest} insert, {args.database}); load average {_load()}",
+        f"{args.features} features, {args.labelled_share:.0%} labelled, {args.ingest} insert, {args.database}); "
+        f"load average {_load()}",
         flush=True,
     )
     seeder.seed_tenants(tenant_ids, progress)

@@ -209,9 +209,12 @@ class LoadSeeder:
         ingest: Ingest = "bulk",
         drifted_every: int = 4,
         window_variants: int = 16,
+        labelled_share: float = 1.0,
         now: datetime | None = None,
     ) -> None:
-        """``window_variants`` distinct scan windows are generated and tenant *i* gets variant i mod that (each
+        """``labelled_share``: the share of window events that carry their outcome (the scan predicts those for
+        the MAE check; 1.0, as in the demo's traffic, is the costliest). ``window_variants`` distinct scan windows
+        are generated and tenant *i* gets variant i mod that (each
         tenant's events are its own rows all the same: own request ids, source key and digests); every
         ``drifted_every``-th variant is drifted (0: none), so the scans see a realistic mix of ok and alert."""
         if rows < 1 or history_rows < 1:
@@ -224,6 +227,9 @@ class LoadSeeder:
         self.ingest = ingest
         self.drifted_every = drifted_every
         self.window_variants = max(1, window_variants)
+        if not 0.0 <= labelled_share <= 1.0:
+            raise InvalidInput(f"labelled_share must be between 0 and 1, got {labelled_share}")
+        self.labelled_share = labelled_share
         self._windows: dict[int, list[dict[str, Any]]] = {}
         self.now = now or utcnow()
         self.window_start = self.now - timedelta(hours=2)
@@ -276,6 +282,11 @@ class LoadSeeder:
                 len(self.features),
                 drift=DriftSpec(at=self.window_start) if drifted else None,
             )
+            # Outcomes (yields) come at harvest: only this share of a window's events carries one.
+            unlabelled = np.random.default_rng([self.seed, variant, 0x1ABE]).random(len(window))
+            for row, draw in zip(window, unlabelled, strict=True):
+                if draw >= self.labelled_share:
+                    row[TARGET] = None
             self._windows[variant] = window
         return window
 
