@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -181,17 +182,24 @@ class ProcessGroup:
         return [c.name for c in self.children if c.process is not None and c.process.poll() is None]
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Stop in reverse order: the dashboard and serving first, the workflow engine last."""
-        for child in reversed(self.children):
-            if child.process is None or child.process.poll() is not None:
-                continue
-            try:
-                os.killpg(child.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            try:
-                child.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.process.pid, signal.SIGKILL)
-                child.process.wait()
+        """Stop the dashboard, serving and the worker together, then the workflow engine they talk to.
+
+        Each phase waits at most ``timeout_s`` before SIGKILL (a worker finishing a sync activity may not stop at
+        once), so stopping takes at most twice that, however many services run.
+        """
+        running = [c for c in self.children if c.process is not None and c.process.poll() is None]
+        engine = [c for c in running if c.name == "temporal"]
+        for phase in ([c for c in running if c not in engine], engine):
+            for child in phase:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGTERM)  # type: ignore[union-attr]
+            deadline = time.monotonic() + timeout_s
+            for child in phase:
+                assert child.process is not None
+                try:
+                    child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(child.process.pid, signal.SIGKILL)
+                    child.process.wait()
         self.children.clear()

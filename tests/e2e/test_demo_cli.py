@@ -75,7 +75,17 @@ def scrape_while_running(
             while_running()
     finally:
         demo.send_signal(signal.SIGINT)
-        rest, _ = demo.communicate(timeout=120)
+        try:
+            # Stopping takes at most twice 15 s (evolution/processes.py); a loaded CI machine gets ample slack.
+            rest, _ = demo.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            rest, _ = demo.communicate()
+            logs = Path(env["EVOLUTION_HOME"], "logs")
+            tails = {p.name: p.read_text(errors="replace")[-1500:] for p in sorted(logs.glob("*"))}
+            raise AssertionError(
+                f"the demo did not stop after Ctrl-C: {(rest or '')[-2000:]} {tails}"
+            ) from None
     assert demo.returncode == 0
     return output + (rest or ""), {k: samples(v) for k, v in scraped.items()}, scraped
 

@@ -5,7 +5,7 @@ checked: no server error, every answer conforms to the declared responses (statu
 schema), every invalid input is rejected. Then the same case is sent without a token, with a forged token, and with
 another tenant's token: it must be refused (401, 401, 403), never answered with 2xx.
 
-Cases per operation and generation mode come from ``EVOLUTION_FUZZ_CASES`` (default 50, what ``make test`` runs;
+Cases per operation and generation mode come from ``EVOLUTION_FUZZ_CASES`` (default 25, what ``make test`` runs;
 ``make fuzz`` runs 1000). Generation is deterministic (derandomized), so a run is reproducible.
 """
 
@@ -56,7 +56,7 @@ from tests.support.http_server import serving
 from tests.support.models import install_model
 from tests.support.postgres import app_role_url, create_database
 
-CASES = int(os.environ.get("EVOLUTION_FUZZ_CASES", "50"))
+CASES = int(os.environ.get("EVOLUTION_FUZZ_CASES", "25"))
 ROOT = Principal.for_tenant("root", Role.ADMIN, "*")
 CHECKS = [
     not_a_server_error,

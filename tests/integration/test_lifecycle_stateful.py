@@ -12,7 +12,7 @@ grew, by one per applied transition; no tenant+model has two CHAMPIONs or two CA
 exactly its registrations plus its applied transitions (and each applied request left rows naming its own
 transitions); and periodically (and at the end of each run) each tenant's hash chain verifies.
 
-Length: ``EVOLUTION_FUZZ_STEPS`` steps in all (default 1,500, ~half a minute; ``make fuzz`` runs 10,000). Steps are
+Length: ``EVOLUTION_FUZZ_STEPS`` steps in all (default 1,000, ~20 s; ``make fuzz`` runs 10,000). Steps are
 counted across hypothesis' examples and the total is asserted to reach the target. Figures of the run are printed
 (``-s`` shows them): steps, applied transitions, refusals by kind, seconds.
 """
@@ -63,7 +63,7 @@ from evolution.security import PERMISSIONS, Action, Principal, Role
 S = ModelState
 TENANTS = ("acme", "globex")
 MODELS = ("yield", "yield", "yield", "moisture")  # mostly one model, so its versions meet
-TARGET_STEPS = int(os.environ.get("EVOLUTION_FUZZ_STEPS", "1500"))
+TARGET_STEPS = int(os.environ.get("EVOLUTION_FUZZ_STEPS", "1000"))
 STEPS_PER_EXAMPLE = 100
 CHAIN_CHECK_EVERY = 25
 

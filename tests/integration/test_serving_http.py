@@ -141,15 +141,23 @@ def test_a_tampered_champion_is_never_served_and_is_quarantined_with_a_reason(
 def test_metrics_count_requests_by_role_and_client_errors_do_not_hurt_availability(
     services: Services, client: httpx.Client, tmp_path: Path
 ) -> None:
+    def scrape() -> dict[str, float]:
+        text = client.get("/metrics").text
+        return {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in text.splitlines()
+            if line and line[0] != "#"
+        }
+
+    # The gauge is per process and earlier tests in this one may have counted failures: this test's requests
+    # (a client error, then answers) must not lower it.
+    before = scrape()["inference_availability_ratio"]
     client.post("/v1/tenants/acme/models/yield/predict", json={"instances": instances(1)})  # 404
     install_model(services, "acme", tmp_path, ModelState.CHAMPION)
     client.post("/v1/tenants/acme/models/yield/predict", json={"instances": instances(5)})
-    text = client.get("/metrics").text
-    samples = {
-        line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"
-    }
+    samples = scrape()
     served = 'inference_requests_total{model="yield",role="champion",status="ok",tenant="acme"}'
     refused = 'inference_requests_total{model="yield",role="none",status="client_error",tenant="acme"}'
     assert samples[served] >= 5 and samples[refused] >= 1
-    assert samples["inference_availability_ratio"] == 1.0
+    assert samples["inference_availability_ratio"] >= before
     assert any(k.startswith("inference_latency_seconds_bucket") and 'role="champion"' in k for k in samples)

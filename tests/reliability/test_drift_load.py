@@ -31,7 +31,7 @@ from tests.support.load_seed import (
 
 pytestmark = pytest.mark.slow
 
-TENANTS = 12
+TENANTS = 8
 ROWS = 2000
 FEATURES = 20
 
