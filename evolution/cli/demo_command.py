@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import signal
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -254,6 +255,10 @@ def demo(
     cfg = settings()
     progress = Progress()
     group = ProcessGroup(cfg, dashboard=not no_dashboard)
+    # Ctrl-C, and SIGTERM, stop the services even when a shell started the demo in the background (which would
+    # otherwise leave SIGINT ignored) or a supervisor stops it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     try:
         for child in group.start():
             progress.step(f"{child.name:<10} up at {child.address}")
