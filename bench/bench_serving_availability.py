@@ -68,7 +68,7 @@ from evolution.timeutil import utcnow
 from evolution.wiring import build_services
 from tests.support.models import install_model
 from tests.support.postgres import PgServer, app_role_url, create_database, stoppable_postgres_server
-from tests.support.temporal import temporal_cli_path
+from tests.support.temporal import dev_server_command
 
 REPO = Path(__file__).resolve().parents[1]
 EVOLUTION = str(Path(sys.executable).parent / "evolution")
@@ -114,24 +114,9 @@ class TemporalDevServer:
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self._command = [
-            temporal_cli_path(),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--http-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-            "--headless",
-            "--db-filename",
-            str(workdir / "temporal.db"),
-            "--log-level",
-            "error",
-        ]
+        self._command = dev_server_command(
+            self.port, workdir / "temporal.db", "error", http_port=free_port(), metrics_port=free_port()
+        )
         self._log = workdir / "temporal.out"
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -70,7 +70,7 @@ from evolution.timeutil import utcnow
 from evolution.verification import verify_all
 from evolution.wiring import Services, build_services
 from tests.support.scenario import SeededTenant, seed_tenant
-from tests.support.temporal import temporal_cli_path
+from tests.support.temporal import dev_server_command
 from workers.activity_journal import JOURNAL_ENV
 from workers.orchestrator import TemporalOrchestrator
 from workers.temporal_client import connect_client
@@ -178,20 +178,7 @@ class TemporalDevServer:
 
     def start(self) -> None:
         self.starts += 1
-        command = [
-            temporal_cli_path(),
-            "server",
-            "start-dev",
-            "--headless",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--db-filename",
-            str(self.db_path),
-            "--log-level",
-            "warn",
-        ]
+        command = dev_server_command(self.port, self.db_path, "warn")
         with (self.log_dir / f"temporal-{self.starts}.out").open("wb") as out:
             self.process = subprocess.Popen(
                 command,

