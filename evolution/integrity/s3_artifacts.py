@@ -43,12 +43,13 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, NamedTuple, cast
+from typing import Any, BinaryIO, Literal, cast
 
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from evolution.checks import CheckResult
 from evolution.errors import (
     Conflict,
     EvolutionError,
@@ -90,14 +91,6 @@ _BAD_CREDENTIALS = {
 }
 _EXISTS = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
 _UNSUPPORTED = {"501", "NotImplemented"}
-
-
-class CheckResult(NamedTuple):
-    """One line of ``evolution doctor``: what was checked, whether it passed, and what was found."""
-
-    name: str
-    ok: bool
-    detail: str
 
 
 class S3StoreConfig(BaseModel):

@@ -10,9 +10,9 @@
 
 from __future__ import annotations
 
+from evolution.checks import CheckResult
 from evolution.notifications.base import (
     ChannelResult,
-    CheckResult,
     DeliveryFailed,
     DeliveryResult,
     render_text,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
@@ -28,14 +28,6 @@ class DeliveryFailed(EvolutionError):
         self.detail = detail
         self.permanent = permanent
         self.attempts = attempts
-
-
-class CheckResult(NamedTuple):
-    """One line of ``evolution doctor``: what was checked, whether it passed, and what was seen."""
-
-    name: str
-    ok: bool
-    detail: str
 
 
 class ChannelResult(BaseModel):

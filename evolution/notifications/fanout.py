@@ -15,7 +15,8 @@ from datetime import datetime
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution.notifications.base import ChannelResult, CheckResult, DeliveryFailed, DeliveryResult
+from evolution.checks import CheckResult
+from evolution.notifications.base import ChannelResult, DeliveryFailed, DeliveryResult
 from evolution.notifications.config import NotificationsConfig
 from evolution.notifications.escalation import EscalationPolicy, Routing, read_outbox
 from evolution.notifications.smtp import SmtpNotifier

@@ -15,7 +15,8 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
-from evolution.notifications.base import CheckResult, DeliveryFailed, render_text
+from evolution.checks import CheckResult
+from evolution.notifications.base import DeliveryFailed, render_text
 from evolution.notifications.config import SmtpConfig
 from evolution.notify import NotificationIn
 from evolution.timeutil import utcnow

@@ -36,8 +36,9 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
+from evolution.checks import CheckResult
 from evolution.errors import IntegrityViolation
-from evolution.notifications.base import CheckResult, DeliveryFailed, redact_url, render_text
+from evolution.notifications.base import DeliveryFailed, redact_url, render_text
 from evolution.notifications.config import WebhookConfig
 from evolution.notify import NotificationIn
 from evolution.timeutil import iso, utcnow
