@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
-from evolution.contracts import ScanIn, ScanOut, SealIn, SealOut
+from evolution.contracts import ScanIn, ScanOut, SealIn, SealOut, SealScanIn, SealScanOut
 from evolution.drift_scan import DriftScanner
 
 
@@ -22,3 +22,8 @@ class DriftActivities:
     @domain_errors_are_final
     def scan_drift(self, inp: ScanIn) -> ScanOut:
         return self._scanner.scan(inp.tenant_id, inp.model_name, inp.snapshot_id)
+
+    @activity.defn(name="seal_and_scan_window")
+    @domain_errors_are_final
+    def seal_and_scan_window(self, inp: SealScanIn) -> SealScanOut:
+        return self._scanner.seal_and_scan(inp.tenant_id, inp.model_name, inp.min_rows, inp.window_end)

@@ -55,8 +55,23 @@ def _check_keys(obj: Any) -> None:
 
 def canonical_json(obj: Any) -> bytes:
     """Encode ``obj`` canonically as UTF-8 bytes; raises InvalidInput for anything without one encoding."""
+    text = _encode(obj)
+    _check_keys(obj)  # after encoding, which has already refused circular structures
+    return _utf8(text)
+
+
+def canonical_json_of_decoded(obj: Any) -> bytes:
+    """:func:`canonical_json` for values whose every object came from decoding JSON text (or str literals).
+
+    Such objects have string keys by construction, so the key walk, which costs more than the encoding on a
+    window of events, is skipped; the bytes are the same.
+    """
+    return _utf8(_encode(obj))
+
+
+def _encode(obj: Any) -> str:
     try:
-        text = _ENCODER.encode(obj)
+        text: str = _ENCODER.encode(obj)
     except ValueError as error:  # NaN/inf, circular reference
         if "float" in str(error):
             raise InvalidInput(
@@ -65,7 +80,10 @@ def canonical_json(obj: Any) -> bytes:
         raise InvalidInput(f"canonical JSON: {error}") from None
     except TypeError as error:  # a type json does not know (datetime, set, bytes, ...)
         raise InvalidInput(f"canonical JSON: {error}; convert it to a JSON type explicitly") from None
-    _check_keys(obj)  # after encoding, which has already refused circular structures
+    return text
+
+
+def _utf8(text: str) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as error:  # lone surrogates have no UTF-8 encoding

@@ -331,6 +331,22 @@ class ScanOut(BaseModel):
     message: str = ""
 
 
+class SealScanIn(BaseModel):
+    """Seal the window and scan it in one step (one activity: the scan reuses the rows the seal just read)."""
+
+    tenant_id: str
+    model_name: str
+    min_rows: int
+    window_end: datetime = Field(
+        description="Fixed by the workflow: a retried step finds the window its first attempt sealed."
+    )
+
+
+class SealScanOut(BaseModel):
+    sealed: SealOut
+    scan: ScanOut | None = Field(default=None, description="None when nothing was sealed (too few events).")
+
+
 class DriftScanResult(BaseModel):
     tenant_id: str
     snapshot_id: str | None

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
 from evolution import metrics
 from evolution.baselines import BaselineService
-from evolution.contracts import ScanOut, SealOut
+from evolution.contracts import ScanOut, SealOut, SealScanOut
 from evolution.drift_reports import DriftReportService
 from evolution.errors import InsufficientData, InvalidInput
 from evolution.integrity.signing import KeyRing
@@ -19,7 +21,7 @@ from evolution.models import ModelLoader
 from evolution.notify import NotificationIn, Notifier
 from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal
-from evolution.snapshots import DatasetSnapshotService
+from evolution.snapshots import DatasetSnapshotService, SnapshotView
 from evolution.stats.drift import scan
 from evolution.stats.drift_models import DriftResult
 from evolution.timeutil import as_utc, utcnow
@@ -57,18 +59,51 @@ class DriftScanner:
         With ``window_end`` (fixed by the workflow) it is idempotent: an attempt whose worker died after the
         seal committed is retried, and the retry finds that window instead of sealing the next, empty one.
         """
+        sealed, _ = self._seal(tenant_id, min_rows, window_end, keep_rows=False)
+        return sealed
+
+    def seal_and_scan(
+        self, tenant_id: str, model_name: str, min_rows: int, window_end: datetime
+    ) -> SealScanOut:
+        """Seal the window up to ``window_end`` and scan it, reusing the rows the seal read.
+
+        A retry after the seal committed finds the sealed window and scans it from the verified store instead.
+        """
+        sealed, window = self._seal(tenant_id, min_rows, window_end, keep_rows=True)
+        if sealed.snapshot_id is None:
+            return SealScanOut(sealed=sealed)
+        return SealScanOut(sealed=sealed, scan=self._scan(tenant_id, model_name, sealed.snapshot_id, window))
+
+    def _seal(
+        self, tenant_id: str, min_rows: int, window_end: datetime | None, keep_rows: bool
+    ) -> tuple[SealOut, tuple[SnapshotView, list[dict[str, Any]]] | None]:
         system = Principal.system(tenant_id)
         if window_end is not None:
             latest = self._snapshots.latest(system, tenant_id)
             if latest is not None and as_utc(latest.window_end) == as_utc(window_end):
-                return SealOut(snapshot_id=latest.id, rows=latest.row_count, message="sealed")
+                return SealOut(snapshot_id=latest.id, rows=latest.row_count, message="sealed"), None
+        end = window_end or utcnow()
         try:
-            snapshot = self._snapshots.seal(system, tenant_id, window_end or utcnow(), min_rows=min_rows)
+            if keep_rows:
+                snapshot, rows = self._snapshots.seal_for_scan(system, tenant_id, end, min_rows=min_rows)
+            else:
+                snapshot, rows = self._snapshots.seal(system, tenant_id, end, min_rows=min_rows), []
         except (InsufficientData, InvalidInput) as not_yet:
-            return SealOut(snapshot_id=None, rows=0, message=str(not_yet))
-        return SealOut(snapshot_id=snapshot.id, rows=snapshot.row_count, message="sealed")
+            return SealOut(snapshot_id=None, rows=0, message=str(not_yet)), None
+        sealed = SealOut(snapshot_id=snapshot.id, rows=snapshot.row_count, message="sealed")
+        return sealed, (snapshot, rows) if keep_rows else None
 
     def scan(self, tenant_id: str, model_name: str, snapshot_id: str) -> ScanOut:
+        return self._scan(tenant_id, model_name, snapshot_id, None)
+
+    def _scan(
+        self,
+        tenant_id: str,
+        model_name: str,
+        snapshot_id: str,
+        window: tuple[SnapshotView, list[dict[str, Any]]] | None,
+    ) -> ScanOut:
+        """Scan ``window`` (the snapshot and the rows just sealed) or, without it, the stored snapshot."""
         system = Principal.system(tenant_id)
         champion_view = self._registry.current(system, tenant_id, model_name, ModelState.CHAMPION)
         if champion_view is None:
@@ -86,11 +121,14 @@ class DriftScanner:
             return ScanOut(
                 report_id=None, level="no_baseline", message=f"champion v{champion.number} has no baseline"
             )
-        snapshot = self._snapshots.get(system, snapshot_id)
-        rows = self._snapshots.load_rows(snapshot, self._keyring)
+        if window is None:
+            snapshot = self._snapshots.get(system, snapshot_id)
+            rows = self._snapshots.load_rows(snapshot, self._keyring)
+        else:
+            snapshot, rows = window
         names = [f.name for f in frozen.features]
         model = champion.model
-        raw = {name: _column(rows, name) for name in dict.fromkeys([*names, *model.features])}
+        raw = _columns(rows, list(dict.fromkeys([*names, *model.features])))
         columns: dict[str, Any] = {name: _numeric_if_possible(raw[name]) for name in names}
         labelled = np.flatnonzero([row.get("actual") is not None for row in rows])
         abs_errors = None
@@ -161,8 +199,25 @@ class DriftScanner:
             )
 
 
-def _column(rows: list[dict[str, Any]], name: str) -> np.ndarray:
-    return np.asarray([row.get(name) for row in rows], dtype=object)
+def _columns(rows: list[dict[str, Any]], names: list[str]) -> dict[str, np.ndarray]:
+    """Object columns of ``rows``; a name a row lacks is None there."""
+    if not names:
+        return {}
+    if rows and len(names) > 1:
+        try:
+            # Every row usually has every feature: one C-level pick per row and one transpose.
+            picked = list(zip(*map(itemgetter(*names), rows), strict=True))
+        except KeyError:
+            pass
+        else:
+            return {name: _object_array(values) for name, values in zip(names, picked, strict=True)}
+    return {name: _object_array([row.get(name) for row in rows]) for name in names}
+
+
+def _object_array(values: Sequence[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values  # never a 2-D array, whatever the values are
+    return out
 
 
 def _model_columns(

@@ -12,19 +12,19 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution.canonical import canonical_json
+from evolution.canonical import canonical_json, canonical_json_of_decoded
 from evolution.errors import InsufficientData, IntegrityViolation, InvalidInput, NotFound
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.merkle import ChunkedMerkle
 from evolution.integrity.signing import KeyRing, Signature, Signer
 from evolution.registry.audit import append_audit, lock_tenant_chain
-from evolution.registry.db import reading, transaction
+from evolution.registry.db import consistent_reading, reading, transaction
 from evolution.registry.schema import DatasetSnapshot, LearningEvent
 from evolution.registry.tenancy import tenant_of_snapshot
 from evolution.security import Action, Principal, authorize
@@ -32,6 +32,7 @@ from evolution.timeutil import as_utc, iso, utcnow
 
 SNAPSHOT_SCHEMA = "controlled-evolution/dataset-snapshot/v1"
 ENCODE_BUFFER_BYTES = 1 << 20
+READ_BATCH_ROWS = 2000
 
 
 class SnapshotView(BaseModel):
@@ -100,21 +101,88 @@ def snapshot_statement(
     )
 
 
-def encode_event(row: LearningEvent) -> bytes:
-    return (
-        canonical_json(
-            {
-                "request_id": row.request_id,
-                "event_time": iso(row.event_time),
-                "features": row.features,
-                "prediction_id": row.prediction_id,
-                "actual": row.actual,
-                "source_key_id": row.source_key_id,
-                "payload_digest": row.payload_digest,
-            }
+class WindowEvent(NamedTuple):
+    """One learning event as sealed: the fields of its canonical line, with the time already in ISO form."""
+
+    request_id: str
+    event_time: str
+    features: dict[str, Any]
+    prediction_id: str | None
+    actual: float | None
+    source_key_id: str
+    payload_digest: str
+
+    def encode(self) -> bytes:
+        """The event's canonical line. Its features were decoded from JSON text, so their keys are strings."""
+        return (
+            canonical_json_of_decoded(
+                {
+                    "request_id": self.request_id,
+                    "event_time": self.event_time,
+                    "features": self.features,
+                    "prediction_id": self.prediction_id,
+                    "actual": self.actual,
+                    "source_key_id": self.source_key_id,
+                    "payload_digest": self.payload_digest,
+                }
+            )
+            + b"\n"
         )
-        + b"\n"
+
+    def scan_row(self) -> dict[str, Any]:
+        """The row :meth:`DatasetSnapshotService.load_rows` makes of this event's line."""
+        return {
+            **self.features,
+            "event_time": self.event_time,
+            "actual": self.actual,
+            "request_id": self.request_id,
+            "prediction_id": self.prediction_id,
+        }
+
+
+def _sqlite_time_iso(stored: str) -> str:
+    """ISO form of a time as SQLAlchemy stores it in SQLite (naive UTC, 'YYYY-MM-DD HH:MM:SS.ffffff')."""
+    if len(stored) == 26 and stored[10] == " " and stored[19] == ".":
+        return f"{stored[:10]}T{stored[11:]}Z"  # what iso() gives, without parsing: the seal's hottest loop
+    return iso(datetime.fromisoformat(stored))
+
+
+def window_events(session: Session, tenant_id: str, start: datetime, end: datetime) -> Iterator[WindowEvent]:
+    """The window's events in sealing order, read as columns (an ORM object per event costs more than sealing it).
+
+    On SQLite the time and the features are read as their stored text and converted here: SQLAlchemy's regex
+    datetime parsing alone would cost a third of the seal.
+    """
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    query = (
+        select(
+            LearningEvent.request_id,
+            type_coerce(LearningEvent.event_time, String) if sqlite else LearningEvent.event_time,
+            type_coerce(LearningEvent.features, String) if sqlite else LearningEvent.features,
+            LearningEvent.prediction_id,
+            LearningEvent.actual,
+            LearningEvent.source_key_id,
+            LearningEvent.payload_digest,
+        )
+        .where(
+            LearningEvent.tenant_id == tenant_id,
+            LearningEvent.event_time >= start,
+            LearningEvent.event_time < end,
+        )
+        .order_by(LearningEvent.event_time, LearningEvent.request_id)
+        .execution_options(yield_per=READ_BATCH_ROWS)
     )
+    loads = json.loads
+    for request_id, when, features, prediction_id, actual, source_key_id, digest in session.execute(query):
+        yield WindowEvent(
+            request_id,
+            _sqlite_time_iso(when) if sqlite else iso(when),
+            loads(features) if sqlite else features,
+            prediction_id,
+            actual,
+            source_key_id,
+            digest,
+        )
 
 
 class DatasetSnapshotService:
@@ -127,85 +195,164 @@ class DatasetSnapshotService:
         self, principal: Principal, tenant_id: str, window_end: datetime, min_rows: int = 1
     ) -> SnapshotView:
         """Seal the next window: from the end of the last snapshot (or the first event) up to ``window_end``."""
+        return self._seal(principal, tenant_id, window_end, min_rows, None)
+
+    def seal_for_scan(
+        self, principal: Principal, tenant_id: str, window_end: datetime, min_rows: int = 1
+    ) -> tuple[SnapshotView, list[dict[str, Any]]]:
+        """:meth:`seal`, also returning the rows :meth:`load_rows` would read back from the sealed window.
+
+        For a scan that follows at once: it saves reading, re-hashing and parsing the window it just wrote.
+        The rows are held in memory, as a scan of them would hold them anyway.
+        """
+        rows: list[dict[str, Any]] = []
+        return self._seal(principal, tenant_id, window_end, min_rows, rows), rows
+
+    def _seal(
+        self,
+        principal: Principal,
+        tenant_id: str,
+        window_end: datetime,
+        min_rows: int,
+        scan_rows: list[dict[str, Any]] | None,
+    ) -> SnapshotView:
         authorize(principal, Action.CREATE_SNAPSHOT, tenant_id)
         window_end = as_utc(window_end)
-        with transaction(self._factory, tenant_id) as session:
-            # Exclusive against ingestion batches (which hold the tenant row shared): no event can slip into a
-            # window between our read of it and the seal.
-            lock_tenant_chain(session, tenant_id)
-            last_end = session.scalar(
-                select(func.max(DatasetSnapshot.window_end)).where(DatasetSnapshot.tenant_id == tenant_id)
-            )
-            if last_end is not None:
-                start = as_utc(last_end)
-            else:
-                first = session.scalar(
-                    select(func.min(LearningEvent.event_time)).where(LearningEvent.tenant_id == tenant_id)
-                )
-                if first is None:
-                    raise InsufficientData(f"tenant {tenant_id!r} has no learning events to snapshot")
-                start = as_utc(first)
-            if window_end <= start:
-                raise InvalidInput(
-                    f"window_end {iso(window_end)} must be after the last sealed window's end {iso(start)}"
-                )
-            with tempfile.TemporaryDirectory(prefix="snapshot-") as scratch:
-                encoding = Path(scratch) / "events.jsonl"
-                rows, size, merkle = self._encode(session, tenant_id, start, window_end, encoding)
-                if rows < min_rows:
-                    raise InsufficientData(
-                        f"window {iso(start)} .. {iso(window_end)} holds {rows} events, fewer than {min_rows}"
-                    )
+        with tempfile.TemporaryDirectory(prefix="snapshot-") as scratch:
+            encoding = Path(scratch) / "events.jsonl"
+            # Read and encode first without the tenant's lock (on SQLite, the database's one write lock): holding
+            # it for the whole encoding would stall ingestion, and on SQLite every other tenant's writes.
+            with consistent_reading(self._factory, tenant_id) as session:
+                start = self._window_start(session, tenant_id, window_end)
+                encoded = self._encode(session, tenant_id, start, window_end, encoding, scan_rows)
+            self._require_rows(encoded[0], min_rows, start, window_end)
+            with transaction(self._factory, tenant_id) as session:
+                # Exclusive against ingestion batches (which hold the tenant row shared) and other seals: nothing
+                # can change the window between this check and the commit. Events are only ever inserted, so an
+                # unchanged start and count mean the very rows that were encoded.
+                lock_tenant_chain(session, tenant_id)
+                if not self._unchanged(session, tenant_id, start, window_end, encoded[0]):
+                    if scan_rows is not None:
+                        scan_rows.clear()
+                    start = self._window_start(session, tenant_id, window_end)
+                    encoded = self._encode(session, tenant_id, start, window_end, encoding, scan_rows)
+                    self._require_rows(encoded[0], min_rows, start, window_end)
+                rows, size, merkle = encoded
                 digest = self._store.put_file(tenant_id, encoding)
-            snapshot_id = f"ds-{uuid.uuid4().hex[:20]}"
-            root = merkle.root().hex()
-            statement = snapshot_statement(
-                snapshot_id, tenant_id, start, window_end, rows, size, root, digest
+                return self._record(
+                    session, principal, tenant_id, start, window_end, rows, size, merkle, digest
+                )
+
+    @staticmethod
+    def _window_start(session: Session, tenant_id: str, window_end: datetime) -> datetime:
+        """Where the next window starts: the end of the last snapshot, or the tenant's first event."""
+        last_end = session.scalar(
+            select(func.max(DatasetSnapshot.window_end)).where(DatasetSnapshot.tenant_id == tenant_id)
+        )
+        if last_end is not None:
+            start = as_utc(last_end)
+        else:
+            first = session.scalar(
+                select(func.min(LearningEvent.event_time)).where(LearningEvent.tenant_id == tenant_id)
             )
-            signature = self._signer.sign(statement)
-            row = DatasetSnapshot(
-                id=snapshot_id,
-                tenant_id=tenant_id,
-                window_start=start,
-                window_end=window_end,
-                row_count=rows,
-                byte_size=size,
-                leaf_count=len(merkle.leaf_hashes),
-                merkle_root=root,
-                artifact_digest=digest,
-                signature=signature.model_dump(mode="json"),
-                created_at=utcnow(),
+            if first is None:
+                raise InsufficientData(f"tenant {tenant_id!r} has no learning events to snapshot")
+            start = as_utc(first)
+        if window_end <= start:
+            raise InvalidInput(
+                f"window_end {iso(window_end)} must be after the last sealed window's end {iso(start)}"
             )
-            session.add(row)
-            session.flush()
-            append_audit(
-                session,
-                tenant_id=tenant_id,
-                principal=principal,
-                action="snapshot.sealed",
-                subject_type="dataset_snapshot",
-                subject_id=snapshot_id,
-                at=utcnow(),
-                details={
-                    "window_start": iso(start),
-                    "window_end": iso(window_end),
-                    "rows": rows,
-                    "merkle_root": root,
-                },
-            )
-            return SnapshotView.of(row)
+        return start
 
     @classmethod
+    def _unchanged(cls, session: Session, tenant_id: str, start: datetime, end: datetime, rows: int) -> bool:
+        if cls._window_start(session, tenant_id, end) != start:
+            return False  # another seal committed meanwhile
+        count = session.scalar(
+            select(func.count())
+            .select_from(LearningEvent)
+            .where(
+                LearningEvent.tenant_id == tenant_id,
+                LearningEvent.event_time >= start,
+                LearningEvent.event_time < end,
+            )
+        )
+        return count == rows
+
+    @staticmethod
+    def _require_rows(rows: int, min_rows: int, start: datetime, end: datetime) -> None:
+        if rows < min_rows:
+            raise InsufficientData(
+                f"window {iso(start)} .. {iso(end)} holds {rows} events, fewer than {min_rows}"
+            )
+
+    def _record(
+        self,
+        session: Session,
+        principal: Principal,
+        tenant_id: str,
+        start: datetime,
+        window_end: datetime,
+        rows: int,
+        size: int,
+        merkle: ChunkedMerkle,
+        digest: str,
+    ) -> SnapshotView:
+        """Sign the sealed window's statement and record it, with its audit entry, in ``session``."""
+        snapshot_id = f"ds-{uuid.uuid4().hex[:20]}"
+        root = merkle.root().hex()
+        statement = snapshot_statement(snapshot_id, tenant_id, start, window_end, rows, size, root, digest)
+        signature = self._signer.sign(statement)
+        row = DatasetSnapshot(
+            id=snapshot_id,
+            tenant_id=tenant_id,
+            window_start=start,
+            window_end=window_end,
+            row_count=rows,
+            byte_size=size,
+            leaf_count=len(merkle.leaf_hashes),
+            merkle_root=root,
+            artifact_digest=digest,
+            signature=signature.model_dump(mode="json"),
+            created_at=utcnow(),
+        )
+        session.add(row)
+        session.flush()
+        append_audit(
+            session,
+            tenant_id=tenant_id,
+            principal=principal,
+            action="snapshot.sealed",
+            subject_type="dataset_snapshot",
+            subject_id=snapshot_id,
+            at=utcnow(),
+            details={
+                "window_start": iso(start),
+                "window_end": iso(window_end),
+                "rows": rows,
+                "merkle_root": root,
+            },
+        )
+        return SnapshotView.of(row)
+
+    @staticmethod
     def _encode(
-        cls, session: Session, tenant_id: str, start: datetime, end: datetime, path: Path
+        session: Session,
+        tenant_id: str,
+        start: datetime,
+        end: datetime,
+        path: Path,
+        scan_rows: list[dict[str, Any]] | None = None,
     ) -> tuple[int, int, ChunkedMerkle]:
         """Stream the window's canonical encoding to ``path`` and the Merkle tree in bounded memory."""
         merkle = ChunkedMerkle()
         buffer = bytearray()
         rows = size = 0
         with path.open("wb") as out:
-            for event in cls._events(session, tenant_id, start, end):
-                buffer += encode_event(event)
+            for event in window_events(session, tenant_id, start, end):
+                buffer += event.encode()
+                if scan_rows is not None:
+                    scan_rows.append(event.scan_row())
                 rows += 1
                 if len(buffer) >= ENCODE_BUFFER_BYTES:
                     # Large updates: feeding the tree row by row would cost about twice a flat SHA-256.
@@ -217,20 +364,6 @@ class DatasetSnapshotService:
             out.write(buffer)
             size += len(buffer)
         return rows, size, merkle
-
-    @staticmethod
-    def _events(session: Session, tenant_id: str, start: datetime, end: datetime) -> Iterator[LearningEvent]:
-        query = (
-            select(LearningEvent)
-            .where(
-                LearningEvent.tenant_id == tenant_id,
-                LearningEvent.event_time >= start,
-                LearningEvent.event_time < end,
-            )
-            .order_by(LearningEvent.event_time, LearningEvent.request_id)
-            .execution_options(yield_per=2000)
-        )
-        yield from session.scalars(query)
 
     def get(self, principal: Principal, snapshot_id: str) -> SnapshotView:
         tenant_id = tenant_of_snapshot(self._factory, snapshot_id)

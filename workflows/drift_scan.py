@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -17,10 +17,20 @@ with workflow.unsafe.imports_passed_through():
         ScanOut,
         SealIn,
         SealOut,
+        SealScanIn,
+        SealScanOut,
     )
 
-from workflows.policies import DRIFT_SCAN_TIMEOUT, SNAPSHOT_TIMEOUT, TRANSIENT_RETRY
+from workflows.policies import (
+    DRIFT_SCAN_TIMEOUT,
+    SEAL_AND_SCAN_TIMEOUT,
+    SNAPSHOT_TIMEOUT,
+    TRANSIENT_RETRY,
+)
 from workflows.retraining import RetrainingWorkflow, retraining_workflow_id
+
+# Runs started before this change sealed and scanned in two activities; they replay on that path.
+SEAL_AND_SCAN_PATCH = "seal-and-scan-in-one-activity"
 
 
 def drift_scan_schedule_id(tenant_id: str) -> str:
@@ -35,15 +45,25 @@ def _capped(default: timedelta, cap_s: float | None) -> timedelta:
 class DriftScanWorkflow:
     @workflow.run
     async def run(self, inp: DriftScanInput) -> DriftScanResult:
-        sealed = await workflow.execute_activity(
-            "seal_window",
-            # The window's end is fixed here: a retried seal (its worker died) finds the window already sealed.
-            SealIn(tenant_id=inp.tenant_id, min_rows=inp.min_window_rows, window_end=workflow.now()),
-            result_type=SealOut,
-            start_to_close_timeout=_capped(SNAPSHOT_TIMEOUT, inp.step_timeout_s),
-            retry_policy=TRANSIENT_RETRY,
-        )
-        if sealed.snapshot_id is None:
+        # The window's end is fixed here: a retried step (its worker died) finds the window already sealed.
+        window_end = workflow.now()
+        if workflow.patched(SEAL_AND_SCAN_PATCH):
+            both = await workflow.execute_activity(
+                "seal_and_scan_window",
+                SealScanIn(
+                    tenant_id=inp.tenant_id,
+                    model_name=inp.model_name,
+                    min_rows=inp.min_window_rows,
+                    window_end=window_end,
+                ),
+                result_type=SealScanOut,
+                start_to_close_timeout=_capped(SEAL_AND_SCAN_TIMEOUT, inp.step_timeout_s),
+                retry_policy=TRANSIENT_RETRY,
+            )
+            sealed, scan = both.sealed, both.scan
+        else:
+            sealed, scan = await self._seal_then_scan(inp, window_end)
+        if scan is None:  # nothing sealed: too few events since the last window
             return DriftScanResult(
                 tenant_id=inp.tenant_id,
                 snapshot_id=None,
@@ -51,13 +71,6 @@ class DriftScanWorkflow:
                 level="insufficient_data",
                 message=sealed.message,
             )
-        scan = await workflow.execute_activity(
-            "scan_drift",
-            ScanIn(tenant_id=inp.tenant_id, model_name=inp.model_name, snapshot_id=sealed.snapshot_id),
-            result_type=ScanOut,
-            start_to_close_timeout=_capped(DRIFT_SCAN_TIMEOUT, inp.step_timeout_s),
-            retry_policy=TRANSIENT_RETRY,
-        )
         result = DriftScanResult(
             tenant_id=inp.tenant_id,
             snapshot_id=sealed.snapshot_id,
@@ -87,3 +100,24 @@ class DriftScanWorkflow:
         except WorkflowAlreadyStartedError:
             return result.model_copy(update={"retraining": "already_running"})
         return result.model_copy(update={"retraining": "started"})
+
+    async def _seal_then_scan(
+        self, inp: DriftScanInput, window_end: datetime
+    ) -> tuple[SealOut, ScanOut | None]:
+        sealed = await workflow.execute_activity(
+            "seal_window",
+            SealIn(tenant_id=inp.tenant_id, min_rows=inp.min_window_rows, window_end=window_end),
+            result_type=SealOut,
+            start_to_close_timeout=_capped(SNAPSHOT_TIMEOUT, inp.step_timeout_s),
+            retry_policy=TRANSIENT_RETRY,
+        )
+        if sealed.snapshot_id is None:
+            return sealed, None
+        scan = await workflow.execute_activity(
+            "scan_drift",
+            ScanIn(tenant_id=inp.tenant_id, model_name=inp.model_name, snapshot_id=sealed.snapshot_id),
+            result_type=ScanOut,
+            start_to_close_timeout=_capped(DRIFT_SCAN_TIMEOUT, inp.step_timeout_s),
+            retry_policy=TRANSIENT_RETRY,
+        )
+        return sealed, scan

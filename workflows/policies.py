@@ -24,6 +24,7 @@ REGISTRY_TIMEOUT = timedelta(seconds=60)
 QUERY_TIMEOUT = timedelta(seconds=60)
 SNAPSHOT_TIMEOUT = timedelta(minutes=10)
 DRIFT_SCAN_TIMEOUT = timedelta(minutes=15)
+SEAL_AND_SCAN_TIMEOUT = SNAPSHOT_TIMEOUT + DRIFT_SCAN_TIMEOUT
 VALIDATION_TIMEOUT = timedelta(minutes=15)
 LOOK_TIMEOUT = timedelta(minutes=2)
 TRAINING_HEARTBEAT = timedelta(seconds=60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# Set only while consistent_reading() begins: its SQLite transaction begins deferred (a WAL snapshot, no lock).
+_SQLITE_DEFERRED_BEGIN: ContextVar[bool] = ContextVar("sqlite_deferred_begin", default=False)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -36,7 +39,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if _SQLITE_DEFERRED_BEGIN.get() else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -98,6 +101,22 @@ def transaction(factory: sessionmaker[Session], tenant_id: str | None = None) ->
 def reading(factory: sessionmaker[Session], tenant_id: str | None) -> Iterator[Session]:
     """A session for reads on behalf of ``tenant_id``."""
     with tenant_session(factory, tenant_id) as session:
+        yield session
+
+
+@contextmanager
+def consistent_reading(factory: sessionmaker[Session], tenant_id: str | None) -> Iterator[Session]:
+    """A session for reads on behalf of ``tenant_id`` that holds no write lock, for long reads.
+
+    On SQLite its transaction begins deferred (every other begins IMMEDIATE, taking the database's one write lock
+    up front), so it reads one consistent WAL snapshot while other processes write. It must not write.
+    """
+    with tenant_session(factory, tenant_id) as session:
+        token = _SQLITE_DEFERRED_BEGIN.set(True)
+        try:
+            session.connection()  # begins this session's transaction now, so only it begins deferred
+        finally:
+            _SQLITE_DEFERRED_BEGIN.reset(token)
         yield session
 
 

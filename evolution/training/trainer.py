@@ -21,6 +21,7 @@ import math
 import pickle
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -409,6 +410,9 @@ def _key_text(name: str, value: Any) -> str:
 
 def _text_array(values: Sequence[Any]) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
+    if set(map(type, values)) <= {str, type(None)}:
+        out[:] = values  # the usual case, and a hot one when scanning: nothing to convert
+        return out
     for i, v in enumerate(values):
         if v is None or (isinstance(v, float) and math.isnan(v)):
             out[i] = None
@@ -468,7 +472,8 @@ def _design_matrix(
         col = columns[name]
         if name in encoders:
             codes = {c: float(i) for i, c in enumerate(encoders[name])}
-            matrix[:, j] = [codes.get(v, np.nan) if v is not None else np.nan for v in col]
+            # None and unseen categories are not keys: both become NaN (missing)
+            matrix[:, j] = list(map(codes.get, col, repeat(np.nan, n)))
         else:
             matrix[:, j] = col
     matrix[~np.isfinite(matrix)] = np.nan

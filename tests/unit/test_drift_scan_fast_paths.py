@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from evolution.drift_scan import _column, _model_columns, _numeric_if_possible
+from evolution.drift_scan import _columns, _model_columns, _numeric_if_possible
 from evolution.training.trainer import TrainingConfig, train
 from tests.support.load_seed import farm_rows
 
@@ -51,6 +51,24 @@ def test_an_integer_beyond_float_range_fails_as_before() -> None:
         _numeric_if_possible(column)
 
 
+ROW_SETS: dict[str, list[dict[str, Any]]] = {
+    "every row has every name": [{"a": 1, "b": "x", "c": None}, {"a": 2.5, "b": None, "c": [1, 2]}],
+    "a row lacks a name": [{"a": 1, "b": "x"}, {"a": 2}],
+    "no rows": [],
+    "one row": [{"a": (1, 2), "b": "x"}],
+}
+
+
+@pytest.mark.parametrize("rows", ROW_SETS.values(), ids=ROW_SETS.keys())
+@pytest.mark.parametrize("names", [["a", "b"], ["b"], []], ids=["two names", "one name", "no names"])
+def test_columns_equal_picking_each_value_row_by_row(rows: list[dict[str, Any]], names: list[str]) -> None:
+    columns = _columns(rows, names)
+    assert list(columns) == names
+    for name in names:
+        assert columns[name].dtype == object and columns[name].shape == (len(rows),)
+        assert list(columns[name]) == [row.get(name) for row in rows]
+
+
 def test_predicting_labelled_columns_equals_predicting_labelled_rows() -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     training = farm_rows(400, 3, start, 60.0, 20)
@@ -76,7 +94,7 @@ def test_predicting_labelled_columns_equals_predicting_labelled_rows() -> None:
         if i % 13 == 0:
             row["gdd"] = "1520.5"  # text where the model expects a number: converted by the model
     names = [f for f in features if f != "tillage"]  # the baseline's features; the model has one more
-    raw = {name: _column(rows, name) for name in dict.fromkeys([*names, *model.features])}
+    raw = _columns(rows, list(dict.fromkeys([*names, *model.features])))
     numeric = {name: _numeric_if_possible(raw[name]) for name in names}
     labelled = np.flatnonzero([row.get("actual") is not None for row in rows])
 
