@@ -137,6 +137,27 @@ class DriftReportService:
             )
             return [DriftReportView.of(r) for r in rows]
 
+    def for_snapshot(
+        self, principal: Principal, tenant_id: str, model_name: str, snapshot_id: str, window_end: datetime
+    ) -> DriftReportView | None:
+        """The newest report on ``model_name`` over snapshot ``snapshot_id`` (which ends at ``window_end``)."""
+        authorize(principal, Action.VIEW, tenant_id)
+        with reading(self._factory, tenant_id) as session:
+            rows = session.scalars(
+                select(DriftReport)
+                .where(
+                    DriftReport.tenant_id == tenant_id,
+                    DriftReport.model_name == model_name,
+                    DriftReport.window_end == window_end,
+                )
+                .order_by(DriftReport.created_at.desc())
+            )
+            for row in rows:
+                view = DriftReportView.of(row)
+                if view.report["window"]["snapshot_id"] == snapshot_id:
+                    return view
+        return None
+
     @staticmethod
     def verify(row: DriftReportView, keyring: KeyRing) -> None:
         body = canonical_json(row.report)

@@ -72,6 +72,21 @@ class DriftScanner:
         sealed, window = self._seal(tenant_id, min_rows, window_end, keep_rows=True)
         if sealed.snapshot_id is None:
             return SealScanOut(sealed=sealed)
+        if window is None:
+            # A retry: an earlier attempt of this step sealed the window, and may have reported on it before its
+            # worker died. Its report stands (no second one); its notification is sent again, as it may not
+            # have been (at least once).
+            reported = self._reports.for_snapshot(
+                Principal.system(tenant_id), tenant_id, model_name, sealed.snapshot_id, window_end
+            )
+            if reported is not None:
+                result = DriftResult.model_validate(reported.report["result"])
+                return SealScanOut(
+                    sealed=sealed,
+                    scan=self._announce(
+                        tenant_id, model_name, result, reported.id, reported.window_start, sealed.rows
+                    ),
+                )
         return SealScanOut(sealed=sealed, scan=self._scan(tenant_id, model_name, sealed.snapshot_id, window))
 
     def _seal(
@@ -91,7 +106,7 @@ class DriftScanner:
         except (InsufficientData, InvalidInput) as not_yet:
             return SealOut(snapshot_id=None, rows=0, message=str(not_yet)), None
         sealed = SealOut(snapshot_id=snapshot.id, rows=snapshot.row_count, message="sealed")
-        return sealed, (snapshot, rows) if keep_rows else None
+        return sealed, ((snapshot, rows) if keep_rows else None)
 
     def scan(self, tenant_id: str, model_name: str, snapshot_id: str) -> ScanOut:
         return self._scan(tenant_id, model_name, snapshot_id, None)
@@ -157,7 +172,19 @@ class DriftScanner:
             result.level,
             extra={"tenantId": tenant_id, "modelHash": champion.model_hash},
         )
-        self._record(tenant_id, model_name, result, snapshot.window_start)
+        return self._announce(tenant_id, model_name, result, report.id, snapshot.window_start, len(rows))
+
+    def _announce(
+        self,
+        tenant_id: str,
+        model_name: str,
+        result: DriftResult,
+        report_id: str,
+        window_start: datetime,
+        rows: int,
+    ) -> ScanOut:
+        """Metrics and, on warn or alert, a notification for a written report; the step's answer."""
+        self._record(tenant_id, model_name, result, window_start)
         alerts = [f.feature for f in result.features if f.status == "alert"]
         warnings = [f.feature for f in result.features if f.status == "warn"]
         if result.mae is not None and result.mae.status in ("warn", "alert"):
@@ -169,12 +196,10 @@ class DriftScanner:
                     severity="alert" if result.level == "alert" else "warning",
                     kind=f"drift.{result.level}",
                     subject=f"Drift {result.level} for {model_name}: {', '.join(alerts or warnings)}",
-                    body={"report_id": report.id, "alerts": alerts, "warnings": warnings},
+                    body={"report_id": report_id, "alerts": alerts, "warnings": warnings},
                 )
             )
-        return ScanOut(
-            report_id=report.id, level=result.level, alerts=alerts, message=f"{len(rows)} rows scanned"
-        )
+        return ScanOut(report_id=report_id, level=result.level, alerts=alerts, message=f"{rows} rows scanned")
 
     def _record(self, tenant_id: str, model_name: str, result: DriftResult, window_start: datetime) -> None:
         metrics.DRIFT_SCANS.labels(tenant_id, result.level).inc()

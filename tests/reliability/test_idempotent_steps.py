@@ -14,24 +14,32 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from evolution.demo import Scenario
+from evolution.demo_data import TARGET, DriftSpec, generate_rows
 from evolution.drift_scan import DriftScanner
 from evolution.lifecycle import ModelState
+from evolution.registry.db import tenant_session
+from evolution.registry.schema import Notification
 from evolution.registry.service import TransitionRequest
-from evolution.security import Principal
+from evolution.security import Principal, Role
 from evolution.settings import Settings
+from evolution.sources import create_source_key, records_to_events
 from evolution.timeutil import utcnow
 from evolution.training.parent_watch import PARENT_PID_ENV
 from evolution.wiring import Services, build_services
+from tests.support.models import install_model
 from tests.support.scenario import seed_tenant
 from tests.support.training_jobs import alive, all_dead, fake_python, wait_for_pids
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SYSTEM = Principal.system("acme")
+ADMIN = Principal.for_tenant("ada", Role.ADMIN, "acme")
 
 
 @pytest.fixture
@@ -66,6 +74,34 @@ def test_a_retried_seal_finds_the_window_its_first_attempt_sealed(services: Serv
     assert len(services.snapshots.list_snapshots(SYSTEM, "acme")) == 1
     # Without the fixed end a re-run seals the next window, empty: the scan (and its alert) would be skipped.
     assert scanner.seal_latest_window("acme", 50).snapshot_id is None
+
+
+def test_a_retried_seal_and_scan_keeps_its_first_report_and_notifies_again(
+    services: Services, tmp_path: Path
+) -> None:
+    now = utcnow()  # the services fixture seeded a history that ended an hour ago
+    services.snapshots.seal(SYSTEM, "acme", now - timedelta(minutes=50))
+    install_model(services, "acme", tmp_path, ModelState.CHAMPION)
+    services.baselines.reset(ADMIN, "acme", "yield", "the first window is the norm", services.keyring)
+    key_id, public_pem, key_path = create_source_key(services.settings.keys_dir, "acme", "window-2")
+    services.events.register_source_key(ADMIN, "acme", key_id, public_pem)
+    drifted = generate_rows(300, 9, now - timedelta(minutes=40), DriftSpec(at=now - timedelta(hours=1)), 1.0)
+    events = records_to_events(
+        drifted, "acme", key_id, key_path.read_bytes(), target=TARGET, request_prefix="w2"
+    )
+    assert services.events.ingest_objects(ADMIN, "acme", list(events), "test").accepted == 300
+    scanner = scanner_of(services)
+
+    # The worker died after the first attempt reported and notified, before it answered: the step runs again.
+    first = scanner.seal_and_scan("acme", "yield", 50, now)
+    retried = scanner.seal_and_scan("acme", "yield", 50, now)
+
+    assert first.scan is not None and first.scan.level == "alert" and first.sealed.rows == 300
+    assert retried == first
+    assert [r.id for r in services.drift_reports.list_reports(SYSTEM, "acme")] == [first.scan.report_id]
+    with tenant_session(services.factory, "acme") as session:
+        kinds = session.scalars(select(Notification.kind).where(Notification.kind == "drift.alert")).all()
+    assert len(kinds) == 2  # at least once: the first attempt may have died before its notification
 
 
 def test_a_retried_quarantine_gets_its_first_answer_and_is_audited_once(services: Services) -> None:
