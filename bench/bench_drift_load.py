@@ -15,13 +15,12 @@ the CPU-bound capacity (what the two cores could do if nothing else ran on this 
                                      [--workers 2] [--concurrency 4] [--labelled-share 1.0]
                                      [--database sqlite|postgresql] [--ingest bulk|signed]
 
-Measured on the 2-core machine this was written on, shared with other work (load average 1.5-3 besides the
-bench), 500 x 10,000 x 20, SQLite, 2 workers, 4 in flight: 58 tenants/min (wall), Temporal server 62 ms and
-workers 1,100 ms CPU per scan (seal ~620 ms, scan ~350 ms, SDK and process ~130 ms), peak RSS 235 MiB server and
-460 MiB per worker; CPU-bound capacity 103 tenants/min, so 10,000 tenants need ~97 min of both cores: the target
-(167/min) is missed by ~1.6x. One worker: 1,280 ms CPU per scan (four scans fight for one GIL); 8 in flight: no
-faster, 540 MiB per worker. PostgreSQL (100 tenants): worker 1,040 ms + server 34 ms per scan. 20 % of events
-labelled (fewer rows to predict): worker 900 ms per scan, capacity 126 tenants/min.
+Measured on the 2-core machine this was written on, shared with other work, 500 x 10,000 x 20, SQLite, 2 workers,
+4 in flight: 187 tenants/min (wall), Temporal server 42 ms and workers 571 ms CPU per scan, peak RSS 230 MiB server
+and 474 MiB per worker; CPU-bound capacity 196 tenants/min: 10,000 tenants take ~53 min. Before the scan was made
+one activity that reuses the rows its seal read (and the seal read columns instead of ORM objects, without holding
+the database's write lock while encoding): 58 tenants/min, workers 1,100 ms CPU per scan. 3 or 2 in flight: the
+same within noise (188 and 178/min on 150 tenants); 8 in flight is slower (four scans fight for one GIL).
 """
 
 from __future__ import annotations
