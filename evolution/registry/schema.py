@@ -331,4 +331,4 @@ class ApiToken(Base):
 
 
 # Tables whose rows are facts: the database refuses UPDATE and DELETE on them.
-IMMUTABLE_TABLES = ("audit_log", "dataset_snapshots", "drift_reports")
+IMMUTABLE_TABLES = ("audit_log", "dataset_snapshots", "drift_reports", "learning_events")  # 0001, 0007

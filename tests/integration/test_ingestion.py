@@ -115,7 +115,7 @@ def test_unknown_source_key_and_future_events_are_refused(
     assert [f for f, _ in reasons(registry_factory)] == ["source_key_id", "event_time"]
 
 
-def test_events_of_a_sealed_window_are_refused_and_snapshots_cannot_change(
+def test_events_of_a_sealed_window_are_refused_and_neither_events_nor_snapshots_can_change(
     ingestor: EventIngestor,
     source: tuple[str, bytes],
     registry_factory: sessionmaker[Session],
@@ -129,7 +129,13 @@ def test_events_of_a_sealed_window_are_refused_and_snapshots_cannot_change(
     late = event(100, source, event_time=iso(utcnow() - timedelta(hours=3)))
     summary = ingestor.ingest_objects(ADMIN, "acme", [late], "test")
     assert summary.rejected == 1 and "sealed" in summary.rejects[0].reason
-    for statement in ("UPDATE dataset_snapshots SET row_count = 1", "DELETE FROM dataset_snapshots"):
+    for statement in (
+        "UPDATE dataset_snapshots SET row_count = 1",
+        "DELETE FROM dataset_snapshots",
+        # A sealed window's count is how a seal proves it encoded the rows it commits: events never change.
+        "UPDATE learning_events SET actual = 0",
+        "DELETE FROM learning_events",
+    ):
         with (
             tenant_session(registry_factory, "acme") as session,
             pytest.raises(sa.exc.DBAPIError, match=r"append-only|permission denied"),
