@@ -104,6 +104,7 @@ class DriftScanWorkflow:
     async def _seal_then_scan(
         self, inp: DriftScanInput, window_end: datetime
     ) -> tuple[SealOut, ScanOut | None]:
+        """The two-activity path, kept for runs recorded before SEAL_AND_SCAN_PATCH (they must replay)."""
         sealed = await workflow.execute_activity(
             "seal_window",
             SealIn(tenant_id=inp.tenant_id, min_rows=inp.min_window_rows, window_end=window_end),
