@@ -106,15 +106,20 @@ def reading(factory: sessionmaker[Session], tenant_id: str | None) -> Iterator[S
 
 @contextmanager
 def consistent_reading(factory: sessionmaker[Session], tenant_id: str | None) -> Iterator[Session]:
-    """A session for reads on behalf of ``tenant_id`` that holds no write lock, for long reads.
+    """A session for long reads on behalf of ``tenant_id``: one snapshot of the database, and no write lock.
 
-    On SQLite its transaction begins deferred (every other begins IMMEDIATE, taking the database's one write lock
-    up front), so it reads one consistent WAL snapshot while other processes write. It must not write.
+    Every statement sees the same state: on SQLite the transaction begins deferred, a WAL read snapshot (every other
+    transaction begins IMMEDIATE, taking the database's one write lock up front); on PostgreSQL it runs at
+    REPEATABLE READ. It must not write.
     """
     with tenant_session(factory, tenant_id) as session:
         token = _SQLITE_DEFERRED_BEGIN.set(True)
         try:
-            session.connection()  # begins this session's transaction now, so only it begins deferred
+            # Begins this session's transaction now, so that only it begins deferred.
+            if session.get_bind().dialect.name == "postgresql":
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            else:
+                session.connection()
         finally:
             _SQLITE_DEFERRED_BEGIN.reset(token)
         yield session

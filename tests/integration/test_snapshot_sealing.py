@@ -26,7 +26,7 @@ from evolution.integrity.signing import (
     generate_source_keypair,
     key_id_for_public_pem,
 )
-from evolution.registry.db import tenant_session
+from evolution.registry.db import consistent_reading, tenant_session
 from evolution.registry.schema import DatasetSnapshot, LearningEvent
 from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal, Role
@@ -123,6 +123,20 @@ def during_first_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Cal
 
     monkeypatch.setattr(DatasetSnapshotService, "_encode", staticmethod(encode))
     yield actions.append
+
+
+def test_a_consistent_reading_sees_one_state_while_others_write(world: World) -> None:
+    world.send(5)
+
+    def count(session: Session) -> int:
+        return session.scalar(sa.select(sa.func.count()).select_from(LearningEvent)) or 0
+
+    with consistent_reading(world.factory, "acme") as session:
+        before = count(session)
+        world.send(3)  # committed by another session meanwhile; on SQLite it needs no lock the reader holds
+        assert count(session) == before == 5
+    with tenant_session(world.factory, "acme") as session:
+        assert count(session) == 8
 
 
 def test_the_sealed_bytes_are_the_canonical_lines_of_the_stored_events(world: World) -> None:
