@@ -27,6 +27,7 @@ from evolution.stats.drift_models import DriftConfig, ErrorBaseline
 from evolution.tenant_settings import TenantSettings
 from evolution.timeutil import utcnow
 from evolution.training.compute import ComputeBackend, TrainingJob
+from evolution.training.slots import TrainingSlots
 from evolution.training.trainer import TrainingConfig, holdout_mask
 from evolution.training.validation import validate
 
@@ -81,6 +82,7 @@ class CandidateBuilder:
         timeout_s: float,
         memory_limit_mb: int | None,
         gpus: int = 0,
+        slots: TrainingSlots | None = None,
     ) -> None:
         self._registry = registry
         self._snapshots = snapshots
@@ -94,6 +96,7 @@ class CandidateBuilder:
         self._timeout_s = timeout_s
         self._memory_limit_mb = memory_limit_mb
         self._gpus = gpus
+        self._slots = slots or TrainingSlots(None)
 
     def training_snapshot(self, tenant_id: str) -> SnapshotView:
         snapshot = self._snapshots.latest(Principal.system(tenant_id), tenant_id)
@@ -120,7 +123,24 @@ class CandidateBuilder:
         attempt: int = 1,
     ) -> TrainOut:
         """Train one candidate. Every attempt (retries included) is checked against the quota first (QuotaExceeded:
-        BLOCK_RETRAINING) and charged afterwards from its measured wall time, whatever became of it."""
+        BLOCK_RETRAINING) and charged afterwards from its measured wall time, whatever became of it.
+
+        It first waits for one of the worker's training slots (heartbeating): the wait is not charged, and the quota
+        is checked once the slot is held, against what the runs before it consumed.
+        """
+        async with self._slots.hold(f"training {run_id}", heartbeat):
+            return await self._train(tenant_id, model_name, version_id, seed, run_id, heartbeat, attempt)
+
+    async def _train(
+        self,
+        tenant_id: str,
+        model_name: str,
+        version_id: str,
+        seed: int,
+        run_id: str,
+        heartbeat: Callable[[str], None] | None,
+        attempt: int,
+    ) -> TrainOut:
         system = Principal.system(tenant_id)
         self._quota.check(system, tenant_id)
         snapshot = self.training_snapshot(tenant_id)

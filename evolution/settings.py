@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,8 @@ from evolution.integrity.kms_signing import KmsSignerConfig
 from evolution.integrity.s3_artifacts import S3StoreConfig
 from evolution.notifications.config import NotificationsConfig
 from evolution.training.kubernetes_manifest import KubernetesBackendConfig
+
+NO_LIMIT_WORDS = frozenset({"", "none", "null", "unlimited"})
 
 
 class Settings(BaseSettings):
@@ -127,6 +129,13 @@ class Settings(BaseSettings):
 
     training_timeout_s: float = 24 * 3600.0
     training_memory_limit_mb: int | None = 4096
+    max_concurrent_trainings: int | None = Field(
+        default=4,
+        ge=1,
+        description="Trainings one worker process runs at once; more wait (heartbeating, not charged) for a "
+        "slot. A local job holds its dataset and model in memory. None: no limit (e.g. a Kubernetes cluster "
+        "that queues Jobs itself; EVOLUTION_MAX_CONCURRENT_TRAININGS=none).",
+    )
     canary_share: float = Field(default=0.1, gt=0.0, lt=1.0)
 
     tracing: Literal["auto", "console", "otlp", "off"] = Field(
@@ -137,6 +146,14 @@ class Settings(BaseSettings):
         default=None,
         description="OTLP/HTTP collector, e.g. http://collector:4318 (/v1/traces is added); None: no OTLP.",
     )
+
+    @field_validator("training_memory_limit_mb", "max_concurrent_trainings", mode="before")
+    @classmethod
+    def _none_spelled_out(cls, value: Any) -> Any:
+        # An environment variable cannot be None: "none" (or empty) says "no limit".
+        if isinstance(value, str) and value.strip().lower() in NO_LIMIT_WORDS:
+            return None
+        return value
 
     @model_validator(mode="after")
     def _backends_configured(self) -> Settings:

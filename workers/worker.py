@@ -28,6 +28,7 @@ from evolution.retention import RetentionService
 from evolution.retraining import CandidateBuilder
 from evolution.settings import Settings, load_settings
 from evolution.training.compute import ComputeBackend
+from evolution.training.slots import TrainingSlots
 from evolution.wiring import Services, build_compute_backend, build_services
 from workers.activity_journal import journal_interceptors
 from workers.log_context import ActivityContext
@@ -62,6 +63,7 @@ def activity_objects(services: Services, compute: ComputeBackend | None = None) 
         gpus=settings.kubernetes.gpus
         if settings.compute_backend == "kubernetes" and settings.kubernetes is not None
         else 0,
+        slots=TrainingSlots(settings.max_concurrent_trainings),
     )
     scanner = DriftScanner(
         services.registry,
