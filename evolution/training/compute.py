@@ -132,7 +132,7 @@ class LocalSubprocessBackend:
 
         started = time.monotonic()
         try:
-            process = await asyncio.create_subprocess_exec(
+            process = await _spawn_or_kill(
                 self.python_executable,
                 "-m",
                 RUNNER_MODULE,
@@ -150,6 +150,8 @@ class LocalSubprocessBackend:
                 f"cannot start the training process {self.python_executable!r}: {exc}"
             ) from exc
         self._running[job.job_id] = process
+        if job.job_id in self._cancelled:  # cancel() came while the process was being started
+            _kill_group(process)
         tail = _LogTail(self.log_tail_chars * 4)
         log_file = (out / LOG_FILE).open("wb")
         reader = asyncio.create_task(_pump(process, tail, log_file))
@@ -170,11 +172,12 @@ class LocalSubprocessBackend:
         return self._result(job, process.returncode, timed_out, cancelled, time.monotonic() - started, tail)
 
     async def cancel(self, job_id: str) -> None:
-        process = self._running.get(job_id)
-        if process is None:
+        if job_id not in self._active:
             return
-        self._cancelled.add(job_id)
-        _kill_group(process)
+        self._cancelled.add(job_id)  # a job still starting is killed as soon as it is registered
+        process = self._running.get(job_id)
+        if process is not None:
+            _kill_group(process)
 
     def running_pids(self) -> dict[str, int]:
         """job_id -> pid (which is also the process group id) of the jobs running now."""
@@ -405,6 +408,23 @@ def _rlimit_setter(memory_limit_mb: int | None, cpu_seconds: int | None) -> Call
             resource.setrlimit(which, value)
 
     return apply
+
+
+async def _spawn_or_kill(program: str, *args: str, **kwargs: Any) -> asyncio.subprocess.Process:
+    """create_subprocess_exec, except that a caller cancelled while it runs does not leak the started child.
+
+    The child is running (it may have done work) before the coroutine returns its process: a cancellation then
+    would lose the only handle to kill it by.
+    """
+    spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(program, *args, **kwargs))
+    try:
+        return await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            process = await spawning
+            _kill_group(process)
+            await process.wait()
+        raise
 
 
 def _kill_group(process: asyncio.subprocess.Process) -> None:

@@ -312,6 +312,12 @@ class KubernetesJobBackend:
                 log.warning("training job %s: %s (will retry)", job.job_id, exc)
             else:
                 if current is None:
+                    # One read can lag behind a Job that exists (a stale cache answers 404): a second look decides.
+                    try:
+                        current = await self._read_job(name)
+                    except TrainingFailed:
+                        continue  # the API server is failing: the outage handling above takes it from here
+                if current is None:
                     if job.job_id in self._cancelled:
                         return _Outcome(kind="cancelled"), pod
                     return _Outcome(kind="failed", detail=f"Job {name} was deleted before it finished"), pod

@@ -62,6 +62,24 @@ async def test_the_job_sent_is_the_typed_manifest_and_cancel_deletes_it_in_the_f
     assert await _eventually(lambda: kube.job_names(NAMESPACE) == [])  # once its pod is gone
 
 
+async def test_one_read_that_misses_the_running_job_does_not_end_the_wait(
+    kube: FakeKube, tmp_path: Path, dataset: Path
+) -> None:
+    go, starts = tmp_path / "go", tmp_path / "starts"
+    python = fake_python(tmp_path, f'echo "$$" >> "{starts}"\nwhile [ ! -f "{go}" ]; do sleep 0.05; done')
+    backend = _backend(kube, tmp_path, python, poll_interval_s=0.05)
+    task = asyncio.create_task(backend.run(make_job(tmp_path, dataset)))
+    await wait_for_pids(starts, 1)
+    kube.stale_reads = 1  # the worker's next poll of its Job gets a lagging 404
+    assert await _eventually(lambda: kube.stale_reads == 0, timeout_s=30)
+    go.touch()
+    result = await asyncio.wait_for(task, timeout=60)
+    assert result.status == "failed" and result.exit_code == 0, (
+        result.error
+    )  # it ran to its end: no result.json
+    assert result.error is not None and "deleted" not in result.error
+
+
 async def test_workers_running_the_same_job_share_one_kubernetes_job_and_a_retry_adopts_the_finished_one(
     kube: FakeKube, tmp_path: Path, dataset: Path
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -110,12 +111,61 @@ async def test_cancel_by_job_id_stops_the_job_and_run_reports_it(tmp_path: Path,
     backend = LocalSubprocessBackend(fake_python(tmp_path, HANGING_JOB.format(pids=pid_file)))
     task = asyncio.create_task(backend.run(make_job(tmp_path, dataset, job_id="to-cancel")))
     pids = await wait_for_pids(pid_file, 2)
-    assert backend.running_pids() == {"to-cancel": pids[0]}
+    # The child can write its pids before the backend has registered it (a loaded machine): wait for both.
+    assert await _eventually(lambda: backend.running_pids() == {"to-cancel": pids[0]})
 
     await backend.cancel("to-cancel")
     result = await asyncio.wait_for(task, timeout=10)
     assert result.status == "failed" and result.error == "cancelled"
     assert await all_dead(pids)
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3])
+async def test_a_cancel_that_comes_while_the_job_is_starting_still_stops_it(
+    tmp_path: Path, dataset: Path, turns: int
+) -> None:
+    pid_file = tmp_path / "pids"
+    backend = LocalSubprocessBackend(fake_python(tmp_path, HANGING_JOB.format(pids=pid_file)))
+    task = asyncio.create_task(backend.run(make_job(tmp_path, dataset, job_id="early")))
+    for _ in range(turns):  # the run has claimed the job id and is starting its process
+        await asyncio.sleep(0)
+    await backend.cancel("early")
+    result = await asyncio.wait_for(task, timeout=10)
+    assert result.status == "failed" and result.error == "cancelled"
+    await _no_job_process_left(pid_file)
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3])
+async def test_a_caller_cancelled_while_the_job_is_starting_leaves_no_process(
+    tmp_path: Path, dataset: Path, turns: int
+) -> None:
+    pid_file = tmp_path / "pids"
+    backend = LocalSubprocessBackend(fake_python(tmp_path, HANGING_JOB.format(pids=pid_file)))
+    task = asyncio.create_task(backend.run(make_job(tmp_path, dataset)))
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _no_job_process_left(pid_file)
+    assert backend.running_pids() == {}
+
+
+async def _no_job_process_left(pid_file: Path) -> None:
+    """Whatever the job got to start before it was killed is dead (it may have been killed before writing pids)."""
+    await asyncio.sleep(0.3)
+    if pid_file.exists():
+        pids = [int(p) for p in pid_file.read_text().split()]
+        assert await all_dead(pids)
+
+
+async def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return condition()
 
 
 async def test_the_same_job_id_cannot_run_twice_at_once(tmp_path: Path, dataset: Path) -> None:
