@@ -129,112 +129,102 @@ class CandidateBuilder:
         is checked once the slot is held, against what the runs before it consumed.
         """
         async with self._slots.hold(f"training {run_id}", heartbeat):
-            return await self._train(tenant_id, model_name, version_id, seed, run_id, heartbeat, attempt)
-
-    async def _train(
-        self,
-        tenant_id: str,
-        model_name: str,
-        version_id: str,
-        seed: int,
-        run_id: str,
-        heartbeat: Callable[[str], None] | None,
-        attempt: int,
-    ) -> TrainOut:
-        system = Principal.system(tenant_id)
-        self._quota.check(system, tenant_id)
-        snapshot = self.training_snapshot(tenant_id)
-        rows = self.training_rows(snapshot)
-        settings = self._registry.tenant_settings(system, tenant_id)
-        config = training_config_for(rows, settings)
-        job_dir = self._work_dir / tenant_id / run_id.replace("/", "_")
-        shutil.rmtree(job_dir, ignore_errors=True)  # a retried attempt starts clean
-        output_dir = job_dir / "model"
-        output_dir.mkdir(parents=True)
-        dataset = job_dir / "dataset.jsonl"
-        with dataset.open("w", encoding="utf-8") as out:
-            for row in rows:
-                out.write(json.dumps(row) + "\n")
-        job = TrainingJob(
-            job_id=run_id.replace("/", "_")[-60:],
-            tenant=tenant_id,
-            model_name=model_name,
-            dataset_path=str(dataset),
-            config=config,
-            seed=seed,
-            output_dir=str(output_dir),
-            timeout_s=self._timeout_s,
-            memory_limit_mb=self._memory_limit_mb,
-            cpu_seconds=None,
-        )
-        charge_id = charge_id_of(run_id, attempt)
-        started = utcnow()
-        t0 = time.monotonic()
-        try:
-            result = await self._compute.run(job, heartbeat=heartbeat)
-        except BaseException as error:
-            # Cancelled from outside (the retraining's time limit ran out, or it was cancelled: the job is killed)
-            # or the backend broke: the time the job held its resources is charged all the same.
-            status = "timed_out" if isinstance(error, asyncio.CancelledError) else "error"
-            duration = time.monotonic() - t0
-            metrics.TRAINING_DURATION.labels(tenant_id, model_name, status).observe(duration)
+            system = Principal.system(tenant_id)
+            self._quota.check(system, tenant_id)
+            snapshot = self.training_snapshot(tenant_id)
+            rows = self.training_rows(snapshot)
+            settings = self._registry.tenant_settings(system, tenant_id)
+            config = training_config_for(rows, settings)
+            job_dir = self._work_dir / tenant_id / run_id.replace("/", "_")
+            shutil.rmtree(job_dir, ignore_errors=True)  # a retried attempt starts clean
+            output_dir = job_dir / "model"
+            output_dir.mkdir(parents=True)
+            dataset = job_dir / "dataset.jsonl"
+            with dataset.open("w", encoding="utf-8") as out:
+                for row in rows:
+                    out.write(json.dumps(row) + "\n")
+            job = TrainingJob(
+                job_id=run_id.replace("/", "_")[-60:],
+                tenant=tenant_id,
+                model_name=model_name,
+                dataset_path=str(dataset),
+                config=config,
+                seed=seed,
+                output_dir=str(output_dir),
+                timeout_s=self._timeout_s,
+                memory_limit_mb=self._memory_limit_mb,
+                cpu_seconds=None,
+            )
+            charge_id = charge_id_of(run_id, attempt)
+            started = utcnow()
+            t0 = time.monotonic()
             try:
-                self._quota.charge(
-                    system, tenant_id, charge_id, version_id, started, duration, status, gpus=self._gpus
+                result = await self._compute.run(job, heartbeat=heartbeat)
+            except BaseException as error:
+                # Cancelled from outside (the retraining's time limit ran out, or it was cancelled: the job is killed)
+                # or the backend broke: the time the job held its resources is charged all the same.
+                status = "timed_out" if isinstance(error, asyncio.CancelledError) else "error"
+                duration = time.monotonic() - t0
+                metrics.TRAINING_DURATION.labels(tenant_id, model_name, status).observe(duration)
+                try:
+                    self._quota.charge(
+                        system, tenant_id, charge_id, version_id, started, duration, status, gpus=self._gpus
+                    )
+                except Exception:
+                    log.exception("could not charge the interrupted training run %s", charge_id)
+                raise
+            duration = time.monotonic() - t0
+            self._quota.charge(
+                system, tenant_id, charge_id, version_id, started, duration, result.status, gpus=self._gpus
+            )
+            metrics.TRAINING_DURATION.labels(tenant_id, model_name, result.status).observe(duration)
+            if result.status != "succeeded":
+                raise TrainingFailed(
+                    f"training job {result.status}: {result.error or result.log_tail[-500:]}"
                 )
-            except Exception:
-                log.exception("could not charge the interrupted training run %s", charge_id)
-            raise
-        duration = time.monotonic() - t0
-        self._quota.charge(
-            system, tenant_id, charge_id, version_id, started, duration, result.status, gpus=self._gpus
-        )
-        metrics.TRAINING_DURATION.labels(tenant_id, model_name, result.status).observe(duration)
-        if result.status != "succeeded":
-            raise TrainingFailed(f"training job {result.status}: {result.error or result.log_tail[-500:]}")
 
-        # Sign exactly the model's files plus the baseline: not the job's own bookkeeping files.
-        signed_dir = job_dir / "signed"
-        signed_dir.mkdir()
-        for name in result.output_files:
-            shutil.copyfile(output_dir / name, signed_dir / name)
-        drift_config = settings.drift_config_over(DriftConfig())
-        baseline = build_baseline(feature_columns(rows, config.features), config=drift_config)
-        errors = result.metrics["holdout_abs_error"]
-        baseline = baseline.model_copy(
-            update={"errors": ErrorBaseline(n=errors["n"], mean=errors["mean"], var=errors["var"])}
-        )
-        (signed_dir / BASELINE_FILE).write_text(baseline.model_dump_json())
-        manifest = build_manifest_from_dir(
-            signed_dir,
-            tenant=tenant_id,
-            model_name=model_name,
-            dataset_snapshot_id=snapshot.id,
-            dataset_merkle_root=snapshot.merkle_root,
-            training_config=config.model_dump(mode="json"),
-            seed=seed,
-            trainer=TRAINER_NAME,
-            store=self._store,
-        )
-        signed = sign_manifest(manifest, self._signer)
-        self._store.put_bytes(tenant_id, signed.model_dump_json(by_alias=True).encode())
-        shutil.rmtree(job_dir, ignore_errors=True)
-        self._record_quality(tenant_id, model_name, version_id, rows, result.metrics)
-        log.info(
-            "trained candidate %s on snapshot %s in %.1fs (holdout MAE %.4f)",
-            version_id,
-            snapshot.id,
-            duration,
-            result.metrics.get("holdout_mae", float("nan")),
-            extra={"tenantId": tenant_id, "modelHash": signed.digest},
-        )
-        return TrainOut(
-            snapshot_id=snapshot.id,
-            model_hash=signed.digest,
-            signed_manifest=signed.model_dump(mode="json", by_alias=True),
-            metrics=result.metrics,
-            duration_s=duration,
-        )
+            # Sign exactly the model's files plus the baseline: not the job's own bookkeeping files.
+            signed_dir = job_dir / "signed"
+            signed_dir.mkdir()
+            for name in result.output_files:
+                shutil.copyfile(output_dir / name, signed_dir / name)
+            drift_config = settings.drift_config_over(DriftConfig())
+            baseline = build_baseline(feature_columns(rows, config.features), config=drift_config)
+            errors = result.metrics["holdout_abs_error"]
+            baseline = baseline.model_copy(
+                update={"errors": ErrorBaseline(n=errors["n"], mean=errors["mean"], var=errors["var"])}
+            )
+            (signed_dir / BASELINE_FILE).write_text(baseline.model_dump_json())
+            manifest = build_manifest_from_dir(
+                signed_dir,
+                tenant=tenant_id,
+                model_name=model_name,
+                dataset_snapshot_id=snapshot.id,
+                dataset_merkle_root=snapshot.merkle_root,
+                training_config=config.model_dump(mode="json"),
+                seed=seed,
+                trainer=TRAINER_NAME,
+                store=self._store,
+            )
+            signed = sign_manifest(manifest, self._signer)
+            self._store.put_bytes(tenant_id, signed.model_dump_json(by_alias=True).encode())
+            shutil.rmtree(job_dir, ignore_errors=True)
+            self._record_quality(tenant_id, model_name, version_id, rows, result.metrics)
+            log.info(
+                "trained candidate %s on snapshot %s in %.1fs (holdout MAE %.4f)",
+                version_id,
+                snapshot.id,
+                duration,
+                result.metrics.get("holdout_mae", float("nan")),
+                extra={"tenantId": tenant_id, "modelHash": signed.digest},
+            )
+            return TrainOut(
+                snapshot_id=snapshot.id,
+                model_hash=signed.digest,
+                signed_manifest=signed.model_dump(mode="json", by_alias=True),
+                metrics=result.metrics,
+                duration_s=duration,
+            )
 
     def _record_quality(
         self,

@@ -131,13 +131,20 @@ class WindowEvent(NamedTuple):
 
     def scan_row(self) -> dict[str, Any]:
         """The row :meth:`DatasetSnapshotService.load_rows` makes of this event's line."""
-        return {
-            **self.features,
-            "event_time": self.event_time,
-            "actual": self.actual,
-            "request_id": self.request_id,
-            "prediction_id": self.prediction_id,
-        }
+        return _scan_row(self.features, self.event_time, self.actual, self.request_id, self.prediction_id)
+
+
+def _scan_row(
+    features: dict[str, Any], event_time: str, actual: Any, request_id: str, prediction_id: str | None
+) -> dict[str, Any]:
+    """One event as the scan and the trainer read it: its features plus its time, outcome and ids."""
+    return {
+        **features,
+        "event_time": event_time,
+        "actual": actual,
+        "request_id": request_id,
+        "prediction_id": prediction_id,
+    }
 
 
 def _sqlite_time_iso(stored: str) -> str:
@@ -425,12 +432,6 @@ class DatasetSnapshotService:
         # inside strings, so its only raw newlines are the line ends.
         events = json.loads(b"[" + b",".join(data.splitlines()) + b"]")
         return [
-            {
-                **event["features"],
-                "event_time": event["event_time"],
-                "actual": event["actual"],
-                "request_id": event["request_id"],
-                "prediction_id": event["prediction_id"],
-            }
-            for event in events
+            _scan_row(e["features"], e["event_time"], e["actual"], e["request_id"], e["prediction_id"])
+            for e in events
         ]

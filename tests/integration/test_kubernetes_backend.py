@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,14 @@ from evolution.training.compute import RESULT_FILE
 from evolution.training.kubernetes_backend import KubernetesBackendConfig, KubernetesJobBackend
 from evolution.training.kubernetes_manifest import build_job, job_name
 from tests.support.fake_kube import NAMESPACE, FakeKube, backend_config, image_env
-from tests.support.training_jobs import HANGING_JOB, all_dead, fake_python, make_job, wait_for_pids
+from tests.support.training_jobs import (
+    HANGING_JOB,
+    all_dead,
+    eventually,
+    fake_python,
+    make_job,
+    wait_for_pids,
+)
 
 IMAGE = "evolution-training:test"
 
@@ -59,7 +66,7 @@ async def test_the_job_sent_is_the_typed_manifest_and_cancel_deletes_it_in_the_f
         {"namespace": NAMESPACE, "name": job_name("job-1"), "propagationPolicy": "Foreground"}
     ]
     assert await all_dead(pids)
-    assert await _eventually(lambda: kube.job_names(NAMESPACE) == [])  # once its pod is gone
+    assert await eventually(lambda: kube.job_names(NAMESPACE) == [])  # once its pod is gone
 
 
 async def test_one_read_that_misses_the_running_job_does_not_end_the_wait(
@@ -71,7 +78,7 @@ async def test_one_read_that_misses_the_running_job_does_not_end_the_wait(
     task = asyncio.create_task(backend.run(make_job(tmp_path, dataset)))
     await wait_for_pids(starts, 1)
     kube.stale_reads = 1  # the worker's next poll of its Job gets a lagging 404
-    assert await _eventually(lambda: kube.stale_reads == 0, timeout_s=30)
+    assert await eventually(lambda: kube.stale_reads == 0, timeout_s=30)
     go.touch()
     result = await asyncio.wait_for(task, timeout=60)
     assert result.status == "failed" and result.exit_code == 0, (
@@ -96,7 +103,7 @@ async def test_workers_running_the_same_job_share_one_kubernetes_job_and_a_retry
     tasks.append(asyncio.create_task(second.run(job)))
     # Usually the second worker's look misses and its create gets 409 (adopted); if the first worker's own read takes
     # the stale answer instead, the second finds the Job at once. Either way both must share the one Job.
-    assert await _eventually(lambda: kube.stale_reads == 0 and len(_job_posts(kube)) in (1, 2), timeout_s=30)
+    assert await eventually(lambda: kube.stale_reads == 0 and len(_job_posts(kube)) in (1, 2), timeout_s=30)
     go.touch()
     results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
 
@@ -143,7 +150,7 @@ async def test_a_short_api_outage_is_waited_out_with_heartbeats(
     await wait_for_pids(starts, 1)
     kube.unavailable = True
     before = len(beats)
-    assert await _eventually(lambda: len(beats) >= before + 3)  # still heartbeating while the API is away
+    assert await eventually(lambda: len(beats) >= before + 3)  # still heartbeating while the API is away
     kube.unavailable = False
     go.touch()
     result = await asyncio.wait_for(task, timeout=15)
@@ -244,16 +251,6 @@ async def test_an_unreachable_api_server_is_a_training_failure(tmp_path: Path, d
     )
     with pytest.raises(TrainingFailed, match="cannot read Job"):
         await KubernetesJobBackend(config).run(make_job(tmp_path, dataset))
-
-
-async def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 def _job_posts(kube: FakeKube) -> list[str]:

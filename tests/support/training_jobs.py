@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import stat
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -77,3 +78,14 @@ async def all_dead(pids: list[int], timeout_s: float = 5.0) -> bool:
             return True
         await asyncio.sleep(0.05)
     return False
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """Whether ``condition`` became true within ``timeout_s`` (polled every 50 ms)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True

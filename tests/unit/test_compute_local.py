@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from evolution.training.compute import (
     RESULT_FILE,
     LocalSubprocessBackend,
     TrainingJob,
+    TrainingJobResult,
     load_dataset,
     sha256_file,
     write_dataset,
@@ -30,6 +30,7 @@ from tests.support.training_jobs import (
     START,
     alive,
     all_dead,
+    eventually,
     fake_python,
     make_job,
     wait_for_pids,
@@ -112,7 +113,7 @@ async def test_cancel_by_job_id_stops_the_job_and_run_reports_it(tmp_path: Path,
     task = asyncio.create_task(backend.run(make_job(tmp_path, dataset, job_id="to-cancel")))
     pids = await wait_for_pids(pid_file, 2)
     # The child can write its pids before the backend has registered it (a loaded machine): wait for both.
-    assert await _eventually(lambda: backend.running_pids() == {"to-cancel": pids[0]})
+    assert await eventually(lambda: backend.running_pids() == {"to-cancel": pids[0]})
 
     await backend.cancel("to-cancel")
     result = await asyncio.wait_for(task, timeout=10)
@@ -125,11 +126,8 @@ async def test_a_cancel_that_comes_while_the_job_is_starting_still_stops_it(
     tmp_path: Path, dataset: Path, turns: int
 ) -> None:
     pid_file = tmp_path / "pids"
-    backend = LocalSubprocessBackend(fake_python(tmp_path, HANGING_JOB.format(pids=pid_file)))
-    task = asyncio.create_task(backend.run(make_job(tmp_path, dataset, job_id="early")))
-    for _ in range(turns):  # the run has claimed the job id and is starting its process
-        await asyncio.sleep(0)
-    await backend.cancel("early")
+    backend, task = await _starting_hanging_job(tmp_path, dataset, pid_file, turns)
+    await backend.cancel("job-1")
     result = await asyncio.wait_for(task, timeout=10)
     assert result.status == "failed" and result.error == "cancelled"
     await _no_job_process_left(pid_file)
@@ -140,15 +138,23 @@ async def test_a_caller_cancelled_while_the_job_is_starting_leaves_no_process(
     tmp_path: Path, dataset: Path, turns: int
 ) -> None:
     pid_file = tmp_path / "pids"
-    backend = LocalSubprocessBackend(fake_python(tmp_path, HANGING_JOB.format(pids=pid_file)))
-    task = asyncio.create_task(backend.run(make_job(tmp_path, dataset)))
-    for _ in range(turns):
-        await asyncio.sleep(0)
+    backend, task = await _starting_hanging_job(tmp_path, dataset, pid_file, turns)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await _no_job_process_left(pid_file)
     assert backend.running_pids() == {}
+
+
+async def _starting_hanging_job(
+    tmp_path: Path, dataset: Path, pid_file: Path, turns: int
+) -> tuple[LocalSubprocessBackend, asyncio.Task[TrainingJobResult]]:
+    """A hanging job's run, ``turns`` event-loop turns in: it has claimed its id and is starting its process."""
+    backend = LocalSubprocessBackend(fake_python(tmp_path, HANGING_JOB.format(pids=pid_file)))
+    task = asyncio.create_task(backend.run(make_job(tmp_path, dataset)))
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    return backend, task
 
 
 async def _no_job_process_left(pid_file: Path) -> None:
@@ -157,15 +163,6 @@ async def _no_job_process_left(pid_file: Path) -> None:
     if pid_file.exists():
         pids = [int(p) for p in pid_file.read_text().split()]
         assert await all_dead(pids)
-
-
-async def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.02)
-    return condition()
 
 
 async def test_the_same_job_id_cannot_run_twice_at_once(tmp_path: Path, dataset: Path) -> None:
