@@ -5,7 +5,6 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
-from evolution.circuit_breaker import CircuitBreaker
 from evolution.contracts import (
     BreakerCheckIn,
     BreakerCheckOut,
@@ -14,7 +13,8 @@ from evolution.contracts import (
     RetrainingBlockIn,
     RetrainingBlockOut,
 )
-from evolution.notify import NotificationIn, Notifier
+from evolution.notifications.outbox import NotificationIn, Notifier
+from evolution.registry.circuit_breaker import CircuitBreaker
 from evolution.security import Principal
 
 BLOCKED_KIND = "retraining.blocked"

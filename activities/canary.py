@@ -5,9 +5,9 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
-from evolution.canary_service import CanaryService
+from evolution.canary.service import CanaryService
 from evolution.contracts import LookIn, LookOut, PairsIn, ShadowOut
-from evolution.tracing import span
+from evolution.observability.tracing import span
 
 
 class CanaryActivities:

@@ -6,7 +6,7 @@ from temporalio import activity
 
 from activities.errors import domain_errors_are_final
 from evolution.contracts import ScanIn, ScanOut, SealIn, SealOut, SealScanIn, SealScanOut
-from evolution.drift_scan import DriftScanner
+from evolution.drift.scanner import DriftScanner
 
 
 class DriftActivities:

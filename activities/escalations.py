@@ -7,7 +7,7 @@ from temporalio import activity
 from activities.errors import domain_errors_are_final
 from evolution.contracts import EscalationsIn, EscalationsOut
 from evolution.notifications.fanout import FanOutNotifier
-from evolution.notify import Notifier
+from evolution.notifications.outbox import Notifier
 
 
 class EscalationActivities:

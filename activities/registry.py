@@ -22,13 +22,13 @@ from evolution.contracts import (
     TransitionOut,
 )
 from evolution.lifecycle import ModelState
-from evolution.metrics import record_retraining_outcome
-from evolution.models import ModelLoader
-from evolution.notify import NotificationIn, Notifier, notify_as
-from evolution.quota import QuotaManager
+from evolution.notifications.outbox import NotificationIn, Notifier, notify_as
+from evolution.observability.metrics import record_retraining_outcome
+from evolution.registry.quota import QuotaManager
 from evolution.registry.service import ModelRegistryService, TransitionRequest, VersionChanges
 from evolution.registry.views import VersionView
 from evolution.security import Principal, Role
+from evolution.training.loader import ModelLoader
 
 
 def principal_of(ref: PrincipalRef) -> Principal:

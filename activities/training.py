@@ -8,8 +8,8 @@ from temporalio import activity
 
 from activities.errors import domain_errors_are_final
 from evolution.contracts import TrainIn, TrainOut, ValidateIn, ValidateOut
-from evolution.retraining import CandidateBuilder
-from evolution.tracing import span
+from evolution.observability.tracing import span
+from evolution.training.candidates import CandidateBuilder
 
 
 class TrainingActivities:

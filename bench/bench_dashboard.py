@@ -19,8 +19,8 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from dashboard.state import get_services
+from evolution.governance.users import UserAccess
 from evolution.security import Role
-from evolution.users import UserAccess
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "dashboard" / "app.py")

@@ -41,10 +41,10 @@ from sqlalchemy import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services, build_services
 from evolution.registry.db import upgrade_to_head
 from evolution.security import Principal
-from evolution.settings import Settings
-from evolution.wiring import Services, build_services
 from tests.support.load_seed import (
     LoadFigures,
     LoadSeeder,

@@ -38,14 +38,14 @@ from evolution.backup.keys_backup import backup_keys, restore_keys
 from evolution.backup.manifest import read_manifest
 from evolution.backup.postgres_backup import PgConnection, archive_settings
 from evolution.backup.service import create_backup, restore_backup
-from evolution.demo import Scenario
+from evolution.demo.scenario import Scenario
 from evolution.integrity.artifacts import FilesystemArtifactStore, verify_artifact
 from evolution.integrity.signing import LocalEd25519Signer
+from evolution.platform.settings import Settings
+from evolution.platform.verification import verify_all
+from evolution.platform.wiring import build_services
 from evolution.security import Principal
-from evolution.settings import Settings
 from evolution.timeutil import utcnow
-from evolution.verification import verify_all
-from evolution.wiring import build_services
 from tests.integration.test_postgres_pitr_drill import run_drill, table_rows
 from tests.support.pg_cluster import postgres_cluster, server_owned_dir
 from tests.support.postgres import _free_port, create_database

@@ -59,13 +59,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 import psycopg
 
-from evolution.demo_data import TARGET, generate_rows
+from evolution.demo.synthetic import TARGET, generate_rows
 from evolution.lifecycle import ModelState
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import build_services
 from evolution.registry.db import upgrade_to_head
 from evolution.security import Principal, Role
-from evolution.settings import Settings
 from evolution.timeutil import utcnow
-from evolution.wiring import build_services
 from tests.support.models import install_model
 from tests.support.postgres import PgServer, app_role_url, create_database, stoppable_postgres_server
 from tests.support.temporal import dev_server_command

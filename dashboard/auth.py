@@ -11,9 +11,9 @@ import streamlit as st
 
 from dashboard.state import get_services
 from evolution.errors import EvolutionError
+from evolution.governance.users import UserAccess
+from evolution.platform.wiring import Services
 from evolution.security import Principal
-from evolution.users import UserAccess
-from evolution.wiring import Services
 
 SESSION_KEY = "signed_in"
 

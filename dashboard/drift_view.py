@@ -6,10 +6,10 @@ from typing import Any
 
 import pandas as pd
 
-from evolution.drift_reports import DriftReportView
+from evolution.drift.reports import DriftReportView
 from evolution.errors import IntegrityViolation
+from evolution.platform.wiring import Services
 from evolution.security import Principal
-from evolution.wiring import Services
 
 HISTORY = 60
 

@@ -6,9 +6,9 @@ import httpx
 import pandas as pd
 import streamlit as st
 
-from evolution.economics import ExecutiveSummary, executive_summary
+from evolution.governance.economics import ExecutiveSummary, executive_summary
+from evolution.platform.wiring import Services
 from evolution.security import Principal
-from evolution.wiring import Services
 
 SCRAPE_TIMEOUT_S = 0.5
 STATUS_TEXT = {"ok": "ok", "at_risk": "AT RISK", "breached": "BREACHED", "unknown": "unknown"}

@@ -8,7 +8,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from evolution.explain import (
+from evolution.lifecycle import ModelState
+from evolution.platform.wiring import Services
+from evolution.security import Principal
+from evolution.training.explain import (
     Explanation,
     Waterfall,
     compare_attributions,
@@ -16,10 +19,7 @@ from evolution.explain import (
     shap_values,
     waterfall,
 )
-from evolution.lifecycle import ModelState
-from evolution.models import LoadedModel
-from evolution.security import Principal
-from evolution.wiring import Services
+from evolution.training.loader import LoadedModel
 
 CANDIDATE_STATES = (ModelState.SHADOW, ModelState.CANARY)
 PAGE_ROWS = 250  # exact TreeSHAP costs about 1 ms a row; a sample keeps the page under 2 s

@@ -8,11 +8,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from dashboard.state import with_orchestrator
-from evolution.baselines import BaselineOverride
 from evolution.contracts import ApprovalRequest, ApprovalResponse, RetrainingStatus
+from evolution.drift.baselines import BaselineOverride
+from evolution.platform.wiring import Services
 from evolution.registry.service import TransitionResult
 from evolution.security import Principal
-from evolution.wiring import Services
 
 PROMOTE_MIN_LABELS = 1000
 ROLLBACK_MIN_LABELS = 200

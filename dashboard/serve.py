@@ -9,7 +9,7 @@ from prometheus_client import start_http_server
 from streamlit.web import cli as streamlit_cli
 
 from dashboard.state import get_services
-from evolution.settings import load_settings
+from evolution.platform.settings import load_settings
 
 APP = Path(__file__).resolve().parent / "app.py"
 

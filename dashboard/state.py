@@ -8,9 +8,9 @@ from typing import TypeVar
 
 import streamlit as st
 
-from evolution.orchestrator import Orchestrator, connect_orchestrator
-from evolution.settings import Settings, load_settings
-from evolution.wiring import Services, build_services
+from evolution.platform.orchestrator import Orchestrator, connect_orchestrator
+from evolution.platform.settings import Settings, load_settings
+from evolution.platform.wiring import Services, build_services
 
 T = TypeVar("T")
 

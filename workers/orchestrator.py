@@ -33,8 +33,8 @@ from evolution.contracts import (
     RetrainingStatus,
 )
 from evolution.errors import InvalidInput, NotFound
-from evolution.orchestrator import OrchestratorUnavailable, RetrainingAlreadyRunning
-from evolution.settings import Settings
+from evolution.platform.orchestrator import OrchestratorUnavailable, RetrainingAlreadyRunning
+from evolution.platform.settings import Settings
 from workers.temporal_client import connect_client
 from workflows.drift_scan import DriftScanWorkflow, drift_scan_schedule_id
 from workflows.escalations import ESCALATION_SCHEDULE_ID, ESCALATIONS_EVERY, EscalationWorkflow

@@ -10,13 +10,13 @@ from __future__ import annotations
 import uvicorn
 from fastapi import FastAPI
 
-from evolution.logging_setup import configure_logging
+from evolution.observability.logs import configure_logging
+from evolution.observability.tracing import configure_tracing
+from evolution.platform.settings import Settings, load_settings
+from evolution.platform.wiring import build_services
 from evolution.serving.app import create_app
 from evolution.serving.auth import TokenAuthenticator
 from evolution.serving.predictor import Predictor
-from evolution.settings import Settings, load_settings
-from evolution.tracing import configure_tracing
-from evolution.wiring import build_services
 
 
 def build(settings: Settings) -> tuple[FastAPI, Predictor]:

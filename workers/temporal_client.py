@@ -6,7 +6,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from evolution.settings import Settings
+from evolution.platform.settings import Settings
 from workers.tracing_interceptor import tracing_interceptor
 
 

@@ -21,7 +21,7 @@ from temporalio import workflow
 from temporalio.contrib.opentelemetry import TracingInterceptor, TracingWorkflowInboundInterceptor
 from temporalio.worker import ExecuteWorkflowInput, WorkflowInterceptorClassInput
 
-from evolution.tracing import pinned_span_ids
+from evolution.observability.tracing import pinned_span_ids
 
 ROOT_SPAN_EXTERN = "__evolution_opentelemetry_workflow_root_span"
 

@@ -21,15 +21,15 @@ from activities.escalations import EscalationActivities
 from activities.gc import GcActivities
 from activities.registry import RegistryActivities
 from activities.training import TrainingActivities
-from evolution.canary_service import CanaryService
-from evolution.drift_scan import DriftScanner
-from evolution.logging_setup import configure_logging
-from evolution.retention import RetentionService
-from evolution.retraining import CandidateBuilder
-from evolution.settings import Settings, load_settings
+from evolution.canary.service import CanaryService
+from evolution.drift.scanner import DriftScanner
+from evolution.governance.retention import RetentionService
+from evolution.observability.logs import configure_logging
+from evolution.platform.settings import Settings, load_settings
+from evolution.platform.wiring import Services, build_compute_backend, build_services
+from evolution.training.candidates import CandidateBuilder
 from evolution.training.compute import ComputeBackend
 from evolution.training.slots import TrainingSlots
-from evolution.wiring import Services, build_compute_backend, build_services
 from workers.activity_journal import journal_interceptors
 from workers.log_context import ActivityContext
 from workers.temporal_client import connect_client, metrics_runtime
@@ -133,7 +133,7 @@ async def run_worker(settings: Settings) -> None:
 
 
 def main() -> None:
-    from evolution.tracing import configure_tracing
+    from evolution.observability.tracing import configure_tracing
 
     settings = load_settings()
     configure_logging(settings, "worker", context=ActivityContext())

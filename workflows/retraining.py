@@ -3,7 +3,7 @@
 Before anything runs, the tenant's circuit breaker and then its quota are checked; a closed gate ends the run at
 once with outcome ``blocked`` and the code (CIRCUIT_OPEN or BLOCK_RETRAINING), audited and notified. The training
 activity re-checks the quota before every attempt (retries included) and charges each attempt's measured time.
-Every finished run reports its outcome to the circuit breaker (see evolution.circuit_breaker for what counts).
+Every finished run reports its outcome to the circuit breaker (see evolution.registry.circuit_breaker for what counts).
 """
 
 from __future__ import annotations

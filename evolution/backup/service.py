@@ -68,7 +68,7 @@ from evolution.backup.sqlite_backup import backup_sqlite, restore_sqlite, sqlite
 from evolution.errors import Conflict, IntegrityViolation, InvalidInput, NotFound
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.signing import Signer
-from evolution.settings import Settings
+from evolution.platform.settings import Settings
 from evolution.timeutil import as_utc, utcnow
 
 logger = logging.getLogger(__name__)

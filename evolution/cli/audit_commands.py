@@ -6,10 +6,10 @@ from typing import Annotated
 
 import typer
 
-from evolution.audit_checkpoints import AuditCheckpointer
 from evolution.cli import registry_commands
 from evolution.cli.context import EXIT_FAILURE, friendly_errors, services, table
 from evolution.errors import InvalidInput
+from evolution.registry.audit_checkpoints import AuditCheckpointer
 
 audit_app = typer.Typer(
     help="The audit trail (`evolution audit -t TENANT`) and its signed checkpoints.",

@@ -19,9 +19,9 @@ from evolution.backup.service import (
 )
 from evolution.cli.context import EXIT_FAILURE, friendly_errors, services, settings, table
 from evolution.errors import InvalidInput
+from evolution.platform.verification import VerificationReport, verify_all
+from evolution.platform.wiring import build_artifact_store, build_signer
 from evolution.timeutil import iso, parse_iso
-from evolution.verification import VerificationReport, verify_all
-from evolution.wiring import build_artifact_store, build_signer
 
 backup_app = typer.Typer(
     help="Backups of the registry, the artifact store and the keys (docs/backup-and-restore.md).",

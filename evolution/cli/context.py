@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import typer
 
 from evolution.errors import EvolutionError, InvalidInput, NotFound, PermissionDenied
+from evolution.platform.settings import Settings, load_settings
+from evolution.platform.wiring import Services, build_services
 from evolution.security import Principal, Role
-from evolution.settings import Settings, load_settings
-from evolution.wiring import Services, build_services
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -21,17 +21,17 @@ from evolution.contracts import (
     RetrainingResult,
     RolloutTiming,
 )
-from evolution.demo import HttpTransport, Scenario, TrafficDriver, history_records
-from evolution.demo_data import TARGET, DriftSpec
+from evolution.data.sources import create_source_key, load_source_key, records_to_events, source_key_path
+from evolution.demo.scenario import HttpTransport, Scenario, TrafficDriver, history_records
+from evolution.demo.synthetic import TARGET, DriftSpec
 from evolution.errors import Conflict, EvolutionError
-from evolution.orchestrator import Orchestrator, connect_orchestrator, start_retraining_as
-from evolution.processes import ProcessGroup
+from evolution.platform.orchestrator import Orchestrator, connect_orchestrator, start_retraining_as
+from evolution.platform.processes import ProcessGroup
+from evolution.platform.settings import Settings
+from evolution.platform.verification import verify_all
+from evolution.platform.wiring import Services, build_services
 from evolution.security import Principal, Role
-from evolution.settings import Settings
-from evolution.sources import create_source_key, load_source_key, records_to_events, source_key_path
 from evolution.timeutil import utcnow
-from evolution.verification import verify_all
-from evolution.wiring import Services, build_services
 
 DEMO_ADMIN = "demo-admin"
 DEMO_MANAGER = "demo-manager"

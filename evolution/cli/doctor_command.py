@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from evolution.cli.context import settings
-from evolution.doctor import CHECKS, render_table, run_checks
+from evolution.platform.doctor import CHECKS, render_table, run_checks
 
 
 def doctor(

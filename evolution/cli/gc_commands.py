@@ -1,4 +1,4 @@
-"""`evolution gc run`: retention and garbage collection of a tenant's model artifacts (see evolution/retention.py)."""
+"""`evolution gc run`: retention and garbage collection of a tenant's model artifacts (see evolution/governance/retention.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
-from evolution.retention import GcReport, RetentionPlan, RetentionService
+from evolution.governance.retention import GcReport, RetentionPlan, RetentionService
 
 gc_app = typer.Typer(
     help="Retention and garbage collection: keep the last versions and every champion, collect old "

@@ -19,7 +19,7 @@ from evolution.cli.audit_commands import audit_app
 from evolution.cli.backup_commands import register as register_backup_commands
 from evolution.cli.stats_commands import canary_app, drift_app
 from evolution.cli.user_commands import users_app
-from evolution.orchestrator import orchestrator_was_used
+from evolution.platform.orchestrator import orchestrator_was_used
 
 app = typer.Typer(
     name="evolution",

@@ -9,7 +9,7 @@ import typer
 from evolution.cli.context import friendly_errors, operator, run_async, settings
 from evolution.contracts import ApprovalRequest, DriftScanInput, PrincipalRef, RetrainingInput
 from evolution.errors import InvalidInput, NotFound
-from evolution.orchestrator import Orchestrator, connect_orchestrator, start_retraining_as
+from evolution.platform.orchestrator import Orchestrator, connect_orchestrator, start_retraining_as
 from evolution.security import Action, authorize
 
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]

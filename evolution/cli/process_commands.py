@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from evolution.cli.context import friendly_errors, settings
-from evolution.processes import REPO_ROOT, ProcessGroup
+from evolution.platform.processes import REPO_ROOT, ProcessGroup
 
 
 @friendly_errors

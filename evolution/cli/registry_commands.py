@@ -10,13 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
-from evolution.circuit_breaker import CircuitBreaker
 from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
+from evolution.data.sources import create_source_key, load_source_key, records_to_events
 from evolution.errors import InvalidInput
-from evolution.sources import create_source_key, load_source_key, records_to_events
+from evolution.platform.verification import verify_all
+from evolution.platform.wiring import Services
+from evolution.registry.circuit_breaker import CircuitBreaker
 from evolution.timeutil import utcnow
-from evolution.verification import verify_all
-from evolution.wiring import Services
 
 tenant_app = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
 source_app = typer.Typer(help="Event sources and their signing keys.", no_args_is_help=True)

@@ -31,10 +31,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from evolution.checks import CheckResult
 from evolution.errors import Conflict, EvolutionError, IntegrityViolation, InvalidInput
 from evolution.integrity.aws import aws_session
 from evolution.integrity.signing import Signature, key_id_for_public_pem, signed_message, verify_signature
+from evolution.observability.checks import CheckResult
 
 logger = logging.getLogger(__name__)
 

@@ -49,7 +49,6 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from evolution.checks import CheckResult
 from evolution.errors import (
     Conflict,
     EvolutionError,
@@ -67,6 +66,7 @@ from evolution.integrity.artifacts import (
 )
 from evolution.integrity.aws import aws_session
 from evolution.integrity.object_keys import canonical_object_key, canonical_prefix, key_is_under
+from evolution.observability.checks import CheckResult
 
 logger = logging.getLogger(__name__)
 

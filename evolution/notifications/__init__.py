@@ -1,6 +1,6 @@
-"""Notifications behind the one :class:`~evolution.notify.Notifier` port.
+"""Notifications behind the one :class:`~evolution.notifications.outbox.Notifier` port.
 
-* ``OutboxNotifier`` (in :mod:`evolution.notify`): the embedded default, a row in ``notifications`` plus the log.
+* ``OutboxNotifier`` (in :mod:`evolution.notifications.outbox`): the embedded default, a row in ``notifications`` plus the log.
 * :class:`SmtpNotifier`: plain-text e-mail over SMTP (STARTTLS or implicit TLS, optional login).
 * :class:`WebhookNotifier`: JSON POST signed with HMAC-SHA256 over timestamp and body; receivers check it with
   :func:`verify_webhook_signature`.
@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from evolution.checks import CheckResult
 from evolution.notifications.base import (
     ChannelResult,
     DeliveryFailed,
@@ -34,6 +33,7 @@ from evolution.notifications.escalation import (
     read_outbox,
 )
 from evolution.notifications.fanout import FanOutNotifier
+from evolution.notifications.outbox import NotificationIn, Notifier, OutboxNotifier
 from evolution.notifications.smtp import SmtpNotifier
 from evolution.notifications.webhook import (
     SIGNATURE_HEADER,
@@ -42,7 +42,7 @@ from evolution.notifications.webhook import (
     sign_webhook,
     verify_webhook_signature,
 )
-from evolution.notify import NotificationIn, Notifier, OutboxNotifier
+from evolution.observability.checks import CheckResult
 
 __all__ = [
     "SIGNATURE_HEADER",

@@ -15,20 +15,20 @@ from datetime import datetime
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution.checks import CheckResult
 from evolution.notifications.base import ChannelResult, DeliveryFailed, DeliveryResult
 from evolution.notifications.config import NotificationsConfig
 from evolution.notifications.escalation import EscalationPolicy, Routing, read_outbox
+from evolution.notifications.outbox import NotificationIn, Notifier, OutboxNotifier
 from evolution.notifications.smtp import SmtpNotifier
 from evolution.notifications.webhook import WebhookNotifier
-from evolution.notify import NotificationIn, Notifier, OutboxNotifier
+from evolution.observability.checks import CheckResult
 from evolution.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
 
 class FanOutNotifier:
-    """Implements the :class:`~evolution.notify.Notifier` port over the outbox, e-mail and a webhook."""
+    """Implements the :class:`~evolution.notifications.outbox.Notifier` port over the outbox, e-mail and a webhook."""
 
     def __init__(
         self,

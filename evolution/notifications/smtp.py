@@ -15,10 +15,10 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
-from evolution.checks import CheckResult
 from evolution.notifications.base import DeliveryFailed, render_text
 from evolution.notifications.config import SmtpConfig
-from evolution.notify import NotificationIn
+from evolution.notifications.outbox import NotificationIn
+from evolution.observability.checks import CheckResult
 from evolution.timeutil import utcnow
 
 log = logging.getLogger(__name__)

@@ -36,11 +36,11 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
-from evolution.checks import CheckResult
 from evolution.errors import IntegrityViolation
 from evolution.notifications.base import DeliveryFailed, redact_url, render_text
 from evolution.notifications.config import WebhookConfig
-from evolution.notify import NotificationIn
+from evolution.notifications.outbox import NotificationIn
+from evolution.observability.checks import CheckResult
 from evolution.timeutil import iso, utcnow
 
 log = logging.getLogger(__name__)

@@ -59,7 +59,7 @@ class SourceKey(Base):
     public_key_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # The highest event sequence accepted from this source (None: it never sent one); see evolution.events.
+    # The highest event sequence accepted from this source (None: it never sent one); see evolution.data.events.
     last_sequence: Mapped[int | None] = mapped_column(BigInteger)
 
 
@@ -266,7 +266,7 @@ class TrainingRun(Base):
 class CircuitBreakerState(Base):
     """A tenant's retraining circuit breaker: consecutive technical failures, and whether retraining is disabled.
 
-    One row per tenant, created on the first recorded outcome; see evolution.circuit_breaker.
+    One row per tenant, created on the first recorded outcome; see evolution.registry.circuit_breaker.
     """
 
     __tablename__ = "circuit_breakers"

@@ -16,18 +16,18 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution import metrics
 from evolution.errors import Conflict, IllegalTransition, InvalidInput, NotFound, StaleVersion
 from evolution.lifecycle import ModelState, check_transition
-from evolution.quota import check_limit
+from evolution.observability import metrics
 from evolution.registry.audit import ChainReport, append_audit, load_chain, lock_tenant_chain, verify_chain
 from evolution.registry.db import reading, transaction
 from evolution.registry.idempotency import run_idempotent
+from evolution.registry.quota import check_limit
 from evolution.registry.schema import AuditEntry, ModelVersion, Tenant
 from evolution.registry.tenancy import tenant_ids_visible, tenant_of_version
+from evolution.registry.tenant_settings import TenantSettings
 from evolution.registry.views import AuditView, VersionView
 from evolution.security import Action, Principal, authorize
-from evolution.tenant_settings import TenantSettings
 from evolution.timeutil import utcnow
 
 TENANT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

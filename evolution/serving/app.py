@@ -24,9 +24,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from evolution import metrics
+from evolution.data.events import EventIngestor, IngestSummary
 from evolution.errors import EvolutionError, InvalidInput, NotFound, PermissionDenied
-from evolution.events import EventIngestor, IngestSummary
+from evolution.governance.users import UserAccess
+from evolution.observability import metrics
+from evolution.observability.tracing import span
 from evolution.registry.service import MODEL_NAME_PATTERN, TENANT_ID_PATTERN
 from evolution.security import Principal
 from evolution.serving.auth import AuthenticationUnavailable, TokenAuthenticator
@@ -38,8 +40,6 @@ from evolution.serving.predictor import (
     Predictor,
     PredictOut,
 )
-from evolution.tracing import span
-from evolution.users import UserAccess
 
 MAX_INSTANCES = 1000
 MAX_EVENTS = 5000

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from evolution.errors import EvolutionError, PermissionDenied
+from evolution.governance.users import TOKEN_REFUSED, UserAccess, token_digest
 from evolution.serving.outage import Outage
-from evolution.users import TOKEN_REFUSED, UserAccess, token_digest
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import IntegrityError
 
-from evolution import metrics
-from evolution.outcomes import PredictionRecord
+from evolution.data.outcomes import PredictionRecord
+from evolution.observability import metrics
 from evolution.serving.outage import Outage
 
 log = logging.getLogger(__name__)

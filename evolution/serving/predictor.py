@@ -31,17 +31,17 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from evolution import metrics
+from evolution.data.outcomes import OutcomeJoiner, PredictionRecord
 from evolution.errors import EvolutionError, IntegrityViolation, NotFound
 from evolution.lifecycle import ModelState
-from evolution.models import LoadedModel, ModelLoader
-from evolution.outcomes import OutcomeJoiner, PredictionRecord
+from evolution.observability import metrics
 from evolution.registry.service import ModelRegistryService
 from evolution.registry.views import VersionView
 from evolution.security import Action, Principal, authorize
 from evolution.serving.buffer import PredictionBuffer
 from evolution.serving.outage import Outage
 from evolution.timeutil import utcnow
+from evolution.training.loader import LoadedModel, ModelLoader
 
 log = logging.getLogger(__name__)
 SERVING_STATES = (ModelState.CHAMPION, ModelState.SHADOW, ModelState.CANARY)

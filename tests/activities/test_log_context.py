@@ -9,7 +9,7 @@ import logging
 from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
-from evolution.logging_setup import JsonFormatter
+from evolution.observability.logs import JsonFormatter
 from workers.log_context import ActivityContext
 
 

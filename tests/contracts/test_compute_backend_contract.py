@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from evolution.demo_data import TARGET
+from evolution.demo.synthetic import TARGET
 from evolution.errors import InvalidInput
 from evolution.training.compute import (
     RESULT_FILE,

@@ -25,7 +25,7 @@ from evolution.notifications import (
     WebhookConfig,
     WebhookNotifier,
 )
-from evolution.notify import NotificationIn, Notifier, OutboxNotifier
+from evolution.notifications.outbox import NotificationIn, Notifier, OutboxNotifier
 from evolution.registry.schema import Notification
 from tests.support.notification_servers import SmtpSink, WebhookReceiver, smtp_server, webhook_server
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from evolution.governance.users import UserAccess
 from evolution.security import Principal, Role
-from evolution.users import UserAccess
 from tests.workflows.conftest import orchestrator, services, task_queue, temporal_env, worker  # noqa: F401
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")

@@ -11,11 +11,11 @@ from streamlit.testing.v1 import AppTest
 from temporalio.testing import WorkflowEnvironment
 
 from evolution.contracts import RetrainingInput, RolloutTiming
-from evolution.demo import Scenario
+from evolution.demo.scenario import Scenario
 from evolution.lifecycle import ModelState
+from evolution.platform.wiring import Services
 from evolution.security import Principal
 from evolution.timeutil import utcnow
-from evolution.wiring import Services
 from tests.dashboard.conftest import ROOT
 from tests.support.models import install_model
 from tests.support.scenario import seed_tenant

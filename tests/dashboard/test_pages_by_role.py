@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from evolution.demo import Scenario
+from evolution.demo.scenario import Scenario
+from evolution.governance.users import UserService
 from evolution.lifecycle import ModelState
+from evolution.platform.wiring import Services
 from evolution.timeutil import utcnow
-from evolution.users import UserService
-from evolution.wiring import Services
 from tests.dashboard.conftest import ROOT
 from tests.support.models import install_model
 from tests.support.scenario import seed_tenant

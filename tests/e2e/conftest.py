@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from evolution.demo_data import generate_rows
+from evolution.demo.synthetic import generate_rows
 from evolution.timeutil import utcnow
 
 EVOLUTION = str(Path(sys.executable).parent / "evolution")

@@ -6,7 +6,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from evolution.demo_data import generate_rows
+from evolution.demo.synthetic import generate_rows
 from evolution.timeutil import utcnow
 from tests.e2e.conftest import cli as run
 

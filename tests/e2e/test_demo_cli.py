@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 
 from evolution.lifecycle import ModelState
-from evolution.metrics import EXPORTED_METRICS
+from evolution.observability.metrics import EXPORTED_METRICS
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import build_services
 from evolution.security import Principal
-from evolution.settings import Settings
-from evolution.wiring import build_services
 from tests.e2e.conftest import EVOLUTION
 from tests.e2e.conftest import cli as run
 from tests.e2e.test_secret_canary import (
@@ -76,7 +76,7 @@ def scrape_while_running(
     finally:
         demo.send_signal(signal.SIGINT)
         try:
-            # Stopping takes at most twice 15 s (evolution/processes.py); a loaded CI machine gets ample slack.
+            # Stopping takes at most twice 15 s (evolution/platform/processes.py); a loaded CI machine gets ample slack.
             rest, _ = demo.communicate(timeout=240)
         except subprocess.TimeoutExpired:
             demo.kill()

@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from evolution.processes import port_open
+from evolution.platform.processes import port_open
 from tests.e2e.conftest import EVOLUTION
 
 

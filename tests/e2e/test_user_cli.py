@@ -7,9 +7,9 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 
+from evolution.governance.users import UserService
 from evolution.registry.db import make_engine, make_session_factory
 from evolution.security import Role
-from evolution.users import UserService
 from tests.e2e import conftest as e2e
 
 PASSWORD = "a long enough passphrase"

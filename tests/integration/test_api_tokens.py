@@ -26,17 +26,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from evolution.governance.users import TOKEN_REFUSED, UserService
 from evolution.lifecycle import ModelState
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services, build_services
 from evolution.registry.schema import ApiToken, Base
 from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal, Role
 from evolution.serving.app import create_app
 from evolution.serving.auth import TokenAuthenticator
 from evolution.serving.predictor import Predictor
-from evolution.settings import Settings
 from evolution.timeutil import utcnow
-from evolution.users import TOKEN_REFUSED, UserService
-from evolution.wiring import Services, build_services
 from tests.integration.test_serving_http import instances
 from tests.support.http_server import serving
 from tests.support.models import install_model

@@ -4,7 +4,7 @@ registered version whose artifact was tampered is never served, goes to QUARANTI
 The artifact is built the way the trainer builds one (``CandidateBuilder.train``): a really trained model saved to a
 directory (``model.json``, ``model.pkl``) plus its drift baseline (``baseline.json``), every file stored in the
 content-addressed store, the manifest binding their digests to the dataset root, config and seed, signed with the
-local Ed25519 key. It is loaded the way the system loads one: :class:`evolution.models.ModelLoader`.
+local Ed25519 key. It is loaded the way the system loads one: :class:`evolution.training.loader.ModelLoader`.
 
 Part one tries every tamper the issue lists against the loader and counts them: 0 accepted, and the deserialiser
 (``load_model``) is never reached. Part two registers tampered candidates in the real registry (SQLite in a temp
@@ -29,27 +29,27 @@ from typing import Any
 import boto3
 import pytest
 
-import evolution.models
+import evolution.training.loader
 from evolution.canonical import canonical_json, sha256_hex
-from evolution.demo_data import TARGET, generate_rows
+from evolution.demo.synthetic import TARGET, generate_rows
 from evolution.errors import IntegrityViolation, InvalidInput
 from evolution.integrity.artifacts import ArtifactStore, FilesystemArtifactStore
 from evolution.integrity.kms_signing import KmsSigner, SigningKeyUnavailable, create_signing_key
 from evolution.integrity.manifest import SignedManifest, build_manifest_from_dir, sign_manifest
 from evolution.integrity.signing import KeyRing, LocalEd25519Signer, Signature, Signer
 from evolution.lifecycle import ModelState
-from evolution.models import BASELINE_FILE, ModelLoader
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services, build_services
 from evolution.registry.service import TransitionRequest, VersionChanges
 from evolution.registry.views import VersionView
-from evolution.retraining import feature_columns
 from evolution.security import Principal, Role
 from evolution.serving.predictor import PredictInstance, Predictor
-from evolution.settings import Settings
 from evolution.stats.drift import build_baseline
 from evolution.stats.drift_models import DriftConfig
 from evolution.timeutil import utcnow
+from evolution.training.candidates import feature_columns
+from evolution.training.loader import BASELINE_FILE, ModelLoader
 from evolution.training.trainer import TrainingConfig, train
-from evolution.wiring import Services, build_services
 from tests.support.models import install_model
 from tests.support.moto_server import FAKE_AWS_ENV, moto_server
 
@@ -196,13 +196,13 @@ class Deserialisations:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
-        real = evolution.models.load_model
+        real = evolution.training.loader.load_model
 
         def counted(files: Any) -> Any:
             self.calls += 1
             return real(files)
 
-        monkeypatch.setattr(evolution.models, "load_model", counted)
+        monkeypatch.setattr(evolution.training.loader, "load_model", counted)
 
 
 @dataclass

@@ -17,16 +17,16 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution.audit_checkpoints import (
+from evolution.integrity.artifacts import FilesystemArtifactStore
+from evolution.integrity.signing import KeyRing, LocalEd25519Signer
+from evolution.registry.audit import append_audit, load_chain
+from evolution.registry.audit_checkpoints import (
     CHECKPOINT_PREFIX,
     AuditCheckpointer,
     chain_heads,
     checkpoint_key,
     parse_checkpoint,
 )
-from evolution.integrity.artifacts import FilesystemArtifactStore
-from evolution.integrity.signing import KeyRing, LocalEd25519Signer
-from evolution.registry.audit import append_audit, load_chain
 from evolution.registry.db import reading, transaction
 from evolution.registry.schema import Tenant
 from evolution.registry.service import ModelRegistryService
@@ -119,7 +119,7 @@ def test_a_failed_checkpoint_write_never_fails_the_append_and_is_retried_on_the_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store.down = True
-    with caplog.at_level(logging.WARNING, logger="evolution.audit_checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="evolution.registry.audit_checkpoints"):
         _append(registry_factory, 30)  # crosses position 25
     assert store.list_objects(TENANT, CHECKPOINT_PREFIX) == []
     with reading(registry_factory, TENANT) as session:

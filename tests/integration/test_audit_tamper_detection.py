@@ -18,7 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from evolution.audit_checkpoints import (
+from evolution.cli.main import app
+from evolution.integrity.signing import LocalEd25519Signer
+from evolution.platform.settings import Settings
+from evolution.platform.verification import VerificationReport, verify_all
+from evolution.platform.wiring import Services, build_services
+from evolution.registry.audit import append_audit, entry_digest, load_chain
+from evolution.registry.audit_checkpoints import (
     CHECKPOINT_PREFIX,
     AuditCheckpoint,
     AuditCheckpointer,
@@ -26,17 +32,11 @@ from evolution.audit_checkpoints import (
     chain_heads,
     checkpoint_key,
 )
-from evolution.cli.main import app
-from evolution.integrity.signing import LocalEd25519Signer
-from evolution.registry.audit import append_audit, entry_digest, load_chain
 from evolution.registry.db import make_engine, make_session_factory, reading, transaction
 from evolution.registry.schema import AuditEntry
 from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal, Role
-from evolution.settings import Settings
 from evolution.timeutil import utcnow
-from evolution.verification import VerificationReport, verify_all
-from evolution.wiring import Services, build_services
 
 TENANT = "acme"
 OTHER = "globex"

@@ -32,19 +32,19 @@ from evolution.backup.postgres_backup import RecoveryTarget, archive_command, co
 from evolution.backup.service import create_backup, parse_parts, restore_backup
 from evolution.backup.sqlite_backup import check_database
 from evolution.cli.main import app
-from evolution.demo import Scenario
-from evolution.drift_scan import DriftScanner
+from evolution.demo.scenario import Scenario
+from evolution.drift.scanner import DriftScanner
 from evolution.errors import Conflict, IntegrityViolation, InvalidInput
 from evolution.integrity.artifacts import FilesystemArtifactStore
 from evolution.integrity.signing import LocalEd25519Signer
 from evolution.lifecycle import ModelState
+from evolution.platform.settings import Settings
+from evolution.platform.verification import verify_all
+from evolution.platform.wiring import build_services
 from evolution.registry.db import make_engine, make_session_factory
 from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal
-from evolution.settings import Settings
 from evolution.timeutil import utcnow
-from evolution.verification import verify_all
-from evolution.wiring import build_services
 from tests.support.models import install_model
 from tests.support.scenario import ADMIN, seed_tenant
 

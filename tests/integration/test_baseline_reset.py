@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from evolution.demo import Scenario
-from evolution.drift_scan import DriftScanner
+from evolution.demo.scenario import Scenario
+from evolution.drift.scanner import DriftScanner
 from evolution.errors import IntegrityViolation, InvalidInput, PermissionDenied
 from evolution.lifecycle import ModelState
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services, build_services
 from evolution.security import Principal, Role
-from evolution.settings import Settings
 from evolution.timeutil import utcnow
-from evolution.wiring import Services, build_services
 from tests.support.models import install_model
 from tests.support.scenario import seed_tenant
 

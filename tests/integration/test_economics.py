@@ -18,7 +18,10 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution.economics import (
+from evolution.data.outcomes import PredictionRecord
+from evolution.data.sources import create_source_key, records_to_events
+from evolution.errors import PermissionDenied
+from evolution.governance.economics import (
     CAPITALIZATION_INDEX_DEFINITION,
     DRIFT_LATENCY_OBJECTIVE_S,
     RETRAINING_DURATION_OBJECTIVE_S,
@@ -29,17 +32,14 @@ from evolution.economics import (
     executive_summary,
     quota_status,
 )
-from evolution.errors import PermissionDenied
 from evolution.lifecycle import ModelState
-from evolution.outcomes import PredictionRecord
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services, build_services
 from evolution.registry.db import transaction
 from evolution.registry.schema import DriftReport, Notification
 from evolution.registry.service import ModelRegistryService, TransitionRequest, VersionChanges
 from evolution.registry.views import VersionView
 from evolution.security import Principal, Role
-from evolution.settings import Settings
-from evolution.sources import create_source_key, records_to_events
-from evolution.wiring import Services, build_services
 from tests.support.models import install_model
 from tests.support.postgres import create_database
 

@@ -22,7 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.canonical import canonical_json
-from evolution.events import (
+from evolution.data.events import (
     DEFAULT_MAX_EVENT_AGE,
     MAX_EVENT_BYTES,
     EventIngestor,
@@ -30,12 +30,12 @@ from evolution.events import (
     LearningEventIn,
     sign_event,
 )
+from evolution.data.sources import records_to_events
 from evolution.integrity.signing import generate_source_keypair, key_id_for_public_pem
 from evolution.registry.db import reading
 from evolution.registry.schema import Base, DeadLetter, LearningEvent, SourceKey
 from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal, Role
-from evolution.sources import records_to_events
 from evolution.timeutil import iso, utcnow
 
 TENANT, OTHER = "acme", "globex"

@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 
 from evolution.errors import PermissionDenied
+from evolution.governance.retention import SIGNED_MANIFEST
 from evolution.lifecycle import ModelState
+from evolution.platform.settings import Settings
+from evolution.platform.verification import verify_tenant
+from evolution.platform.wiring import Services, build_services
 from evolution.registry.db import upgrade_to_head
 from evolution.registry.service import ModelRegistryService
-from evolution.retention import SIGNED_MANIFEST
 from evolution.security import Role
-from evolution.settings import Settings
 from evolution.timeutil import utcnow
-from evolution.verification import verify_tenant
-from evolution.wiring import Services, build_services
 from tests.support.postgres import app_role_url, create_database
 from tests.support.retention_world import (
     COLLECTED,

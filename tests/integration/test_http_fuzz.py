@@ -39,19 +39,19 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from evolution.demo_data import TARGET, generate_rows
-from evolution.events import sign_event
+from evolution.data.events import sign_event
+from evolution.data.sources import create_source_key, records_to_events
+from evolution.demo.synthetic import TARGET, generate_rows
+from evolution.governance.users import UserService
 from evolution.lifecycle import ModelState
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services, build_services
 from evolution.registry.db import upgrade_to_head
 from evolution.security import Principal, Role
 from evolution.serving.app import create_app
 from evolution.serving.auth import TokenAuthenticator
 from evolution.serving.predictor import Predictor
-from evolution.settings import Settings
-from evolution.sources import create_source_key, records_to_events
 from evolution.timeutil import utcnow
-from evolution.users import UserService
-from evolution.wiring import Services, build_services
 from tests.support.http_server import serving
 from tests.support.models import install_model
 from tests.support.postgres import app_role_url, create_database

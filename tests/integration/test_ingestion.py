@@ -9,14 +9,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution.events import EventIngestor, sign_event
+from evolution.data.events import EventIngestor, sign_event
+from evolution.data.snapshots import DatasetSnapshotService
 from evolution.integrity.artifacts import FilesystemArtifactStore
 from evolution.integrity.signing import LocalEd25519Signer, generate_source_keypair, key_id_for_public_pem
 from evolution.registry.db import tenant_session
 from evolution.registry.schema import DeadLetter, LearningEvent
 from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal, Role
-from evolution.snapshots import DatasetSnapshotService
 from evolution.timeutil import iso, utcnow
 
 ADMIN = Principal.for_tenant("root", Role.ADMIN, "acme")

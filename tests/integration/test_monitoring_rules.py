@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
-from evolution import metrics
+from evolution.observability import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -172,7 +172,7 @@ def test_metric_names_are_found_and_functions_labels_and_variables_are_not() -> 
 
 
 def _exposed_names() -> dict[str, set[str]]:
-    """Each metric of evolution/metrics.py -> the sample names a scrape shows for it, taken from the collectors
+    """Each metric of evolution/observability/metrics.py -> the sample names a scrape shows for it, taken from the collectors
     themselves: prometheus-client exposes a Counter declared "x_total" as x_total, a Histogram x as
     x_bucket/x_sum/x_count, a Gauge x as x."""
     exposed: dict[str, set[str]] = {}

@@ -44,7 +44,7 @@ from evolution.notifications import (
     sign_webhook,
     verify_webhook_signature,
 )
-from evolution.notify import NotificationIn, OutboxNotifier
+from evolution.notifications.outbox import NotificationIn, OutboxNotifier
 from evolution.registry.db import reading
 from evolution.registry.schema import Notification
 from evolution.registry.service import ModelRegistryService

@@ -39,15 +39,15 @@ from evolution.backup.postgres_backup import (
 )
 from evolution.backup.service import create_backup, restore_backup
 from evolution.cli.main import app
-from evolution.demo import Scenario
+from evolution.demo.scenario import Scenario
 from evolution.integrity.artifacts import FilesystemArtifactStore
 from evolution.lifecycle import ModelState
+from evolution.platform.settings import Settings
+from evolution.platform.verification import verify_all
+from evolution.platform.wiring import Services, build_services
 from evolution.registry.service import TransitionRequest
 from evolution.security import Principal
-from evolution.settings import Settings
 from evolution.timeutil import as_utc
-from evolution.verification import verify_all
-from evolution.wiring import Services, build_services
 from tests.support.pg_cluster import postgres_cluster, server_owned_dir
 from tests.support.postgres import _free_port, create_database
 from tests.support.scenario import ADMIN, seed_tenant

@@ -18,10 +18,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution.circuit_breaker import CIRCUIT_OPEN, CircuitBreaker
 from evolution.errors import InvalidInput, NotFound, PermissionDenied, QuotaExceeded
-from evolution.quota import BLOCK_RETRAINING, QuotaManager
+from evolution.registry.circuit_breaker import CIRCUIT_OPEN, CircuitBreaker
 from evolution.registry.db import make_engine, make_session_factory, reading, upgrade_to_head
+from evolution.registry.quota import BLOCK_RETRAINING, QuotaManager
 from evolution.registry.schema import Base, CircuitBreakerState, Tenant
 from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal, Role

@@ -31,25 +31,25 @@ from streamlit.testing.v1 import AppTest
 from temporalio.testing import WorkflowEnvironment
 
 from evolution.contracts import RetrainingInput, RolloutTiming
-from evolution.demo import Scenario
-from evolution.demo_data import TARGET, generate_rows
+from evolution.data.sources import records_to_events
+from evolution.demo.scenario import Scenario
+from evolution.demo.synthetic import TARGET, generate_rows
 from evolution.errors import PermissionDenied
+from evolution.governance.users import UserAccess, UserService
 from evolution.integrity.signing import generate_source_keypair, key_id_for_public_pem
 from evolution.lifecycle import ModelState
-from evolution.notify import NotificationIn, notify_as
-from evolution.orchestrator import start_retraining_as
+from evolution.notifications.outbox import NotificationIn, notify_as
+from evolution.platform.orchestrator import start_retraining_as
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services, build_services
 from evolution.registry.service import TransitionRequest
 from evolution.registry.views import VersionView
 from evolution.security import PERMISSIONS, Action, Principal, Role
 from evolution.serving.app import create_app
 from evolution.serving.auth import TokenAuthenticator
 from evolution.serving.predictor import PredictInstance, Predictor
-from evolution.settings import Settings
-from evolution.sources import records_to_events
 from evolution.stats.drift_models import DriftConfig, DriftResult
 from evolution.timeutil import utcnow
-from evolution.users import UserAccess, UserService
-from evolution.wiring import Services, build_services
 from tests.support.http_server import serving
 from tests.support.models import install_model
 from tests.support.scenario import seed_tenant

@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from evolution.data.events import EventIngestor
 from evolution.errors import NotFound, PermissionDenied
-from evolution.events import EventIngestor
-from evolution.notify import NotificationIn, OutboxNotifier
+from evolution.notifications.outbox import NotificationIn, OutboxNotifier
 from evolution.registry.db import reading, transaction
 from evolution.registry.row_security import APP_ROLE, IDENTITY_TABLES
 from evolution.registry.service import ModelRegistryService

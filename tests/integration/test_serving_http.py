@@ -16,15 +16,15 @@ import httpx
 import pytest
 import uvicorn
 
-from evolution.demo_data import generate_rows
+from evolution.demo.synthetic import generate_rows
 from evolution.lifecycle import ModelState
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services, build_services
 from evolution.security import Principal, Role
 from evolution.serving.app import create_app
 from evolution.serving.auth import TokenAuthenticator
 from evolution.serving.predictor import Predictor, canary_bucket
-from evolution.settings import Settings
 from evolution.timeutil import utcnow
-from evolution.wiring import Services, build_services
 from tests.support.models import install_model
 
 

@@ -7,11 +7,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from evolution.data.sources import create_source_key, records_to_events
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import build_services
 from evolution.security import Principal
-from evolution.settings import Settings
-from evolution.sources import create_source_key, records_to_events
 from evolution.timeutil import iso, utcnow
-from evolution.wiring import build_services
 from tests.support.scenario import ADMIN
 
 TRICKY = [

@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.canonical import canonical_json
+from evolution.data.events import EventIngestor, sign_event
+from evolution.data.snapshots import DatasetSnapshotService
 from evolution.errors import InvalidInput
-from evolution.events import EventIngestor, sign_event
 from evolution.integrity.artifacts import FilesystemArtifactStore
 from evolution.integrity.signing import (
     KeyRing,
@@ -30,7 +31,6 @@ from evolution.registry.db import consistent_reading, tenant_session
 from evolution.registry.schema import DatasetSnapshot, LearningEvent
 from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal, Role
-from evolution.snapshots import DatasetSnapshotService
 from evolution.timeutil import iso, utcnow
 
 ADMIN = Principal.for_tenant("root", Role.ADMIN, "acme")

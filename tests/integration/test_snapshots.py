@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from evolution.demo import Scenario
+from evolution.demo.scenario import Scenario
 from evolution.errors import InsufficientData, IntegrityViolation, InvalidInput
 from evolution.integrity.merkle import CHUNK_SIZE, chunked_merkle_root
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services, build_services
 from evolution.security import Principal
-from evolution.settings import Settings
 from evolution.timeutil import utcnow
-from evolution.wiring import Services, build_services
 from tests.support.scenario import seed_tenant
 
 SYSTEM = Principal.system("acme")

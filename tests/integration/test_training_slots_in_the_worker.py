@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from evolution.demo import Scenario
+from evolution.demo.scenario import Scenario
 from evolution.errors import TrainingFailed
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import build_services
 from evolution.registry.db import tenant_session
 from evolution.registry.schema import TrainingRun
-from evolution.retraining import CandidateBuilder
 from evolution.security import Principal
-from evolution.settings import Settings
 from evolution.timeutil import utcnow
+from evolution.training.candidates import CandidateBuilder
 from evolution.training.compute import Heartbeat, TrainingJob, TrainingJobResult
-from evolution.wiring import build_services
 from tests.support.scenario import seed_tenant
 from workers.worker import activity_objects
 

@@ -15,12 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from evolution.governance.users import UserService
 from evolution.registry.audit import load_chain, verify_chain
 from evolution.registry.db import tenant_session
 from evolution.registry.schema import AuditEntry, Base, User
 from evolution.registry.service import ModelRegistryService
 from evolution.security import Action, Principal, Role, authorize
-from evolution.users import UserService
 
 ROOT = Principal(user="root", role=Role.ADMIN, tenants=("*",))
 ACME_ADMIN = Principal.for_tenant("acme-boss", Role.ADMIN, "acme")
@@ -267,9 +267,9 @@ def test_the_users_migration_matches_the_models(factory: sessionmaker[Session]) 
 
 
 def test_verify_walks_the_chain_of_grants_on_every_tenant(tmp_path: Path) -> None:
-    from evolution.settings import Settings
-    from evolution.verification import verify_all
-    from evolution.wiring import build_services
+    from evolution.platform.settings import Settings
+    from evolution.platform.verification import verify_all
+    from evolution.platform.wiring import build_services
 
     services = build_services(Settings(home=tmp_path / "home"))
     root = Principal(user="root", role=Role.ADMIN, tenants=("*",))

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from evolution.data.sources import load_source_key, records_to_events
 from evolution.lifecycle import ModelState
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services, build_services
 from evolution.security import Principal
-from evolution.settings import Settings
-from evolution.sources import load_source_key, records_to_events
-from evolution.wiring import Services, build_services
 from tests.support.load_seed import (
     ADMIN,
     SOURCE,

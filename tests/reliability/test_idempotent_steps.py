@@ -20,19 +20,19 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from evolution.demo import Scenario
-from evolution.demo_data import TARGET, DriftSpec, generate_rows
-from evolution.drift_scan import DriftScanner
+from evolution.data.sources import create_source_key, records_to_events
+from evolution.demo.scenario import Scenario
+from evolution.demo.synthetic import TARGET, DriftSpec, generate_rows
+from evolution.drift.scanner import DriftScanner
 from evolution.lifecycle import ModelState
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services, build_services
 from evolution.registry.db import tenant_session
 from evolution.registry.schema import Notification
 from evolution.registry.service import TransitionRequest
 from evolution.security import Principal, Role
-from evolution.settings import Settings
-from evolution.sources import create_source_key, records_to_events
 from evolution.timeutil import utcnow
 from evolution.training.parent_watch import PARENT_PID_ENV
-from evolution.wiring import Services, build_services
 from tests.support.models import install_model
 from tests.support.scenario import seed_tenant
 from tests.support.training_jobs import alive, all_dead, fake_python, wait_for_pids

@@ -57,18 +57,18 @@ from evolution.contracts import (
     RetrainingResult,
     RolloutTiming,
 )
-from evolution.demo import InProcessTransport, Scenario, TrafficDriver
-from evolution.demo_data import DriftSpec
+from evolution.demo.scenario import InProcessTransport, Scenario, TrafficDriver
+from evolution.demo.synthetic import DriftSpec
 from evolution.errors import EvolutionError
 from evolution.lifecycle import ModelState, is_legal
+from evolution.platform.settings import Settings
+from evolution.platform.verification import verify_all
+from evolution.platform.wiring import Services, build_services
 from evolution.registry.db import reading
 from evolution.registry.schema import Notification
 from evolution.security import Principal
 from evolution.serving.predictor import Predictor
-from evolution.settings import Settings
 from evolution.timeutil import utcnow
-from evolution.verification import verify_all
-from evolution.wiring import Services, build_services
 from tests.support.scenario import SeededTenant, seed_tenant
 from tests.support.temporal import dev_server_command
 from workers.activity_journal import JOURNAL_ENV

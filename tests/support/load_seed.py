@@ -41,27 +41,27 @@ from sqlalchemy import insert
 from temporalio.client import Client
 
 from evolution.contracts import DriftScanInput, DriftScanResult
-from evolution.demo_data import CROPS, FEATURES, TARGET, DriftSpec, generate_rows
+from evolution.data.events import LearningEventIn
+from evolution.data.snapshots import SnapshotView
+from evolution.data.sources import create_source_key, records_to_events
+from evolution.demo.synthetic import CROPS, FEATURES, TARGET, DriftSpec, generate_rows
 from evolution.errors import InvalidInput
-from evolution.events import LearningEventIn
 from evolution.integrity.manifest import build_manifest_from_dir, sign_manifest
 from evolution.lifecycle import ModelState
-from evolution.models import BASELINE_FILE
-from evolution.orchestrator import connect_orchestrator
+from evolution.platform.orchestrator import connect_orchestrator
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services
 from evolution.registry.db import transaction
 from evolution.registry.schema import LearningEvent
 from evolution.registry.service import TransitionRequest, VersionChanges
 from evolution.registry.views import VersionView
-from evolution.retraining import TRAINER_NAME, feature_columns, labelled, training_config_for
 from evolution.security import Principal, Role
-from evolution.settings import Settings
-from evolution.snapshots import SnapshotView
-from evolution.sources import create_source_key, records_to_events
 from evolution.stats.drift import build_baseline
 from evolution.stats.drift_models import DriftConfig, ErrorBaseline
 from evolution.timeutil import iso, utcnow
+from evolution.training.candidates import TRAINER_NAME, feature_columns, labelled, training_config_for
+from evolution.training.loader import BASELINE_FILE
 from evolution.training.trainer import TrainedModel, TrainingConfig, train
-from evolution.wiring import Services
 from tests.support.temporal import dev_server_command
 from workers.temporal_client import connect_client
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from evolution.demo_data import TARGET, generate_rows
+from evolution.demo.synthetic import TARGET, generate_rows
 from evolution.integrity.manifest import build_manifest_from_dir, sign_manifest
 from evolution.lifecycle import ModelState
+from evolution.platform.wiring import Services
 from evolution.registry.service import TransitionRequest, VersionChanges
 from evolution.registry.views import VersionView
 from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
 from evolution.training.trainer import TrainingConfig, train
-from evolution.wiring import Services
 
 PATH_TO = {
     ModelState.SHADOW: [ModelState.TRAINING, ModelState.VALIDATED, ModelState.SHADOW],

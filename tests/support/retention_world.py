@@ -1,4 +1,4 @@
-"""A tenant whose model history exercises every retention rule (tests of evolution/retention.py and its callers).
+"""A tenant whose model history exercises every retention rule (tests of evolution/governance/retention.py and its callers).
 
 Ten versions of one model, made through the registry service with its clock set back: FAILED candidates of several
 ages, a DEPRECATED former champion, a FAILED former champion (CHAMPION -> QUARANTINED -> FAILED), the CHAMPION, a
@@ -15,20 +15,20 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from evolution.demo import Scenario
+from evolution.demo.scenario import Scenario
+from evolution.governance.retention import GC_ACTION, RetentionService, version_artifacts
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.manifest import build_manifest_from_dir, sign_manifest
 from evolution.lifecycle import ModelState
+from evolution.platform.verification import verify_tenant
+from evolution.platform.wiring import Services
 from evolution.registry.db import reading
 from evolution.registry.schema import AuditEntry
 from evolution.registry.service import ModelRegistryService, TransitionRequest, VersionChanges
 from evolution.registry.views import VersionView
-from evolution.retention import GC_ACTION, RetentionService, version_artifacts
 from evolution.security import Principal, Role
 from evolution.stats.drift_models import DriftConfig, DriftResult
 from evolution.timeutil import utcnow
-from evolution.verification import verify_tenant
-from evolution.wiring import Services
 from tests.support.scenario import seed_tenant
 
 S = ModelState

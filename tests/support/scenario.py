@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evolution.demo import Scenario, history_records
-from evolution.demo_data import TARGET
+from evolution.data.sources import create_source_key, records_to_events
+from evolution.demo.scenario import Scenario, history_records
+from evolution.demo.synthetic import TARGET
+from evolution.platform.wiring import Services
 from evolution.security import Principal, Role
-from evolution.sources import create_source_key, records_to_events
-from evolution.wiring import Services
 
 ADMIN = Principal.for_tenant("root", Role.ADMIN, "*")
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from evolution.demo_data import CATEGORICAL, FEATURES, TARGET, generate_rows
+from evolution.demo.synthetic import CATEGORICAL, FEATURES, TARGET, generate_rows
 from evolution.training.compute import TrainingJob, write_dataset
 from evolution.training.trainer import TrainingConfig
 

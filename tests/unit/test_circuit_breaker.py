@@ -7,7 +7,9 @@ from typing import get_args
 
 import pytest
 
-from evolution.circuit_breaker import (
+from evolution.contracts import Outcome
+from evolution.errors import InvalidInput
+from evolution.registry.circuit_breaker import (
     BUSINESS_OUTCOMES,
     DEFAULT_FAILURE_THRESHOLD,
     FAILURE_OUTCOMES,
@@ -17,11 +19,9 @@ from evolution.circuit_breaker import (
     effect_of,
     threshold_for,
 )
-from evolution.contracts import Outcome
-from evolution.errors import InvalidInput
-from evolution.quota import check_limit, gpu_hours_of
-from evolution.retraining import charge_id_of
-from evolution.tenant_settings import TenantSettings
+from evolution.registry.quota import check_limit, gpu_hours_of
+from evolution.registry.tenant_settings import TenantSettings
+from evolution.training.candidates import charge_id_of
 
 
 def run(outcomes: list[str], threshold: int = DEFAULT_FAILURE_THRESHOLD) -> Streak:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from evolution.demo_data import TARGET, generate_rows
+from evolution.demo.synthetic import TARGET, generate_rows
 from evolution.errors import InvalidInput, TrainingFailed
 from evolution.training.compute import (
     JOB_FILE,

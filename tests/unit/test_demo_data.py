@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from evolution.demo_data import (
+from evolution.demo.synthetic import (
     CATEGORICAL,
     CROPS,
     FEATURES,

@@ -5,7 +5,7 @@ official `kubernetes` client's models (a misspelt or misplaced field is dropped 
 are built by a small interpreter of exactly the kustomize features they use (anything else fails the test rather
 than being ignored), and the security-relevant parts are asserted field by field: the training pods' NetworkPolicy
 against evolution/training/kubernetes_labels.py, the RBAC, the probes, the pod security contexts, the settings
-names against evolution/settings.py.
+names against evolution/platform/settings.py.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
+from evolution.platform.settings import Settings
 from evolution.registry import db as registry_db
-from evolution.settings import Settings
 from evolution.training.kubernetes_labels import (
     COMPONENT_LABEL,
     MODEL_LABEL,
@@ -59,7 +59,7 @@ WORKER_SERVICE_ACCOUNT = "evolution-worker"
 DNS_PORTS = {("UDP", 53), ("TCP", 53)}
 TRAINING_EGRESS_PORTS = DNS_PORTS | {("TCP", 9000), ("TCP", 443), ("TCP", 5432)}
 
-# Settings the manifests set but evolution/settings.py does not define yet (top-level names, before any `__`):
+# Settings the manifests set but evolution/platform/settings.py does not define yet (top-level names, before any `__`):
 # the worker's and the dashboard's exporters and Streamlit still bind 127.0.0.1, which kubelet probes and
 # Prometheus cannot reach. docs/production.md marks them. Remove a name once it is a field of Settings.
 PENDING_SETTINGS: frozenset[str] = frozenset()
@@ -668,7 +668,7 @@ def test_configmap_keys_are_valid_non_secret_evolution_settings(production: dict
     for name in _env_names(production) | _env_names(_index(build(MIGRATE))):
         assert SETTING_NAME.match(name) and _top_level(name) in known, f"env {name}"
     assert PENDING_SETTINGS.isdisjoint(Settings.model_fields), (
-        "now defined in evolution/settings.py, drop from PENDING_SETTINGS: "
+        "now defined in evolution/platform/settings.py, drop from PENDING_SETTINGS: "
         f"{sorted(PENDING_SETTINGS & set(Settings.model_fields))}"
     )
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from evolution.drift_scan import _columns, _model_columns, _numeric_if_possible
+from evolution.drift.scanner import _columns, _model_columns, _numeric_if_possible
 from evolution.training.trainer import TrainingConfig, train
 from tests.support.load_seed import farm_rows
 

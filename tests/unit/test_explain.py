@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from evolution.demo_data import CATEGORICAL, FEATURES, TARGET, DriftSpec, generate_rows
+from evolution.demo.synthetic import CATEGORICAL, FEATURES, TARGET, DriftSpec, generate_rows
 from evolution.errors import InvalidInput
-from evolution.explain import (
+from evolution.training.explain import (
     Explanation,
     _class_partition,
     attribution_drift,
@@ -65,7 +65,7 @@ def _brute_force_shapley(model: TrainedModel, rows: list[dict[str, Any]]) -> np.
 
     The game is v(S) = the trees' output when only the features in S are known, an unknown feature's split
     averaging both children by their training counts. Written from scikit-learn's node arrays directly, with
-    its own rules for categorical splits (bitsets) and missing values, independently of evolution.explain.
+    its own rules for categorical splits (bitsets) and missing values, independently of evolution.training.explain.
     """
     est = model.estimator
     design = _design_matrix(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from evolution.logging_setup import configure_logging
-from evolution.settings import Settings
+from evolution.observability.logs import configure_logging
+from evolution.platform.settings import Settings
 
 
 def test_log_lines_are_json_with_the_tenant_and_model_hash(tmp_path: Path) -> None:

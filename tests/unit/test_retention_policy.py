@@ -11,10 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evolution.errors import InvalidInput
-from evolution.integrity.manifest import FileEntry, ModelManifest, sign_manifest
-from evolution.integrity.signing import LocalEd25519Signer
-from evolution.lifecycle import ModelState
-from evolution.retention import (
+from evolution.governance.retention import (
     KEEP_LAST,
     MIN_AGE,
     SIGNED_MANIFEST,
@@ -26,6 +23,9 @@ from evolution.retention import (
     plan_retention,
     version_artifacts,
 )
+from evolution.integrity.manifest import FileEntry, ModelManifest, sign_manifest
+from evolution.integrity.signing import LocalEd25519Signer
+from evolution.lifecycle import ModelState
 
 S = ModelState
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

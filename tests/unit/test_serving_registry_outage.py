@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from evolution import metrics
+from evolution.data.outcomes import PredictionRecord
 from evolution.lifecycle import ModelState
-from evolution.models import LoadedModel
-from evolution.outcomes import PredictionRecord
+from evolution.observability import metrics
 from evolution.registry.views import VersionView
 from evolution.security import Principal, Role
 from evolution.serving import predictor as predictor_module
 from evolution.serving.buffer import PredictionBuffer
 from evolution.serving.predictor import ModelUnavailable, PredictInstance, Predictor
+from evolution.training.loader import LoadedModel
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from evolution.settings import Settings
+from evolution.platform.settings import Settings
 
 LIMITS = {
     "EVOLUTION_MAX_CONCURRENT_TRAININGS": "max_concurrent_trainings",

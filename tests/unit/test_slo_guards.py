@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from evolution import metrics
-from evolution.canary_service import CanaryService
+from evolution.canary.service import CanaryService
 from evolution.contracts import RetrainingResult
-from evolution.outcomes import PairedErrors
+from evolution.data.outcomes import PairedErrors
+from evolution.observability import metrics
 from evolution.stats.canary import GuardConfig, GuardState
 
 

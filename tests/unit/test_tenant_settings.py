@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from evolution.errors import InvalidInput
+from evolution.registry.tenant_settings import TenantSettings
 from evolution.stats.drift_models import DriftConfig
-from evolution.tenant_settings import TenantSettings
 
 
 def test_tenant_thresholds_override_decisions_but_not_the_frozen_binning() -> None:

@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from evolution.errors import PermissionDenied
+from evolution.governance.users import TOKEN_REFUSED, UserAccess
 from evolution.security import Role
 from evolution.serving.auth import AuthenticationUnavailable, TokenAuthenticator
-from evolution.users import TOKEN_REFUSED, UserAccess
 
 GOOD, OTHER, BAD = "evo_good", "evo_other", "evo_bad"
 

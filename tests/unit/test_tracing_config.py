@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from evolution.errors import InvalidInput
-from evolution.tracing import otlp_traces_url, pinned_span_ids
+from evolution.observability.tracing import otlp_traces_url, pinned_span_ids
 from workers.tracing_interceptor import root_ids
 
 

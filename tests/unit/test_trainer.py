@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from evolution.demo_data import CATEGORICAL, FEATURES, TARGET, DriftSpec, generate_rows
+from evolution.demo.synthetic import CATEGORICAL, FEATURES, TARGET, DriftSpec, generate_rows
 from evolution.errors import InsufficientData, IntegrityViolation, InvalidInput
 from evolution.training.trainer import (
     MODEL_JSON,
@@ -89,7 +89,7 @@ def test_row_order_does_not_change_the_model(rows: list[dict[str, Any]], model: 
 _SUBPROCESS_TRAIN = """
 import json, sys
 from datetime import UTC, datetime
-from evolution.demo_data import CATEGORICAL, FEATURES, TARGET, generate_rows
+from evolution.demo.synthetic import CATEGORICAL, FEATURES, TARGET, generate_rows
 from evolution.training.trainer import TrainingConfig, train
 rows = generate_rows(2500, seed=21, start=datetime(2024, 1, 1, tzinfo=UTC))
 config = TrainingConfig(features=FEATURES, categorical=sorted(CATEGORICAL), target=TARGET)
@@ -208,7 +208,7 @@ def test_rows_without_a_target_are_dropped_and_counted(rows: list[dict[str, Any]
 
 
 def test_train_accepts_columns_as_well_as_rows(rows: list[dict[str, Any]], model: TrainedModel) -> None:
-    from evolution.demo_data import to_columns
+    from evolution.demo.synthetic import to_columns
 
     assert train(to_columns(rows), CONFIG, seed=7).to_files() == model.to_files()
 

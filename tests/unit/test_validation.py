@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from evolution.demo_data import CATEGORICAL, FEATURES, TARGET, DriftSpec, generate_rows
+from evolution.demo.synthetic import CATEGORICAL, FEATURES, TARGET, DriftSpec, generate_rows
 from evolution.errors import InsufficientData, InvalidInput
 from evolution.training.trainer import Columns, Rows, TrainedModel, TrainingConfig, holdout_mask, train
 from evolution.training.validation import validate

@@ -9,8 +9,8 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from evolution.settings import Settings
-from evolution.wiring import Services, build_services
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services, build_services
 from tests.support.temporal import temporal_cli_path
 from workers.orchestrator import TemporalOrchestrator
 from workers.worker import build_worker

@@ -22,17 +22,17 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from evolution.circuit_breaker import CircuitBreaker
 from evolution.contracts import RetrainingInput, RetrainingResult, RolloutTiming
-from evolution.demo import Scenario
-from evolution.notify import OutboxNotifier
-from evolution.quota import PRICE_PER_GPU_HOUR_USD
+from evolution.demo.scenario import Scenario
+from evolution.notifications.outbox import OutboxNotifier
+from evolution.platform.wiring import Services
+from evolution.registry.circuit_breaker import CircuitBreaker
 from evolution.registry.db import reading
+from evolution.registry.quota import PRICE_PER_GPU_HOUR_USD
 from evolution.registry.schema import TrainingRun
 from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
 from evolution.training.compute import Heartbeat, LocalSubprocessBackend, TrainingJob, TrainingJobResult
-from evolution.wiring import Services
 from tests.support.scenario import seed_tenant
 from workers.orchestrator import TemporalOrchestrator
 from workers.worker import WORKFLOWS, build_worker

@@ -17,9 +17,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from evolution.contracts import DriftScanInput
-from evolution.demo import Scenario
+from evolution.demo.scenario import Scenario
+from evolution.platform.wiring import Services
 from evolution.security import Principal
-from evolution.wiring import Services
 from tests.support.scenario import seed_tenant
 from workers.orchestrator import TemporalOrchestrator
 from workers.worker import WORKFLOWS

@@ -23,12 +23,12 @@ from evolution.notifications.config import (
     NotificationsConfig,
     WebhookConfig,
 )
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services, build_services
 from evolution.registry.db import reading, transaction
 from evolution.registry.schema import Notification
 from evolution.security import Principal, Role
-from evolution.settings import Settings
 from evolution.timeutil import utcnow
-from evolution.wiring import Services, build_services
 from tests.support.notification_servers import WebhookReceiver, webhook_server
 from workers.orchestrator import TemporalOrchestrator
 from workers.worker import build_worker

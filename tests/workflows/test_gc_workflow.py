@@ -22,9 +22,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from evolution.contracts import GcInput, GcResult
+from evolution.governance.retention import RetentionService
+from evolution.platform.wiring import Services
 from evolution.registry.service import ModelRegistryService
-from evolution.retention import RetentionService
-from evolution.wiring import Services
 from tests.support.retention_world import COLLECTED, DELETED, Clock, World, build_world
 from workers.orchestrator import TemporalOrchestrator
 from workers.worker import WORKFLOWS

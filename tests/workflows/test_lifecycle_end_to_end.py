@@ -6,14 +6,14 @@ import asyncio
 from datetime import timedelta
 
 from evolution.contracts import ApprovalRequest, DriftScanInput, RetrainingInput, RolloutTiming
-from evolution.demo import InProcessTransport, Scenario, TrafficDriver
-from evolution.demo_data import DriftSpec
+from evolution.demo.scenario import InProcessTransport, Scenario, TrafficDriver
+from evolution.demo.synthetic import DriftSpec
 from evolution.lifecycle import ModelState
+from evolution.platform.wiring import Services
 from evolution.registry.views import VersionView
 from evolution.security import Principal
 from evolution.serving.predictor import Predictor
 from evolution.timeutil import utcnow
-from evolution.wiring import Services
 from tests.support.scenario import seed_tenant
 from tests.workflows.test_retraining_approval import wait_for_approval
 from workers.orchestrator import TemporalOrchestrator

@@ -7,13 +7,13 @@ import asyncio
 import pytest
 
 from evolution.contracts import ApprovalRequest, RetrainingInput, RolloutTiming
-from evolution.demo import Scenario
+from evolution.demo.scenario import Scenario
 from evolution.errors import InvalidInput, NotFound
 from evolution.lifecycle import ModelState
-from evolution.orchestrator import RetrainingAlreadyRunning
+from evolution.platform.orchestrator import RetrainingAlreadyRunning
+from evolution.platform.wiring import Services
 from evolution.security import Principal
 from evolution.timeutil import utcnow
-from evolution.wiring import Services
 from tests.support.scenario import seed_tenant
 from workers.orchestrator import TemporalOrchestrator
 

@@ -11,13 +11,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from evolution.contracts import RetrainingInput, RolloutTiming
-from evolution.demo import Scenario
+from evolution.demo.scenario import Scenario
 from evolution.lifecycle import ModelState
+from evolution.platform.wiring import Services
 from evolution.registry.db import transaction
 from evolution.registry.schema import Tenant
 from evolution.security import Principal
 from evolution.timeutil import utcnow
-from evolution.wiring import Services
 from tests.support.scenario import seed_tenant
 from workers.orchestrator import TemporalOrchestrator
 from workers.worker import WORKFLOWS

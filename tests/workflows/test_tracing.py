@@ -13,12 +13,12 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from evolution.contracts import ApprovalRequest, RetrainingInput, RolloutTiming
-from evolution.demo import Scenario
+from evolution.demo.scenario import Scenario
+from evolution.observability.tracing import configure_tracing
+from evolution.platform.settings import Settings
+from evolution.platform.wiring import Services
 from evolution.security import Principal
-from evolution.settings import Settings
 from evolution.timeutil import utcnow
-from evolution.tracing import configure_tracing
-from evolution.wiring import Services
 from tests.support.scenario import seed_tenant
 from tests.workflows.test_retraining_approval import wait_for_approval
 from workers.orchestrator import TemporalOrchestrator

@@ -12,12 +12,12 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from evolution.contracts import RetrainingInput, RolloutTiming
-from evolution.demo import Scenario
+from evolution.demo.scenario import Scenario
 from evolution.lifecycle import ModelState
+from evolution.platform.wiring import Services
 from evolution.security import Principal
 from evolution.timeutil import utcnow
 from evolution.training.compute import LocalSubprocessBackend
-from evolution.wiring import Services
 from tests.support.scenario import seed_tenant
 from workers.orchestrator import TemporalOrchestrator
 from workers.worker import build_worker

@@ -19,8 +19,8 @@ from evolution.contracts import (
     RetrainingStatus,
 )
 from evolution.errors import EvolutionError
+from evolution.platform.settings import Settings
 from evolution.security import Action, Principal, authorize
-from evolution.settings import Settings
 
 
 class RetrainingAlreadyRunning(EvolutionError):

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from evolution.data.events import sign_event
 from evolution.errors import InvalidInput
-from evolution.events import sign_event
 from evolution.integrity.signing import generate_source_keypair, key_id_for_public_pem
 
 SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

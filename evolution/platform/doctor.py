@@ -15,9 +15,9 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import Engine, text
 
+from evolution.platform.settings import Settings
 from evolution.registry.db import MIGRATIONS_DIR, alembic_config, make_engine
 from evolution.registry.row_security import IDENTITY_TABLES
-from evolution.settings import Settings
 
 
 class Check(BaseModel):
@@ -119,7 +119,7 @@ def _row_security_checks(connection: Any) -> list[Check]:
 
 def artifact_checks(settings: Settings) -> list[Check]:
     if settings.artifact_backend == "s3":
-        from evolution.wiring import build_artifact_store
+        from evolution.platform.wiring import build_artifact_store
 
         store: Any = build_artifact_store(settings)
         return _checks("artifacts", store.check())
@@ -130,7 +130,7 @@ def artifact_checks(settings: Settings) -> list[Check]:
 
 
 def signer_checks(settings: Settings) -> list[Check]:
-    from evolution.wiring import build_signer
+    from evolution.platform.wiring import build_signer
 
     signer: Any = build_signer(settings)
     if settings.signer_backend == "kms":
@@ -145,7 +145,7 @@ def signer_checks(settings: Settings) -> list[Check]:
 
 def compute_checks(settings: Settings) -> list[Check]:
     if settings.compute_backend == "kubernetes":
-        from evolution.wiring import build_compute_backend
+        from evolution.platform.wiring import build_compute_backend
 
         backend: Any = build_compute_backend(settings)
         return _checks("compute", backend.check())
@@ -178,7 +178,7 @@ def notification_checks(settings: Settings) -> list[Check]:
 def temporal_checks(settings: Settings) -> list[Check]:
     import asyncio
 
-    from evolution.orchestrator import connect_orchestrator
+    from evolution.platform.orchestrator import connect_orchestrator
 
     async def probe() -> None:
         orchestrator = await connect_orchestrator(settings)

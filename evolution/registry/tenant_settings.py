@@ -54,7 +54,8 @@ class TenantSettings(BaseModel):
         description="Consecutive failed retrainings that disable retraining (None: the default, 3).",
     )
     baseline_overrides: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Signed baseline resets by model name (see evolution/baselines.py)."
+        default_factory=dict,
+        description="Signed baseline resets by model name (see evolution/drift/baselines.py).",
     )
 
     @classmethod

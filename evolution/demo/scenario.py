@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from evolution.demo_data import TARGET, DriftSpec, generate_rows
-from evolution.events import EventIngestor, IngestSummary
+from evolution.data.events import EventIngestor, IngestSummary
+from evolution.data.sources import records_to_events
+from evolution.demo.synthetic import TARGET, DriftSpec, generate_rows
 from evolution.security import Principal
 from evolution.serving.predictor import PredictInstance, Predictor
-from evolution.sources import records_to_events
 from evolution.timeutil import utcnow
 
 

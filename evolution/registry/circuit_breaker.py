@@ -33,8 +33,8 @@ from evolution.errors import InvalidInput, NotFound
 from evolution.registry.audit import append_audit, lock_tenant_chain
 from evolution.registry.db import reading, transaction
 from evolution.registry.schema import AuditEntry, CircuitBreakerState, Tenant
+from evolution.registry.tenant_settings import TenantSettings
 from evolution.security import Action, Principal, authorize
-from evolution.tenant_settings import TenantSettings
 from evolution.timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)

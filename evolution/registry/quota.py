@@ -14,8 +14,8 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution import metrics
 from evolution.errors import InvalidInput, NotFound, QuotaExceeded
+from evolution.observability import metrics
 from evolution.registry.audit import append_audit
 from evolution.registry.db import reading, transaction
 from evolution.registry.schema import Tenant, TrainingRun

@@ -11,22 +11,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evolution import metrics
 from evolution.contracts import TrainOut, ValidateOut
+from evolution.data.snapshots import DatasetSnapshotService, SnapshotView
 from evolution.errors import InsufficientData, TrainingFailed
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.manifest import build_manifest_from_dir, sign_manifest
 from evolution.integrity.signing import KeyRing, Signer
-from evolution.models import BASELINE_FILE, ModelLoader
-from evolution.quota import QuotaManager
+from evolution.observability import metrics
+from evolution.registry.quota import QuotaManager
 from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenant_settings import TenantSettings
 from evolution.security import Principal
-from evolution.snapshots import DatasetSnapshotService, SnapshotView
 from evolution.stats.drift import build_baseline
 from evolution.stats.drift_models import DriftConfig, ErrorBaseline
-from evolution.tenant_settings import TenantSettings
 from evolution.timeutil import utcnow
 from evolution.training.compute import ComputeBackend, TrainingJob
+from evolution.training.loader import BASELINE_FILE, ModelLoader
 from evolution.training.slots import TrainingSlots
 from evolution.training.trainer import TrainingConfig, holdout_mask
 from evolution.training.validation import validate

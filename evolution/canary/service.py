@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from evolution import metrics
 from evolution.contracts import LookOut, ShadowOut
-from evolution.outcomes import OutcomeJoiner
+from evolution.data.outcomes import OutcomeJoiner
+from evolution.observability import metrics
 from evolution.security import Principal
 from evolution.stats.canary import (
     GuardConfig,

@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from evolution.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from evolution.settings import Settings
+    from evolution.platform.settings import Settings
 
 TRACER_NAME = "evolution"
 OTLP_TRACES_PATH = "/v1/traces"

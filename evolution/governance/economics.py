@@ -29,10 +29,10 @@ from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.contracts import RolloutTiming
-from evolution.drift_scan import DRIFT_DETECTION_SLO_S
+from evolution.drift.scanner import DRIFT_DETECTION_SLO_S
 from evolution.lifecycle import ModelState
-from evolution.quota import QuotaManager
 from evolution.registry.db import reading
+from evolution.registry.quota import QuotaManager
 from evolution.registry.schema import (
     AuditEntry,
     DriftReport,
@@ -42,9 +42,9 @@ from evolution.registry.schema import (
     TrainingRun,
 )
 from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenant_settings import Economics
 from evolution.registry.views import VersionView
 from evolution.security import Action, Principal, authorize
-from evolution.tenant_settings import Economics
 from evolution.timeutil import as_utc, utcnow
 
 DEFAULT_MODEL_NAME = "yield"

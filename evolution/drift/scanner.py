@@ -10,21 +10,21 @@ from typing import Any
 
 import numpy as np
 
-from evolution import metrics
-from evolution.baselines import BaselineService
 from evolution.contracts import ScanOut, SealOut, SealScanOut
-from evolution.drift_reports import DriftReportService
+from evolution.data.snapshots import DatasetSnapshotService, SnapshotView
+from evolution.drift.baselines import BaselineService
+from evolution.drift.reports import DriftReportService
 from evolution.errors import InsufficientData, InvalidInput
 from evolution.integrity.signing import KeyRing
 from evolution.lifecycle import ModelState
-from evolution.models import ModelLoader
-from evolution.notify import NotificationIn, Notifier
+from evolution.notifications.outbox import NotificationIn, Notifier
+from evolution.observability import metrics
 from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal
-from evolution.snapshots import DatasetSnapshotService, SnapshotView
 from evolution.stats.drift import scan
 from evolution.stats.drift_models import DriftResult
 from evolution.timeutil import as_utc, utcnow
+from evolution.training.loader import ModelLoader
 from evolution.training.trainer import TrainedModel
 
 log = logging.getLogger(__name__)

@@ -6,11 +6,11 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel
 
-from evolution.audit_checkpoints import AuditCheckpointer
 from evolution.errors import EvolutionError
-from evolution.retention import COLLECTABLE_STATES, gc_history, verify_collected_version
+from evolution.governance.retention import COLLECTABLE_STATES, gc_history, verify_collected_version
+from evolution.platform.wiring import Services
+from evolution.registry.audit_checkpoints import AuditCheckpointer
 from evolution.security import ALL_TENANTS, Principal, Role
-from evolution.wiring import Services
 
 AUDITOR = "system:verify"
 

@@ -8,8 +8,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from evolution.settings import Settings
-from evolution.tracing import current_trace_id
+from evolution.observability.tracing import current_trace_id
+from evolution.platform.settings import Settings
 
 CONTEXT_FIELDS = ("tenantId", "traceId", "modelHash", "workflowId", "activityId", "kind")
 

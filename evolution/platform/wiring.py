@@ -12,27 +12,27 @@ from functools import cached_property
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution.audit_checkpoints import AuditCheckpointer
-from evolution.baselines import BaselineService
-from evolution.circuit_breaker import CircuitBreaker
-from evolution.drift_reports import DriftReportService
-from evolution.events import EventIngestor
+from evolution.data.events import EventIngestor
+from evolution.data.outcomes import OutcomeJoiner
+from evolution.data.snapshots import DatasetSnapshotService
+from evolution.drift.baselines import BaselineService
+from evolution.drift.reports import DriftReportService
+from evolution.governance.users import UserService
 from evolution.integrity.artifacts import ArtifactStore, FilesystemArtifactStore
 from evolution.integrity.kms_signing import KmsSigner
 from evolution.integrity.s3_artifacts import S3ArtifactStore
 from evolution.integrity.signing import KeyRing, LocalEd25519Signer, Signer
-from evolution.models import ModelLoader
 from evolution.notifications.fanout import FanOutNotifier
-from evolution.notify import Notifier, OutboxNotifier
-from evolution.outcomes import OutcomeJoiner
-from evolution.quota import QuotaManager
+from evolution.notifications.outbox import Notifier, OutboxNotifier
+from evolution.platform.settings import Settings
+from evolution.registry.audit_checkpoints import AuditCheckpointer
+from evolution.registry.circuit_breaker import CircuitBreaker
 from evolution.registry.db import make_engine, make_session_factory, upgrade_to_head
+from evolution.registry.quota import QuotaManager
 from evolution.registry.service import ModelRegistryService
-from evolution.settings import Settings
-from evolution.snapshots import DatasetSnapshotService
 from evolution.training.compute import ComputeBackend, LocalSubprocessBackend
 from evolution.training.kubernetes_backend import KubernetesJobBackend
-from evolution.users import UserService
+from evolution.training.loader import ModelLoader
 
 
 @dataclass

@@ -13,17 +13,17 @@ import numpy as np
 from pydantic import BaseModel
 
 from evolution.canonical import canonical_json
+from evolution.data.snapshots import DatasetSnapshotService
 from evolution.errors import IntegrityViolation, InvalidInput, NotFound
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.signing import KeyRing, Signature, Signer
 from evolution.lifecycle import ModelState
-from evolution.models import ModelLoader
 from evolution.registry.service import ModelRegistryService
 from evolution.security import Action, Principal, authorize
-from evolution.snapshots import DatasetSnapshotService
 from evolution.stats.drift import build_baseline
 from evolution.stats.drift_models import Baseline, DriftConfig
 from evolution.timeutil import iso, utcnow
+from evolution.training.loader import ModelLoader
 
 
 class BaselineOverride(BaseModel):
