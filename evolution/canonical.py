@@ -1,5 +1,8 @@
 """Canonical JSON: the one byte encoding that is hashed and signed.
 
+At the top of evolution/ because every room that hashes or signs (registry, data, drift, integrity, training) shares
+this one encoding; it imports only errors.
+
 Two parties that hold the same logical value must produce the same bytes, or a signature made by one will not
 verify for the other. The rules: object keys sorted and strings only, no insignificant whitespace, UTF-8
 without ASCII escaping, floats as Python's shortest round-trip ``repr``, and no NaN or infinity (JSON has no

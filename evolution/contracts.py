@@ -1,5 +1,8 @@
 """The pydantic models that cross the workflow boundary (workflow, activity, update and query payloads).
 
+At the top of evolution/ because the workflows import it inside Temporal's sandbox: it imports only the lifecycle
+and the canary's pydantic models, never SQLAlchemy, numpy, the registry or metrics (a test checks).
+
 They hold only identifiers, small numbers and short texts: no secrets, no data rows, nothing large.
 """
 

@@ -1,5 +1,7 @@
 """Typed domain errors.
 
+At the top of evolution/ because every room raises them; it imports nothing of the project.
+
 Activities map every subclass of :class:`EvolutionError` to a non-retryable Temporal ``ApplicationError`` whose
 ``type`` is the class's ``error_type``; anything else is treated as transient and retried.
 """

@@ -1,5 +1,8 @@
 """The model lifecycle: one table of legal transitions, the single source of truth.
 
+At the top of evolution/ because both sides of the workflow boundary speak it: the registry applies it and
+:mod:`evolution.contracts` carries its states; it imports only errors, pydantic and timeutil.
+
 Every transition not in :data:`TRANSITIONS` is refused with :class:`IllegalTransition`.
 """
 

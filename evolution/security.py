@@ -1,4 +1,8 @@
-"""Principals, roles and the one permission table every service action is checked against."""
+"""Principals, roles and the one permission table every service action is checked against.
+
+At the top of evolution/ because every room's services authorize against this table (users and tokens, which
+authenticate people, are governance's); it imports only errors.
+"""
 
 from __future__ import annotations
 

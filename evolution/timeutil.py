@@ -1,4 +1,7 @@
-"""UTC time helpers: SQLite returns naive datetimes, PostgreSQL aware ones; the domain only ever sees aware UTC."""
+"""UTC time helpers: SQLite returns naive datetimes, PostgreSQL aware ones; the domain only ever sees aware UTC.
+
+At the top of evolution/ because every room handles time; it imports nothing of the project.
+"""
 
 from __future__ import annotations
 

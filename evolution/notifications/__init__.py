@@ -1,75 +1,11 @@
-"""Notifications behind the one :class:`~evolution.notifications.outbox.Notifier` port.
+"""Telling people: the notifier port and its outbox (the embedded default), e-mail and webhook channels, escalation.
+May import registry, observability and the shared modules at the top of evolution/.
 
-* ``OutboxNotifier`` (in :mod:`evolution.notifications.outbox`): the embedded default, a row in ``notifications`` plus the log.
-* :class:`SmtpNotifier`: plain-text e-mail over SMTP (STARTTLS or implicit TLS, optional login).
-* :class:`WebhookNotifier`: JSON POST signed with HMAC-SHA256 over timestamp and body; receivers check it with
-  :func:`verify_webhook_signature`.
-* :class:`FanOutNotifier`: the outbox first, then the channels an :class:`EscalationPolicy` routes to; escalates
-  requests nobody acted on with :meth:`FanOutNotifier.run_escalations`.
+* :mod:`~evolution.notifications.outbox`: the :class:`Notifier` port and ``OutboxNotifier``, a row in
+  ``notifications`` plus the log.
+* :mod:`~evolution.notifications.smtp`: plain-text e-mail over SMTP (STARTTLS or implicit TLS, optional login).
+* :mod:`~evolution.notifications.webhook`: JSON POST signed with HMAC-SHA256 over timestamp and body; receivers check
+  it with ``verify_webhook_signature``.
+* :mod:`~evolution.notifications.fanout`: the outbox first, then the channels an escalation policy routes to; it
+  escalates requests nobody acted on (``FanOutNotifier.run_escalations``).
 """
-
-from __future__ import annotations
-
-from evolution.notifications.base import (
-    ChannelResult,
-    DeliveryFailed,
-    DeliveryResult,
-    render_text,
-)
-from evolution.notifications.config import (
-    EscalationConfig,
-    EscalationRule,
-    NotificationsConfig,
-    Route,
-    SmtpConfig,
-    WebhookConfig,
-)
-from evolution.notifications.escalation import (
-    Escalation,
-    EscalationPolicy,
-    OutboxRow,
-    Routing,
-    due_escalations,
-    read_outbox,
-)
-from evolution.notifications.fanout import FanOutNotifier
-from evolution.notifications.outbox import NotificationIn, Notifier, OutboxNotifier
-from evolution.notifications.smtp import SmtpNotifier
-from evolution.notifications.webhook import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    WebhookNotifier,
-    sign_webhook,
-    verify_webhook_signature,
-)
-from evolution.observability.checks import CheckResult
-
-__all__ = [
-    "SIGNATURE_HEADER",
-    "TIMESTAMP_HEADER",
-    "ChannelResult",
-    "CheckResult",
-    "DeliveryFailed",
-    "DeliveryResult",
-    "Escalation",
-    "EscalationConfig",
-    "EscalationPolicy",
-    "EscalationRule",
-    "FanOutNotifier",
-    "NotificationIn",
-    "NotificationsConfig",
-    "Notifier",
-    "OutboxNotifier",
-    "OutboxRow",
-    "Route",
-    "Routing",
-    "SmtpConfig",
-    "SmtpNotifier",
-    "WebhookConfig",
-    "WebhookNotifier",
-    "due_escalations",
-    "read_outbox",
-    "render_text",
-    "sign_webhook",
-    "verify_webhook_signature",
-]

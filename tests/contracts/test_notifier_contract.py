@@ -16,16 +16,11 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution.notifications import (
-    EscalationConfig,
-    FanOutNotifier,
-    NotificationsConfig,
-    SmtpConfig,
-    SmtpNotifier,
-    WebhookConfig,
-    WebhookNotifier,
-)
+from evolution.notifications.config import EscalationConfig, NotificationsConfig, SmtpConfig, WebhookConfig
+from evolution.notifications.fanout import FanOutNotifier
 from evolution.notifications.outbox import NotificationIn, Notifier, OutboxNotifier
+from evolution.notifications.smtp import SmtpNotifier
+from evolution.notifications.webhook import WebhookNotifier
 from evolution.registry.schema import Notification
 from tests.support.notification_servers import SmtpSink, WebhookReceiver, smtp_server, webhook_server
 

@@ -27,24 +27,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.errors import IntegrityViolation
-from evolution.notifications import (
-    DeliveryFailed,
+from evolution.notifications.base import DeliveryFailed
+from evolution.notifications.config import (
     EscalationConfig,
-    EscalationPolicy,
     EscalationRule,
-    FanOutNotifier,
     NotificationsConfig,
-    OutboxRow,
     Route,
     SmtpConfig,
-    SmtpNotifier,
     WebhookConfig,
-    WebhookNotifier,
-    due_escalations,
-    sign_webhook,
-    verify_webhook_signature,
 )
+from evolution.notifications.escalation import EscalationPolicy, OutboxRow, due_escalations
+from evolution.notifications.fanout import FanOutNotifier
 from evolution.notifications.outbox import NotificationIn, OutboxNotifier
+from evolution.notifications.smtp import SmtpNotifier
+from evolution.notifications.webhook import WebhookNotifier, sign_webhook, verify_webhook_signature
 from evolution.registry.db import reading
 from evolution.registry.schema import Notification
 from evolution.registry.service import ModelRegistryService
