@@ -21,12 +21,11 @@ from evolution.contracts import (
     TransitionIn,
     TransitionOut,
 )
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, VersionView
 from evolution.notifications.outbox import NotificationIn, Notifier, notify_as
 from evolution.observability.metrics import record_retraining_outcome
 from evolution.registry.quota import QuotaManager
-from evolution.registry.service import ModelRegistryService, TransitionRequest, VersionChanges
-from evolution.registry.views import VersionView
+from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal, Role
 from evolution.training.loader import ModelLoader
 

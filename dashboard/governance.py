@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from dashboard.state import with_orchestrator
 from evolution.contracts import ApprovalRequest, ApprovalResponse, RetrainingStatus
 from evolution.drift.baselines import BaselineOverride
+from evolution.lifecycle import TransitionResult
 from evolution.platform.wiring import Services
-from evolution.registry.service import TransitionResult
 from evolution.security import Principal
 
 PROMOTE_MIN_LABELS = 1000

@@ -13,8 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from evolution.registry.service import TransitionResult
-from evolution.registry.views import VersionView
+from evolution.lifecycle import TransitionResult, VersionView
 from evolution.stats.canary_models import Decision, GuardConfig, GuardState
 
 Outcome = Literal[

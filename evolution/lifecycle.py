@@ -1,14 +1,20 @@
-"""The model lifecycle: one table of legal transitions, the single source of truth.
+"""The model lifecycle: one table of legal transitions, the single source of truth, and the version records that move
+through it.
 
 At the top of evolution/ because both sides of the workflow boundary speak it: the registry applies it and
-:mod:`evolution.contracts` carries its states; it imports only errors, pydantic and timeutil.
+:mod:`evolution.contracts` carries its states and records into workflow histories; it imports only errors and
+pydantic, so the workflow sandbox can load it without SQLAlchemy.
 
 Every transition not in :data:`TRANSITIONS` is refused with :class:`IllegalTransition`.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
 
 from evolution.errors import IllegalTransition
 
@@ -58,3 +64,48 @@ def check_transition(source: ModelState | str, target: ModelState | str) -> None
     if not is_legal(src, dst):
         allowed = ", ".join(sorted(TRANSITIONS[src])) or "none (terminal state)"
         raise IllegalTransition(f"illegal transition {src} -> {dst}; allowed from {src}: {allowed}")
+
+
+class VersionView(BaseModel):
+    """A model version as the registry hands it out (plain pydantic, safe to put in workflow histories)."""
+
+    id: str
+    tenant_id: str
+    model_name: str
+    number: int
+    state: ModelState
+    lock_version: int
+    parent_id: str | None = None
+    dataset_snapshot_id: str | None = None
+    model_hash: str | None = None
+    manifest: dict[str, Any] | None = None
+    metrics: dict[str, Any] = {}
+    was_champion: bool = False
+    created_at: datetime
+    updated_at: datetime
+
+
+class VersionChanges(BaseModel):
+    """Facts recorded together with a transition (e.g. the signed manifest when training ends)."""
+
+    model_hash: str | None = None
+    manifest: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    dataset_snapshot_id: str | None = None
+
+
+class TransitionRequest(BaseModel):
+    version_id: str
+    to_state: ModelState
+    expected_version: int = Field(description="The lock_version the caller read; a stale one is refused.")
+    request_id: str
+    reason: str = ""
+    changes: VersionChanges | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class TransitionResult(BaseModel):
+    version: VersionView
+    from_state: ModelState
+    audit_seq: int
+    demoted: VersionView | None = None

@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         ValidateIn,
         ValidateOut,
     )
-    from evolution.registry.views import VersionView
+    from evolution.lifecycle import VersionView
     from evolution.stats.canary_models import Decision, GuardState
 
 from workflows.policies import (

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.contracts import RolloutTiming
 from evolution.drift.scanner import DRIFT_DETECTION_SLO_S
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, VersionView
 from evolution.registry.db import reading
 from evolution.registry.quota import QuotaManager
 from evolution.registry.schema import (
@@ -43,7 +43,6 @@ from evolution.registry.schema import (
 )
 from evolution.registry.service import ModelRegistryService
 from evolution.registry.tenant_settings import Economics
-from evolution.registry.views import VersionView
 from evolution.security import Action, Principal, authorize
 from evolution.timeutil import as_utc, utcnow
 

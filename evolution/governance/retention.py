@@ -38,11 +38,10 @@ from evolution.errors import EvolutionError, IntegrityViolation, InvalidInput, N
 from evolution.integrity.artifacts import DIGEST_PATTERN, ArtifactStore
 from evolution.integrity.manifest import SignedManifest, verify_manifest
 from evolution.integrity.signing import KeyRing
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, VersionView
 from evolution.registry.audit import append_audit, lock_tenant_chain
 from evolution.registry.db import reading, transaction
 from evolution.registry.schema import AuditEntry, DatasetSnapshot, DriftReport, ModelVersion, Tenant
-from evolution.registry.views import VersionView
 from evolution.security import Action, Principal, authorize
 from evolution.timeutil import as_utc, iso, utcnow
 

@@ -12,12 +12,18 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.errors import Conflict, IllegalTransition, InvalidInput, NotFound, StaleVersion
-from evolution.lifecycle import ModelState, check_transition
+from evolution.lifecycle import (
+    ModelState,
+    TransitionRequest,
+    TransitionResult,
+    VersionChanges,
+    VersionView,
+    check_transition,
+)
 from evolution.observability import metrics
 from evolution.registry.audit import ChainReport, append_audit, load_chain, lock_tenant_chain, verify_chain
 from evolution.registry.db import reading, transaction
@@ -26,7 +32,7 @@ from evolution.registry.quota import check_limit
 from evolution.registry.schema import AuditEntry, ModelVersion, Tenant
 from evolution.registry.tenancy import tenant_ids_visible, tenant_of_version
 from evolution.registry.tenant_settings import TenantSettings
-from evolution.registry.views import AuditView, VersionView
+from evolution.registry.views import AuditView, version_view
 from evolution.security import Action, Principal, authorize
 from evolution.timeutil import utcnow
 
@@ -44,32 +50,6 @@ def check_model_name(name: str) -> str:
     if not MODEL_NAME_PATTERN.match(name):
         raise InvalidInput(f"model name {name!r}: use 1-100 letters, digits, '.', '-' or '_'")
     return name
-
-
-class VersionChanges(BaseModel):
-    """Facts recorded together with a transition (e.g. the signed manifest when training ends)."""
-
-    model_hash: str | None = None
-    manifest: dict[str, Any] | None = None
-    metrics: dict[str, Any] | None = None
-    dataset_snapshot_id: str | None = None
-
-
-class TransitionRequest(BaseModel):
-    version_id: str
-    to_state: ModelState
-    expected_version: int = Field(description="The lock_version the caller read; a stale one is refused.")
-    request_id: str
-    reason: str = ""
-    changes: VersionChanges | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
-
-
-class TransitionResult(BaseModel):
-    version: VersionView
-    from_state: ModelState
-    audit_seq: int
-    demoted: VersionView | None = None
 
 
 class ModelRegistryService:
@@ -254,7 +234,7 @@ class ModelRegistryService:
                     "reason": reason,
                 },
             )
-            return VersionView.of(row).model_dump(mode="json")
+            return version_view(row).model_dump(mode="json")
 
         payload = {"model_name": model_name, "parent_id": parent_id, "reason": reason}
         return VersionView.model_validate(
@@ -372,10 +352,10 @@ class ModelRegistryService:
                 {"forced_rollback": True, "replaces": champion.id},
             )
             return TransitionResult(
-                version=VersionView.of(restored),
+                version=version_view(restored),
                 from_state=ModelState.DEPRECATED,
                 audit_seq=seq,
-                demoted=VersionView.of(demoted),
+                demoted=version_view(demoted),
             ).model_dump(mode="json")
 
         result = TransitionResult.model_validate(
@@ -399,7 +379,7 @@ class ModelRegistryService:
             row = session.get(ModelVersion, version_id)
             if row is None:
                 raise NotFound(f"model version {version_id!r} does not exist")
-            return VersionView.of(row)
+            return version_view(row)
 
     def current(
         self, principal: Principal, tenant_id: str, model_name: str, state: ModelState
@@ -407,7 +387,7 @@ class ModelRegistryService:
         authorize(principal, Action.VIEW, tenant_id)
         with reading(self._factory, tenant_id) as session:
             row = self._current(session, tenant_id, model_name, state)
-            return VersionView.of(row) if row else None
+            return version_view(row) if row else None
 
     def in_states(
         self, principal: Principal, tenant_id: str, model_name: str, states: tuple[ModelState, ...]
@@ -421,7 +401,7 @@ class ModelRegistryService:
                     ModelVersion.state.in_([s.value for s in states]),
                 )
             )
-            return [VersionView.of(r) for r in rows]
+            return [version_view(r) for r in rows]
 
     def list_versions(
         self, principal: Principal, tenant_id: str, model_name: str | None = None
@@ -432,7 +412,7 @@ class ModelRegistryService:
             if model_name:
                 query = query.where(ModelVersion.model_name == model_name)
             return [
-                VersionView.of(r)
+                version_view(r)
                 for r in session.scalars(query.order_by(ModelVersion.model_name, ModelVersion.number))
             ]
 
@@ -510,10 +490,10 @@ class ModelRegistryService:
                 request.details,
             )
             return TransitionResult(
-                version=VersionView.of(applied),
+                version=version_view(applied),
                 from_state=source,
                 audit_seq=seq,
-                demoted=VersionView.of(demoted) if demoted else None,
+                demoted=version_view(demoted) if demoted else None,
             ).model_dump(mode="json")
 
         # A lock version this service read itself (quarantine) is not part of the request: a retry after the

@@ -1,4 +1,4 @@
-"""Read models the registry hands out (plain pydantic, safe to put in workflow histories)."""
+"""Read models the registry hands out: its rows turned into plain pydantic (the version record is the lifecycle's)."""
 
 from __future__ import annotations
 
@@ -7,45 +7,28 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, VersionView
 from evolution.registry.schema import AuditEntry, ModelVersion
 from evolution.timeutil import as_utc
 
 
-class VersionView(BaseModel):
-    id: str
-    tenant_id: str
-    model_name: str
-    number: int
-    state: ModelState
-    lock_version: int
-    parent_id: str | None = None
-    dataset_snapshot_id: str | None = None
-    model_hash: str | None = None
-    manifest: dict[str, Any] | None = None
-    metrics: dict[str, Any] = {}
-    was_champion: bool = False
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, row: ModelVersion) -> VersionView:
-        return cls(
-            id=row.id,
-            tenant_id=row.tenant_id,
-            model_name=row.model_name,
-            number=row.number,
-            state=ModelState(row.state),
-            lock_version=row.lock_version,
-            parent_id=row.parent_id,
-            dataset_snapshot_id=row.dataset_snapshot_id,
-            model_hash=row.model_hash,
-            manifest=row.manifest,
-            metrics=dict(row.metrics or {}),
-            was_champion=row.was_champion,
-            created_at=as_utc(row.created_at),
-            updated_at=as_utc(row.updated_at),
-        )
+def version_view(row: ModelVersion) -> VersionView:
+    return VersionView(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        model_name=row.model_name,
+        number=row.number,
+        state=ModelState(row.state),
+        lock_version=row.lock_version,
+        parent_id=row.parent_id,
+        dataset_snapshot_id=row.dataset_snapshot_id,
+        model_hash=row.model_hash,
+        manifest=row.manifest,
+        metrics=dict(row.metrics or {}),
+        was_champion=row.was_champion,
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
+    )
 
 
 class AuditView(BaseModel):

@@ -10,7 +10,7 @@ from evolution.errors import IntegrityViolation
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.manifest import SignedManifest, verify_model_files
 from evolution.integrity.signing import KeyRing
-from evolution.registry.views import VersionView
+from evolution.lifecycle import VersionView
 from evolution.stats.drift_models import Baseline
 from evolution.training.trainer import TrainedModel, load_model
 

@@ -16,10 +16,9 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.registry import RegistryActivities
 from evolution.contracts import PrincipalRef, PromoteIn, TransitionIn
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, VersionView
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
-from evolution.registry.views import VersionView
 from evolution.security import Principal, Role
 from tests.support.models import install_model
 

@@ -37,11 +37,9 @@ from evolution.integrity.artifacts import ArtifactStore, FilesystemArtifactStore
 from evolution.integrity.kms_signing import KmsSigner, SigningKeyUnavailable, create_signing_key
 from evolution.integrity.manifest import SignedManifest, build_manifest_from_dir, sign_manifest
 from evolution.integrity.signing import KeyRing, LocalEd25519Signer, Signature, Signer
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, VersionView
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
-from evolution.registry.service import TransitionRequest, VersionChanges
-from evolution.registry.views import VersionView
 from evolution.security import Principal, Role
 from evolution.serving.predictor import PredictInstance, Predictor
 from evolution.stats.drift import build_baseline

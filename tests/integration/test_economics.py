@@ -32,13 +32,12 @@ from evolution.governance.economics import (
     executive_summary,
     quota_status,
 )
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, VersionView
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
 from evolution.registry.db import transaction
 from evolution.registry.schema import DriftReport, Notification
-from evolution.registry.service import ModelRegistryService, TransitionRequest, VersionChanges
-from evolution.registry.views import VersionView
+from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal, Role
 from tests.support.models import install_model
 from tests.support.postgres import create_database

@@ -53,11 +53,11 @@ from evolution.errors import (
     PermissionDenied,
     StaleVersion,
 )
-from evolution.lifecycle import TRANSITIONS, ModelState, is_legal
+from evolution.lifecycle import TRANSITIONS, ModelState, TransitionRequest, is_legal
 from evolution.registry.db import make_engine, make_session_factory, upgrade_to_head
 from evolution.registry.idempotency import payload_hash
 from evolution.registry.schema import AuditEntry, ModelVersion
-from evolution.registry.service import ModelRegistryService, TransitionRequest
+from evolution.registry.service import ModelRegistryService
 from evolution.security import PERMISSIONS, Action, Principal, Role
 
 S = ModelState

@@ -41,11 +41,10 @@ from evolution.backup.service import create_backup, restore_backup
 from evolution.cli.main import app
 from evolution.demo.scenario import Scenario
 from evolution.integrity.artifacts import FilesystemArtifactStore
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, TransitionRequest
 from evolution.platform.settings import Settings
 from evolution.platform.verification import verify_all
 from evolution.platform.wiring import Services, build_services
-from evolution.registry.service import TransitionRequest
 from evolution.security import Principal
 from evolution.timeutil import as_utc
 from tests.support.pg_cluster import postgres_cluster, server_owned_dir

@@ -37,13 +37,11 @@ from evolution.demo.synthetic import TARGET, generate_rows
 from evolution.errors import PermissionDenied
 from evolution.governance.users import UserAccess, UserService
 from evolution.integrity.signing import generate_source_keypair, key_id_for_public_pem
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, TransitionRequest, VersionView
 from evolution.notifications.outbox import NotificationIn, notify_as
 from evolution.platform.orchestrator import start_retraining_as
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
-from evolution.registry.service import TransitionRequest
-from evolution.registry.views import VersionView
 from evolution.security import PERMISSIONS, Action, Principal, Role
 from evolution.serving.app import create_app
 from evolution.serving.auth import TokenAuthenticator

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.errors import StaleVersion
-from evolution.lifecycle import ModelState
-from evolution.registry.service import ModelRegistryService, TransitionRequest
+from evolution.lifecycle import ModelState, TransitionRequest
+from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal, Role
 
 pytestmark = pytest.mark.postgres

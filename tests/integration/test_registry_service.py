@@ -9,10 +9,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.errors import IdempotencyConflict, IllegalTransition, PermissionDenied, StaleVersion
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, VersionView
 from evolution.registry.db import tenant_session
-from evolution.registry.service import ModelRegistryService, TransitionRequest, VersionChanges
-from evolution.registry.views import VersionView
+from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal, Role
 
 S = ModelState

@@ -24,12 +24,11 @@ from evolution.data.sources import create_source_key, records_to_events
 from evolution.demo.scenario import Scenario
 from evolution.demo.synthetic import TARGET, DriftSpec, generate_rows
 from evolution.drift.scanner import DriftScanner
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, TransitionRequest
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
 from evolution.registry.db import tenant_session
 from evolution.registry.schema import Notification
-from evolution.registry.service import TransitionRequest
 from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
 from evolution.training.parent_watch import PARENT_PID_ENV

@@ -47,14 +47,12 @@ from evolution.data.sources import create_source_key, records_to_events
 from evolution.demo.synthetic import CROPS, FEATURES, TARGET, DriftSpec, generate_rows
 from evolution.errors import InvalidInput
 from evolution.integrity.manifest import build_manifest_from_dir, sign_manifest
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, VersionView
 from evolution.platform.orchestrator import connect_orchestrator
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services
 from evolution.registry.db import transaction
 from evolution.registry.schema import LearningEvent
-from evolution.registry.service import TransitionRequest, VersionChanges
-from evolution.registry.views import VersionView
 from evolution.security import Principal, Role
 from evolution.stats.drift import build_baseline
 from evolution.stats.drift_models import DriftConfig, ErrorBaseline

@@ -7,10 +7,8 @@ from pathlib import Path
 
 from evolution.demo.synthetic import TARGET, generate_rows
 from evolution.integrity.manifest import build_manifest_from_dir, sign_manifest
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, VersionView
 from evolution.platform.wiring import Services
-from evolution.registry.service import TransitionRequest, VersionChanges
-from evolution.registry.views import VersionView
 from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
 from evolution.training.trainer import TrainingConfig, train

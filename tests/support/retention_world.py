@@ -19,13 +19,12 @@ from evolution.demo.scenario import Scenario
 from evolution.governance.retention import GC_ACTION, RetentionService, version_artifacts
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.manifest import build_manifest_from_dir, sign_manifest
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, VersionView
 from evolution.platform.verification import verify_tenant
 from evolution.platform.wiring import Services
 from evolution.registry.db import reading
 from evolution.registry.schema import AuditEntry
-from evolution.registry.service import ModelRegistryService, TransitionRequest, VersionChanges
-from evolution.registry.views import VersionView
+from evolution.registry.service import ModelRegistryService
 from evolution.security import Principal, Role
 from evolution.stats.drift_models import DriftConfig, DriftResult
 from evolution.timeutil import utcnow

@@ -16,9 +16,8 @@ import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from evolution.data.outcomes import PredictionRecord
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, VersionView
 from evolution.observability import metrics
-from evolution.registry.views import VersionView
 from evolution.security import Principal, Role
 from evolution.serving import predictor as predictor_module
 from evolution.serving.buffer import PredictionBuffer

@@ -8,9 +8,8 @@ from datetime import timedelta
 from evolution.contracts import ApprovalRequest, DriftScanInput, RetrainingInput, RolloutTiming
 from evolution.demo.scenario import InProcessTransport, Scenario, TrafficDriver
 from evolution.demo.synthetic import DriftSpec
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, VersionView
 from evolution.platform.wiring import Services
-from evolution.registry.views import VersionView
 from evolution.security import Principal
 from evolution.serving.predictor import Predictor
 from evolution.timeutil import utcnow
