@@ -27,14 +27,10 @@ COPY workflows/ workflows/
 COPY activities/ activities/
 COPY workers/ workers/
 COPY dashboard/ dashboard/
-# A regular (non-editable) install: the image does not need the source tree at run time.
+# A regular (non-editable) install: the image does not need the source tree at run time. The Alembic migrations
+# come with it (package data of evolution/registry/migrations/), byte-compiled by pip now, while the root
+# filesystem is still writable.
 RUN pip install --upgrade pip "setuptools>=69" && pip install .
-
-# evolution/registry/db.py finds the Alembic scripts at <site-packages>/migrations (beside the `evolution`
-# package); the wheel does not ship them, so they are put there explicitly and byte-compiled now, because the
-# root filesystem is read-only at run time.
-COPY migrations/ /opt/venv/lib/python3.11/site-packages/migrations/
-RUN python -m compileall -q /opt/venv/lib/python3.11/site-packages/migrations
 
 # -------------------------------------------------------------------------------------------------- runtime stage
 FROM ${PYTHON_IMAGE} AS runtime

@@ -53,10 +53,12 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
 
+## Style, types, and the layers of docs/architecture.md (import-linter contracts in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy evolution workflows activities workers dashboard
+	$(VENV)/bin/lint-imports --no-cache
 
 test: $(STAMP) postgres-binaries promtool chromium lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=25

@@ -6,7 +6,7 @@ from temporalio import activity
 
 from activities.errors import domain_errors_are_final
 from evolution.contracts import GcInput, GcResult
-from evolution.governance.retention import GcReport, RetentionService
+from evolution.governance.garbage_collection import GcReport, RetentionService
 from evolution.security import Principal
 
 

@@ -25,7 +25,7 @@ from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, V
 from evolution.notifications.outbox import NotificationIn, Notifier, notify_as
 from evolution.observability.metrics import record_retraining_outcome
 from evolution.registry.quota import QuotaManager
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal, Role
 from evolution.training.loader import ModelLoader
 

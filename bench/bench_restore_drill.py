@@ -39,7 +39,8 @@ from evolution.backup.manifest import read_manifest
 from evolution.backup.postgres_backup import PgConnection, archive_settings
 from evolution.backup.service import create_backup, restore_backup
 from evolution.demo.scenario import Scenario
-from evolution.integrity.artifacts import FilesystemArtifactStore, verify_artifact
+from evolution.integrity.artifacts import FilesystemArtifactStore
+from evolution.integrity.digest_checks import verify_artifact
 from evolution.integrity.signing import LocalEd25519Signer
 from evolution.platform.settings import Settings
 from evolution.platform.verification import verify_all
@@ -74,7 +75,7 @@ def db_crash_drill(workdir: Path, archive_timeout_s: int, events: int, seed: int
                 ["registry", "artifacts", "keys"],
                 signer=services.signer,
                 store=services.store,
-                registry_tenants=services.registry.tenant_ids(),
+                registry_tenants=services.tenants.tenant_ids(),
                 wal_archive=archive,
             )
             committed: list[tuple[str, float]] = []

@@ -413,12 +413,12 @@ def stack(workdir: Path) -> Iterator[Stack]:
         tokens: dict[str, str] = {}
         try:
             for seed, tenant in enumerate(TENANTS, start=1):
-                services.registry.ensure_tenant(ROOT, tenant)
+                services.tenants.ensure_tenant(ROOT, tenant)
                 install_model(services, tenant, workdir / "models", ModelState.CHAMPION, seed=seed)
                 services.users.add_user(
                     ROOT, f"field-{tenant}", "a long enough password", Role.VIEWER, [tenant]
                 )
-                created = services.users.create_token(ROOT, f"field-{tenant}", "bench")
+                created = services.tokens.create_token(ROOT, f"field-{tenant}", "bench")
                 tokens[tenant] = created.token.get_secret_value()
             install_model(services, "acme", workdir / "models", ModelState.CANARY, seed=9)
         finally:

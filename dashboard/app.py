@@ -20,7 +20,7 @@ user = auth.signed_in(services)
 if user is None:
     navigation = st.navigation([st.Page(PAGES / "signin.py", title="Sign in", default=True)])
 else:
-    tenants = user.tenants(services.registry.tenant_ids())
+    tenants = user.tenants(services.tenants.tenant_ids())
     with st.sidebar:
         st.caption(f"Signed in as **{user.username}**")
         if tenants:

@@ -6,7 +6,7 @@ import httpx
 import pandas as pd
 import streamlit as st
 
-from evolution.governance.economics import ExecutiveSummary, executive_summary
+from evolution.governance.economics import ExecutiveSummary
 from evolution.platform.wiring import Services
 from evolution.security import Principal
 
@@ -48,10 +48,7 @@ def serving_availability(services: Services) -> float | None:
 @st.cache_data(ttl=30, show_spinner=False)
 def _summary(_services: Services, principal_json: str, tenant_id: str, model_name: str) -> ExecutiveSummary:
     principal = Principal.model_validate_json(principal_json)
-    return executive_summary(
-        _services.factory,
-        _services.registry,
-        _services.quota,
+    return _services.economics.executive_summary(
         principal,
         tenant_id,
         model_name=model_name,

@@ -23,7 +23,7 @@ def build(settings: Settings) -> tuple[FastAPI, Predictor]:
     services = build_services(settings)
     predictor = Predictor(services.registry, services.loader, services.outcomes, settings.canary_share)
     # API tokens are checked against the registry and cached (60 s fresh; up to 15 min while the registry is down).
-    authenticator = TokenAuthenticator(services.users.authenticate_token)
+    authenticator = TokenAuthenticator(services.tokens.authenticate_token)
     return create_app(predictor, services.events, authenticator), predictor
 
 

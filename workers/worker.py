@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import start_http_server
@@ -21,15 +20,10 @@ from activities.escalations import EscalationActivities
 from activities.gc import GcActivities
 from activities.registry import RegistryActivities
 from activities.training import TrainingActivities
-from evolution.canary.service import CanaryService
-from evolution.drift.scanner import DriftScanner
-from evolution.governance.retention import RetentionService
 from evolution.observability.logs import configure_logging
 from evolution.platform.settings import Settings, load_settings
-from evolution.platform.wiring import Services, build_compute_backend, build_services
-from evolution.training.candidates import CandidateBuilder
+from evolution.platform.wiring import Services, build_services
 from evolution.training.compute import ComputeBackend
-from evolution.training.slots import TrainingSlots
 from workers.activity_journal import journal_interceptors
 from workers.log_context import ActivityContext
 from workers.temporal_client import connect_client, metrics_runtime
@@ -43,44 +37,13 @@ WORKFLOWS = [RetrainingWorkflow, DriftScanWorkflow, GcWorkflow, EscalationWorkfl
 
 
 def activity_objects(services: Services, compute: ComputeBackend | None = None) -> list[Any]:
-    settings = services.settings
-    builder = CandidateBuilder(
-        registry=services.registry,
-        snapshots=services.snapshots,
-        store=services.store,
-        signer=services.signer,
-        keyring=services.keyring,
-        loader=services.loader,
-        compute=compute or build_compute_backend(settings),
-        quota=services.quota,
-        # Kubernetes: the worker and the training pods share one volume, mounted at the same path in both.
-        work_dir=Path(settings.kubernetes.work_mount_path)
-        if settings.compute_backend == "kubernetes" and settings.kubernetes is not None
-        else settings.work_dir,
-        timeout_s=settings.training_timeout_s,
-        memory_limit_mb=settings.training_memory_limit_mb,
-        # GPU-hours are charged as wall time x the GPUs a training pod requests (none locally).
-        gpus=settings.kubernetes.gpus
-        if settings.compute_backend == "kubernetes" and settings.kubernetes is not None
-        else 0,
-        slots=TrainingSlots(settings.max_concurrent_trainings),
-    )
-    scanner = DriftScanner(
-        services.registry,
-        services.snapshots,
-        services.drift_reports,
-        services.loader,
-        services.keyring,
-        services.notifier,
-        services.baselines,
-    )
     return [
         RegistryActivities(services.registry, services.quota, services.notifier, verifier=services.loader),
-        TrainingActivities(builder),
-        DriftActivities(scanner),
-        CanaryActivities(CanaryService(services.outcomes)),
+        TrainingActivities(services.candidate_builder(compute)),
+        DriftActivities(services.drift_scanner),
+        CanaryActivities(services.canary),
         BreakerActivities(services.breaker, services.notifier),
-        GcActivities(RetentionService(services.factory, services.store)),
+        GcActivities(services.retention),
         EscalationActivities(services.notifier),
     ]
 

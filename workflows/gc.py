@@ -1,6 +1,6 @@
 """GcWorkflow (scheduled daily as ``gc/{tenant}``): retention and garbage collection of a tenant's model artifacts.
 
-One activity plans and collects (evolution/governance/retention.py); it is idempotent, so a retry, or a run that overlaps a
+One activity plans and collects (evolution/governance/garbage_collection.py); it is idempotent, so a retry, or a run that overlaps a
 manual ``evolution gc run``, deletes nothing twice. The schedule skips a tick while the previous run still runs.
 """
 

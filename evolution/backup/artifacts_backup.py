@@ -35,12 +35,8 @@ from evolution.backup.manifest import (
     no_progress,
 )
 from evolution.errors import Conflict, EvolutionError, IntegrityViolation, NotFound
-from evolution.integrity.artifacts import (
-    TENANT_PATTERN,
-    ArtifactStore,
-    FilesystemArtifactStore,
-    verify_artifact,
-)
+from evolution.integrity.artifacts import TENANT_PATTERN, ArtifactStore, FilesystemArtifactStore
+from evolution.integrity.digest_checks import verify_artifact
 
 logger = logging.getLogger(__name__)
 

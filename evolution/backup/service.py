@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from evolution.backup.artifacts_backup import (
     ArtifactsRestore,
@@ -68,10 +69,25 @@ from evolution.backup.sqlite_backup import backup_sqlite, restore_sqlite, sqlite
 from evolution.errors import Conflict, IntegrityViolation, InvalidInput, NotFound
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.signing import Signer
-from evolution.platform.settings import Settings
 from evolution.timeutil import as_utc, utcnow
 
 logger = logging.getLogger(__name__)
+
+
+class Home(Protocol):
+    """Where a home's parts live: what backup and restore read of the settings (``Settings`` satisfies it)."""
+
+    @property
+    def home(self) -> Path: ...
+    @property
+    def artifacts_dir(self) -> Path: ...
+    @property
+    def keys_dir(self) -> Path: ...
+    @property
+    def resolved_database_url(self) -> str: ...
+    @property
+    def resolved_owner_database_url(self) -> str: ...
+
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "")
 
@@ -110,7 +126,7 @@ class BackupResult:
 
 
 def create_backup(
-    settings: Settings,
+    settings: Home,
     dest: Path,
     parts: Sequence[Part],
     *,
@@ -304,7 +320,7 @@ class RestoreResult:
         return list(self.artifacts.problems) if self.artifacts else []
 
 
-def home_contents(settings: Settings, parts: Sequence[Part], pg_data_dir: Path | None = None) -> list[str]:
+def home_contents(settings: Home, parts: Sequence[Part], pg_data_dir: Path | None = None) -> list[str]:
     """What a restore of ``parts`` would overwrite in this home (empty: nothing, it is fresh)."""
     found = []
     url = settings.resolved_database_url
@@ -389,7 +405,7 @@ def artifact_entries(
 
 
 def restore_backup(
-    settings: Settings,
+    settings: Home,
     source: Path,
     *,
     store: ArtifactStore,

@@ -44,8 +44,8 @@ def audit_checkpoint(
     """
     svc = services()
     checkpointer = AuditCheckpointer(svc.factory, svc.store, svc.signer, svc.keyring)
-    tenants = [tenant] if tenant else svc.registry.tenant_ids()
-    if tenant and tenant not in svc.registry.tenant_ids():
+    tenants = [tenant] if tenant else svc.tenants.tenant_ids()
+    if tenant and tenant not in svc.tenants.tenant_ids():
         raise InvalidInput(f"tenant {tenant!r} does not exist")
     rows = []
     failed = 0

@@ -67,7 +67,7 @@ def backup_create(
         parts,
         signer=svc.signer,
         store=svc.store,
-        registry_tenants=svc.registry.tenant_ids(),
+        registry_tenants=svc.tenants.tenant_ids(),
         wal_archive=wal_archive,
         pg_format="tar" if pg_format == "tar" else "plain",
         pg_url=pg_url,

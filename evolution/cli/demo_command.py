@@ -64,7 +64,7 @@ class Progress:
 
 
 def _free_tenant_id(services: Services, base: str) -> str:
-    existing = set(services.registry.tenant_ids())
+    existing = set(services.tenants.tenant_ids())
     if base not in existing:
         return base
     n = 2
@@ -126,7 +126,7 @@ def _service_token(services: Services, admin: Principal, tenant: str) -> str:
         services.users.add_user(admin, DEMO_SERVICE, secrets.token_urlsafe(32), Role.ADMIN, [tenant])
     except Conflict:
         services.users.grant(admin, DEMO_SERVICE, Role.ADMIN, tenant)
-    issued = services.users.create_token(admin, DEMO_SERVICE, f"demo traffic {tenant}", timedelta(days=1))
+    issued = services.tokens.create_token(admin, DEMO_SERVICE, f"demo traffic {tenant}", timedelta(days=1))
     return issued.token.get_secret_value()
 
 
@@ -140,7 +140,7 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
         round_rows=size.round_rows,
     )
     tenant, model = scenario.tenant_id, scenario.model_name
-    services.registry.ensure_tenant(admin, tenant, "ACME Agro (demo)")
+    services.tenants.ensure_tenant(admin, tenant, "ACME Agro (demo)")
     if source_key_path(cfg.keys_dir, tenant, SOURCE).exists():
         key_id, private_pem = load_source_key(cfg.keys_dir, tenant, SOURCE)
     else:

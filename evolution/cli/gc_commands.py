@@ -1,4 +1,7 @@
-"""`evolution gc run`: retention and garbage collection of a tenant's model artifacts (see evolution/governance/retention.py)."""
+"""`evolution gc run`: retention and garbage collection of a tenant's model artifacts.
+
+The policy is evolution/governance/retention.py; the collection, evolution/governance/garbage_collection.py.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ from typing import Annotated
 import typer
 
 from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
-from evolution.governance.retention import GcReport, RetentionPlan, RetentionService
+from evolution.governance.garbage_collection import GcReport
+from evolution.governance.retention import RetentionPlan
 
 gc_app = typer.Typer(
     help="Retention and garbage collection: keep the last versions and every champion, collect old "
@@ -144,9 +148,7 @@ def run(
     """Collect the tenant's old DRAFT/FAILED model artifacts now (admin), or show the plan (--dry-run)."""
     svc = services()
     try:
-        report = RetentionService(svc.factory, svc.store).run(
-            operator(settings()), tenant, model, dry_run=dry_run
-        )
+        report = svc.retention.run(operator(settings()), tenant, model, dry_run=dry_run)
     finally:
         svc.close()
     if as_json:

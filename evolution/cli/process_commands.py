@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from evolution.cli.context import friendly_errors, settings
-from evolution.platform.processes import REPO_ROOT, ProcessGroup
+from evolution.platform.processes import PACKAGES_ROOT, ProcessGroup
 
 
 @friendly_errors
@@ -47,7 +47,7 @@ def up(
 
 
 def _exec_module(module: str) -> None:
-    os.chdir(REPO_ROOT)
+    os.chdir(PACKAGES_ROOT)
     os.execv(sys.executable, [sys.executable, "-m", module])
 
 

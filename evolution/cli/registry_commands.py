@@ -39,7 +39,7 @@ def tenant_create(
 ) -> None:
     """Create a tenant (idempotent)."""
     svc = services()
-    created = svc.registry.ensure_tenant(
+    created = svc.tenants.ensure_tenant(
         operator(svc.settings), tenant_id, name, gpu_hours_quota=gpu_hours, budget_cap_usd=budget_usd
     )
     typer.echo(f"tenant {tenant_id} {'created' if created else 'already exists'}")
@@ -87,7 +87,7 @@ def tenant_configure(
     if not patch:
         raise InvalidInput("nothing to change: pass at least one option (see --help)")
     svc = services()
-    settings_now = svc.registry.configure_tenant(operator(svc.settings), tenant_id, patch)
+    settings_now = svc.tenants.configure_tenant(operator(svc.settings), tenant_id, patch)
     typer.echo(settings_now.model_dump_json(indent=2))
 
 
@@ -97,7 +97,7 @@ def tenant_show(tenant_id: Annotated[str, typer.Argument(help="Tenant id.")]) ->
     """A tenant's settings and this month's quota use."""
     svc = services()
     principal = operator(svc.settings)
-    typer.echo(svc.registry.tenant_settings(principal, tenant_id).model_dump_json(indent=2))
+    typer.echo(svc.tenants.tenant_settings(principal, tenant_id).model_dump_json(indent=2))
     quota = svc.quota.status(principal, tenant_id)
     typer.echo(
         f"{quota.month}: {quota.gpu_hours_used:.3f} of {quota.gpu_hours_quota:g} GPU-hours, "
@@ -128,7 +128,7 @@ def quota_set(
 ) -> None:
     """Admin: raise (or lower) a tenant's monthly GPU-hours quota and/or budget cap (audited, old and new)."""
     svc = services()
-    after = svc.registry.set_quota(
+    after = svc.tenants.set_quota(
         operator(svc.settings), tenant_id, gpu_hours_quota=gpu_hours, budget_cap_usd=budget_usd, reason=reason
     )
     typer.echo(
@@ -170,7 +170,7 @@ def breaker_reset(
 @friendly_errors
 def tenant_list() -> None:
     """List tenants."""
-    for tenant_id in services().registry.tenant_ids():
+    for tenant_id in services().tenants.tenant_ids():
         typer.echo(tenant_id)
 
 

@@ -143,7 +143,7 @@ def token_create(
         ttl = timedelta(days=ttl_days) if ttl_days is not None else None
     except (OverflowError, ValueError):
         raise InvalidInput(f"--ttl-days {ttl_days}: not a usable number of days") from None
-    issued = svc.users.create_token(operator(svc.settings), username, name, ttl)
+    issued = svc.tokens.create_token(operator(svc.settings), username, name, ttl)
     view = issued.view
     expires = view.expires_at.isoformat(timespec="seconds") if view.expires_at else "never"
     typer.echo(
@@ -171,7 +171,7 @@ def token_list(
             "created": t.created_at.isoformat(timespec="seconds"),
             "expires": t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never",
         }
-        for t in svc.users.list_tokens(operator(svc.settings), username)
+        for t in svc.tokens.list_tokens(operator(svc.settings), username)
     ]
     typer.echo(table(rows, ["id", "username", "name", "status", "created", "expires"]))
 
@@ -183,5 +183,5 @@ def token_revoke(
 ) -> None:
     """Admin: refuse the token from now on (serving processes stop accepting it within a minute)."""
     svc = services()
-    view = svc.users.revoke_token(operator(svc.settings), token_id)
+    view = svc.tokens.revoke_token(operator(svc.settings), token_id)
     typer.echo(f"API token {view.id} ({view.name}) of {view.username} revoked")

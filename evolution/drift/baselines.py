@@ -18,7 +18,8 @@ from evolution.errors import IntegrityViolation, InvalidInput, NotFound
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.signing import KeyRing, Signature, Signer
 from evolution.lifecycle import ModelState
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import Action, Principal, authorize
 from evolution.stats.drift import build_baseline
 from evolution.stats.drift_models import Baseline, DriftConfig
@@ -41,12 +42,14 @@ class BaselineService:
     def __init__(
         self,
         registry: ModelRegistryService,
+        tenants: TenantService,
         snapshots: DatasetSnapshotService,
         loader: ModelLoader,
         store: ArtifactStore,
         signer: Signer,
     ) -> None:
         self._registry = registry
+        self._tenants = tenants
         self._snapshots = snapshots
         self._loader = loader
         self._store = store
@@ -68,7 +71,7 @@ class BaselineService:
         loaded = self._loader.load(champion)
         rows = self._snapshots.load_rows(snapshot, keyring)
         names = [f.name for f in loaded.baseline.features] if loaded.baseline else loaded.model.features
-        settings = self._registry.tenant_settings(system, tenant_id)
+        settings = self._tenants.tenant_settings(system, tenant_id)
         config = settings.drift_config_over(loaded.baseline.config if loaded.baseline else DriftConfig())
         labelled = [r for r in rows if r.get("actual") is not None]
         errors = None
@@ -91,7 +94,7 @@ class BaselineService:
             at=iso(now),
         )
         current = settings.baseline_overrides
-        self._registry.configure_tenant(
+        self._tenants.configure_tenant(
             principal,
             tenant_id,
             {"baseline_overrides": {**current, model_name: override.model_dump(mode="json")}},
@@ -102,7 +105,7 @@ class BaselineService:
         self, tenant_id: str, model_name: str, champion_version_id: str, keyring: KeyRing
     ) -> Baseline | None:
         """The verified reset baseline for this champion, or None when the champion's own baseline applies."""
-        settings = self._registry.tenant_settings(Principal.system(tenant_id), tenant_id)
+        settings = self._tenants.tenant_settings(Principal.system(tenant_id), tenant_id)
         raw = settings.baseline_overrides.get(model_name)
         if raw is None:
             return None

@@ -19,7 +19,8 @@ from evolution.integrity.signing import KeyRing
 from evolution.lifecycle import ModelState
 from evolution.notifications.outbox import NotificationIn, Notifier
 from evolution.observability import metrics
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal
 from evolution.stats.drift import scan
 from evolution.stats.drift_models import DriftResult
@@ -35,6 +36,7 @@ class DriftScanner:
     def __init__(
         self,
         registry: ModelRegistryService,
+        tenants: TenantService,
         snapshots: DatasetSnapshotService,
         reports: DriftReportService,
         loader: ModelLoader,
@@ -44,6 +46,7 @@ class DriftScanner:
     ) -> None:
         """Thresholds come from the tenant's current settings; binning stays as frozen in the champion's baseline."""
         self._registry = registry
+        self._tenants = tenants
         self._snapshots = snapshots
         self._reports = reports
         self._loader = loader
@@ -151,7 +154,7 @@ class DriftScanner:
             predicted = model.predict(_model_columns(model, raw, columns, labelled))
             actual = np.asarray([rows[i]["actual"] for i in labelled], dtype=float)
             abs_errors = np.abs(actual - predicted)
-        settings = self._registry.tenant_settings(system, tenant_id)
+        settings = self._tenants.tenant_settings(system, tenant_id)
         baseline = frozen.model_copy(update={"config": settings.drift_config_over(frozen.config)})
         result = scan(baseline, columns, abs_errors)
         report = self._reports.write(

@@ -1,8 +1,9 @@
 """What a tenant's model line earns and costs, and how close it runs to its service objectives.
 
-The dashboard's Executive page calls :func:`executive_summary`. Everything here is read-only and answered by a
-handful of aggregated, index-backed queries (no per-prediction rows come back to Python), so the page stays fast
-when the predictions table is large.
+The terms, the figures and the pure math: :func:`summarize` derives the Executive page's figures from the facts
+:class:`~evolution.governance.economics_queries.EconomicsService` reads (a handful of aggregated, index-backed
+queries, so the page stays fast when the predictions table is large). Nothing here does I/O. It runs past 450 lines
+because the definitions shown on the page, the models and the derivations of one summary read best side by side.
 
 Terms, once:
 
@@ -20,31 +21,16 @@ Terms, once:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import case, func, or_, select
-from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.contracts import RolloutTiming
 from evolution.drift.scanner import DRIFT_DETECTION_SLO_S
 from evolution.lifecycle import ModelState, VersionView
-from evolution.registry.db import reading
-from evolution.registry.quota import QuotaManager
-from evolution.registry.schema import (
-    AuditEntry,
-    DriftReport,
-    LearningEvent,
-    Notification,
-    Prediction,
-    TrainingRun,
-)
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.quota import QuotaStatus
 from evolution.registry.tenant_settings import Economics
-from evolution.security import Action, Principal, authorize
-from evolution.timeutil import as_utc, utcnow
 
 DEFAULT_MODEL_NAME = "yield"
 
@@ -216,8 +202,8 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
-# ----------------------------------------------------------------------------------------- internal records
-class _Transition(BaseModel):
+# ------------------------------------------------------------------------------ records the queries fill
+class LineTransition(BaseModel):
     seq: int
     at: datetime
     actor: str
@@ -233,154 +219,20 @@ class _Promotion(BaseModel):
     actor: str
 
 
-class _Observation(BaseModel):
+class Observation(BaseModel):
     at: datetime
     value: float
     in_progress: bool = False
 
 
-class _Paired(BaseModel):
+class PairedErrors(BaseModel):
     n: int
     champion_mae: float
     candidate_mae: float
 
 
-# ------------------------------------------------------------------------------------------------- queries
-def _transitions(session: Session, tenant_id: str, version_ids: Sequence[str]) -> list[_Transition]:
-    """Transitions into or out of CANARY and CHAMPION: the promotions and the canary windows."""
-    watched = [ModelState.CANARY.value, ModelState.CHAMPION.value]
-    rows = session.execute(
-        select(
-            AuditEntry.seq,
-            AuditEntry.at,
-            AuditEntry.actor,
-            AuditEntry.subject_id,
-            AuditEntry.from_state,
-            AuditEntry.to_state,
-        )
-        .where(
-            AuditEntry.tenant_id == tenant_id,
-            AuditEntry.action == "version.transition",
-            AuditEntry.subject_id.in_(list(version_ids)),
-            or_(AuditEntry.to_state.in_(watched), AuditEntry.from_state.in_(watched)),
-        )
-        .order_by(AuditEntry.seq)
-    ).all()
-    return [
-        _Transition(seq=seq, at=as_utc(at), actor=actor, version_id=subject, from_state=src, to_state=dst)
-        for seq, at, actor, subject, src, dst in rows
-    ]
-
-
-def _training_runs(
-    session: Session, tenant_id: str, version_ids: Sequence[str], now: datetime
-) -> list[tuple[str, datetime, float, float]]:
-    """(version id, started at, duration s, cost USD) of every run of the model line up to ``now``."""
-    rows = session.execute(
-        select(
-            TrainingRun.model_version_id, TrainingRun.started_at, TrainingRun.duration_s, TrainingRun.cost_usd
-        )
-        .where(
-            TrainingRun.tenant_id == tenant_id,
-            TrainingRun.model_version_id.in_(list(version_ids)),
-            TrainingRun.started_at <= now,
-        )
-        .order_by(TrainingRun.started_at)
-    ).all()
-    return [
-        (version, as_utc(started), float(duration), float(cost)) for version, started, duration, cost in rows
-    ]
-
-
-def _champion_volumes(
-    session: Session,
-    tenant_id: str,
-    model_name: str,
-    champion_ids: Sequence[str],
-    checkpoints: list[datetime],
-) -> dict[str, list[int]]:
-    """Per champion, the forecasts it had served by each checkpoint: one scan, one conditional sum a checkpoint."""
-    sums = [func.coalesce(func.sum(case((Prediction.created_at <= at, 1), else_=0)), 0) for at in checkpoints]
-    rows = session.execute(
-        select(Prediction.champion_version_id, *sums)
-        .where(
-            Prediction.tenant_id == tenant_id,
-            Prediction.model_name == model_name,
-            Prediction.champion_version_id.in_(list(champion_ids)),
-            Prediction.served_role != "canary",
-            Prediction.created_at <= checkpoints[-1],
-        )
-        .group_by(Prediction.champion_version_id)
-    ).all()
-    return {row[0]: [int(count) for count in row[1:]] for row in rows}
-
-
-def _paired_errors(
-    session: Session, tenant_id: str, model_name: str, candidate_ids: Sequence[str]
-) -> dict[tuple[str, str], _Paired]:
-    """MAE of champion and candidate on the requests both scored and whose outcome arrived, per (cand, champ)."""
-    rows = session.execute(
-        select(
-            Prediction.candidate_version_id,
-            Prediction.champion_version_id,
-            func.count(),
-            func.avg(func.abs(LearningEvent.actual - Prediction.champion_prediction)),
-            func.avg(func.abs(LearningEvent.actual - Prediction.candidate_prediction)),
-        )
-        .join(Prediction, Prediction.id == LearningEvent.prediction_id)
-        .where(
-            LearningEvent.tenant_id == tenant_id,
-            LearningEvent.actual.is_not(None),
-            Prediction.tenant_id == tenant_id,
-            Prediction.model_name == model_name,
-            Prediction.candidate_version_id.in_(list(candidate_ids)),
-            Prediction.champion_prediction.is_not(None),
-            Prediction.candidate_prediction.is_not(None),
-        )
-        .group_by(Prediction.candidate_version_id, Prediction.champion_version_id)
-    ).all()
-    return {
-        (candidate, champion): _Paired(n=int(n), champion_mae=float(champ_mae), candidate_mae=float(cand_mae))
-        for candidate, champion, n, champ_mae, cand_mae in rows
-        if candidate is not None and champion is not None
-    }
-
-
-def _drift_latencies(
-    session: Session, tenant_id: str, model_name: str, since: datetime, now: datetime
-) -> list[_Observation]:
-    """Per alerting report: created - window start (the drifted data may have arrived as early as that)."""
-    rows = session.execute(
-        select(DriftReport.created_at, DriftReport.window_start).where(
-            DriftReport.tenant_id == tenant_id,
-            DriftReport.model_name == model_name,
-            DriftReport.level == "alert",
-            DriftReport.created_at >= since,
-            DriftReport.created_at <= now,
-        )
-    ).all()
-    return [
-        _Observation(at=as_utc(created), value=(as_utc(created) - as_utc(start)).total_seconds())
-        for created, start in rows
-    ]
-
-
-def _guard_decisions(session: Session, tenant_id: str, since: datetime, now: datetime) -> list[datetime]:
-    rows = session.scalars(
-        select(Notification.created_at)
-        .where(
-            Notification.tenant_id == tenant_id,
-            Notification.kind == GUARD_DECIDED_KIND,
-            Notification.created_at >= since,
-            Notification.created_at <= now,
-        )
-        .order_by(Notification.created_at)
-    ).all()
-    return [as_utc(at) for at in rows]
-
-
 # ------------------------------------------------------------------------------------------- derivations
-def _promotions(transitions: list[_Transition]) -> list[_Promotion]:
+def promotions_of(transitions: list[LineTransition]) -> list[_Promotion]:
     """The first arrival of each version at CHAMPION, with the champion it replaced (rollbacks included)."""
     promotions: list[_Promotion] = []
     seen: set[str] = set()
@@ -398,8 +250,8 @@ def _promotions(transitions: list[_Transition]) -> list[_Promotion]:
 
 
 def _canary_windows(
-    transitions: list[_Transition], guard_decisions: list[datetime], since: datetime, now: datetime
-) -> list[_Observation]:
+    transitions: list[LineTransition], guard_decisions: list[datetime], since: datetime, now: datetime
+) -> list[Observation]:
     """Per candidate: from entering CANARY to the guard's decision (or to leaving CANARY); open ones run to now."""
     entered: dict[str, datetime] = {}
     spans: list[tuple[datetime, datetime | None]] = []
@@ -409,7 +261,7 @@ def _canary_windows(
         elif t.from_state == ModelState.CANARY.value and t.version_id in entered:
             spans.append((entered.pop(t.version_id), t.at))
     spans.extend((start, None) for start in entered.values())
-    observations: list[_Observation] = []
+    observations: list[Observation] = []
     for start, left in spans:
         limit = left or now
         decided = next((at for at in guard_decisions if start <= at <= limit), None)
@@ -417,12 +269,12 @@ def _canary_windows(
         if (end or now) < since:
             continue
         observations.append(
-            _Observation(at=end or now, value=((end or now) - start).total_seconds(), in_progress=end is None)
+            Observation(at=end or now, value=((end or now) - start).total_seconds(), in_progress=end is None)
         )
     return observations
 
 
-def _checkpoints(start: datetime, now: datetime, marks: list[datetime], points: int) -> list[datetime]:
+def checkpoints_at(start: datetime, now: datetime, marks: list[datetime], points: int) -> list[datetime]:
     """Evenly spaced instants from ``start`` to ``now`` (both included), plus ``marks`` (the promotions)."""
     if start >= now:
         return [now]
@@ -432,7 +284,7 @@ def _checkpoints(start: datetime, now: datetime, marks: list[datetime], points: 
 
 
 def _error_reduction(
-    version: VersionView, predecessor_id: str | None, paired: dict[tuple[str, str], _Paired]
+    version: VersionView, predecessor_id: str | None, paired: dict[tuple[str, str], PairedErrors]
 ) -> tuple[ErrorSource, float | None, float | None, int]:
     """(source, predecessor MAE, new MAE, labelled requests): live pairs first, then the validation holdout."""
     if predecessor_id is None:
@@ -454,7 +306,7 @@ def _risk(
     title: str,
     objective: float,
     consequence: str,
-    observations: list[_Observation],
+    observations: list[Observation],
     what: str,
     period_days: float,
 ) -> SloRisk:
@@ -516,51 +368,35 @@ def _availability_risk(availability: float | None) -> SloRisk:
 
 
 # ---------------------------------------------------------------------------------------------- the summary
-def executive_summary(
-    factory: sessionmaker[Session],
-    registry: ModelRegistryService,
-    quota: QuotaManager,
-    principal: Principal,
-    tenant_id: str,
+class LineFacts(BaseModel):
+    """What the queries read about one model line: everything :func:`summarize` derives the figures from."""
+
+    versions: dict[str, VersionView]
+    transitions: list[LineTransition]
+    runs: list[tuple[str, datetime, float, float]]
+    checkpoints: list[datetime]
+    volumes: dict[str, list[int]]
+    paired: dict[tuple[str, str], PairedErrors]
+    drift: list[Observation]
+    decisions: list[datetime]
+
+
+def summarize(
+    facts: LineFacts,
     *,
-    model_name: str = DEFAULT_MODEL_NAME,
-    now: datetime | None = None,
-    availability: float | None = None,
-    series_points: int = DEFAULT_SERIES_POINTS,
-    slo_period: timedelta = DEFAULT_SLO_PERIOD,
+    tenant_id: str,
+    model_name: str,
+    now: datetime,
+    economics: Economics,
+    quota_now: QuotaStatus,
+    availability: float | None,
+    slo_period: timedelta,
 ) -> ExecutiveSummary:
-    """ROI per promotion, the capitalization index with its time series, quota use and SLA-breach risk.
-
-    ``availability`` is the serving process's measured share of requests answered (0..1), or None when unknown.
-    Any role that may view the tenant may call it.
-    """
-    authorize(principal, Action.VIEW, tenant_id)
-    now = as_utc(now) if now else utcnow()
+    """ROI per promotion, the capitalization index with its time series, quota use and SLA-breach risk (pure)."""
     since = now - slo_period
-    economics = registry.tenant_settings(principal, tenant_id).economics
-    versions = {v.id: v for v in registry.list_versions(principal, tenant_id, model_name)}
-    quota_now = quota.status(principal, tenant_id, now)
-
-    with reading(factory, tenant_id) as session:
-        ids = list(versions)
-        # Facts recorded after ``now`` (a summary as of an earlier moment) are not part of the picture.
-        transitions = [t for t in _transitions(session, tenant_id, ids) if t.at <= now] if ids else []
-        runs = _training_runs(session, tenant_id, ids, now) if ids else []
-        promotions = _promotions(transitions)
-        promoted_ids = [p.version_id for p in promotions]
-        checkpoints = (
-            _checkpoints(promotions[0].at, now, [p.at for p in promotions], series_points)
-            if promotions
-            else []
-        )
-        volumes = (
-            _champion_volumes(session, tenant_id, model_name, promoted_ids, checkpoints) if promotions else {}
-        )
-        paired = _paired_errors(session, tenant_id, model_name, promoted_ids) if promotions else {}
-        drift = _drift_latencies(session, tenant_id, model_name, since, now)
-        canary_starts = [t.at for t in transitions if t.to_state == ModelState.CANARY.value]
-        decisions = _guard_decisions(session, tenant_id, min(canary_starts), now) if canary_starts else []
-
+    versions, transitions, runs, volumes = facts.versions, facts.transitions, facts.runs, facts.volumes
+    promotions = promotions_of(transitions)
+    promoted_ids = [p.version_id for p in promotions]
     training_cost: dict[str, float] = defaultdict(float)
     for version_id, _, _, cost in runs:
         training_cost[version_id] += cost
@@ -570,7 +406,7 @@ def executive_summary(
     reduction_of: dict[str, float] = {}
     for promotion in promotions:
         version = versions[promotion.version_id]
-        source, old_mae, new_mae, n = _error_reduction(version, promotion.predecessor_id, paired)
+        source, old_mae, new_mae, n = _error_reduction(version, promotion.predecessor_id, facts.paired)
         reduction = old_mae - new_mae if old_mae is not None and new_mae is not None else None
         reduction_of[version.id] = reduction or 0.0
         volume = volumes.get(version.id, [0])[-1]
@@ -603,7 +439,7 @@ def executive_summary(
         )
 
     series: list[CapitalizationPoint] = []
-    for i, at in enumerate(checkpoints):
+    for i, at in enumerate(facts.checkpoints):
         served = {vid: counts[i] for vid, counts in volumes.items()}
         value = sum(reduction_of.get(vid, 0.0) * per_unit * count for vid, count in served.items())
         cost = sum(c for _, started, _, c in runs if started <= at) + sum(served.values()) / 1000.0 * per_1k
@@ -650,7 +486,7 @@ def executive_summary(
 
     days = slo_period.total_seconds() / 86400
     recent_runs = [
-        _Observation(at=started, value=duration) for _, started, duration, _ in runs if started >= since
+        Observation(at=started, value=duration) for _, started, duration, _ in runs if started >= since
     ]
     slos = [
         _risk(
@@ -658,7 +494,7 @@ def executive_summary(
             "Drift detection latency",
             DRIFT_LATENCY_OBJECTIVE_S,
             "warning alert",
-            drift,
+            facts.drift,
             "drift alerts",
             days,
         ),
@@ -676,7 +512,7 @@ def executive_summary(
             "Rollout window",
             ROLLOUT_WINDOW_OBJECTIVE_S,
             "automatic rollback",
-            _canary_windows(transitions, decisions, since, now),
+            _canary_windows(transitions, facts.decisions, since, now),
             "canaries",
             days,
         ),
@@ -707,13 +543,14 @@ __all__ = [
     "Capitalization",
     "CapitalizationPoint",
     "ExecutiveSummary",
+    "LineFacts",
     "PromotionEconomics",
     "QuotaUsage",
     "SloRisk",
     "availability_status",
     "capitalization_index",
-    "executive_summary",
     "quota_status",
     "roi",
     "slo_status",
+    "summarize",
 ]

@@ -6,34 +6,39 @@ tenant (``"*"``). A :class:`~evolution.security.Principal` holds a single role, 
 
 Managing users is an admin's job (``Action.MANAGE_USERS``), checked for every tenant concerned, and every change
 is audited in the chain of each tenant it touches (``"*"`` has its own chain). Passwords and hashes never reach
-the audit log or the logs.
+the audit log or the logs. API tokens, which act with a user's roles, are
+:mod:`evolution.governance.tokens`; what both work on (finding a user, their grants, authorising over a user,
+auditing a change to a user) is :mod:`evolution.governance.user_records`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cached_property
-from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from pydantic import BaseModel, ConfigDict, SecretStr
-from sqlalchemy import select, text
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from evolution.registry.audit import append_audit
+from evolution.governance.user_records import (
+    audit_user_change,
+    authorize_over_user,
+    find_user,
+    get_user,
+    user_roles,
+)
 from evolution.registry.db import act_for_tenant, transaction
-from evolution.registry.schema import ApiToken, Tenant, User, UserRole
-from evolution.registry.service import check_tenant_id
+from evolution.registry.schema import Tenant, User, UserRole
+from evolution.registry.tenants import check_tenant_id
 from evolution.security import ALL_TENANTS, Action, Principal, Role, authorize
 from evolution.timeutil import as_utc, utcnow
 
@@ -44,14 +49,6 @@ MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024  # argon2 takes any length; a cap keeps one request from costing a second of CPU
 HUMAN_ROLES = (Role.VIEWER, Role.MANAGER, Role.ADMIN)
 SIGN_IN_REFUSED = "invalid username or password"
-
-# API tokens: "evo_" (so that secret scanners recognise a leak), a public id, then 256 random bits (base64url).
-TOKEN_PREFIX = "evo_"
-TOKEN_PATTERN = re.compile(r"^evo_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
-TOKEN_ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
-TOKEN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
-MAX_TOKEN_TTL = timedelta(days=3660)
-TOKEN_REFUSED = "invalid, expired or revoked API token"
 
 
 def normalize_username(username: str) -> str:
@@ -153,66 +150,10 @@ class UserAccess(BaseModel):
         """One Principal per grant, keyed by tenant id (or "*")."""
         return {tenant: self.principal(tenant) for tenant in self.roles}
 
-
-def token_digest(token: str) -> str:
-    """SHA-256 of the whole token: 256 random bits need no slow hash, and the table never holds a token."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def check_token_name(name: str) -> str:
-    cleaned = name.strip()
-    if not TOKEN_NAME_PATTERN.match(cleaned):
-        raise InvalidInput(
-            f"token name {name!r}: use 1-64 letters, digits, spaces, '.', '_', '-' or '@', "
-            "starting with a letter or digit"
-        )
-    return cleaned
-
-
-def check_token_ttl(ttl: timedelta | None) -> timedelta | None:
-    if ttl is not None and not timedelta(0) < ttl <= MAX_TOKEN_TTL:
-        raise InvalidInput(f"token lifetime {ttl}: must be positive and at most {MAX_TOKEN_TTL.days} days")
-    return ttl
-
-
-class TokenView(BaseModel):
-    """An API token as an administrator may see it: never the token itself, nor its digest."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    username: str
-    name: str
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-
-    def status(self, now: datetime) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        return "active"
-
     @classmethod
-    def of(cls, token: ApiToken, username: str) -> TokenView:
-        return cls(
-            id=token.id,
-            username=username,
-            name=token.name,
-            created_at=as_utc(token.created_at),
-            expires_at=as_utc(token.expires_at) if token.expires_at else None,
-            revoked_at=as_utc(token.revoked_at) if token.revoked_at else None,
-        )
-
-
-class IssuedToken(BaseModel):
-    """A new token: ``token`` is shown to its holder once and stored nowhere (only its digest is)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    view: TokenView
-    token: SecretStr
+    def of(cls, session: Session, user: User) -> UserAccess:
+        """The access of ``user`` with their grants as the database holds them now (whether enabled is the caller's)."""
+        return cls(username=user.username, roles=user_roles(session, user))
 
 
 class UserService:
@@ -253,7 +194,7 @@ class UserService:
         try:
             with transaction(self._factory) as session:
                 self._require_tenants(session, wanted)
-                if self._find(session, name) is not None:
+                if find_user(session, name) is not None:
                     raise Conflict(f"username {name!r} already exists")
                 now = self._clock()
                 user = User(
@@ -269,13 +210,14 @@ class UserService:
                 session.add_all(roles)
                 session.flush()
                 for tenant_id in wanted:
-                    self._audit(
+                    audit_user_change(
                         session,
                         tenant_id,
                         principal,
                         "user.added",
                         name,
                         {"user_id": user.id, "role": parsed_role},
+                        clock=self._clock,
                     )
                 view = UserView.of(user, roles)
         except IntegrityError:
@@ -292,7 +234,7 @@ class UserService:
         authorize(principal, Action.MANAGE_USERS, tenant_id)
         with transaction(self._factory) as session:
             self._require_tenants(session, [tenant_id])
-            user = self._get(session, name)
+            user = get_user(session, name)
             existing = session.get(UserRole, (user.id, tenant_id))
             previous = existing.role if existing else None
             if existing is None:
@@ -300,13 +242,14 @@ class UserService:
             else:
                 existing.role = parsed_role.value
             session.flush()
-            self._audit(
+            audit_user_change(
                 session,
                 tenant_id,
                 principal,
                 "user.role_granted",
                 name,
                 {"user_id": user.id, "role": parsed_role, "previous_role": previous},
+                clock=self._clock,
             )
             view = self._view(session, user)
         log.info("user %s: role %s on %s granted by %s", name, parsed_role, tenant_id, principal.user)
@@ -318,20 +261,21 @@ class UserService:
         tenant_id = check_grant_tenant(tenant)
         authorize(principal, Action.MANAGE_USERS, tenant_id)
         with transaction(self._factory) as session:
-            user = self._get(session, name)
+            user = get_user(session, name)
             existing = session.get(UserRole, (user.id, tenant_id))
             if existing is None:
                 raise NotFound(f"user {name!r} has no role on tenant {tenant_id!r}")
             previous = existing.role
             session.delete(existing)
             session.flush()
-            self._audit(
+            audit_user_change(
                 session,
                 tenant_id,
                 principal,
                 "user.role_revoked",
                 name,
                 {"user_id": user.id, "previous_role": previous},
+                clock=self._clock,
             )
             view = self._view(session, user)
         log.info("user %s: role on %s revoked by %s", name, tenant_id, principal.user)
@@ -343,12 +287,20 @@ class UserService:
         check_password(password)
         password_hash = self._hasher.hash(password)
         with transaction(self._factory) as session:
-            user = self._get(session, name)
-            tenants = self._authorize_over_user(session, principal, user)
+            user = get_user(session, name)
+            tenants = authorize_over_user(session, principal, user)
             user.password_hash = password_hash
             session.flush()
             for tenant_id in tenants:
-                self._audit(session, tenant_id, principal, "user.password_set", name, {"user_id": user.id})
+                audit_user_change(
+                    session,
+                    tenant_id,
+                    principal,
+                    "user.password_set",
+                    name,
+                    {"user_id": user.id},
+                    clock=self._clock,
+                )
             view = self._view(session, user)
         log.info("user %s: password set by %s", name, principal.user)
         return view
@@ -357,13 +309,21 @@ class UserService:
         """The user can no longer sign in (nor be named by a trusted header); their history stays."""
         name = normalize_username(username)
         with transaction(self._factory) as session:
-            user = self._get(session, name)
-            tenants = self._authorize_over_user(session, principal, user)
+            user = get_user(session, name)
+            tenants = authorize_over_user(session, principal, user)
             if user.disabled_at is None:
                 user.disabled_at = self._clock()
                 session.flush()
                 for tenant_id in tenants:
-                    self._audit(session, tenant_id, principal, "user.disabled", name, {"user_id": user.id})
+                    audit_user_change(
+                        session,
+                        tenant_id,
+                        principal,
+                        "user.disabled",
+                        name,
+                        {"user_id": user.id},
+                        clock=self._clock,
+                    )
             view = self._view(session, user)
         log.info("user %s disabled by %s", name, principal.user)
         return view
@@ -401,7 +361,7 @@ class UserService:
         decoy = self._decoy_hash  # computed up front, so the first call costs the same whoever it is for
         name = normalize_username(username)
         with self._factory() as session:
-            user = self._find(session, name) if len(password) <= MAX_PASSWORD_LENGTH else None
+            user = find_user(session, name) if len(password) <= MAX_PASSWORD_LENGTH else None
             if user is None:
                 self._verify(decoy, password[:MAX_PASSWORD_LENGTH])
                 log.info("sign-in refused: unknown user or oversized password")
@@ -413,7 +373,7 @@ class UserService:
                     "sign-in refused for user %s (%s)", name, "disabled" if matched else "wrong password"
                 )
                 raise PermissionDenied(SIGN_IN_REFUSED)
-            access = UserAccess(username=user.username, roles=self._roles(session, user))
+            access = UserAccess.of(session, user)
             user_id = user.id
         if self._hasher.check_needs_rehash(stored_hash):
             self._rehash(user_id, stored_hash, password)
@@ -425,13 +385,19 @@ class UserService:
         check_password(new_password)
         password_hash = self._hasher.hash(new_password)
         with transaction(self._factory) as session:
-            user = self._get(session, access.username)
+            user = get_user(session, access.username)
             user.password_hash = password_hash
             session.flush()
-            for tenant_id, role in self._roles(session, user).items():
+            for tenant_id, role in user_roles(session, user).items():
                 actor = Principal(user=user.username, role=role, tenants=(tenant_id,))
-                self._audit(
-                    session, tenant_id, actor, "user.password_changed", user.username, {"user_id": user.id}
+                audit_user_change(
+                    session,
+                    tenant_id,
+                    actor,
+                    "user.password_changed",
+                    user.username,
+                    {"user_id": user.id},
+                    clock=self._clock,
                 )
         log.info("user %s changed their password", access.username)
 
@@ -439,10 +405,10 @@ class UserService:
         """Trusted-header mode (an authenticating proxy named the user): the roles of an existing, enabled user."""
         name = normalize_username(username)
         with self._factory() as session:
-            user = self._find(session, name)
+            user = find_user(session, name)
             if user is None or user.disabled_at is not None:
                 raise PermissionDenied(f"user {name!r} is not a registered, enabled user")
-            return UserAccess(username=user.username, roles=self._roles(session, user))
+            return UserAccess.of(session, user)
 
     def principal_for(self, username: str, tenant: str) -> Principal:
         """Trusted-header mode, once the tenant is chosen: read fresh, so a disable or revoke applies at once."""
@@ -451,125 +417,6 @@ class UserService:
     def principals_for(self, username: str) -> dict[str, Principal]:
         """Trusted-header mode: one Principal per grant of an existing, enabled user, keyed by tenant (or "*")."""
         return self.access_for(username).principals()
-
-    # ----------------------------------------------------------------- API tokens
-    def create_token(
-        self, principal: Principal, username: str, name: str, ttl: timedelta | None = None
-    ) -> IssuedToken:
-        """Admin: a bearer token for the HTTP API that acts with the user's roles (audited, never the token).
-
-        Like a password change, it needs MANAGE_USERS on every tenant the user holds a role on.
-        """
-        user_name = normalize_username(username)
-        token_name = check_token_name(name)
-        check_token_ttl(ttl)
-        token_id = secrets.token_hex(8)
-        token = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
-        with transaction(self._factory) as session:
-            user = self._get(session, user_name)
-            tenants = self._authorize_over_user(session, principal, user)
-            if user.disabled_at is not None:
-                raise Conflict(f"user {user_name!r} is disabled: a token for them would be refused anyway")
-            now = self._clock()
-            row = ApiToken(
-                id=token_id,
-                user_id=user.id,
-                name=token_name,
-                token_hash=token_digest(token),
-                created_at=now,
-                expires_at=now + ttl if ttl is not None else None,
-                revoked_at=None,
-            )
-            session.add(row)
-            session.flush()
-            view = TokenView.of(row, user.username)
-            details = {
-                "user_id": user.id,
-                "token_id": token_id,
-                "token_name": token_name,
-                "expires_at": view.expires_at.isoformat() if view.expires_at else None,
-            }
-            for tenant_id in tenants or [ALL_TENANTS]:
-                self._audit(session, tenant_id, principal, "user.token_created", user.username, details)
-        log.info(
-            "API token %s (%s) for user %s created by %s", token_id, token_name, user_name, principal.user
-        )
-        return IssuedToken(view=view, token=SecretStr(token))
-
-    def revoke_token(self, principal: Principal, token_id: str) -> TokenView:
-        """Admin: the token is refused from now on (a serving process that cached it stops within its TTL)."""
-        with transaction(self._factory) as session:
-            row = session.get(ApiToken, token_id) if TOKEN_ID_PATTERN.match(token_id) else None
-            if row is None:
-                # Only admins may learn whether a token exists.
-                for tenant_id in principal.tenants:
-                    authorize(principal, Action.MANAGE_USERS, tenant_id)
-                raise NotFound(f"API token {token_id!r} does not exist")
-            user = session.get(User, row.user_id)
-            assert user is not None  # foreign key
-            tenants = self._authorize_over_user(session, principal, user)
-            if row.revoked_at is None:
-                row.revoked_at = self._clock()
-                session.flush()
-                details = {"user_id": user.id, "token_id": row.id, "token_name": row.name}
-                for tenant_id in tenants or [ALL_TENANTS]:
-                    self._audit(session, tenant_id, principal, "user.token_revoked", user.username, details)
-            view = TokenView.of(row, user.username)
-        log.info("API token %s of user %s revoked by %s", token_id, view.username, principal.user)
-        return view
-
-    def list_tokens(self, principal: Principal, username: str | None = None) -> list[TokenView]:
-        """Admin: the tokens of ``username``, or of every user whose tenants the principal all manages."""
-        for tenant_id in principal.tenants:
-            authorize(principal, Action.MANAGE_USERS, tenant_id)
-        with self._factory() as session:
-            if username is not None:
-                users = [self._get(session, normalize_username(username))]
-            else:
-                users = list(session.scalars(select(User).order_by(User.username)))
-            views: list[TokenView] = []
-            for user in users:
-                try:
-                    self._authorize_over_user(session, principal, user)
-                except PermissionDenied:
-                    if username is not None:
-                        raise
-                    continue
-                rows = session.scalars(
-                    select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.created_at)
-                )
-                views.extend(TokenView.of(row, user.username) for row in rows)
-            return views
-
-    def authenticate_token(self, token: str) -> UserAccess:
-        """The roles of the token's user; unknown, malformed, revoked, expired and disabled are refused alike.
-
-        The digest is compared in constant time. The caller (the HTTP layer) answers 401 to every refusal.
-        """
-        match = TOKEN_PATTERN.match(token) if len(token) <= 100 else None
-        if match is None:
-            raise PermissionDenied(TOKEN_REFUSED)
-        digest = token_digest(token)
-        now = self._clock()
-        with self._factory() as session:
-            row = session.get(ApiToken, match[1])
-            stored = row.token_hash if row is not None else "0" * 64
-            if row is None or not hmac.compare_digest(stored.encode(), digest.encode()):
-                log.info("API token refused: unknown token")
-                raise PermissionDenied(TOKEN_REFUSED)
-            user = session.get(User, row.user_id)
-            assert user is not None  # foreign key
-            problem = None
-            if row.revoked_at is not None:
-                problem = "revoked"
-            elif row.expires_at is not None and as_utc(row.expires_at) <= now:
-                problem = "expired"
-            elif user.disabled_at is not None:
-                problem = "user disabled"
-            if problem is not None:
-                log.info("API token %s of user %s refused: %s", row.id, user.username, problem)
-                raise PermissionDenied(TOKEN_REFUSED)
-            return UserAccess(username=user.username, roles=self._roles(session, user))
 
     # ----------------------------------------------------------------- internals
     def _verify(self, password_hash: str, password: str) -> bool:
@@ -592,23 +439,6 @@ class UserService:
             return
         log.info("password hash of user %s renewed with the current parameters", user_id)
 
-    @staticmethod
-    def _find(session: Session, name: str) -> User | None:
-        return session.scalar(select(User).where(User.username == name))
-
-    def _get(self, session: Session, name: str) -> User:
-        user = self._find(session, name)
-        if user is None:
-            raise NotFound(f"user {name!r} does not exist")
-        return user
-
-    @staticmethod
-    def _roles(session: Session, user: User) -> dict[str, Role]:
-        rows = session.scalars(
-            select(UserRole).where(UserRole.user_id == user.id).order_by(UserRole.tenant_id)
-        )
-        return {r.tenant_id: Role(r.role) for r in rows}
-
     def _view(self, session: Session, user: User) -> UserView:
         rows = session.scalars(select(UserRole).where(UserRole.user_id == user.id))
         return UserView.of(user, rows)
@@ -621,40 +451,3 @@ class UserService:
             act_for_tenant(session, tenant_id)
             if session.get(Tenant, tenant_id) is None:
                 raise NotFound(f"tenant {tenant_id!r} does not exist")
-
-    def _authorize_over_user(self, session: Session, principal: Principal, user: User) -> list[str]:
-        """Changing a user's password or state needs MANAGE_USERS on every tenant they hold a role on.
-
-        Otherwise the admin of one tenant could take over an account that also reaches other tenants.
-        """
-        tenants = list(self._roles(session, user))
-        if not tenants:
-            # A user with no role left reaches no tenant; only an admin of every tenant may touch it.
-            authorize(principal, Action.MANAGE_USERS, ALL_TENANTS)
-        for tenant_id in tenants:
-            authorize(principal, Action.MANAGE_USERS, tenant_id)
-        return tenants
-
-    def _audit(
-        self,
-        session: Session,
-        tenant_id: str,
-        principal: Principal,
-        action: str,
-        username: str,
-        details: dict[str, Any],
-    ) -> None:
-        act_for_tenant(session, tenant_id)
-        if tenant_id == ALL_TENANTS and session.get_bind().dialect.name == "postgresql":
-            # "*" has no tenants row for append_audit to lock: serialise its chain with an advisory lock.
-            session.execute(text("SELECT pg_advisory_xact_lock(hashtext('evolution-audit-all-tenants'))"))
-        append_audit(
-            session,
-            tenant_id=tenant_id,
-            principal=principal,
-            action=action,
-            subject_type="user",
-            subject_id=username,
-            at=self._clock(),
-            details={k: (str(v) if isinstance(v, Role) else v) for k, v in details.items()},
-        )

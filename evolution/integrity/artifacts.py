@@ -25,11 +25,16 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from evolution.errors import Conflict, IntegrityViolation, InvalidInput, NotFound
+from evolution.integrity.digest_checks import (
+    READ_BLOCK,
+    require_same_object,
+    require_stored_size,
+    verified_bytes,
+)
 from evolution.integrity.object_keys import canonical_object_key, canonical_prefix, key_is_under
 
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-READ_BLOCK = 1024 * 1024
 
 
 def validate_tenant(tenant: str) -> str:
@@ -85,21 +90,6 @@ class ArtifactStore(Protocol):
     def list_objects(self, tenant: str, prefix: str = "") -> list[str]:
         """Sorted canonical keys equal to or below ``prefix`` (segment-wise; ``""`` lists all)."""
         ...
-
-
-def verify_artifact(store: ArtifactStore, tenant: str, digest: str) -> int:
-    """Stream the artifact through SHA-256 without holding it in memory; returns its size or raises."""
-    h = hashlib.sha256()
-    size = 0
-    with store.open(tenant, digest) as reader:
-        while block := reader.read(READ_BLOCK):
-            h.update(block)
-            size += len(block)
-    if h.hexdigest() != digest:
-        raise IntegrityViolation(
-            f"artifact {tenant}/{digest} is corrupted: its content hashes to {h.hexdigest()}"
-        )
-    return size
 
 
 class FilesystemArtifactStore:
@@ -162,10 +152,7 @@ class FilesystemArtifactStore:
         info = os.lstat(final)
         if not stat.S_ISREG(info.st_mode):
             raise IntegrityViolation(f"artifact {final} exists but is not a regular file")
-        if info.st_size != size:
-            raise IntegrityViolation(
-                f"artifact {final} is corrupted: it holds {info.st_size} bytes, its digest names {size}"
-            )
+        require_stored_size(str(final), info.st_size, size)
 
     def _temp(self, tenant: str) -> tuple[Path, int]:
         staging = self._tenant_dir(tenant) / "tmp"
@@ -184,10 +171,7 @@ class FilesystemArtifactStore:
         tmp, fd = self._temp(tenant)
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                _write_all(fd, data)
                 _seal(fd)
             finally:
                 os.close(fd)
@@ -211,9 +195,7 @@ class FilesystemArtifactStore:
                     while block := os.read(src, READ_BLOCK):
                         h.update(block)
                         size += len(block)
-                        view = memoryview(block)
-                        while view:
-                            view = view[os.write(fd, view) :]
+                        _write_all(fd, block)
                     _seal(fd)
                 finally:
                     os.close(fd)
@@ -244,13 +226,7 @@ class FilesystemArtifactStore:
 
     def read_bytes(self, tenant: str, digest: str) -> bytes:
         with self.open(tenant, digest) as reader:
-            data = reader.read()
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != digest:
-            raise IntegrityViolation(
-                f"artifact {tenant}/{digest} is corrupted: its content hashes to {actual}"
-            )
-        return data
+            return verified_bytes(tenant, digest, reader.read())
 
     def exists(self, tenant: str, digest: str) -> bool:
         final = self._path(tenant, digest)
@@ -367,11 +343,7 @@ class FilesystemArtifactStore:
                 raise IntegrityViolation(f"artifact store path {current} is not a directory")
 
     def _same_or_conflict(self, tenant: str, key: str, existing: bytes, data: bytes) -> str:
-        if existing != data:
-            raise Conflict(
-                f"object {tenant}/{key} already exists with other content "
-                f"(sha256 {hashlib.sha256(existing).hexdigest()}); named objects are write-once"
-            )
+        require_same_object(tenant, key, existing, data)
         return key
 
     def put_object(self, tenant: str, key: str, data: bytes) -> str:
@@ -390,9 +362,7 @@ class FilesystemArtifactStore:
         tmp, fd = self._temp(tenant)
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                _write_all(fd, data)
                 _seal(fd)
             finally:
                 os.close(fd)
@@ -453,6 +423,12 @@ class FilesystemArtifactStore:
                 if key_is_under(key, prefix):
                     keys.append(key)
         return sorted(keys)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # os.write may write less than it was given
+        view = view[os.write(fd, view) :]
 
 
 def _seal(fd: int) -> None:

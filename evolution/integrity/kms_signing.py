@@ -25,14 +25,13 @@ import logging
 import re
 from typing import Any
 
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from evolution.errors import Conflict, EvolutionError, IntegrityViolation, InvalidInput
-from evolution.integrity.aws import aws_session
+from evolution.integrity.aws import boto_client, error_code
 from evolution.integrity.signing import Signature, key_id_for_public_pem, signed_message, verify_signature
 from evolution.observability.checks import CheckResult
 
@@ -118,34 +117,11 @@ class KmsSignerConfig(BaseModel):
         return self.key_id if self.key_id is not None else str(self.alias)
 
 
-def make_kms_client(config: KmsSignerConfig) -> Any:
-    """A boto3 KMS client for ``config`` (explicit credentials if given, else boto3's default chain)."""
-    session = aws_session(
-        region=config.region,
-        access_key_id=config.access_key_id,
-        secret_access_key=config.secret_access_key,
-        session_token=config.session_token,
-    )
-    return session.client(
-        "kms",
-        endpoint_url=config.endpoint_url,
-        config=BotoConfig(
-            retries={"max_attempts": config.max_attempts, "mode": "standard"},
-            connect_timeout=config.connect_timeout_s,
-            read_timeout=config.read_timeout_s,
-        ),
-    )
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _key_error(error: ClientError, key: str) -> SigningKeyUnavailable | None:
-    reason = _KEY_ERRORS.get(_code(error))
+    reason = _KEY_ERRORS.get(error_code(error))
     if reason is None:
         return None
-    return SigningKeyUnavailable(f"KMS key {key} {reason} ({_code(error)})")
+    return SigningKeyUnavailable(f"KMS key {key} {reason} ({error_code(error)})")
 
 
 def _describe(client: Any, key: str) -> dict[str, Any]:
@@ -220,7 +196,7 @@ class KmsSigner:
     @classmethod
     def from_config(cls, config: KmsSignerConfig, *, client: Any | None = None) -> KmsSigner:
         return cls(
-            client if client is not None else make_kms_client(config),
+            client if client is not None else boto_client("kms", config),
             config.key_reference,
             check_state=config.check_key_state,
         )
@@ -281,7 +257,7 @@ def check_kms_key(client: Any, key: str) -> list[CheckResult]:
         results.append(CheckResult("kms reachable", True, "KMS answered"))
         mapped = _key_error(error, key)
         results.append(
-            CheckResult("kms key exists", False, str(mapped) if mapped else f"{_code(error)}: {error}")
+            CheckResult("kms key exists", False, str(mapped) if mapped else f"{error_code(error)}: {error}")
         )
         return results
     except (NoCredentialsError, PartialCredentialsError) as error:
@@ -313,7 +289,7 @@ def check_kms_key(client: Any, key: str) -> list[CheckResult]:
 
 def check_kms(config: KmsSignerConfig) -> list[CheckResult]:
     """:func:`check_kms_key` for a configuration (works even when the key is unusable)."""
-    return check_kms_key(make_kms_client(config), config.key_reference)
+    return check_kms_key(boto_client("kms", config), config.key_reference)
 
 
 def create_signing_key(
@@ -332,7 +308,7 @@ def create_signing_key(
     try:
         existing = client.describe_key(KeyId=full)["KeyMetadata"]
     except ClientError as error:
-        if _code(error) != "NotFoundException":
+        if error_code(error) != "NotFoundException":
             raise
     else:
         try:
@@ -348,7 +324,7 @@ def create_signing_key(
             client.schedule_key_deletion(KeyId=created["KeyId"], PendingWindowInDays=7)
         except ClientError:
             logger.warning("could not schedule deletion of orphan KMS key %s", created["Arn"])
-        if _code(error) == "AlreadyExistsException":  # a concurrent set-up won: use its key
+        if error_code(error) == "AlreadyExistsException":  # a concurrent set-up won: use its key
             return create_signing_key(client, full, description=description)
         raise
     logger.info("created KMS signing key %s as %s", created["Arn"], full)

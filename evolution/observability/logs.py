@@ -6,10 +6,18 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from evolution.observability.tracing import current_trace_id
-from evolution.platform.settings import Settings
+
+
+class LogsHome(Protocol):
+    """What logging reads of the settings (``Settings`` satisfies it)."""
+
+    @property
+    def logs_dir(self) -> Path: ...
+
 
 CONTEXT_FIELDS = ("tenantId", "traceId", "modelHash", "workflowId", "activityId", "kind")
 
@@ -41,7 +49,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(
-    settings: Settings, process: str, level: int = logging.INFO, context: logging.Filter | None = None
+    settings: LogsHome, process: str, level: int = logging.INFO, context: logging.Filter | None = None
 ) -> None:
     """JSON lines to stderr and to ``<home>/logs/<process>.log``; ``context`` adds fields such as workflow ids."""
     settings.logs_dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
@@ -29,8 +29,15 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from evolution.errors import InvalidInput
 
-if TYPE_CHECKING:
-    from evolution.platform.settings import Settings
+
+class TracingOptions(Protocol):
+    """What tracing reads of the settings (``Settings`` satisfies it)."""
+
+    @property
+    def tracing(self) -> str: ...
+    @property
+    def otlp_endpoint(self) -> str | None: ...
+
 
 TRACER_NAME = "evolution"
 OTLP_TRACES_PATH = "/v1/traces"
@@ -73,7 +80,7 @@ def pinned_span_ids(trace_id: int, span_id: int) -> Iterator[None]:
 
 
 def configure_tracing(
-    settings: Settings, service_name: str, exporter: SpanExporter | None = None
+    settings: TracingOptions, service_name: str, exporter: SpanExporter | None = None
 ) -> TracerProvider:
     """Install the process's tracer provider (once) and return it.
 
@@ -125,7 +132,7 @@ def current_trace_id() -> str | None:
     return f"{context.trace_id:032x}" if context.is_valid else None
 
 
-def _mode(settings: Settings) -> str:
+def _mode(settings: TracingOptions) -> str:
     if settings.tracing == "auto":
         return "otlp" if settings.otlp_endpoint else "console"
     return settings.tracing

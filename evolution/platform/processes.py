@@ -17,7 +17,9 @@ from evolution.errors import EvolutionError
 from evolution.platform.settings import Settings
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# The directory that holds the evolution, workers and dashboard packages (the checkout, or site-packages): children
+# run `python -m workers.…` from there. Never evolution/ itself, where evolution/platform would shadow the stdlib.
+PACKAGES_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 90.0
 
 
@@ -152,7 +154,7 @@ class ProcessGroup:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env=env,
-                    cwd=REPO_ROOT,
+                    cwd=PACKAGES_ROOT,
                     start_new_session=True,
                 )
             self.children.append(child)

@@ -18,7 +18,7 @@ from pydantic_settings import (
 )
 
 from evolution.integrity.kms_signing import KmsSignerConfig
-from evolution.integrity.s3_artifacts import S3StoreConfig
+from evolution.integrity.s3_buckets import S3StoreConfig
 from evolution.notifications.config import NotificationsConfig
 from evolution.training.kubernetes_manifest import KubernetesBackendConfig
 

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from pydantic import BaseModel
 
 from evolution.errors import EvolutionError
-from evolution.governance.retention import COLLECTABLE_STATES, gc_history, verify_collected_version
+from evolution.governance.garbage_collection import gc_history, verify_collected_version
+from evolution.governance.retention import COLLECTABLE_STATES
 from evolution.platform.wiring import Services
 from evolution.registry.audit_checkpoints import AuditCheckpointer
 from evolution.security import ALL_TENANTS, Principal, Role
@@ -37,7 +38,7 @@ class VerificationReport(BaseModel):
 
 def verify_all(services: Services, tenants: Iterable[str] | None = None) -> VerificationReport:
     checks: list[Check] = []
-    for tenant_id in tenants or services.registry.tenant_ids():
+    for tenant_id in tenants or services.tenants.tenant_ids():
         checks.extend(verify_tenant(services, tenant_id))
     if tenants is None:
         checks.extend(_all_tenants_chain(services))
@@ -95,7 +96,7 @@ def verify_tenant(services: Services, tenant_id: str) -> list[Check]:
                 lambda r=report: services.drift_reports.verify(r, services.keyring),
             )
         )
-    for model_name, raw in services.registry.tenant_settings(auditor, tenant_id).baseline_overrides.items():
+    for model_name, raw in services.tenants.tenant_settings(auditor, tenant_id).baseline_overrides.items():
         champion = raw.get("champion_version_id", "")
         checks.append(
             _run(

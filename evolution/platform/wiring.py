@@ -1,6 +1,7 @@
-"""Builds the adapters and services a process needs from one Settings object.
+"""The composition root: builds the adapters and services a process needs from one Settings object.
 
-Each process (worker, serving, dashboard, CLI) calls :func:`build_services` once in its entry point.
+Each process (worker, serving, dashboard, CLI) and the tests call :func:`build_services` once and take what they
+need from :class:`Services`, so every one of them runs the same graph built the same way.
 """
 
 from __future__ import annotations
@@ -8,15 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from evolution.canary.service import CanaryService
 from evolution.data.events import EventIngestor
 from evolution.data.outcomes import OutcomeJoiner
 from evolution.data.snapshots import DatasetSnapshotService
 from evolution.drift.baselines import BaselineService
 from evolution.drift.reports import DriftReportService
+from evolution.drift.scanner import DriftScanner
+from evolution.governance.economics_queries import EconomicsService
+from evolution.governance.garbage_collection import RetentionService
+from evolution.governance.tokens import TokenService
 from evolution.governance.users import UserService
 from evolution.integrity.artifacts import ArtifactStore, FilesystemArtifactStore
 from evolution.integrity.kms_signing import KmsSigner
@@ -29,10 +36,13 @@ from evolution.registry.audit_checkpoints import AuditCheckpointer
 from evolution.registry.circuit_breaker import CircuitBreaker
 from evolution.registry.db import make_engine, make_session_factory, upgrade_to_head
 from evolution.registry.quota import QuotaManager
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
+from evolution.registry.versions import ModelRegistryService
+from evolution.training.candidates import CandidateBuilder
 from evolution.training.compute import ComputeBackend, LocalSubprocessBackend
 from evolution.training.kubernetes_backend import KubernetesJobBackend
 from evolution.training.loader import ModelLoader
+from evolution.training.slots import TrainingSlots
 
 
 @dataclass
@@ -52,6 +62,10 @@ class Services:
     @cached_property
     def registry(self) -> ModelRegistryService:
         return ModelRegistryService(self.factory)
+
+    @cached_property
+    def tenants(self) -> TenantService:
+        return TenantService(self.factory)
 
     @cached_property
     def snapshots(self) -> DatasetSnapshotService:
@@ -105,8 +119,62 @@ class Services:
         return UserService(self.factory)
 
     @cached_property
+    def tokens(self) -> TokenService:
+        return TokenService(self.factory)
+
+    @cached_property
     def baselines(self) -> BaselineService:
-        return BaselineService(self.registry, self.snapshots, self.loader, self.store, self.signer)
+        return BaselineService(
+            self.registry, self.tenants, self.snapshots, self.loader, self.store, self.signer
+        )
+
+    @cached_property
+    def drift_scanner(self) -> DriftScanner:
+        return DriftScanner(
+            self.registry,
+            self.tenants,
+            self.snapshots,
+            self.drift_reports,
+            self.loader,
+            self.keyring,
+            self.notifier,
+            self.baselines,
+        )
+
+    @cached_property
+    def economics(self) -> EconomicsService:
+        return EconomicsService(self.factory, self.registry, self.tenants, self.quota)
+
+    @cached_property
+    def canary(self) -> CanaryService:
+        return CanaryService(self.outcomes)
+
+    @cached_property
+    def retention(self) -> RetentionService:
+        return RetentionService(self.factory, self.store)
+
+    def candidate_builder(self, compute: ComputeBackend | None = None) -> CandidateBuilder:
+        """A builder with its own training slots (one per worker); ``compute`` replaces the configured backend."""
+        settings = self.settings
+        kubernetes = settings.kubernetes if settings.compute_backend == "kubernetes" else None
+        return CandidateBuilder(
+            registry=self.registry,
+            tenants=self.tenants,
+            snapshots=self.snapshots,
+            store=self.store,
+            signer=self.signer,
+            keyring=self.keyring,
+            loader=self.loader,
+            compute=compute or build_compute_backend(settings),
+            quota=self.quota,
+            # Kubernetes: the worker and the training pods share one volume, mounted at the same path in both.
+            work_dir=Path(kubernetes.work_mount_path) if kubernetes is not None else settings.work_dir,
+            timeout_s=settings.training_timeout_s,
+            memory_limit_mb=settings.training_memory_limit_mb,
+            # GPU-hours are charged as wall time x the GPUs a training pod requests (none locally).
+            gpus=kubernetes.gpus if kubernetes is not None else 0,
+            slots=TrainingSlots(settings.max_concurrent_trainings),
+        )
 
     def close(self) -> None:
         self.engine.dispose()

@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# The Alembic scripts ship inside the package (evolution/registry/migrations/), so an installed wheel can migrate.
+# Alembic reads them from a directory, which a pip-installed package always is.
+MIGRATIONS_DIR = Path(str(resources.files("evolution.registry.migrations")))
 # Set only while consistent_reading() begins: its SQLite transaction begins deferred (a WAL snapshot, no lock).
 _SQLITE_DEFERRED_BEGIN: ContextVar[bool] = ContextVar("sqlite_deferred_begin", default=False)
 
@@ -126,6 +129,7 @@ def consistent_reading(factory: sessionmaker[Session], tenant_id: str | None) ->
 
 
 def alembic_config(url: str) -> Any:
+    """The Alembic configuration, built here rather than read from an alembic.ini (an installed wheel has none)."""
     from alembic.config import Config
 
     cfg = Config()

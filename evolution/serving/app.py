@@ -29,7 +29,8 @@ from evolution.errors import EvolutionError, InvalidInput, NotFound, PermissionD
 from evolution.governance.users import UserAccess
 from evolution.observability import metrics
 from evolution.observability.tracing import span
-from evolution.registry.service import MODEL_NAME_PATTERN, TENANT_ID_PATTERN
+from evolution.registry.tenants import TENANT_ID_PATTERN
+from evolution.registry.versions import MODEL_NAME_PATTERN
 from evolution.security import Principal
 from evolution.serving.auth import AuthenticationUnavailable, TokenAuthenticator
 from evolution.serving.predictor import (

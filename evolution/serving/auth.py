@@ -1,6 +1,6 @@
 """Bearer-token authentication of the serving API, with a cache that keeps predictions flowing while the DB is down.
 
-A token is checked against the registry (``UserService.authenticate_token``) and a positive answer is cached:
+A token is checked against the registry (``TokenService.authenticate_token``) and a positive answer is cached:
 
 * for ``fresh_s`` (default 60 s) it is used without asking the registry again: a revoked token, a disabled user or
   a withdrawn role is refused at most ``fresh_s`` after the change (the revocation latency);
@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from evolution.errors import EvolutionError, PermissionDenied
-from evolution.governance.users import TOKEN_REFUSED, UserAccess, token_digest
+from evolution.governance.tokens import TOKEN_REFUSED, token_digest
+from evolution.governance.users import UserAccess
 from evolution.serving.outage import Outage
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from evolution.data.outcomes import OutcomeJoiner, PredictionRecord
 from evolution.errors import EvolutionError, IntegrityViolation, NotFound
 from evolution.lifecycle import ModelState, VersionView
 from evolution.observability import metrics
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import Action, Principal, authorize
 from evolution.serving.buffer import PredictionBuffer
 from evolution.serving.outage import Outage

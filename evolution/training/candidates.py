@@ -19,8 +19,9 @@ from evolution.integrity.manifest import build_manifest_from_dir, sign_manifest
 from evolution.integrity.signing import KeyRing, Signer
 from evolution.observability import metrics
 from evolution.registry.quota import QuotaManager
-from evolution.registry.service import ModelRegistryService
 from evolution.registry.tenant_settings import TenantSettings
+from evolution.registry.tenants import TenantService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal
 from evolution.stats.drift import build_baseline
 from evolution.stats.drift_models import DriftConfig, ErrorBaseline
@@ -71,6 +72,7 @@ class CandidateBuilder:
         self,
         *,
         registry: ModelRegistryService,
+        tenants: TenantService,
         snapshots: DatasetSnapshotService,
         store: ArtifactStore,
         signer: Signer,
@@ -85,6 +87,7 @@ class CandidateBuilder:
         slots: TrainingSlots | None = None,
     ) -> None:
         self._registry = registry
+        self._tenants = tenants
         self._snapshots = snapshots
         self._store = store
         self._signer = signer
@@ -133,7 +136,7 @@ class CandidateBuilder:
             self._quota.check(system, tenant_id)
             snapshot = self.training_snapshot(tenant_id)
             rows = self.training_rows(snapshot)
-            settings = self._registry.tenant_settings(system, tenant_id)
+            settings = self._tenants.tenant_settings(system, tenant_id)
             config = training_config_for(rows, settings)
             job_dir = self._work_dir / tenant_id / run_id.replace("/", "_")
             shutil.rmtree(job_dir, ignore_errors=True)  # a retried attempt starts clean

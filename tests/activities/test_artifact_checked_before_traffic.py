@@ -28,7 +28,7 @@ TENANT = "acme"
 @pytest.fixture
 def services(tmp_path: Path) -> Services:
     built = build_services(Settings(home=tmp_path / "state"))
-    built.registry.ensure_tenant(Principal(user="root", role=Role.ADMIN, tenants=("*",)), TENANT)
+    built.tenants.ensure_tenant(Principal(user="root", role=Role.ADMIN, tenants=("*",)), TENANT)
     return built
 
 

@@ -19,7 +19,8 @@ import pytest
 
 from evolution.integrity.artifacts import ArtifactStore, FilesystemArtifactStore
 from evolution.integrity.kms_signing import KmsSigner, KmsSignerConfig, create_signing_key
-from evolution.integrity.s3_artifacts import S3ArtifactStore, S3StoreConfig
+from evolution.integrity.s3_artifacts import S3ArtifactStore
+from evolution.integrity.s3_buckets import S3StoreConfig
 from evolution.integrity.signing import LocalEd25519Signer, Signer
 from tests.support.moto_server import FAKE_AWS_ENV, fake_aws_env, moto_server
 

@@ -12,8 +12,9 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from evolution.errors import Conflict, IntegrityViolation, InvalidInput, NotFound
-from evolution.integrity.artifacts import ArtifactStore, verify_artifact
-from evolution.integrity.s3_artifacts import S3StoreConfig, bucket_name_for
+from evolution.integrity.artifacts import ArtifactStore
+from evolution.integrity.digest_checks import verify_artifact
+from evolution.integrity.s3_buckets import S3StoreConfig, bucket_name_for
 from tests.contracts.conftest import MULTIPART_THRESHOLD_MB, StoreUnderTest, make_s3_store
 
 DATA = b"model weights \x00\x01\x02" * 1000

@@ -27,7 +27,8 @@ from evolution.training.compute import (
 from evolution.training.kubernetes_backend import KubernetesJobBackend
 from evolution.training.kubernetes_manifest import job_name
 from evolution.training.trainer import train
-from tests.support.fake_kube import NAMESPACE, FakeKube, backend_config, image_env
+from tests.support.fake_kube_api import NAMESPACE, FakeKube, backend_config
+from tests.support.fake_kube_pod_runner import image_env
 from tests.support.training_jobs import (
     CONFIG,
     HANGING_JOB,

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from evolution.cli.main import app
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import build_services
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.versions import ModelRegistryService
 from tests.e2e.conftest import cli
 from tests.support.retention_world import COLLECTED, DELETED, Clock, World, build_world
 

@@ -26,12 +26,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from evolution.governance.users import TOKEN_REFUSED, UserService
+from evolution.governance.tokens import TOKEN_REFUSED, TokenService
+from evolution.governance.users import UserService
 from evolution.lifecycle import ModelState
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
 from evolution.registry.schema import ApiToken, Base
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal, Role
 from evolution.serving.app import create_app
 from evolution.serving.auth import TokenAuthenticator
@@ -62,9 +64,9 @@ class Clock:
 
 @pytest.fixture
 def factory(registry_factory: sessionmaker[Session]) -> sessionmaker[Session]:
-    registry = ModelRegistryService(registry_factory)
-    registry.ensure_tenant(ROOT, "acme")
-    registry.ensure_tenant(ROOT, "globex")
+    tenants = TenantService(registry_factory)
+    tenants.ensure_tenant(ROOT, "acme")
+    tenants.ensure_tenant(ROOT, "globex")
     return registry_factory
 
 
@@ -80,11 +82,17 @@ def users(factory: sessionmaker[Session], clock: Clock) -> UserService:
     return service
 
 
+@pytest.fixture
+def tokens(factory: sessionmaker[Session], clock: Clock, users: UserService) -> TokenService:
+    """Tokens over the same database and clock; ``users`` first, so that alice exists."""
+    return TokenService(factory, clock=clock)
+
+
 # ----------------------------------------------------------------------------------------------- service layer
 def test_a_token_is_evo_prefixed_with_256_random_bits_and_stored_only_as_its_sha256(
-    factory: sessionmaker[Session], users: UserService
+    factory: sessionmaker[Session], tokens: TokenService
 ) -> None:
-    issued = users.create_token(ROOT, "alice", "field gateway")
+    issued = tokens.create_token(ROOT, "alice", "field gateway")
     token = issued.token.get_secret_value()
     assert TOKEN_SHAPE.match(token)
     assert token not in repr(issued) and token not in str(issued)  # a SecretStr: never printed by accident
@@ -96,27 +104,29 @@ def test_a_token_is_evo_prefixed_with_256_random_bits_and_stored_only_as_its_sha
     assert row.token_hash == hashlib.sha256(token.encode()).hexdigest()
     assert not any(secret_part in value for value in stored)
     assert issued.view.id == row.id and token.startswith(f"evo_{row.id}_")
-    assert users.create_token(ROOT, "alice", "field gateway").token.get_secret_value() != token
+    assert tokens.create_token(ROOT, "alice", "field gateway").token.get_secret_value() != token
 
 
-def test_a_token_authenticates_as_its_user_with_their_roles_per_tenant(users: UserService) -> None:
+def test_a_token_authenticates_as_its_user_with_their_roles_per_tenant(
+    users: UserService, tokens: TokenService
+) -> None:
     users.grant(ROOT, "alice", Role.VIEWER, "globex")
-    token = users.create_token(ROOT, "alice", "app").token.get_secret_value()
-    access = users.authenticate_token(token)
+    token = tokens.create_token(ROOT, "alice", "app").token.get_secret_value()
+    access = tokens.authenticate_token(token)
     assert access.username == "alice"
     assert access.roles == {"acme": Role.MANAGER, "globex": Role.VIEWER}
     assert access.principal("acme") == Principal.for_tenant("alice", Role.MANAGER, "acme")
     users.revoke(ROOT, "alice", "globex")  # roles are read at each authentication
-    assert users.authenticate_token(token).roles == {"acme": Role.MANAGER}
+    assert tokens.authenticate_token(token).roles == {"acme": Role.MANAGER}
 
 
 def test_unknown_malformed_revoked_expired_and_disabled_are_refused_with_one_message(
-    users: UserService, clock: Clock
+    users: UserService, tokens: TokenService, clock: Clock
 ) -> None:
-    token = users.create_token(ROOT, "alice", "app").token.get_secret_value()
-    short = users.create_token(ROOT, "alice", "short", ttl=timedelta(minutes=5)).token.get_secret_value()
-    revoked = users.create_token(ROOT, "alice", "revoked")
-    users.revoke_token(ROOT, revoked.view.id)
+    token = tokens.create_token(ROOT, "alice", "app").token.get_secret_value()
+    short = tokens.create_token(ROOT, "alice", "short", ttl=timedelta(minutes=5)).token.get_secret_value()
+    revoked = tokens.create_token(ROOT, "alice", "revoked")
+    tokens.revoke_token(ROOT, revoked.view.id)
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")  # right id, wrong secret
     refused = [
         forged,
@@ -127,50 +137,52 @@ def test_unknown_malformed_revoked_expired_and_disabled_are_refused_with_one_mes
         "evo_" + "a" * 5000,
         revoked.token.get_secret_value(),
     ]
-    assert users.authenticate_token(short).username == "alice"
+    assert tokens.authenticate_token(short).username == "alice"
     clock.now += timedelta(minutes=5)
     refused.append(short)  # expired exactly at its expiry
     for bad in refused:
         with pytest.raises(PermissionDenied) as caught:
-            users.authenticate_token(bad)
+            tokens.authenticate_token(bad)
         assert str(caught.value) == TOKEN_REFUSED
-    assert users.authenticate_token(token).username == "alice"
+    assert tokens.authenticate_token(token).username == "alice"
     users.disable_user(ROOT, "alice")
     with pytest.raises(PermissionDenied, match=re.escape(TOKEN_REFUSED)):
-        users.authenticate_token(token)
+        tokens.authenticate_token(token)
 
 
 @pytest.mark.parametrize("actor", [ACME_MANAGER, Principal.for_tenant("vic", Role.VIEWER, "acme")])
-def test_only_admins_create_list_and_revoke_tokens(users: UserService, actor: Principal) -> None:
-    issued = users.create_token(ROOT, "alice", "app")
+def test_only_admins_create_list_and_revoke_tokens(tokens: TokenService, actor: Principal) -> None:
+    issued = tokens.create_token(ROOT, "alice", "app")
     with pytest.raises(PermissionDenied):
-        users.create_token(actor, "alice", "mine")
+        tokens.create_token(actor, "alice", "mine")
     with pytest.raises(PermissionDenied):
-        users.list_tokens(actor)
+        tokens.list_tokens(actor)
     with pytest.raises(PermissionDenied):
-        users.revoke_token(actor, issued.view.id)
+        tokens.revoke_token(actor, issued.view.id)
     with pytest.raises(PermissionDenied):
-        users.revoke_token(actor, "0123456789abcdef")  # not even whether a token exists
-    assert users.authenticate_token(issued.token.get_secret_value()).username == "alice"
+        tokens.revoke_token(actor, "0123456789abcdef")  # not even whether a token exists
+    assert tokens.authenticate_token(issued.token.get_secret_value()).username == "alice"
 
 
-def test_a_tenant_admin_cannot_mint_a_token_for_an_account_reaching_other_tenants(users: UserService) -> None:
-    assert users.create_token(ACME_ADMIN, "alice", "app").view.username == "alice"
+def test_a_tenant_admin_cannot_mint_a_token_for_an_account_reaching_other_tenants(
+    users: UserService, tokens: TokenService
+) -> None:
+    assert tokens.create_token(ACME_ADMIN, "alice", "app").view.username == "alice"
     users.grant(ROOT, "alice", Role.VIEWER, "globex")
     with pytest.raises(PermissionDenied, match="globex"):
-        users.create_token(ACME_ADMIN, "alice", "wider")
-    assert [t.username for t in users.list_tokens(ACME_ADMIN)] == []  # alice now reaches globex too
-    assert len(users.list_tokens(ROOT, "alice")) == 1
+        tokens.create_token(ACME_ADMIN, "alice", "wider")
+    assert [t.username for t in tokens.list_tokens(ACME_ADMIN)] == []  # alice now reaches globex too
+    assert len(tokens.list_tokens(ROOT, "alice")) == 1
 
 
-def test_listing_shows_status_and_never_the_token_or_its_digest(users: UserService, clock: Clock) -> None:
-    live = users.create_token(ROOT, "alice", "live")
-    short = users.create_token(ROOT, "alice", "short", ttl=timedelta(hours=1))
-    gone = users.create_token(ROOT, "alice", "gone")
-    users.revoke_token(ROOT, gone.view.id)
-    assert users.revoke_token(ROOT, gone.view.id).revoked_at is not None  # revoking again changes nothing
+def test_listing_shows_status_and_never_the_token_or_its_digest(tokens: TokenService, clock: Clock) -> None:
+    live = tokens.create_token(ROOT, "alice", "live")
+    short = tokens.create_token(ROOT, "alice", "short", ttl=timedelta(hours=1))
+    gone = tokens.create_token(ROOT, "alice", "gone")
+    tokens.revoke_token(ROOT, gone.view.id)
+    assert tokens.revoke_token(ROOT, gone.view.id).revoked_at is not None  # revoking again changes nothing
     clock.now += timedelta(hours=2)
-    views = users.list_tokens(ROOT)
+    views = tokens.list_tokens(ROOT)
     assert {v.name: v.status(clock.now) for v in views} == {
         "live": "active",
         "short": "expired",
@@ -181,32 +193,34 @@ def test_listing_shows_status_and_never_the_token_or_its_digest(users: UserServi
         token = issued.token.get_secret_value()
         assert token not in dumped and hashlib.sha256(token.encode()).hexdigest() not in dumped
     with pytest.raises(NotFound):
-        users.revoke_token(ROOT, "0123456789abcdef")
+        tokens.revoke_token(ROOT, "0123456789abcdef")
     with pytest.raises(NotFound):
-        users.list_tokens(ROOT, "nobody")
+        tokens.list_tokens(ROOT, "nobody")
 
 
-def test_bad_names_lifetimes_and_disabled_users_are_refused_clearly(users: UserService) -> None:
+def test_bad_names_lifetimes_and_disabled_users_are_refused_clearly(
+    users: UserService, tokens: TokenService
+) -> None:
     for name in ("", " ", "-dash-first", "x" * 65, "new\nline"):
         with pytest.raises(InvalidInput, match="token name"):
-            users.create_token(ROOT, "alice", name)
+            tokens.create_token(ROOT, "alice", name)
     for ttl in (timedelta(0), timedelta(seconds=-1), timedelta(days=5000)):
         with pytest.raises(InvalidInput, match="lifetime"):
-            users.create_token(ROOT, "alice", "app", ttl=ttl)
+            tokens.create_token(ROOT, "alice", "app", ttl=ttl)
     with pytest.raises(NotFound, match="nobody"):
-        users.create_token(ROOT, "nobody", "app")
+        tokens.create_token(ROOT, "nobody", "app")
     users.disable_user(ROOT, "alice")
     with pytest.raises(Conflict, match="disabled"):
-        users.create_token(ROOT, "alice", "app")
-    assert users.list_tokens(ROOT) == []
+        tokens.create_token(ROOT, "alice", "app")
+    assert tokens.list_tokens(ROOT) == []
 
 
 def test_creation_and_revocation_are_audited_in_each_tenant_chain_without_the_token(
-    factory: sessionmaker[Session], users: UserService
+    factory: sessionmaker[Session], users: UserService, tokens: TokenService
 ) -> None:
     users.grant(ROOT, "alice", Role.VIEWER, "globex")
-    issued = users.create_token(ROOT, "alice", "app", ttl=timedelta(days=30))
-    users.revoke_token(ROOT, issued.view.id)
+    issued = tokens.create_token(ROOT, "alice", "app", ttl=timedelta(days=30))
+    tokens.revoke_token(ROOT, issued.view.id)
     token = issued.token.get_secret_value()
     registry = ModelRegistryService(factory)
     for tenant in ("acme", "globex"):
@@ -232,14 +246,14 @@ def test_the_api_tokens_migration_matches_the_model(factory: sessionmaker[Sessio
 def services(tmp_path: Path) -> Iterator[Services]:
     svc = build_services(Settings(home=tmp_path / "home"))
     for tenant in ("acme", "globex"):
-        svc.registry.ensure_tenant(ROOT, tenant)
+        svc.tenants.ensure_tenant(ROOT, tenant)
     yield svc
     svc.close()
 
 
 def token_for(services: Services, username: str, role: Role, tenant: str) -> str:
     services.users.add_user(ROOT, username, PASSWORD, role, [tenant])
-    return services.users.create_token(ROOT, username, "tests").token.get_secret_value()
+    return services.tokens.create_token(ROOT, username, "tests").token.get_secret_value()
 
 
 @contextmanager
@@ -247,7 +261,7 @@ def serve(services: Services, fresh_s: float = 60.0) -> Iterator[str]:
     predictor = Predictor(
         services.registry, services.loader, services.outcomes, canary_share=0.1, refresh_s=0
     )
-    authenticator = TokenAuthenticator(services.users.authenticate_token, fresh_s=fresh_s)
+    authenticator = TokenAuthenticator(services.tokens.authenticate_token, fresh_s=fresh_s)
     with serving(create_app(predictor, services.events, authenticator)) as url:
         yield url
 
@@ -315,7 +329,7 @@ def test_the_service_layer_decides_role_and_tenant_and_http_answers_403(
 
 def test_a_star_grant_reaches_every_tenant(services: Services, base_url: str) -> None:
     services.users.add_user(ROOT, "ops", PASSWORD, Role.VIEWER, ["*"])
-    token = services.users.create_token(ROOT, "ops", "tests").token.get_secret_value()
+    token = services.tokens.create_token(ROOT, "ops", "tests").token.get_secret_value()
     headers = {"Authorization": f"Bearer {token}"}
     for tenant in ("acme", "globex"):
         response = httpx.get(f"{base_url}/v1/tenants/{tenant}/models/yield", headers=headers)
@@ -329,10 +343,10 @@ def test_a_revoked_token_or_a_disabled_user_is_refused_at_the_next_check(
     headers = {"Authorization": f"Bearer {token}"}
     url = f"{base_url}/v1/tenants/acme/models/yield"
     assert httpx.get(url, headers=headers).status_code == 200
-    services.users.revoke_token(ROOT, services.users.list_tokens(ROOT, "vic")[0].id)
+    services.tokens.revoke_token(ROOT, services.tokens.list_tokens(ROOT, "vic")[0].id)
     assert httpx.get(url, headers=headers).status_code == 401
     second = {
-        "Authorization": f"Bearer {services.users.create_token(ROOT, 'vic', 'again').token.get_secret_value()}"
+        "Authorization": f"Bearer {services.tokens.create_token(ROOT, 'vic', 'again').token.get_secret_value()}"
     }
     assert httpx.get(url, headers=second).status_code == 200
     services.users.disable_user(ROOT, "vic")
@@ -345,7 +359,7 @@ def test_within_the_fresh_window_a_revocation_waits_for_the_cache(services: Serv
     with serve(services, fresh_s=600) as url:
         current = f"{url}/v1/tenants/acme/models/yield"
         assert httpx.get(current, headers=headers).status_code == 200
-        services.users.revoke_token(ROOT, services.users.list_tokens(ROOT, "vic")[0].id)
+        services.tokens.revoke_token(ROOT, services.tokens.list_tokens(ROOT, "vic")[0].id)
         # The documented revocation latency: the cached check stands until it is no longer fresh.
         assert httpx.get(current, headers=headers).status_code == 200
 
@@ -355,7 +369,7 @@ def test_predictions_keep_flowing_on_cached_tokens_while_the_registry_is_down(
     pg_url: str, tmp_path: Path
 ) -> None:
     services = build_services(Settings(home=tmp_path / "home", database_url=pg_url))
-    services.registry.ensure_tenant(ROOT, "acme")
+    services.tenants.ensure_tenant(ROOT, "acme")
     install_model(services, "acme", tmp_path, ModelState.CHAMPION)
     seen = {"Authorization": f"Bearer {token_for(services, 'vic', Role.VIEWER, 'acme')}"}
     unseen = {"Authorization": f"Bearer {token_for(services, 'ana', Role.VIEWER, 'acme')}"}

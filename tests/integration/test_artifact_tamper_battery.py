@@ -557,7 +557,7 @@ def test_a_disabled_kms_key_signs_nothing_and_a_retired_one_verifies_nothing(
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[Services]:
     svc = build_services(Settings(home=tmp_path / "home"))
-    svc.registry.ensure_tenant(Principal.for_tenant("root", Role.ADMIN, TENANT), TENANT)
+    svc.tenants.ensure_tenant(Principal.for_tenant("root", Role.ADMIN, TENANT), TENANT)
     yield svc
     svc.close()
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from evolution.registry.audit import append_audit, load_chain, verify_chain
 from evolution.registry.db import reading, transaction
 from evolution.registry.schema import AuditEntry
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
 from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
 
@@ -51,7 +51,7 @@ def _write(factory: sessionmaker[Session], writer: int, barrier: threading.Barri
 def test_sixteen_concurrent_writers_leave_one_gapless_unique_chain_that_verifies(
     registry_factory: sessionmaker[Session],
 ) -> None:
-    ModelRegistryService(registry_factory).ensure_tenant(ADMIN, TENANT)
+    TenantService(registry_factory).ensure_tenant(ADMIN, TENANT)
     with reading(registry_factory, TENANT) as session:
         before = session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)) or 0
     assert before >= 1, "the tenant's creation is audited, so the writers extend an existing chain"

@@ -29,7 +29,7 @@ from evolution.registry.audit_checkpoints import (
 )
 from evolution.registry.db import reading, transaction
 from evolution.registry.schema import Tenant
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
 from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
 
@@ -62,7 +62,7 @@ def store(tmp_path: Path) -> FlakyStore:
 def checkpointer(
     registry_factory: sessionmaker[Session], store: FlakyStore, signer: LocalEd25519Signer
 ) -> Iterator[AuditCheckpointer]:
-    ModelRegistryService(registry_factory).ensure_tenant(ADMIN, TENANT)  # audit entry 1
+    TenantService(registry_factory).ensure_tenant(ADMIN, TENANT)  # audit entry 1
     hook = AuditCheckpointer(registry_factory, store, signer, every=25)
     hook.install()
     yield hook
@@ -135,7 +135,7 @@ def test_a_failed_checkpoint_write_never_fails_the_append_and_is_retried_on_the_
 def test_the_hook_runs_after_commit_outside_the_tenant_lock_and_not_for_rolled_back_work(
     registry_factory: sessionmaker[Session],
 ) -> None:
-    ModelRegistryService(registry_factory).ensure_tenant(ADMIN, TENANT)
+    TenantService(registry_factory).ensure_tenant(ADMIN, TENANT)
     seen: list[tuple[dict[str, int], int]] = []
 
     def hook(appended: dict[str, int]) -> None:

@@ -34,7 +34,7 @@ from evolution.registry.audit_checkpoints import (
 )
 from evolution.registry.db import make_engine, make_session_factory, reading, transaction
 from evolution.registry.schema import AuditEntry
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
 from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
 
@@ -108,9 +108,9 @@ def stack(
     hook.install()
     owner_engine = make_engine(owner_url)
     try:
-        registry = ModelRegistryService(services.factory)
-        registry.ensure_tenant(ADMIN, TENANT)
-        registry.ensure_tenant(ADMIN, OTHER)
+        tenants = TenantService(services.factory)
+        tenants.ensure_tenant(ADMIN, TENANT)
+        tenants.ensure_tenant(ADMIN, OTHER)
         _append(services.factory, TENANT, ENTRIES - 1)
         _append(services.factory, OTHER, 30)
         stack = Stack(services, app_url, make_session_factory(owner_engine), home)

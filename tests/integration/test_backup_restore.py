@@ -33,7 +33,6 @@ from evolution.backup.service import create_backup, parse_parts, restore_backup
 from evolution.backup.sqlite_backup import check_database
 from evolution.cli.main import app
 from evolution.demo.scenario import Scenario
-from evolution.drift.scanner import DriftScanner
 from evolution.errors import Conflict, IntegrityViolation, InvalidInput
 from evolution.integrity.artifacts import FilesystemArtifactStore
 from evolution.integrity.signing import LocalEd25519Signer
@@ -42,7 +41,7 @@ from evolution.platform.settings import Settings
 from evolution.platform.verification import verify_all
 from evolution.platform.wiring import build_services
 from evolution.registry.db import make_engine, make_session_factory
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal
 from evolution.timeutil import utcnow
 from tests.support.models import install_model
@@ -60,15 +59,7 @@ def _build_demo_home(root: Path) -> Path:
             svc.snapshots.seal(ADMIN, tenant, utcnow())
         install_model(svc, "acme", root / "work", ModelState.CHAMPION)
         svc.baselines.reset(ADMIN, "acme", "yield", "new irrigation regime", svc.keyring)
-        scanner = DriftScanner(
-            svc.registry,
-            svc.snapshots,
-            svc.drift_reports,
-            svc.loader,
-            svc.keyring,
-            svc.notifier,
-            svc.baselines,
-        )
+        scanner = svc.drift_scanner
         snapshot = svc.snapshots.latest(ADMIN, "acme")
         assert snapshot is not None
         scanner.scan("acme", "yield", snapshot.id)
@@ -91,7 +82,7 @@ def _backup(home: Path, dest: Path, parts: tuple[str, ...] = ("registry", "artif
             list(parts),  # type: ignore[arg-type]
             signer=svc.signer,
             store=svc.store,
-            registry_tenants=svc.registry.tenant_ids(),
+            registry_tenants=svc.tenants.tenant_ids(),
         )
     finally:
         svc.close()
@@ -149,7 +140,7 @@ def test_sqlite_backup_taken_while_a_writer_appends_audit_rows_is_consistent_and
 ) -> None:
     home = tmp_path / "home"
     svc = build_services(Settings(home=home))
-    svc.registry.ensure_tenant(ADMIN, "acme")
+    svc.tenants.ensure_tenant(ADMIN, "acme")
     system = Principal.system("acme")
     stop = threading.Event()
     written = [0]
@@ -264,7 +255,7 @@ def test_restore_to_a_time_picks_the_newest_sqlite_backup_taken_before_it(
     dest = tmp_path / "backups"
     first = read_manifest(_backup(home, dest))
     svc = build_services(Settings(home=home))
-    svc.registry.ensure_tenant(ADMIN, "later")
+    svc.tenants.ensure_tenant(ADMIN, "later")
     svc.close()
     second = read_manifest(_backup(home, dest))
     assert first.registry and second.registry
@@ -276,7 +267,7 @@ def test_restore_to_a_time_picks_the_newest_sqlite_backup_taken_before_it(
     _restore(fresh, dest, to_time=between)
     restored = build_services(Settings(home=fresh))
     try:
-        assert restored.registry.tenant_ids() == sorted(TENANTS)
+        assert restored.tenants.tenant_ids() == sorted(TENANTS)
     finally:
         restored.close()
     with pytest.raises(Exception, match="no complete backup taken before"):

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from evolution.demo.scenario import Scenario
-from evolution.drift.scanner import DriftScanner
 from evolution.errors import IntegrityViolation, InvalidInput, PermissionDenied
 from evolution.lifecycle import ModelState
 from evolution.platform.settings import Settings
@@ -43,15 +42,7 @@ def test_reset_is_signed_audited_and_used_by_the_next_scan(services: Services) -
         last.details["after"]["baseline_overrides"]["yield"]["reason"] == "new irrigation regime is the norm"
     )
 
-    scanner = DriftScanner(
-        services.registry,
-        services.snapshots,
-        services.drift_reports,
-        services.loader,
-        services.keyring,
-        services.notifier,
-        services.baselines,
-    )
+    scanner = services.drift_scanner
     snapshot = services.snapshots.latest(ADMIN, "acme")
     assert snapshot is not None
     result = scanner.scan("acme", "yield", snapshot.id)  # the window the baseline was taken from: no drift

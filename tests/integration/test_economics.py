@@ -29,7 +29,6 @@ from evolution.governance.economics import (
     ExecutiveSummary,
     SloRisk,
     availability_status,
-    executive_summary,
     quota_status,
 )
 from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, VersionView
@@ -37,7 +36,7 @@ from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
 from evolution.registry.db import transaction
 from evolution.registry.schema import DriftReport, Notification
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal, Role
 from tests.support.models import install_model
 from tests.support.postgres import create_database
@@ -240,8 +239,8 @@ def acme(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 def build_line(services: Services, clock: Clock, tmp_path: Path) -> dict[str, VersionView]:
     """Three promotions, one failed training, served predictions, outcomes, drift reports and notifications."""
-    services.registry.ensure_tenant(ADMIN, TENANT, gpu_hours_quota=7.0, budget_cap_usd=50.0)
-    services.registry.configure_tenant(
+    services.tenants.ensure_tenant(ADMIN, TENANT, gpu_hours_quota=7.0, budget_cap_usd=50.0)
+    services.tenants.configure_tenant(
         ADMIN,
         TENANT,
         {
@@ -311,9 +310,7 @@ def build_line(services: Services, clock: Clock, tmp_path: Path) -> dict[str, Ve
 
 
 def summarize(services: Services, principal: Principal = VIEWER, **kwargs: Any) -> ExecutiveSummary:
-    return executive_summary(
-        services.factory, services.registry, services.quota, principal, TENANT, now=NOW, **kwargs
-    )
+    return services.economics.executive_summary(principal, TENANT, now=NOW, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ tests
@@ -445,7 +442,7 @@ def test_each_slo_status_flips_exactly_at_75_percent_and_beyond_the_objective(
         "rollout_window": ROLLOUT_WINDOW_OBJECTIVE_S,
     }
     for tenant, (share, offset, expected) in cases.items():
-        services.registry.ensure_tenant(ADMIN, tenant)
+        services.tenants.ensure_tenant(ADMIN, tenant)
         durations = {name: timedelta(seconds=limit * share) + offset for name, limit in objectives.items()}
         drift_report(services.factory, tenant, NOW - DAY, durations["drift_detection_latency"])
         clock.at = NOW - 3 * DAY
@@ -462,9 +459,7 @@ def test_each_slo_status_flips_exactly_at_75_percent_and_beyond_the_objective(
             reason="canary: rolled back",
         )
         services.registry.transition(Principal.system(tenant), walk_to_failed)
-        summary = executive_summary(
-            services.factory, services.registry, services.quota, ADMIN, tenant, now=NOW
-        )
+        summary = services.economics.executive_summary(ADMIN, tenant, now=NOW)
         for name, duration in durations.items():
             risk = slo(summary, name)
             assert (risk.worst, risk.status) == (duration.total_seconds(), expected), (tenant, name)
@@ -486,7 +481,7 @@ def test_a_principal_of_another_tenant_sees_nothing(acme: Line) -> None:
 
 
 def test_a_tenant_without_any_champion_has_an_empty_line_and_no_index(services: Services) -> None:
-    services.registry.ensure_tenant(ADMIN, TENANT)
+    services.tenants.ensure_tenant(ADMIN, TENANT)
     summary = summarize(services)
     assert summary.promotions == [] and summary.capitalization.series == []
     assert (summary.capitalization.index, summary.capitalization.net_value_usd) == (None, 0.0)

@@ -34,7 +34,7 @@ from evolution.data.sources import records_to_events
 from evolution.integrity.signing import generate_source_keypair, key_id_for_public_pem
 from evolution.registry.db import reading
 from evolution.registry.schema import Base, DeadLetter, LearningEvent, SourceKey
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
 from evolution.security import Principal, Role
 from evolution.timeutil import iso, utcnow
 
@@ -81,9 +81,9 @@ def _source(ingestor: EventIngestor, tenant: str) -> Source:
 
 @pytest.fixture
 def world(registry_factory: sessionmaker[Session]) -> World:
-    registry = ModelRegistryService(registry_factory)
-    registry.ensure_tenant(ADMIN, TENANT)
-    registry.ensure_tenant(ADMIN, OTHER)
+    tenants = TenantService(registry_factory)
+    tenants.ensure_tenant(ADMIN, TENANT)
+    tenants.ensure_tenant(ADMIN, OTHER)
     ingestor = EventIngestor(registry_factory)
     w = World(
         registry_factory,

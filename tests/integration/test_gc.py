@@ -25,7 +25,7 @@ from evolution.platform.settings import Settings
 from evolution.platform.verification import verify_tenant
 from evolution.platform.wiring import Services, build_services
 from evolution.registry.db import upgrade_to_head
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import Role
 from evolution.timeutil import utcnow
 from tests.support.postgres import app_role_url, create_database

@@ -99,7 +99,7 @@ def api(
     upgrade_to_head(database)  # as the owner; the services connect as the application's role
     services = build_services(Settings(home=home, database_url=app_role_url(database)), migrate=False)
     for tenant in ("acme", "globex"):
-        services.registry.ensure_tenant(ROOT, tenant)
+        services.tenants.ensure_tenant(ROOT, tenant)
     install_model(services, "acme", home.parent, ModelState.CHAMPION)
     key_id, public_pem, key_path = create_source_key(services.settings.keys_dir, "acme", "fuzz-source")
     services.events.register_source_key(ROOT, "acme", key_id, public_pem)
@@ -108,12 +108,12 @@ def api(
     )
     users.add_user(ROOT, "fuzzer", "a long enough password", Role.ADMIN, ["*"])
     users.add_user(ROOT, "globex-admin", "a long enough password", Role.ADMIN, ["globex"])
-    token = users.create_token(ROOT, "fuzzer", "fuzz").token.get_secret_value()
-    other = users.create_token(ROOT, "globex-admin", "fuzz").token.get_secret_value()
+    token = services.tokens.create_token(ROOT, "fuzzer", "fuzz").token.get_secret_value()
+    other = services.tokens.create_token(ROOT, "globex-admin", "fuzz").token.get_secret_value()
     predictor = Predictor(
         services.registry, services.loader, services.outcomes, canary_share=0.1, refresh_s=60
     )
-    app = create_app(predictor, services.events, TokenAuthenticator(users.authenticate_token))
+    app = create_app(predictor, services.events, TokenAuthenticator(services.tokens.authenticate_token))
     with serving(app) as url:
         found = Api(url, services, (key_id, key_path.read_bytes()), token, other)
         yield found

@@ -15,7 +15,7 @@ from evolution.integrity.artifacts import FilesystemArtifactStore
 from evolution.integrity.signing import LocalEd25519Signer, generate_source_keypair, key_id_for_public_pem
 from evolution.registry.db import tenant_session
 from evolution.registry.schema import DeadLetter, LearningEvent
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
 from evolution.security import Principal, Role
 from evolution.timeutil import iso, utcnow
 
@@ -24,7 +24,7 @@ ADMIN = Principal.for_tenant("root", Role.ADMIN, "acme")
 
 @pytest.fixture
 def ingestor(registry_factory: sessionmaker[Session]) -> EventIngestor:
-    ModelRegistryService(registry_factory).ensure_tenant(ADMIN, "acme")
+    TenantService(registry_factory).ensure_tenant(ADMIN, "acme")
     return EventIngestor(registry_factory)
 
 

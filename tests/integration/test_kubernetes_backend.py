@@ -16,7 +16,8 @@ from evolution.errors import Conflict, InvalidInput, TrainingFailed
 from evolution.training.compute import RESULT_FILE
 from evolution.training.kubernetes_backend import KubernetesBackendConfig, KubernetesJobBackend
 from evolution.training.kubernetes_manifest import build_job, job_name
-from tests.support.fake_kube import NAMESPACE, FakeKube, backend_config, image_env
+from tests.support.fake_kube_api import NAMESPACE, FakeKube, backend_config
+from tests.support.fake_kube_pod_runner import image_env
 from tests.support.training_jobs import (
     HANGING_JOB,
     all_dead,

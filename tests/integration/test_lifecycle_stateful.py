@@ -57,7 +57,8 @@ from evolution.lifecycle import TRANSITIONS, ModelState, TransitionRequest, is_l
 from evolution.registry.db import make_engine, make_session_factory, upgrade_to_head
 from evolution.registry.idempotency import payload_hash
 from evolution.registry.schema import AuditEntry, ModelVersion
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import PERMISSIONS, Action, Principal, Role
 
 S = ModelState
@@ -592,10 +593,11 @@ def template(tmp_path: Path) -> tuple[Path, dict[str, int]]:
     upgrade_to_head(url)
     engine = make_engine(url)
     try:
-        service = ModelRegistryService(make_session_factory(engine))
+        factory = make_session_factory(engine)
+        service, tenants = ModelRegistryService(factory), TenantService(factory)
         root = Principal(user="root", role=Role.ADMIN, tenants=("*",))
         for tenant in TENANTS:
-            service.ensure_tenant(root, tenant)
+            tenants.ensure_tenant(root, tenant)
         audit = {tenant: len(service.audit_trail(root, tenant)) for tenant in TENANTS}
     finally:
         engine.dispose()

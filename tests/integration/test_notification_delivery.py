@@ -43,7 +43,7 @@ from evolution.notifications.smtp import SmtpNotifier
 from evolution.notifications.webhook import WebhookNotifier, sign_webhook, verify_webhook_signature
 from evolution.registry.db import reading
 from evolution.registry.schema import Notification
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
 from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
 from tests.support.notification_servers import WebhookReceiver, smtp_server, webhook_server
@@ -420,9 +420,9 @@ def test_run_escalations_tells_the_second_list_once_and_records_it_in_the_outbox
             escalations=[EscalationRule(name="directors", after_hours=4, recipients=["director@acme.io"])]
         ),
     )
-    registry = ModelRegistryService(registry_factory)
+    tenants = TenantService(registry_factory)
     for tenant in ("acme", "beta"):
-        registry.ensure_tenant(ROOT, tenant)
+        tenants.ensure_tenant(ROOT, tenant)
     with smtp_server() as (sink, port):
         fanout = FanOutNotifier.from_config(config.model_copy(update={"smtp": _smtp(port)}), registry_factory)
         outbox = OutboxNotifier(registry_factory)

@@ -147,7 +147,7 @@ def _drill(
                 ["registry", "artifacts", "keys"],
                 signer=services.signer,
                 store=services.store,
-                registry_tenants=services.registry.tenant_ids(),
+                registry_tenants=services.tenants.tenant_ids(),
                 wal_archive=archive,
                 progress=progress,
             )
@@ -160,7 +160,7 @@ def _drill(
                 target = as_utc(db.execute("SELECT clock_timestamp()").fetchone()[0])
             time.sleep(0.01)
             progress("batch B …")
-            services.registry.ensure_tenant(ADMIN, TENANT_B)
+            services.tenants.ensure_tenant(ADMIN, TENANT_B)
             versions_b = _versions(services, TENANT_B, 2) + _versions(services, TENANT_A, 2)
             committed = time.monotonic()  # the last commit of batch B
             _lsn, segment = wal_file_of_current_lsn(primary_conn)
@@ -175,7 +175,7 @@ def _drill(
                 ["artifacts"],
                 signer=services.signer,
                 store=services.store,
-                registry_tenants=services.registry.tenant_ids(),
+                registry_tenants=services.tenants.tenant_ids(),
                 progress=progress,
             )
         finally:
@@ -206,7 +206,7 @@ def _drill(
             restored_services = build_services(restored)
             try:
                 report = verify_all(restored_services)
-                tenants = restored_services.registry.tenant_ids()
+                tenants = restored_services.tenants.tenant_ids()
             finally:
                 restored_services.close()
             verify_s = time.monotonic() - started

@@ -23,7 +23,8 @@ from evolution.registry.circuit_breaker import CIRCUIT_OPEN, CircuitBreaker
 from evolution.registry.db import make_engine, make_session_factory, reading, upgrade_to_head
 from evolution.registry.quota import BLOCK_RETRAINING, QuotaManager
 from evolution.registry.schema import Base, CircuitBreakerState, Tenant
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal, Role
 from tests.support.postgres import app_role_url
 
@@ -67,9 +68,9 @@ def database(request: pytest.FixtureRequest) -> Iterator[Database]:
 @pytest.fixture
 def factory(database: Database) -> sessionmaker[Session]:
     factory = database.open()
-    registry = ModelRegistryService(factory)
-    registry.ensure_tenant(ADMIN, "acme", gpu_hours_quota=10.0, budget_cap_usd=40.0)
-    registry.ensure_tenant(OTHER_ADMIN, "globex")
+    tenants = TenantService(factory)
+    tenants.ensure_tenant(ADMIN, "acme", gpu_hours_quota=10.0, budget_cap_usd=40.0)
+    tenants.ensure_tenant(OTHER_ADMIN, "globex")
     return factory
 
 
@@ -134,7 +135,7 @@ def test_either_limit_blocks_retraining_with_block_retraining(factory: sessionma
 
     cheap = QuotaManager(factory, price_per_gpu_hour_usd=0.0)
     cheap.charge(SYSTEM, "acme", "r3", "mv", NOW, duration_s=6 * 3600.0, outcome="succeeded", gpus=1)
-    ModelRegistryService(factory).set_quota(ADMIN, "acme", budget_cap_usd=1000.0)
+    TenantService(factory).set_quota(ADMIN, "acme", budget_cap_usd=1000.0)
     with pytest.raises(QuotaExceeded, match=r"BLOCK_RETRAINING: 10.00 of 10.00 GPU-hours"):
         cheap.check(SYSTEM, "acme")
 
@@ -150,15 +151,15 @@ def test_last_months_runs_do_not_count_against_this_month(factory: sessionmaker[
 
 
 def test_an_admin_raises_the_quota_audited_with_old_and_new_values(factory: sessionmaker[Session]) -> None:
-    registry = ModelRegistryService(factory)
+    tenants = TenantService(factory)
     quota = QuotaManager(factory)
     quota.charge(SYSTEM, "acme", "big", "mv", NOW, duration_s=10 * 3600.0, outcome="succeeded", gpus=1)
     with pytest.raises(QuotaExceeded):
         quota.check(SYSTEM, "acme")
-    after = registry.set_quota(ADMIN, "acme", gpu_hours_quota=25.0, reason="harvest season")
+    after = tenants.set_quota(ADMIN, "acme", gpu_hours_quota=25.0, reason="harvest season")
     assert after == {"gpu_hours_quota": 25.0, "budget_cap_usd": 40.0}
     assert quota.check(SYSTEM, "acme").gpu_hours_quota == 25.0
-    registry.set_quota(ADMIN, "acme", gpu_hours_quota=30.0, budget_cap_usd=80.0)
+    tenants.set_quota(ADMIN, "acme", gpu_hours_quota=30.0, budget_cap_usd=80.0)
     audited = actions(factory, "tenant.quota_set")
     assert audited[0] == {
         "before": {"gpu_hours_quota": 10.0, "budget_cap_usd": 40.0},
@@ -166,18 +167,18 @@ def test_an_admin_raises_the_quota_audited_with_old_and_new_values(factory: sess
         "reason": "harvest season",
     }
     assert audited[1]["after"] == {"gpu_hours_quota": 30.0, "budget_cap_usd": 80.0}
-    assert registry.verify_audit(ADMIN, "acme").ok
+    assert ModelRegistryService(factory).verify_audit(ADMIN, "acme").ok
 
 
 @pytest.mark.parametrize("who", [MANAGER, VIEWER, SYSTEM, OTHER_ADMIN])
 def test_only_the_tenants_admin_may_change_its_quota(factory: sessionmaker[Session], who: Principal) -> None:
     with pytest.raises(PermissionDenied):
-        ModelRegistryService(factory).set_quota(who, "acme", gpu_hours_quota=1000.0)
+        TenantService(factory).set_quota(who, "acme", gpu_hours_quota=1000.0)
     assert QuotaManager(factory).status(ADMIN, "acme").gpu_hours_quota == 10.0
 
 
 def test_bad_quota_values_are_refused_and_nothing_changes(factory: sessionmaker[Session]) -> None:
-    registry = ModelRegistryService(factory)
+    tenants = TenantService(factory)
     for kwargs in (
         {"gpu_hours_quota": -1.0},
         {"budget_cap_usd": math.nan},
@@ -185,9 +186,9 @@ def test_bad_quota_values_are_refused_and_nothing_changes(factory: sessionmaker[
         {},
     ):
         with pytest.raises(InvalidInput, match=r"finite, non-negative|nothing to change"):
-            registry.set_quota(ADMIN, "acme", **kwargs)  # type: ignore[arg-type]
+            tenants.set_quota(ADMIN, "acme", **kwargs)  # type: ignore[arg-type]
     with pytest.raises(NotFound):
-        registry.set_quota(Principal.for_tenant("root", Role.ADMIN, "nope"), "nope", gpu_hours_quota=1.0)
+        tenants.set_quota(Principal.for_tenant("root", Role.ADMIN, "nope"), "nope", gpu_hours_quota=1.0)
     status = QuotaManager(factory).status(ADMIN, "acme")
     assert (status.gpu_hours_quota, status.budget_cap_usd) == (10.0, 40.0)
     assert actions(factory, "tenant.quota_set") == []
@@ -257,7 +258,7 @@ def test_business_outcomes_reset_the_streak_and_blocks_do_not_count(factory: ses
 
 
 def test_the_tenants_threshold_setting_applies(factory: sessionmaker[Session]) -> None:
-    ModelRegistryService(factory).configure_tenant(ADMIN, "acme", {"circuit_breaker_threshold": 1})
+    TenantService(factory).configure_tenant(ADMIN, "acme", {"circuit_breaker_threshold": 1})
     recorded = CircuitBreaker(factory).record(SYSTEM, "acme", "r1", "failed", "boom")
     assert recorded.opened_now and recorded.status.threshold == 1
 

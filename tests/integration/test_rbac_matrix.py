@@ -401,13 +401,13 @@ TABLE: dict[Action, Row] = {
     Action.SET_QUOTA: Row(
         ServiceCall(
             "registry.set_quota",
-            lambda w, p, t, _: w.services.registry.set_quota(p, t, gpu_hours_quota=100.0, reason="matrix"),  # type: ignore[arg-type]
+            lambda w, p, t, _: w.services.tenants.set_quota(p, t, gpu_hours_quota=100.0, reason="matrix"),  # type: ignore[arg-type]
         )
     ),
     Action.MANAGE_TENANT: Row(
         ServiceCall(
             "registry.configure_tenant",
-            lambda w, p, t, _: w.services.registry.configure_tenant(p, t, {}),  # type: ignore[arg-type]
+            lambda w, p, t, _: w.services.tenants.configure_tenant(p, t, {}),  # type: ignore[arg-type]
         )
     ),
     Action.REGISTER_SOURCE_KEY: Row(
@@ -458,7 +458,7 @@ def test_the_table_has_a_row_for_every_action_and_every_row_is_complete() -> Non
 
 def test_every_http_operation_of_the_api_is_in_the_table(world: World) -> None:
     schema = create_app(
-        world.predictor, world.services.events, TokenAuthenticator(world.users.authenticate_token)
+        world.predictor, world.services.events, TokenAuthenticator(world.services.tokens.authenticate_token)
     )
     operations = {
         (method.upper(), path)
@@ -506,10 +506,10 @@ def api(world: World) -> Iterator[tuple[str, dict[str, dict[str, str]]]]:
     for actor, role in ACTORS.items():
         if role is not None:
             world.users.add_user(ROOT, f"http-{actor}", PASSWORD, role, [OWN])
-            token = world.users.create_token(ROOT, f"http-{actor}", "rbac matrix").token.get_secret_value()
-            headers[actor] = {"Authorization": f"Bearer {token}"}
+            issued = world.services.tokens.create_token(ROOT, f"http-{actor}", "rbac matrix")
+            headers[actor] = {"Authorization": f"Bearer {issued.token.get_secret_value()}"}
     app = create_app(
-        world.predictor, world.services.events, TokenAuthenticator(world.users.authenticate_token)
+        world.predictor, world.services.events, TokenAuthenticator(world.services.tokens.authenticate_token)
     )
     with serving(app) as url:
         yield url, headers
@@ -662,7 +662,7 @@ async def click(
         assert before is not None and now is not None and restores is not None
         assert now.id == restores.id != before.id
     else:
-        override = registry.tenant_settings(system, tenant).baseline_overrides["yield"]
+        override = world.services.tenants.tenant_settings(system, tenant).baseline_overrides["yield"]
         assert override["reset_by"].startswith("dash-admin") and override["reason"] == "rbac matrix"
     return "allowed"
 

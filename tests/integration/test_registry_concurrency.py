@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.errors import StaleVersion
 from evolution.lifecycle import ModelState, TransitionRequest
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal, Role
 
 pytestmark = pytest.mark.postgres
@@ -40,9 +41,8 @@ def race(calls: list[Callable[[], Any]]) -> list[Any]:
 
 @pytest.fixture
 def service(pg_factory: sessionmaker[Session]) -> ModelRegistryService:
-    svc = ModelRegistryService(pg_factory)
-    svc.ensure_tenant(Principal.for_tenant("root", Role.ADMIN, "acme"), "acme")
-    return svc
+    TenantService(pg_factory).ensure_tenant(Principal.for_tenant("root", Role.ADMIN, "acme"), "acme")
+    return ModelRegistryService(pg_factory)
 
 
 def test_fifty_concurrent_transitions_exactly_one_applies_every_round(service: ModelRegistryService) -> None:

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from evolution.errors import IdempotencyConflict, IllegalTransition, PermissionDenied, StaleVersion
 from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, VersionView
 from evolution.registry.db import tenant_session
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal, Role
 
 S = ModelState
@@ -38,9 +39,8 @@ def walk(service: ModelRegistryService, version: VersionView, *states: ModelStat
 
 @pytest.fixture
 def service(registry_factory: sessionmaker[Session]) -> ModelRegistryService:
-    svc = ModelRegistryService(registry_factory)
-    svc.ensure_tenant(ADMIN, "acme")
-    return svc
+    TenantService(registry_factory).ensure_tenant(ADMIN, "acme")
+    return ModelRegistryService(registry_factory)
 
 
 def new_candidate(service: ModelRegistryService) -> VersionView:
@@ -170,8 +170,8 @@ def test_force_rollback_restores_the_previous_champion(service: ModelRegistrySer
 def test_database_allows_one_champion_and_one_canary_per_model(
     registry_factory: sessionmaker[Session],
 ) -> None:
+    TenantService(registry_factory).ensure_tenant(ADMIN, "acme")
     service = ModelRegistryService(registry_factory)
-    service.ensure_tenant(ADMIN, "acme")
     a = walk(service, new_candidate(service), S.TRAINING, S.VALIDATED, S.SHADOW, S.CANARY)
     b = walk(service, new_candidate(service), S.TRAINING, S.VALIDATED, S.SHADOW)
     with tenant_session(registry_factory, "acme") as session, pytest.raises(sa.exc.IntegrityError):
@@ -197,16 +197,19 @@ def test_audit_rows_refuse_update_and_delete(
     assert service.verify_audit(ADMIN, "acme").ok
 
 
-def test_tenant_settings_are_validated_and_audited(service: ModelRegistryService) -> None:
+def test_tenant_settings_are_validated_and_audited(
+    service: ModelRegistryService, registry_factory: sessionmaker[Session]
+) -> None:
     from evolution.errors import InvalidInput
 
-    after = service.configure_tenant(ADMIN, "acme", {"drift": {"alpha": 0.05, "warn_psi": 0.2}})
-    assert after.drift.alpha == 0.05 and service.tenant_settings(ADMIN, "acme").drift.warn_psi == 0.2
+    tenants = TenantService(registry_factory)
+    after = tenants.configure_tenant(ADMIN, "acme", {"drift": {"alpha": 0.05, "warn_psi": 0.2}})
+    assert after.drift.alpha == 0.05 and tenants.tenant_settings(ADMIN, "acme").drift.warn_psi == 0.2
     with pytest.raises(InvalidInput, match="alert_psi"):
-        service.configure_tenant(ADMIN, "acme", {"drift": {"alert_psi": 0.1}})
+        tenants.configure_tenant(ADMIN, "acme", {"drift": {"alert_psi": 0.1}})
     with pytest.raises(InvalidInput, match="alpha"):
-        service.configure_tenant(ADMIN, "acme", {"drift": {"alpha": 2}})
+        tenants.configure_tenant(ADMIN, "acme", {"drift": {"alpha": 2}})
     with pytest.raises(PermissionDenied):
-        service.configure_tenant(MANAGER, "acme", {"drift": {"alpha": 0.05}})
+        tenants.configure_tenant(MANAGER, "acme", {"drift": {"alpha": 0.05}})
     last = service.audit_trail(ADMIN, "acme")[-1]
     assert last.action == "tenant.configured" and last.details["after"]["drift"]["alpha"] == 0.05

@@ -18,7 +18,8 @@ from evolution.errors import NotFound, PermissionDenied
 from evolution.notifications.outbox import NotificationIn, OutboxNotifier
 from evolution.registry.db import reading, transaction
 from evolution.registry.row_security import APP_ROLE, IDENTITY_TABLES
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal, Role
 from tests.support.postgres import APP_LOGIN_ROLE
 
@@ -34,8 +35,9 @@ def _owner(pg_url: str) -> psycopg.Connection:
 @pytest.fixture
 def two_tenants(pg_factory: sessionmaker[Session]) -> Iterator[sessionmaker[Session]]:
     registry = ModelRegistryService(pg_factory)
+    tenants = TenantService(pg_factory)
     for tenant in ("farm-a", "farm-b"):
-        registry.ensure_tenant(ADMIN, tenant)
+        tenants.ensure_tenant(ADMIN, tenant)
         registry.register_version(ADMIN, tenant, "yield", request_id=f"{tenant}-v1")
         OutboxNotifier(pg_factory).notify(
             NotificationIn(tenant_id=tenant, severity="info", kind="test", subject=f"hello {tenant}")
@@ -148,7 +150,7 @@ def test_the_application_may_not_rewrite_or_truncate_the_audit_log(
 
 def test_services_work_across_tenants_through_ids_only(two_tenants: sessionmaker[Session]) -> None:
     registry = ModelRegistryService(two_tenants)
-    assert registry.tenant_ids() == ["farm-a", "farm-b"]
+    assert TenantService(two_tenants).tenant_ids() == ["farm-a", "farm-b"]
     version_b = registry.list_versions(ADMIN, "farm-b")[0]
     assert registry.get_version(ADMIN, version_b.id).tenant_id == "farm-b"
     with pytest.raises(PermissionDenied):

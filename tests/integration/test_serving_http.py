@@ -31,7 +31,7 @@ from tests.support.models import install_model
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[Services]:
     svc = build_services(Settings(home=tmp_path / "home"))
-    svc.registry.ensure_tenant(Principal.for_tenant("root", Role.ADMIN, "acme"), "acme")
+    svc.tenants.ensure_tenant(Principal.for_tenant("root", Role.ADMIN, "acme"), "acme")
     yield svc
     svc.close()
 
@@ -40,7 +40,7 @@ def services(tmp_path: Path) -> Iterator[Services]:
 def token(services: Services) -> str:
     root = Principal.for_tenant("root", Role.ADMIN, "*")
     services.users.add_user(root, "field-app", "a long enough password", Role.ADMIN, ["acme"])
-    return services.users.create_token(root, "field-app", "tests").token.get_secret_value()
+    return services.tokens.create_token(root, "field-app", "tests").token.get_secret_value()
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def base_url(services: Services) -> Iterator[str]:
     )
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(predictor, services.events, TokenAuthenticator(services.users.authenticate_token)),
+            create_app(predictor, services.events, TokenAuthenticator(services.tokens.authenticate_token)),
             port=port,
             log_config=None,
         )

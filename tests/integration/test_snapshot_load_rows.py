@@ -44,7 +44,7 @@ def line_by_line(data: bytes) -> list[dict[str, Any]]:
 def test_rows_equal_the_line_by_line_parse_of_the_verified_bytes(tmp_path: Path) -> None:
     services = build_services(Settings(home=tmp_path / "home"))
     try:
-        services.registry.ensure_tenant(ADMIN, "acme")
+        services.tenants.ensure_tenant(ADMIN, "acme")
         key_id, public_pem, path = create_source_key(services.settings.keys_dir, "acme", "s")
         services.events.register_source_key(ADMIN, "acme", key_id, public_pem)
         start = utcnow() - timedelta(hours=1)

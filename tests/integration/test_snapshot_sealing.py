@@ -29,7 +29,7 @@ from evolution.integrity.signing import (
 )
 from evolution.registry.db import consistent_reading, tenant_session
 from evolution.registry.schema import DatasetSnapshot, LearningEvent
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
 from evolution.security import Principal, Role
 from evolution.timeutil import iso, utcnow
 
@@ -45,7 +45,7 @@ FEATURES: list[dict[str, Any]] = [
 
 class World:
     def __init__(self, factory: sessionmaker[Session], tmp_path: Path) -> None:
-        ModelRegistryService(factory).ensure_tenant(ADMIN, "acme")
+        TenantService(factory).ensure_tenant(ADMIN, "acme")
         self.factory = factory
         self.ingestor = EventIngestor(factory)
         private_pem, public_pem = generate_source_keypair()

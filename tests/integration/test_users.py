@@ -19,7 +19,7 @@ from evolution.governance.users import UserService
 from evolution.registry.audit import load_chain, verify_chain
 from evolution.registry.db import tenant_session
 from evolution.registry.schema import AuditEntry, Base, User
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.tenants import TenantService
 from evolution.security import Action, Principal, Role, authorize
 
 ROOT = Principal(user="root", role=Role.ADMIN, tenants=("*",))
@@ -46,9 +46,9 @@ class CountingHasher(PasswordHasher):
 
 @pytest.fixture
 def factory(registry_factory: sessionmaker[Session]) -> sessionmaker[Session]:
-    registry = ModelRegistryService(registry_factory)
-    registry.ensure_tenant(ROOT, "acme")
-    registry.ensure_tenant(ROOT, "globex")
+    tenants = TenantService(registry_factory)
+    tenants.ensure_tenant(ROOT, "acme")
+    tenants.ensure_tenant(ROOT, "globex")
     return registry_factory
 
 
@@ -273,7 +273,7 @@ def test_verify_walks_the_chain_of_grants_on_every_tenant(tmp_path: Path) -> Non
 
     services = build_services(Settings(home=tmp_path / "home"))
     root = Principal(user="root", role=Role.ADMIN, tenants=("*",))
-    services.registry.ensure_tenant(root, "acme")
+    services.tenants.ensure_tenant(root, "acme")
     services.users.add_user(root, "olga", "a long enough password", "admin", ["*"])
     report = verify_all(services)
     star = [c for c in report.checks if c.tenant_id == "*"]

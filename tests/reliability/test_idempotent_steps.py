@@ -23,7 +23,6 @@ from sqlalchemy import select
 from evolution.data.sources import create_source_key, records_to_events
 from evolution.demo.scenario import Scenario
 from evolution.demo.synthetic import TARGET, DriftSpec, generate_rows
-from evolution.drift.scanner import DriftScanner
 from evolution.lifecycle import ModelState, TransitionRequest
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
@@ -49,20 +48,8 @@ def services(tmp_path: Path) -> Iterator[Services]:
     svc.close()
 
 
-def scanner_of(services: Services) -> DriftScanner:
-    return DriftScanner(
-        services.registry,
-        services.snapshots,
-        services.drift_reports,
-        services.loader,
-        services.keyring,
-        services.notifier,
-        services.baselines,
-    )
-
-
 def test_a_retried_seal_finds_the_window_its_first_attempt_sealed(services: Services) -> None:
-    scanner = scanner_of(services)
+    scanner = services.drift_scanner
     window_end = utcnow()  # fixed by the workflow, the same for every attempt
 
     first = scanner.seal_latest_window("acme", 50, window_end)
@@ -89,7 +76,7 @@ def test_a_retried_seal_and_scan_keeps_its_first_report_and_notifies_again(
         drifted, "acme", key_id, key_path.read_bytes(), target=TARGET, request_prefix="w2"
     )
     assert services.events.ingest_objects(ADMIN, "acme", list(events), "test").accepted == 300
-    scanner = scanner_of(services)
+    scanner = services.drift_scanner
 
     # The worker died after the first attempt reported and notified, before it answered: the step runs again.
     first = scanner.seal_and_scan("acme", "yield", 50, now)

@@ -173,7 +173,7 @@ def train_on_snapshot(
     """What the retraining's training step does with a snapshot, in process: rows, config, fit, baseline."""
     tenant_id = snapshot.tenant_id
     rows = labelled(services.snapshots.load_rows(snapshot, services.keyring))
-    settings = services.registry.tenant_settings(Principal.system(tenant_id), tenant_id)
+    settings = services.tenants.tenant_settings(Principal.system(tenant_id), tenant_id)
     config = training_config_for(rows, settings)
     model = train(rows, config, seed)
     shutil.rmtree(directory, ignore_errors=True)
@@ -251,7 +251,7 @@ class LoadSeeder:
 
     def seed_tenant(self, tenant_id: str, index: int) -> LoadTenant:
         services = self.services
-        services.registry.ensure_tenant(ADMIN, tenant_id)
+        services.tenants.ensure_tenant(ADMIN, tenant_id)
         key_id, public_pem, path = create_source_key(services.settings.keys_dir, tenant_id, SOURCE)
         services.events.register_source_key(ADMIN, tenant_id, key_id, public_pem)
         private_pem = path.read_bytes()

@@ -16,7 +16,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from evolution.demo.scenario import Scenario
-from evolution.governance.retention import GC_ACTION, RetentionService, version_artifacts
+from evolution.governance.garbage_collection import RetentionService
+from evolution.governance.retention import GC_ACTION, version_artifacts
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.manifest import build_manifest_from_dir, sign_manifest
 from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, VersionView
@@ -24,7 +25,7 @@ from evolution.platform.verification import verify_tenant
 from evolution.platform.wiring import Services
 from evolution.registry.db import reading
 from evolution.registry.schema import AuditEntry
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal, Role
 from evolution.stats.drift_models import DriftConfig, DriftResult
 from evolution.timeutil import utcnow
@@ -82,7 +83,7 @@ class World:
         return self.services.store
 
     def gc(self) -> RetentionService:
-        return RetentionService(self.services.factory, self.store)
+        return self.services.retention
 
     def digests(self) -> set[str]:
         return set(self.store.list_digests(self.tenant))

@@ -22,7 +22,7 @@ class SeededTenant:
 
 def seed_tenant(services: Services, scenario: Scenario) -> SeededTenant:
     tenant = scenario.tenant_id
-    services.registry.ensure_tenant(ADMIN, tenant)
+    services.tenants.ensure_tenant(ADMIN, tenant)
     key_id, public_pem, path = create_source_key(services.settings.keys_dir, tenant, "field-sensors")
     services.events.register_source_key(ADMIN, tenant, key_id, public_pem)
     private_pem = path.read_bytes()

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from evolution.errors import IntegrityViolation, InvalidInput, NotFound
-from evolution.integrity.artifacts import ArtifactStore, FilesystemArtifactStore, verify_artifact
+from evolution.integrity.artifacts import ArtifactStore, FilesystemArtifactStore
+from evolution.integrity.digest_checks import verify_artifact
 
 DATA = b"model weights \x00\x01\x02" * 1000
 DIGEST = hashlib.sha256(DATA).hexdigest()

@@ -7,7 +7,8 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from evolution.errors import PermissionDenied
-from evolution.governance.users import TOKEN_REFUSED, UserAccess
+from evolution.governance.tokens import TOKEN_REFUSED
+from evolution.governance.users import UserAccess
 from evolution.security import Role
 from evolution.serving.auth import AuthenticationUnavailable, TokenAuthenticator
 
@@ -15,7 +16,7 @@ GOOD, OTHER, BAD = "evo_good", "evo_other", "evo_bad"
 
 
 class Registry:
-    """Answers like UserService.authenticate_token, counting calls; can be made unreachable or revoke a token."""
+    """Answers like TokenService.authenticate_token, counting calls; can be made unreachable or revoke a token."""
 
     def __init__(self) -> None:
         self.calls = 0

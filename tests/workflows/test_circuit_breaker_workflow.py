@@ -122,7 +122,7 @@ async def test_an_exhausted_quota_blocks_the_start_audited_and_notified(
     services: Services, worker: None, orchestrator: TemporalOrchestrator, temporal_env: WorkflowEnvironment
 ) -> None:
     seed_tenant(services, SCENARIO)
-    services.registry.set_quota(ADMIN, "acme", gpu_hours_quota=0.0, reason="test: exhausted")
+    services.tenants.set_quota(ADMIN, "acme", gpu_hours_quota=0.0, reason="test: exhausted")
     result = await retrain(orchestrator)
     assert result.outcome == "blocked" and result.blocked_by == "BLOCK_RETRAINING"
     assert result.reason.startswith("BLOCK_RETRAINING: 0.00 of 0.00 GPU-hours")
@@ -133,7 +133,7 @@ async def test_an_exhausted_quota_blocks_the_start_audited_and_notified(
     assert CircuitBreaker(services.factory).status(ADMIN, "acme").consecutive_failures == 0
     await keep_history(temporal_env, "retraining-quota-blocked")
 
-    services.registry.set_quota(ADMIN, "acme", gpu_hours_quota=100.0, reason="new month's allowance")
+    services.tenants.set_quota(ADMIN, "acme", gpu_hours_quota=100.0, reason="new month's allowance")
     after_raise = await retrain(orchestrator)  # past the gate (it then fails: no snapshot sealed)
     assert after_raise.outcome == "failed" and after_raise.blocked_by is None
     assert [a["after"] for a in audited(services, "tenant.quota_set")] == [
@@ -183,7 +183,7 @@ async def test_the_quota_is_checked_again_before_a_training_retry(
     seed_tenant(services, SCENARIO)
     services.snapshots.seal(Principal.system("acme"), "acme", utcnow())
     # Room for 3.6 ms of CPU time: the start passes, the lost first attempt (0.3 s, charged) uses it all up.
-    services.registry.set_quota(ADMIN, "acme", gpu_hours_quota=0.001 / 3600)
+    services.tenants.set_quota(ADMIN, "acme", gpu_hours_quota=0.001 / 3600)
     result = await retrain(orchestrator)
     assert result.outcome == "blocked" and result.blocked_by == "BLOCK_RETRAINING", result
     assert result.final_state == "FAILED" and "GPU-hours used" in result.reason

@@ -53,7 +53,7 @@ def escalating_services(tmp_path: Path, receiver: WebhookReceiver) -> Iterator[S
         policy=EscalationConfig(escalations=[EscalationRule(name="directors", after_hours=4)]),
     )
     services = build_services(Settings(home=tmp_path / "home", notifications=notifications))
-    services.registry.ensure_tenant(Principal(user="root", role=Role.ADMIN, tenants=("*",)), TENANT)
+    services.tenants.ensure_tenant(Principal(user="root", role=Role.ADMIN, tenants=("*",)), TENANT)
     yield services
     services.close()
 

@@ -22,9 +22,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from evolution.contracts import GcInput, GcResult
-from evolution.governance.retention import RetentionService
 from evolution.platform.wiring import Services
-from evolution.registry.service import ModelRegistryService
+from evolution.registry.versions import ModelRegistryService
 from tests.support.retention_world import COLLECTED, DELETED, Clock, World, build_world
 from workers.orchestrator import TemporalOrchestrator
 from workers.worker import WORKFLOWS
@@ -81,7 +80,7 @@ async def test_the_scheduled_workflow_collects_what_the_plan_said(
     tmp_path: Path,
 ) -> None:
     world = world_in(services, tmp_path)
-    plan = RetentionService(services.factory, services.store).plan(world.system, world.tenant)
+    plan = services.retention.plan(world.system, world.tenant)
     assert sorted(v.number for v in plan.decided("collect")) == list(COLLECTED)
     before = world.digests()
 

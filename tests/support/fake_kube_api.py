@@ -1,15 +1,13 @@
-"""A small Kubernetes API server with a kubelet of sorts, for the Job compute backend's tests.
+"""A small Kubernetes API server for the Job compute backend's tests; its pod runner
+(tests/support/fake_kube_pod_runner.py) runs each Job's pods as local processes.
 
 It speaks, over real HTTP and with the JSON shapes the official client deserialises, exactly what the backend
 uses: batch/v1 Jobs (create incl. server-side dry run, read, list, delete with a propagation policy), core/v1 pods
-(list by label selector, read, read log), namespace read and /version. It is not a stub: creating a Job runs
-its pod template's container command as a local process (the "image" is the test environment: ``image_env``
-supplies PATH and the like, the manifest's env goes on top, the container's workingDir is the cwd), captures
-its output for the log endpoint, enforces ``activeDeadlineSeconds`` (kill, pod removed, condition Failed with
-reason DeadlineExceeded), retries failed pods up to ``backoffLimit``, sets the Job's status and conditions from
-the exit code, honours ``ttlSecondsAfterFinished``, and kills the process when the Job is deleted (Foreground:
-the Job stays, marked for deletion, until its pod is gone). Invalid objects get 422, duplicates 409, like the
-real API server. Every manifest received is kept for inspection.
+(list by label selector, read, read log), namespace read and /version. It is not a stub: it keeps the Jobs and
+their pods, hands each created Job to the pod runner (which sets the Job's status and conditions as its pods run),
+serves the pods' captured output on the log endpoint, honours ``ttlSecondsAfterFinished``, and has the runner kill
+the process when the Job is deleted (Foreground: the Job stays, marked for deletion, until its pod is gone).
+Invalid objects get 422, duplicates 409, like the real API server. Every manifest received is kept for inspection.
 
 Volumes are not emulated: the test's work directory is the same host path the manifest mounts.
 """
@@ -19,22 +17,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Collection, Iterator, Mapping
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from evolution.training.kubernetes_manifest import KubernetesBackendConfig
+from tests.support.fake_kube_pod_runner import JobRun, Pod, PodRunner, controller_labels, timestamp
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -56,15 +50,7 @@ _SUFFIX = {
     "Pi": 2**50,
     "Ei": 2**60,
 }
-_TICK = 0.05
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "training"
-
-
-def image_env() -> dict[str, str]:
-    """The kubelet's 'image' for this repo's tests: this virtualenv's interpreter first on PATH, the checkout
-    importable (a real image has the package installed)."""
-    return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYTHONPATH": str(_REPO_ROOT)}
 
 
 def backend_config(kube: FakeKube, work: Path, **overrides: object) -> KubernetesBackendConfig:
@@ -79,10 +65,6 @@ def backend_config(kube: FakeKube, work: Path, **overrides: object) -> Kubernete
         "pod_check_interval_s": 0.3,
     }
     return KubernetesBackendConfig.model_validate(fields | overrides)
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _status(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -107,31 +89,6 @@ class ApiError(Exception):
         self.code = code
 
 
-class _Pod:
-    """One pod of a Job and the local process standing in for its container."""
-
-    def __init__(self, obj: dict[str, Any]) -> None:
-        self.obj = obj
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = bytearray()
-        self.reader: threading.Thread | None = None
-        self.start_error: str | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.obj["metadata"]["name"])
-
-
-class _JobRun:
-    def __init__(self, obj: dict[str, Any]) -> None:
-        self.obj = obj
-        self.pods: list[_Pod] = []
-        self.delete_requested = threading.Event()
-        self.policy = "Background"
-        self.finished_at: float | None = None
-        self.thread: threading.Thread | None = None
-
-
 class FakeKube:
     """Start with ``with FakeKube(image_env=...) as kube:``; point the client at ``kube.url``."""
 
@@ -143,10 +100,7 @@ class FakeKube:
         known_images: Collection[str] | None = None,
         max_grace_s: float = 5.0,
     ) -> None:
-        self.image_env = dict(image_env or {})
         self.namespaces = set(namespaces)
-        self.known_images = None if known_images is None else set(known_images)
-        self.max_grace_s = max_grace_s
         self.created: list[dict[str, Any]] = []  # every Job manifest accepted (not dry runs), as received
         self.dry_runs: list[dict[str, Any]] = []
         self.deletions: list[dict[str, Any]] = []  # {"namespace", "name", "propagationPolicy"}
@@ -155,8 +109,15 @@ class FakeKube:
         # with another worker's create would.
         self.stale_reads = 0
         self.unavailable = False  # every request answers 503, as an API server that is restarting
-        self._jobs: dict[tuple[str, str], _JobRun] = {}
+        self._jobs: dict[tuple[str, str], JobRun] = {}
         self._lock = threading.RLock()
+        self.pod_runner = PodRunner(
+            lock=self._lock,
+            remove=self._remove,
+            image_env=image_env,
+            known_images=known_images,
+            max_grace_s=max_grace_s,
+        )
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -184,7 +145,7 @@ class FakeKube:
         for run in runs:
             run.delete_requested.set()
             for pod in run.pods:
-                self._kill(pod, grace_s=0)
+                self.pod_runner.kill(pod, grace_s=0)
         for run in runs:
             if run.thread is not None:
                 run.thread.join(timeout=10)
@@ -292,7 +253,7 @@ class FakeKube:
                 "uid": uid,
                 "resourceVersion": str(time.monotonic_ns()),
                 "generation": 1,
-                "creationTimestamp": _now(),
+                "creationTimestamp": timestamp(),
             }
         )
         spec = obj["spec"]
@@ -303,7 +264,7 @@ class FakeKube:
         spec.setdefault("suspend", False)
         spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
         template_labels = spec["template"].setdefault("metadata", {}).setdefault("labels", {})
-        template_labels.update(_controller_labels(name, uid))
+        template_labels.update(controller_labels(name, uid))
         obj["status"] = {}
         if dry_run:
             self.dry_runs.append(copy.deepcopy(body))
@@ -311,11 +272,10 @@ class FakeKube:
         with self._lock:
             if (namespace, name) in self._jobs:
                 raise ApiError(409, "AlreadyExists", f'jobs.batch "{name}" already exists')
-            run = _JobRun(obj)
+            run = JobRun(obj)
             self._jobs[(namespace, name)] = run
             self.created.append(copy.deepcopy(body))
-            run.thread = threading.Thread(target=self._control, args=(run,), name=f"job-{name}", daemon=True)
-            run.thread.start()
+            self.pod_runner.start(run)
             return 201, copy.deepcopy(obj)
 
     def _read_job(self, namespace: str, name: str) -> dict[str, Any]:
@@ -353,7 +313,7 @@ class FakeKube:
             meta = run.obj["metadata"]
             if policy == "Foreground":
                 # The Job stays, marked, until its pods are gone; the controller then removes it.
-                meta.setdefault("deletionTimestamp", _now())
+                meta.setdefault("deletionTimestamp", timestamp())
                 meta["finalizers"] = ["foregroundDeletion"]
                 meta.setdefault("deletionGracePeriodSeconds", 0)
                 if run.finished_at is not None:
@@ -364,12 +324,12 @@ class FakeKube:
             obj = copy.deepcopy(run.obj)
         if policy != "Orphan":
             for pod in run.pods:
-                threading.Thread(target=self._kill, args=(pod,), daemon=True).start()
+                threading.Thread(target=self.pod_runner.kill, args=(pod,), daemon=True).start()
         if policy == "Foreground":
             return 200, obj
         return 200, _status(200, "", "", {"name": name, "group": "batch", "kind": "jobs", "uid": meta["uid"]})
 
-    def _all_pods(self, namespace: str) -> Iterator[_Pod]:
+    def _all_pods(self, namespace: str) -> Iterator[Pod]:
         for (ns, _), run in sorted(self._jobs.items()):
             if ns == namespace:
                 yield from run.pods
@@ -384,7 +344,7 @@ class FakeKube:
             ]
         return {"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}
 
-    def _pod(self, namespace: str, name: str) -> _Pod:
+    def _pod(self, namespace: str, name: str) -> Pod:
         with self._lock:
             for pod in self._all_pods(namespace):
                 if pod.name == name:
@@ -414,215 +374,12 @@ class FakeKube:
             text = text.encode()[: int(query["limitBytes"])].decode("utf-8", errors="ignore")
         return text
 
-    # -- the controller and kubelet -----------------------------------------------------------------------
+    # -- the store ---------------------------------------------------------------------------------------------
 
-    def _control(self, run: _JobRun) -> None:
-        spec = run.obj["spec"]
-        deadline_s = spec.get("activeDeadlineSeconds")
-        started = time.monotonic()
-        with self._lock:
-            run.obj["status"] = {"startTime": _now(), "active": 0, "ready": 0, "terminating": 0}
-        failures = 0
-        while True:
-            pod = self._start_pod(run)
-            while True:
-                if run.delete_requested.is_set():
-                    if run.policy != "Orphan":
-                        self._kill(pod)
-                    with self._lock:
-                        if run.obj["metadata"].get("deletionTimestamp"):
-                            self._remove(run)
-                        run.finished_at = time.monotonic()
-                    return
-                if deadline_s is not None and time.monotonic() - started >= deadline_s:
-                    self._kill(pod)
-                    with self._lock:
-                        run.pods.remove(pod)  # the Job controller deletes the active pods
-                        self._finish(
-                            run,
-                            failed=failures + 1,
-                            reason="DeadlineExceeded",
-                            message="Job was active longer than specified deadline",
-                        )
-                    return
-                if pod.start_error is not None or (
-                    pod.process is not None and pod.process.poll() is not None
-                ):
-                    break
-                time.sleep(_TICK)
-            code = 128 if pod.process is None else pod.process.wait()
-            if pod.reader is not None:
-                pod.reader.join(timeout=5)
-            with self._lock:
-                self._terminated(pod, code)
-                if code == 0:
-                    self._finish(run, succeeded=1, failed=failures)
-                    return
-                failures += 1
-                run.obj["status"]["failed"] = failures
-                if failures > spec["backoffLimit"]:
-                    self._finish(
-                        run,
-                        failed=failures,
-                        reason="BackoffLimitExceeded",
-                        message="Job has reached the specified backoff limit",
-                    )
-                    return
-
-    def _start_pod(self, run: _JobRun) -> _Pod:
-        job = run.obj
-        meta, template = job["metadata"], job["spec"]["template"]
-        name = f"{meta['name']}-{uuid.uuid4().hex[:5]}"
-        container = template["spec"]["containers"][0]
-        labels = dict(template["metadata"].get("labels", {}))
-        labels.update(_controller_labels(meta["name"], meta["uid"]))
-        pod = _Pod(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": name,
-                    "namespace": meta["namespace"],
-                    "uid": str(uuid.uuid4()),
-                    "creationTimestamp": _now(),
-                    "labels": labels,
-                    "annotations": dict(template["metadata"].get("annotations", {})),
-                    "ownerReferences": [
-                        {
-                            "apiVersion": "batch/v1",
-                            "kind": "Job",
-                            "name": meta["name"],
-                            "uid": meta["uid"],
-                            "controller": True,
-                            "blockOwnerDeletion": True,
-                        }
-                    ],
-                },
-                "spec": {**copy.deepcopy(template["spec"]), "nodeName": "fake-node"},
-                "status": {
-                    "phase": "Pending",
-                    "startTime": _now(),
-                    "containerStatuses": [
-                        _container_status(container, {"waiting": {"reason": "ContainerCreating"}})
-                    ],
-                },
-            }
-        )
-        with self._lock:
-            run.pods.append(pod)
-            job["status"]["active"] = 1
-        image = container["image"]
-        if self.known_images is not None and image not in self.known_images:
-            never = container.get("imagePullPolicy") == "Never"
-            reason = "ErrImageNeverPull" if never else "ImagePullBackOff"
-            message = (
-                f'Container image "{image}" is not present with pull policy of Never'
-                if never
-                else (f'Back-off pulling image "{image}"')
-            )
-            with self._lock:
-                pod.obj["status"]["containerStatuses"] = [
-                    _container_status(container, {"waiting": {"reason": reason, "message": message}})
-                ]
-            return pod
-        env = dict(self.image_env)
-        env.update({e["name"]: e.get("value", "") for e in container.get("env", [])})
-        argv = list(container.get("command", [])) + list(container.get("args", []))
-        try:
-            process = subprocess.Popen(
-                argv,
-                cwd=container.get("workingDir") or None,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:  # what containerd reports as StartError
-            pod.start_error = f"failed to create task: exec: {argv[0]!r}: {exc.strerror}"
-            return pod
-        pod.process = process
-        pod.reader = threading.Thread(target=self._read_output, args=(pod,), daemon=True)
-        pod.reader.start()
-        with self._lock:
-            pod.obj["status"]["phase"] = "Running"
-            pod.obj["status"]["containerStatuses"] = [
-                _container_status(container, {"running": {"startedAt": _now()}}, ready=True)
-            ]
-            job["status"]["ready"] = 1
-        return pod
-
-    def _read_output(self, pod: _Pod) -> None:
-        assert pod.process is not None and pod.process.stdout is not None
-        while chunk := os.read(pod.process.stdout.fileno(), 65536):
-            with self._lock:
-                pod.log += chunk
-        pod.process.stdout.close()
-
-    def _terminated(self, pod: _Pod, code: int) -> None:
-        container = pod.obj["spec"]["containers"][0]
-        exit_code = code if code >= 0 else 128 - code  # killed by a signal: 128 + signal number
-        reason = "Completed" if code == 0 else ("StartError" if pod.start_error else "Error")
-        pod.obj["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
-        started = pod.obj["status"]["startTime"]
-        pod.obj["status"]["containerStatuses"] = [
-            _container_status(
-                container,
-                {
-                    "terminated": {
-                        "exitCode": exit_code,
-                        "reason": reason,
-                        "startedAt": started,
-                        "finishedAt": _now(),
-                        "containerID": f"fake://{pod.obj['metadata']['uid']}",
-                        **({"message": pod.start_error} if pod.start_error else {}),
-                    }
-                },
-            )
-        ]
-
-    def _finish(
-        self, run: _JobRun, *, succeeded: int = 0, failed: int = 0, reason: str = "", message: str = ""
-    ) -> None:
-        now = _now()
-        status = run.obj["status"]
-        status.update({"active": 0, "ready": 0})
-        if succeeded:
-            status["succeeded"] = succeeded
-            status["completionTime"] = now
-            status["conditions"] = [
-                _condition(
-                    "SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"
-                ),
-                _condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods"),
-            ]
-        else:
-            status["conditions"] = [
-                _condition("FailureTarget", reason, message),
-                _condition("Failed", reason, message),
-            ]
-        if failed:
-            status["failed"] = failed
-        run.finished_at = time.monotonic()
-
-    def _remove(self, run: _JobRun) -> None:
+    def _remove(self, run: JobRun) -> None:
+        """Take the Job out (its Foreground deletion done); the pod runner calls it too, under the lock."""
         meta = run.obj["metadata"]
         self._jobs.pop((meta["namespace"], meta["name"]), None)
-
-    def _kill(self, pod: _Pod, grace_s: float | None = None) -> None:
-        """SIGTERM the container's process group, SIGKILL after the grace period, as a kubelet does."""
-        process = pod.process
-        if process is None or process.poll() is not None:
-            return
-        if grace_s is None:
-            grace_s = min(float(pod.obj["spec"].get("terminationGracePeriodSeconds", 30)), self.max_grace_s)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=grace_s)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
     def _collect_garbage(self) -> None:
         """ttlSecondsAfterFinished: finished Jobs past their TTL disappear with their pods."""
@@ -636,42 +393,6 @@ class FakeKube:
 
 def _not_allowed(method: str, path: str) -> tuple[int, Any]:
     raise ApiError(405, "MethodNotAllowed", f"the server does not allow {method} on {path}")
-
-
-def _controller_labels(name: str, uid: str) -> dict[str, str]:
-    return {
-        "batch.kubernetes.io/controller-uid": uid,
-        "batch.kubernetes.io/job-name": name,
-        "controller-uid": uid,
-        "job-name": name,
-    }
-
-
-def _container_status(
-    container: dict[str, Any], state: dict[str, Any], *, ready: bool = False
-) -> dict[str, Any]:
-    return {
-        "name": container["name"],
-        "image": container["image"],
-        "imageID": "",
-        "ready": ready,
-        "started": "running" in state,
-        "restartCount": 0,
-        "state": state,
-        "lastState": {},
-    }
-
-
-def _condition(kind: str, reason: str, message: str) -> dict[str, Any]:
-    now = _now()
-    return {
-        "type": kind,
-        "status": "True",
-        "reason": reason,
-        "message": message,
-        "lastProbeTime": now,
-        "lastTransitionTime": now,
-    }
 
 
 def _parse_selector(selector: str) -> dict[str, str]:

@@ -1,4 +1,7 @@
-"""Alembic environment: the URL comes from the Alembic config, else from the project's settings."""
+"""Alembic environment: the URL comes from the Alembic config that evolution.registry.db builds (`evolution db
+upgrade`, and every process at start), else, when a developer runs the `alembic` command with the repository's
+alembic.ini, from ``-x url=...``. (It does not read the project's settings: the registry does not import the
+platform room.)"""
 
 from __future__ import annotations
 
@@ -12,12 +15,13 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    url = config.get_main_option("sqlalchemy.url")
-    if url:
-        return url
-    from evolution.platform.settings import load_settings
-
-    return load_settings().resolved_database_url
+    url = config.get_main_option("sqlalchemy.url") or context.get_x_argument(as_dictionary=True).get("url")
+    if not url:
+        raise SystemExit(
+            "no database URL: run `evolution db upgrade` (it reads EVOLUTION_DATABASE_OWNER_URL / "
+            "EVOLUTION_DATABASE_URL / EVOLUTION_HOME), or pass one: alembic -x url=sqlite:///.evolution/registry.db ..."
+        )
+    return url
 
 
 def run_migrations_offline() -> None:
