@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
@@ -13,9 +15,11 @@ from evolution.contracts import (
     RetrainingBlockIn,
     RetrainingBlockOut,
 )
-from evolution.notifications.outbox import NotificationIn, Notifier
-from evolution.registry.circuit_breaker import CircuitBreaker
+from evolution.notifications.port import NotificationIn, Notifier
 from evolution.security import Principal
+
+if TYPE_CHECKING:  # the services are injected: importing them here would load SQLAlchemy into the sandbox
+    from evolution.registry.circuit_breaker import CircuitBreaker
 
 BLOCKED_KIND = "retraining.blocked"
 # A sub-kind of retraining.blocked: the notification guidance for blocked retraining applies (see notifications).

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
-from evolution.canary.service import CanaryService
 from evolution.contracts import LookIn, LookOut, PairsIn, ShadowOut
 from evolution.observability.tracing import span
+
+if TYPE_CHECKING:  # the services are injected: importing them here would load SQLAlchemy into the sandbox
+    from evolution.canary.service import CanaryService
 
 
 class CanaryActivities:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
 from evolution.contracts import ScanIn, ScanOut, SealIn, SealOut, SealScanIn, SealScanOut
-from evolution.drift.scanner import DriftScanner
+
+if TYPE_CHECKING:  # the services are injected: importing them here would load SQLAlchemy into the sandbox
+    from evolution.drift.scanner import DriftScanner
 
 
 class DriftActivities:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
 from evolution.contracts import GcInput, GcResult
-from evolution.governance.garbage_collection import GcReport, RetentionService
 from evolution.security import Principal
+
+if TYPE_CHECKING:  # the services are injected: importing them here would load SQLAlchemy into the sandbox
+    from evolution.governance.garbage_collection import GcReport, RetentionService
 
 
 class GcActivities:

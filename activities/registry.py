@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
@@ -22,12 +24,14 @@ from evolution.contracts import (
     TransitionOut,
 )
 from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, VersionView
-from evolution.notifications.outbox import NotificationIn, Notifier, notify_as
+from evolution.notifications.port import NotificationIn, Notifier, notify_as
 from evolution.observability.metrics import record_retraining_outcome
-from evolution.registry.quota import QuotaManager
-from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal, Role
-from evolution.training.loader import ModelLoader
+
+if TYPE_CHECKING:  # the services are injected: importing them here would load SQLAlchemy into the sandbox
+    from evolution.registry.quota import QuotaManager
+    from evolution.registry.versions import ModelRegistryService
+    from evolution.training.loader import ModelLoader
 
 
 def principal_of(ref: PrincipalRef) -> Principal:

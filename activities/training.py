@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
 from evolution.contracts import TrainIn, TrainOut, ValidateIn, ValidateOut
 from evolution.observability.tracing import span
-from evolution.training.candidates import CandidateBuilder
+
+if TYPE_CHECKING:  # the services are injected: importing them here would load SQLAlchemy into the sandbox
+    from evolution.training.candidates import CandidateBuilder
 
 
 class TrainingActivities:

@@ -34,10 +34,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from evolution.backup.create import create_backup
 from evolution.backup.keys_backup import backup_keys, restore_keys
 from evolution.backup.manifest import read_manifest
-from evolution.backup.postgres_backup import PgConnection, archive_settings
-from evolution.backup.service import create_backup, restore_backup
+from evolution.backup.postgres_conf import archive_settings
+from evolution.backup.postgres_server import PgConnection
+from evolution.backup.restore import restore_backup
 from evolution.demo.scenario import Scenario
 from evolution.integrity.artifacts import FilesystemArtifactStore
 from evolution.integrity.digest_checks import verify_artifact

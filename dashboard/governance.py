@@ -13,10 +13,14 @@ from evolution.drift.baselines import BaselineOverride
 from evolution.lifecycle import TransitionResult
 from evolution.platform.wiring import Services
 from evolution.security import Principal
+from evolution.stats.canary_models import GuardConfig
 
-PROMOTE_MIN_LABELS = 1000
-ROLLBACK_MIN_LABELS = 200
-SIGNIFICANCE = 0.05
+# The canary runs on GuardConfig's defaults for these: the workflow fixes only tau, tau_harm and the winsorizing
+# bounds from shadow data, and the live status carries the guard's decision but not its configuration.
+_GUARD_DEFAULTS = GuardConfig.model_fields
+SIGNIFICANCE: float = _GUARD_DEFAULTS["alpha"].default
+PROMOTE_MIN_LABELS: int = _GUARD_DEFAULTS["min_promote_n"].default
+ROLLBACK_MIN_LABELS: int = _GUARD_DEFAULTS["min_rollback_n"].default
 
 
 def model_names(services: Services, principal: Principal, tenant_id: str) -> list[str]:
@@ -82,6 +86,8 @@ class CanaryProgress(BaseModel):
     rollback_armed: bool
     decision: str
     reason: str
+    promote_rule: str
+    rollback_rule: str
 
 
 def canary_progress(status: RetrainingStatus) -> CanaryProgress | None:
@@ -98,6 +104,8 @@ def canary_progress(status: RetrainingStatus) -> CanaryProgress | None:
         rollback_armed=guard.n >= ROLLBACK_MIN_LABELS,
         decision=guard.action,
         reason=guard.reason,
+        promote_rule=f"Promote when < {SIGNIFICANCE:g} after {PROMOTE_MIN_LABELS:,} labels",
+        rollback_rule=f"Roll back when < {SIGNIFICANCE:g} after {ROLLBACK_MIN_LABELS:,} labels",
     )
 
 

@@ -14,7 +14,6 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
-    WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -132,13 +131,6 @@ class TemporalOrchestrator:
             return await handle.query(RetrainingWorkflow.status)
         except RPCError:
             return None
-
-    async def retraining_running(self, tenant_id: str) -> bool:
-        try:
-            description = await self._client.get_workflow_handle(retraining_workflow_id(tenant_id)).describe()
-        except RPCError:
-            return False
-        return description.status == WorkflowExecutionStatus.RUNNING
 
     async def retraining_result(self, tenant_id: str) -> RetrainingResult:
         handle = self._client.get_workflow_handle(

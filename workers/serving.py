@@ -15,20 +15,14 @@ from evolution.observability.tracing import configure_tracing
 from evolution.platform.settings import Settings, load_settings
 from evolution.platform.wiring import build_services
 from evolution.serving.app import create_app
-from evolution.serving.auth import TokenAuthenticator
 from evolution.serving.predictor import Predictor
 
 
 def build(settings: Settings) -> tuple[FastAPI, Predictor]:
     services = build_services(settings)
-    predictor = Predictor(services.registry, services.loader, services.outcomes, settings.canary_share)
+    predictor = services.predictor()
     # API tokens are checked against the registry and cached (60 s fresh; up to 15 min while the registry is down).
-    authenticator = TokenAuthenticator(services.tokens.authenticate_token)
-    return create_app(predictor, services.events, authenticator), predictor
-
-
-def build_app(settings: Settings) -> FastAPI:
-    return build(settings)[0]
+    return create_app(predictor, services.events, services.token_authenticator()), predictor
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ def activity_objects(services: Services, compute: ComputeBackend | None = None) 
         CanaryActivities(services.canary),
         BreakerActivities(services.breaker, services.notifier),
         GcActivities(services.retention),
-        EscalationActivities(services.notifier),
+        EscalationActivities(services.escalator),
     ]
 
 

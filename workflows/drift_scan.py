@@ -9,6 +9,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.drift import DriftActivities
     from evolution.contracts import (
         DriftScanInput,
         DriftScanResult,
@@ -18,7 +19,6 @@ with workflow.unsafe.imports_passed_through():
         SealIn,
         SealOut,
         SealScanIn,
-        SealScanOut,
     )
 
 from workflows.policies import (
@@ -48,15 +48,14 @@ class DriftScanWorkflow:
         # The window's end is fixed here: a retried step (its worker died) finds the window already sealed.
         window_end = workflow.now()
         if workflow.patched(SEAL_AND_SCAN_PATCH):
-            both = await workflow.execute_activity(
-                "seal_and_scan_window",
+            both = await workflow.execute_activity_method(
+                DriftActivities.seal_and_scan_window,
                 SealScanIn(
                     tenant_id=inp.tenant_id,
                     model_name=inp.model_name,
                     min_rows=inp.min_window_rows,
                     window_end=window_end,
                 ),
-                result_type=SealScanOut,
                 start_to_close_timeout=_capped(SEAL_AND_SCAN_TIMEOUT, inp.step_timeout_s),
                 retry_policy=TRANSIENT_RETRY,
             )
@@ -105,19 +104,17 @@ class DriftScanWorkflow:
         self, inp: DriftScanInput, window_end: datetime
     ) -> tuple[SealOut, ScanOut | None]:
         """The two-activity path, kept for runs recorded before SEAL_AND_SCAN_PATCH (they must replay)."""
-        sealed = await workflow.execute_activity(
-            "seal_window",
+        sealed = await workflow.execute_activity_method(
+            DriftActivities.seal_window,
             SealIn(tenant_id=inp.tenant_id, min_rows=inp.min_window_rows, window_end=window_end),
-            result_type=SealOut,
             start_to_close_timeout=_capped(SNAPSHOT_TIMEOUT, inp.step_timeout_s),
             retry_policy=TRANSIENT_RETRY,
         )
         if sealed.snapshot_id is None:
             return sealed, None
-        scan = await workflow.execute_activity(
-            "scan_drift",
+        scan = await workflow.execute_activity_method(
+            DriftActivities.scan_drift,
             ScanIn(tenant_id=inp.tenant_id, model_name=inp.model_name, snapshot_id=sealed.snapshot_id),
-            result_type=ScanOut,
             start_to_close_timeout=_capped(DRIFT_SCAN_TIMEOUT, inp.step_timeout_s),
             retry_policy=TRANSIENT_RETRY,
         )

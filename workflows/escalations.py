@@ -12,6 +12,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.escalations import EscalationActivities
     from evolution.contracts import EscalationsIn, EscalationsOut
 
 ESCALATION_SCHEDULE_ID = "notify-escalations"
@@ -26,10 +27,9 @@ ESCALATIONS_RETRY = RetryPolicy(maximum_attempts=2)
 class EscalationWorkflow:
     @workflow.run
     async def run(self, inp: EscalationsIn) -> EscalationsOut:
-        return await workflow.execute_activity(
-            "run_escalations",
+        return await workflow.execute_activity_method(
+            EscalationActivities.run_escalations,
             inp,
-            result_type=EscalationsOut,
             start_to_close_timeout=ESCALATIONS_TIMEOUT,
             retry_policy=ESCALATIONS_RETRY,
         )

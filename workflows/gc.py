@@ -1,7 +1,7 @@
 """GcWorkflow (scheduled daily as ``gc/{tenant}``): retention and garbage collection of a tenant's model artifacts.
 
-One activity plans and collects (evolution/governance/garbage_collection.py); it is idempotent, so a retry, or a run that overlaps a
-manual ``evolution gc run``, deletes nothing twice. The schedule skips a tick while the previous run still runs.
+One activity plans and collects (evolution/governance/garbage_collection.py); it is idempotent, so a retry, or a
+run that overlaps a manual ``evolution gc run``, deletes nothing twice. The schedule skips a tick while the previous run still runs.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.gc import GcActivities
     from evolution.contracts import GcInput, GcResult
 
 GC_EVERY = timedelta(hours=24)
@@ -35,10 +36,9 @@ def gc_schedule_id(tenant_id: str) -> str:
 class GcWorkflow:
     @workflow.run
     async def run(self, inp: GcInput) -> GcResult:
-        return await workflow.execute_activity(
-            "collect_garbage",
+        return await workflow.execute_activity_method(
+            GcActivities.collect_garbage,
             inp,
-            result_type=GcResult,
             start_to_close_timeout=GC_TIMEOUT,
             heartbeat_timeout=GC_HEARTBEAT,
             retry_policy=GC_RETRY,

@@ -9,46 +9,40 @@ Every finished run reports its outcome to the circuit breaker (see evolution.reg
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+from temporalio.types import MethodAsyncSingleParam, MethodSyncSingleParam
 
 with workflow.unsafe.imports_passed_through():
+    from activities.breaker import BreakerActivities
+    from activities.canary import CanaryActivities
+    from activities.registry import RegistryActivities
+    from activities.training import TrainingActivities
     from evolution.contracts import (
         ApprovalRequest,
         ApprovalResponse,
         BreakerCheckIn,
-        BreakerCheckOut,
         BreakerRecordIn,
-        BreakerRecordOut,
         CurrentVersionIn,
-        CurrentVersionOut,
         LookIn,
-        LookOut,
         NotifyIn,
-        NotifyOut,
-        OutcomeRecorded,
         PairsIn,
         PrincipalRef,
         PromoteIn,
         QuarantineIn,
         QuotaCheckIn,
-        QuotaCheckOut,
         RegisterCandidateIn,
         RetrainingBlockIn,
-        RetrainingBlockOut,
         RetrainingInput,
         RetrainingResult,
         RetrainingStatus,
         ShadowOut,
         TrainIn,
-        TrainOut,
         TransitionIn,
-        TransitionOut,
         ValidateIn,
-        ValidateOut,
     )
     from evolution.lifecycle import VersionView
     from evolution.stats.canary_models import Decision, GuardState
@@ -70,6 +64,10 @@ CIRCUIT_OPEN = "CIRCUIT_OPEN"
 # Patch ids (workflow.patched): executions recorded before a change replay along the old path.
 PATCH_GATES = "circuit-breaker"  # breaker check, audited blocks, quota re-checked per training attempt
 PATCH_BREAKER_RECORD = "circuit-breaker-record"  # each finished run reports its outcome to the breaker
+PATCH_OUTCOME_METRICS = "record-outcome-metrics"  # each finished run records its outcome in the metrics
+
+P = TypeVar("P")
+R = TypeVar("R")
 
 
 def retraining_workflow_id(tenant_id: str) -> str:
@@ -133,8 +131,8 @@ class RetrainingWorkflow:
             raise
         if workflow.patched(PATCH_BREAKER_RECORD):
             await self._record_breaker(result.outcome, result.reason)
-        if workflow.patched("record-outcome-metrics"):
-            await self._activity("record_outcome", result, OutcomeRecorded)
+        if workflow.patched(PATCH_OUTCOME_METRICS):
+            await self._activity(RegistryActivities.record_outcome, result)
         # Let an approval update deliver its answer before the workflow completes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
@@ -144,13 +142,13 @@ class RetrainingWorkflow:
         gates = workflow.patched(PATCH_GATES)
         if gates:
             breaker = await self._activity(
-                "check_circuit_breaker", BreakerCheckIn(tenant_id=inp.tenant_id), BreakerCheckOut
+                BreakerActivities.check_circuit_breaker, BreakerCheckIn(tenant_id=inp.tenant_id)
             )
             if not breaker.allowed:
                 return await self._blocked(
                     CIRCUIT_OPEN, breaker.reason or f"{CIRCUIT_OPEN}: retraining disabled"
                 )
-        quota = await self._activity("check_quota", QuotaCheckIn(tenant_id=inp.tenant_id), QuotaCheckOut)
+        quota = await self._activity(RegistryActivities.check_quota, QuotaCheckIn(tenant_id=inp.tenant_id))
         if not quota.allowed:
             if gates:
                 return await self._blocked(
@@ -163,7 +161,7 @@ class RetrainingWorkflow:
 
         self._set("registering")
         self._version = await self._activity(
-            "register_candidate",
+            RegistryActivities.register_candidate,
             RegisterCandidateIn(
                 tenant_id=inp.tenant_id,
                 model_name=inp.model_name,
@@ -171,13 +169,11 @@ class RetrainingWorkflow:
                 reason=f"{inp.trigger}: {inp.reason}".strip(": ")
                 + (f" (requested by {inp.requested_by.user})" if inp.requested_by else ""),
             ),
-            VersionView,
         )
         champion = (
             await self._activity(
-                "current_version",
+                RegistryActivities.current_version,
                 CurrentVersionIn(tenant_id=inp.tenant_id, model_name=inp.model_name, state="CHAMPION"),
-                CurrentVersionOut,
             )
         ).version
         try:
@@ -206,8 +202,8 @@ class RetrainingWorkflow:
         await self._move("TRAINING", "training started")
         self._set("training")
         assert self._version is not None
-        trained = await workflow.execute_activity(
-            "train_candidate",
+        trained = await workflow.execute_activity_method(
+            TrainingActivities.train_candidate,
             TrainIn(
                 tenant_id=inp.tenant_id,
                 model_name=inp.model_name,
@@ -215,7 +211,6 @@ class RetrainingWorkflow:
                 seed=inp.seed,
                 run_id=self._rid("train"),
             ),
-            result_type=TrainOut,
             # The SLO bounds the whole retraining, retries included.
             start_to_close_timeout=timedelta(seconds=inp.timing.training_timeout_s),
             schedule_to_close_timeout=timedelta(seconds=inp.timing.training_timeout_s),
@@ -224,7 +219,7 @@ class RetrainingWorkflow:
         )
         self._set("validating")
         validation = await self._activity(
-            "validate_candidate",
+            TrainingActivities.validate_candidate,
             ValidateIn(
                 tenant_id=inp.tenant_id,
                 model_name=inp.model_name,
@@ -232,7 +227,6 @@ class RetrainingWorkflow:
                 signed_manifest=trained.signed_manifest,
                 model_hash=trained.model_hash,
             ),
-            ValidateOut,
             timeout=VALIDATION_TIMEOUT,
         )
         metrics: dict[str, Any] = {**trained.metrics, "validation": validation.model_dump()}
@@ -285,7 +279,7 @@ class RetrainingWorkflow:
         pairs = 0
         while True:
             shadow = await self._activity(
-                "collect_shadow",
+                CanaryActivities.collect_shadow,
                 PairsIn(
                     tenant_id=inp.tenant_id,
                     model_name=inp.model_name,
@@ -293,7 +287,6 @@ class RetrainingWorkflow:
                     cursor=cursor,
                     min_pairs=timing.shadow_min_pairs,
                 ),
-                ShadowOut,
                 timeout=LOOK_TIMEOUT,
             )
             pairs = shadow.pairs
@@ -320,7 +313,7 @@ class RetrainingWorkflow:
         while True:
             await workflow.sleep(timedelta(seconds=timing.look_interval_s))
             look = await self._activity(
-                "canary_look",
+                CanaryActivities.canary_look,
                 LookIn(
                     tenant_id=inp.tenant_id,
                     model_name=inp.model_name,
@@ -331,7 +324,6 @@ class RetrainingWorkflow:
                     elapsed_s=(workflow.now() - canary_started).total_seconds(),
                     window_s=timing.rollout_window_s,
                 ),
-                LookOut,
                 timeout=LOOK_TIMEOUT,
             )
             cursor, state = look.cursor, look.state
@@ -372,7 +364,7 @@ class RetrainingWorkflow:
         step = "promote" if approved else "reject"
         try:
             result = await self._activity(
-                step,
+                RegistryActivities.promote if approved else RegistryActivities.reject,
                 PromoteIn(
                     version_id=self._version.id,
                     expected_version=self._version.lock_version,
@@ -380,7 +372,6 @@ class RetrainingWorkflow:
                     approver=approver,
                     reason=request.reason or ("approved" if approved else "rejected"),
                 ),
-                TransitionOut,
             )
         except ActivityError as error:
             self._approval_answer = ApprovalResponse(
@@ -407,13 +398,21 @@ class RetrainingWorkflow:
         return self._finish(outcome, reason, decision)  # type: ignore[arg-type]
 
     # --------------------------------------------------------------- helpers
+    @overload
     async def _activity(
-        self, name: str, arg: Any, result_type: type[Any], timeout: timedelta = REGISTRY_TIMEOUT
-    ) -> Any:
-        return await workflow.execute_activity(
-            name,
+        self, activity: MethodAsyncSingleParam[Any, P, R], arg: P, timeout: timedelta = REGISTRY_TIMEOUT
+    ) -> R: ...
+
+    @overload
+    async def _activity(
+        self, activity: MethodSyncSingleParam[Any, P, R], arg: P, timeout: timedelta = REGISTRY_TIMEOUT
+    ) -> R: ...
+
+    async def _activity(self, activity: Any, arg: Any, timeout: timedelta = REGISTRY_TIMEOUT) -> Any:
+        """A short step: the activity's own result type, the transient retry policy, a capped timeout."""
+        return await workflow.execute_activity_method(
+            activity,
             arg,
-            result_type=result_type,
             start_to_close_timeout=self._step_timeout(timeout),
             retry_policy=TRANSIENT_RETRY,
         )
@@ -444,7 +443,7 @@ class RetrainingWorkflow:
     ) -> None:
         assert self._version is not None
         out = await self._activity(
-            "transition",
+            RegistryActivities.transition,
             TransitionIn(
                 tenant_id=self._version.tenant_id,
                 version_id=self._version.id,
@@ -455,7 +454,6 @@ class RetrainingWorkflow:
                 changes=changes,
                 details=details or {},
             ),
-            TransitionOut,
         )
         self._version = out.result.version
         self._status.version_id = self._version.id
@@ -471,14 +469,13 @@ class RetrainingWorkflow:
         if self._version is None:
             return
         out = await self._activity(
-            "quarantine",
+            RegistryActivities.quarantine,
             QuarantineIn(
                 tenant_id=self._version.tenant_id,
                 version_id=self._version.id,
                 request_id=self._rid("quarantine"),
                 reason=reason,
             ),
-            TransitionOut,
         )
         self._version = out.result.version
         self._status.state = self._version.state
@@ -489,16 +486,15 @@ class RetrainingWorkflow:
     async def _notify(self, severity: str, kind: str, subject: str) -> None:
         assert self._input is not None
         await self._activity(
-            "notify",
+            RegistryActivities.notify,
             NotifyIn(tenant_id=self._input.tenant_id, severity=severity, kind=kind, subject=subject),  # type: ignore[arg-type]
-            NotifyOut,
         )
 
     async def _blocked(self, code: str, reason: str) -> RetrainingResult:
         """End a run that may not train: audited once (by run id) and notified, outcome ``blocked``."""
         assert self._input is not None
         await self._activity(
-            "record_retraining_block",
+            BreakerActivities.record_retraining_block,
             RetrainingBlockIn(
                 tenant_id=self._input.tenant_id,
                 model_name=self._input.model_name,
@@ -506,7 +502,6 @@ class RetrainingWorkflow:
                 reason=reason,
                 request_id=f"{workflow.info().run_id}/blocked",
             ),
-            RetrainingBlockOut,
         )
         return self._finish("blocked", reason, blocked_by=code)
 
@@ -514,7 +509,7 @@ class RetrainingWorkflow:
         assert self._input is not None
         try:
             await self._activity(
-                "record_breaker_outcome",
+                BreakerActivities.record_breaker_outcome,
                 BreakerRecordIn(
                     tenant_id=self._input.tenant_id,
                     model_name=self._input.model_name,
@@ -522,7 +517,6 @@ class RetrainingWorkflow:
                     outcome=outcome,  # type: ignore[arg-type]
                     reason=reason[:500],
                 ),
-                BreakerRecordOut,
             )
         except ActivityError as error:
             # The retraining's own result matters more than the bookkeeping: report it, keep the result.

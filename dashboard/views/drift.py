@@ -5,24 +5,24 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from dashboard import auth, drift_view
+from dashboard import auth, drift_history
 
 page = auth.page_context()
 services, tenant, principal = page.services, page.tenant, page.principal
 
 st.title(f"Drift · {tenant}")
-items = drift_view.reports(services, principal, tenant)
+items = drift_history.reports(services, principal, tenant)
 if not items:
     st.info("No drift report yet: the hourly drift-scan schedule writes one per sealed window.")
     st.stop()
 latest = items[-1]
-limits = drift_view.thresholds(latest)
+limits = drift_history.thresholds(latest)
 st.caption(
     f"Warn when PSI ≥ {limits['warn']} and significant; alert when PSI ≥ {limits['alert']} "
     f"(χ² test, Benjamini–Hochberg, α = {limits['alpha']}). KL is KL(current‖baseline)."
 )
 
-history = drift_view.psi_history(items)
+history = drift_history.psi_history(items)
 psi = alt.Chart(history).mark_line(point=True).encode(x="window end:T", y="PSI:Q", color="feature:N")
 rules = (
     alt.Chart(
@@ -42,18 +42,18 @@ st.altair_chart(
 )
 
 st.subheader("Distribution: baseline vs latest window")
-feature = st.selectbox("Feature", drift_view.features(latest), key="drift_feature")
+feature = st.selectbox("Feature", drift_history.features(latest), key="drift_feature")
 st.altair_chart(
-    alt.Chart(drift_view.distribution(latest, feature))
+    alt.Chart(drift_history.distribution(latest, feature))
     .mark_bar()
     .encode(x=alt.X("bin:N", sort=None), xOffset="sample:N", y="share:Q", color="sample:N"),
     width="stretch",
 )
 
 st.subheader("Missing-rate changes (latest window)")
-st.dataframe(drift_view.missing_changes(latest), hide_index=True, width="stretch")
+st.dataframe(drift_history.missing_changes(latest), hide_index=True, width="stretch")
 
-mae = drift_view.mae_trend(items)
+mae = drift_history.mae_trend(items)
 if not mae.empty:
     st.subheader("Champion MAE: window vs baseline")
     st.altair_chart(
@@ -62,4 +62,4 @@ if not mae.empty:
     )
 
 st.subheader("Signed reports")
-st.dataframe(drift_view.verification(services, items), hide_index=True, width="stretch")
+st.dataframe(drift_history.verification(services, items), hide_index=True, width="stretch")

@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard import auth, explain_view, governance
+from dashboard import auth, governance, shap_attributions
 
 page = auth.page_context()
 services, tenant, principal = page.services, page.tenant, page.principal
@@ -17,7 +17,7 @@ if not models:
     st.info("No model yet.")
     st.stop()
 model_name = st.selectbox("Model", models, key="explain_model")
-subjects = explain_view.subjects(services, principal, tenant, model_name)
+subjects = shap_attributions.subjects(services, principal, tenant, model_name)
 if subjects.champion is None or not subjects.window_rows:
     st.info("Explanations need a champion and a sealed window of data.")
     st.stop()
@@ -25,13 +25,13 @@ st.caption("Exact TreeSHAP values on the latest sealed window (models are verifi
 
 st.subheader("Global importance")
 frames = [
-    explain_view.importance(
+    shap_attributions.importance(
         subjects.champion, subjects.window_rows, subjects.window_id, f"champion v{subjects.champion.number}"
     )
 ]
 if subjects.candidate is not None:
     frames.append(
-        explain_view.importance(
+        shap_attributions.importance(
             subjects.candidate,
             subjects.window_rows,
             subjects.window_id,
@@ -47,7 +47,7 @@ st.altair_chart(
 )
 
 st.subheader("One forecast, feature by feature")
-fields = explain_view.fields(subjects.window_rows)
+fields = shap_attributions.fields(subjects.window_rows)
 if fields:
     explained_models = {f"champion v{subjects.champion.number}": subjects.champion}
     if subjects.candidate is not None:
@@ -55,12 +55,12 @@ if fields:
     field_col, model_col = st.columns(2)
     field_id = field_col.selectbox("Field", fields, key="explain_field")
     which = model_col.radio("Model", list(explained_models), key="explain_which", horizontal=True)
-    chart = explain_view.forecast_waterfall(explained_models[which], subjects.window_rows, field_id)
+    chart = shap_attributions.forecast_waterfall(explained_models[which], subjects.window_rows, field_id)
     st.write(
         f"Forecast **{chart.prediction:.2f}** = average {chart.base_value:.2f} + the contributions below"
     )
     st.altair_chart(
-        alt.Chart(explain_view.waterfall_frame(chart))
+        alt.Chart(shap_attributions.waterfall_frame(chart))
         .mark_bar()
         .encode(y=alt.Y("step:N", sort=None), x="contribution:Q", tooltip=["step", "contribution", "value"]),
         width="stretch",
@@ -68,6 +68,6 @@ if fields:
 
 st.subheader("Attribution drift: training data vs latest window")
 if subjects.baseline_rows:
-    st.dataframe(explain_view.drift_frame(subjects.champion, subjects), hide_index=True, width="stretch")
+    st.dataframe(shap_attributions.drift_frame(subjects.champion, subjects), hide_index=True, width="stretch")
 else:
     st.write("The champion's training snapshot is not available.")

@@ -35,12 +35,8 @@ else:
     if progress is not None:
         cols = st.columns(4)
         cols[0].metric("Labels collected", progress.labels)
-        cols[1].metric(
-            "Always-valid p (better)",
-            f"{progress.p_value:.3g}",
-            help="Promote when < 0.05 after 1,000 labels",
-        )
-        cols[2].metric("q (worse)", f"{progress.q_value:.3g}", help="Roll back when < 0.05 after 200 labels")
+        cols[1].metric("Always-valid p (better)", f"{progress.p_value:.3g}", help=progress.promote_rule)
+        cols[2].metric("q (worse)", f"{progress.q_value:.3g}", help=progress.rollback_rule)
         cols[3].metric("Labels to the promotion test", progress.labels_to_promotion_test)
         st.caption(f"Guard: {progress.reason}")
     if status.awaiting_approval:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import secrets
 from collections.abc import Callable, Iterable
@@ -338,7 +337,3 @@ def list_backups(root: Path) -> list[BackupListing]:
 def pool_of(backup_dir: Path) -> Path:
     """Artifacts are kept content-addressed in a pool beside the backups (shared: incremental)."""
     return backup_dir.parent / POOL_DIR
-
-
-def write_json(path: Path, value: object) -> None:
-    _write_atomic(path, json.dumps(value, indent=2, sort_keys=True).encode("utf-8"))

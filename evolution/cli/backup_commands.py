@@ -9,14 +9,11 @@ from typing import Annotated
 
 import typer
 
+from evolution.backup.create import create_backup
+from evolution.backup.home import parse_parts
 from evolution.backup.manifest import list_backups
-from evolution.backup.service import (
-    check_backup,
-    choose_backup,
-    create_backup,
-    parse_parts,
-    restore_backup,
-)
+from evolution.backup.restore import restore_backup
+from evolution.backup.selection import check_backup, choose_backup
 from evolution.cli.context import EXIT_FAILURE, friendly_errors, services, settings, table
 from evolution.errors import InvalidInput
 from evolution.platform.verification import VerificationReport, verify_all

@@ -17,7 +17,7 @@ from evolution.drift.reports import DriftReportService
 from evolution.errors import InsufficientData, InvalidInput
 from evolution.integrity.signing import KeyRing
 from evolution.lifecycle import ModelState
-from evolution.notifications.outbox import NotificationIn, Notifier
+from evolution.notifications.port import NotificationIn, Notifier
 from evolution.observability import metrics
 from evolution.registry.tenants import TenantService
 from evolution.registry.versions import ModelRegistryService

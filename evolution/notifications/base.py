@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 
 from evolution.errors import EvolutionError
-from evolution.notifications.outbox import NotificationIn
+from evolution.notifications.port import NotificationIn
 from evolution.timeutil import as_utc
 
 ChannelName = Literal["outbox", "email", "webhook"]

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from evolution.notifications.outbox import Severity
+from evolution.notifications.port import Severity
 
 Channel = Literal["email", "webhook"]
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "alert", "critical")

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.notifications.config import EscalationConfig, EscalationRule, Route
-from evolution.notifications.outbox import NotificationIn, Severity
+from evolution.notifications.port import NotificationIn, Severity
 from evolution.registry.db import reading
 from evolution.registry.schema import Notification
 from evolution.registry.tenancy import tenant_ids_visible

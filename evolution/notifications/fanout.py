@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from evolution.notifications.base import ChannelResult, DeliveryFailed, DeliveryResult
 from evolution.notifications.config import NotificationsConfig
 from evolution.notifications.escalation import EscalationPolicy, Routing, read_outbox
-from evolution.notifications.outbox import NotificationIn, Notifier, OutboxNotifier
+from evolution.notifications.outbox import OutboxNotifier
+from evolution.notifications.port import NotificationIn, Notifier
 from evolution.notifications.smtp import SmtpNotifier
 from evolution.notifications.webhook import WebhookNotifier
 from evolution.observability.checks import CheckResult

@@ -1,33 +1,19 @@
-"""The notifier port and its embedded adapter (an outbox table plus the log)."""
+"""The embedded notifier: an outbox table (for delivery and the dashboard) plus the log."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal, Protocol
+from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from evolution.notifications.port import NotificationIn
 from evolution.registry.db import reading, transaction
 from evolution.registry.schema import Notification
-from evolution.security import Action, Principal, authorize
 from evolution.timeutil import as_utc, utcnow
 
-Severity = Literal["info", "warning", "alert", "critical"]
 log = logging.getLogger(__name__)
-
-
-class NotificationIn(BaseModel):
-    tenant_id: str
-    severity: Severity
-    kind: str
-    subject: str
-    body: dict[str, Any] = {}
-
-
-class Notifier(Protocol):
-    def notify(self, message: NotificationIn) -> None: ...
 
 
 class OutboxNotifier:
@@ -68,9 +54,3 @@ class OutboxNotifier:
                 }
                 for r in rows
             ]
-
-
-def notify_as(principal: Principal | None, notifier: Notifier, message: NotificationIn) -> None:
-    """Send a notification on a principal's behalf (the orchestrator's activities act as the system)."""
-    authorize(principal, Action.NOTIFY, message.tenant_id)
-    notifier.notify(message)

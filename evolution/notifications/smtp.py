@@ -17,7 +17,7 @@ from email.utils import format_datetime, make_msgid
 
 from evolution.notifications.base import DeliveryFailed, render_text
 from evolution.notifications.config import SmtpConfig
-from evolution.notifications.outbox import NotificationIn
+from evolution.notifications.port import NotificationIn
 from evolution.observability.checks import CheckResult
 from evolution.timeutil import utcnow
 

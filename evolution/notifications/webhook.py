@@ -39,7 +39,7 @@ from pydantic import SecretStr
 from evolution.errors import IntegrityViolation
 from evolution.notifications.base import DeliveryFailed, redact_url, render_text
 from evolution.notifications.config import WebhookConfig
-from evolution.notifications.outbox import NotificationIn
+from evolution.notifications.port import NotificationIn
 from evolution.observability.checks import CheckResult
 from evolution.timeutil import iso, utcnow
 

@@ -30,7 +30,8 @@ from evolution.integrity.kms_signing import KmsSigner
 from evolution.integrity.s3_artifacts import S3ArtifactStore
 from evolution.integrity.signing import KeyRing, LocalEd25519Signer, Signer
 from evolution.notifications.fanout import FanOutNotifier
-from evolution.notifications.outbox import Notifier, OutboxNotifier
+from evolution.notifications.outbox import OutboxNotifier
+from evolution.notifications.port import Notifier
 from evolution.platform.settings import Settings
 from evolution.registry.audit_checkpoints import AuditCheckpointer
 from evolution.registry.circuit_breaker import CircuitBreaker
@@ -38,6 +39,8 @@ from evolution.registry.db import make_engine, make_session_factory, upgrade_to_
 from evolution.registry.quota import QuotaManager
 from evolution.registry.tenants import TenantService
 from evolution.registry.versions import ModelRegistryService
+from evolution.serving.auth import DEFAULT_FRESH_S, TokenAuthenticator
+from evolution.serving.predictor import Predictor
 from evolution.training.candidates import CandidateBuilder
 from evolution.training.compute import ComputeBackend, LocalSubprocessBackend
 from evolution.training.kubernetes_backend import KubernetesJobBackend
@@ -93,6 +96,11 @@ class Services:
         if config.smtp is None and config.webhook is None:
             return OutboxNotifier(self.factory)
         return FanOutNotifier.from_config(config, self.factory)
+
+    @property
+    def escalator(self) -> FanOutNotifier | None:
+        """The notifier when it has channels to escalate to (None for the bare outbox)."""
+        return self.notifier if isinstance(self.notifier, FanOutNotifier) else None
 
     @cached_property
     def quota(self) -> QuotaManager:
@@ -152,6 +160,15 @@ class Services:
     @cached_property
     def retention(self) -> RetentionService:
         return RetentionService(self.factory, self.store)
+
+    def predictor(self, *, canary_share: float | None = None, refresh_s: float = 1.0) -> Predictor:
+        """A serving predictor (each holds its own model cache); the canary share defaults to the settings'."""
+        share = self.settings.canary_share if canary_share is None else canary_share
+        return Predictor(self.registry, self.loader, self.outcomes, share, refresh_s=refresh_s)
+
+    def token_authenticator(self, fresh_s: float = DEFAULT_FRESH_S) -> TokenAuthenticator:
+        """API tokens checked against the registry, each answer cached ``fresh_s`` (longer while it is down)."""
+        return TokenAuthenticator(self.tokens.authenticate_token, fresh_s=fresh_s)
 
     def candidate_builder(self, compute: ComputeBackend | None = None) -> CandidateBuilder:
         """A builder with its own training slots (one per worker); ``compute`` replaces the configured backend."""

@@ -117,12 +117,6 @@ class TokenAuthenticator:
             self._remember(self._verified, key, _Verified(access, now))
         return access
 
-    def forget(self) -> None:
-        """Drop every cached answer (e.g. after a mass revocation)."""
-        with self._lock:
-            self._verified.clear()
-            self._refused.clear()
-
     def _remember(self, cache: OrderedDict[str, _V], key: str, value: _V) -> None:
         cache[key] = value
         cache.move_to_end(key)

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.notifications.config import EscalationConfig, NotificationsConfig, SmtpConfig, WebhookConfig
 from evolution.notifications.fanout import FanOutNotifier
-from evolution.notifications.outbox import NotificationIn, Notifier, OutboxNotifier
+from evolution.notifications.outbox import OutboxNotifier
+from evolution.notifications.port import NotificationIn, Notifier
 from evolution.notifications.smtp import SmtpNotifier
 from evolution.notifications.webhook import WebhookNotifier
 from evolution.registry.schema import Notification

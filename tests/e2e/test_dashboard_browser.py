@@ -83,7 +83,8 @@ def test_a_manager_signs_in_browses_every_page_and_approves_in_a_real_browser(
         open_page(page, "Governance", "Governance · acme", shots)
         page.get_by_role("textbox", name="Reason (recorded in the audit log)").fill("first model looks right")
         page.get_by_role("button", name="Approve").click()
-        page.get_by_text("→ CHAMPION").wait_for(timeout=TIMEOUT_MS)
+        # The success message, not the audit table's new "CANARY → CHAMPION" row (that one may render first).
+        page.get_by_text("approved by maria → CHAMPION").wait_for(timeout=TIMEOUT_MS)
         no_streamlit_exception(page, "Governance after Approve")
         page.screenshot(path=str(shots / "approved.png"), full_page=True)
         browser.close()

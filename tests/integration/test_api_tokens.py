@@ -36,8 +36,6 @@ from evolution.registry.tenants import TenantService
 from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal, Role
 from evolution.serving.app import create_app
-from evolution.serving.auth import TokenAuthenticator
-from evolution.serving.predictor import Predictor
 from evolution.timeutil import utcnow
 from tests.integration.test_serving_http import instances
 from tests.support.http_server import serving
@@ -258,10 +256,8 @@ def token_for(services: Services, username: str, role: Role, tenant: str) -> str
 
 @contextmanager
 def serve(services: Services, fresh_s: float = 60.0) -> Iterator[str]:
-    predictor = Predictor(
-        services.registry, services.loader, services.outcomes, canary_share=0.1, refresh_s=0
-    )
-    authenticator = TokenAuthenticator(services.tokens.authenticate_token, fresh_s=fresh_s)
+    predictor = services.predictor(canary_share=0.1, refresh_s=0)
+    authenticator = services.token_authenticator(fresh_s=fresh_s)
     with serving(create_app(predictor, services.events, authenticator)) as url:
         yield url
 

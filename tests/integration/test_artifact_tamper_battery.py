@@ -41,7 +41,7 @@ from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, V
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
 from evolution.security import Principal, Role
-from evolution.serving.predictor import PredictInstance, Predictor
+from evolution.serving.predictor import PredictInstance
 from evolution.stats.drift import build_baseline
 from evolution.stats.drift_models import DriftConfig
 from evolution.timeutil import utcnow
@@ -705,9 +705,7 @@ def test_a_tampered_candidate_is_never_served_and_is_quarantined_with_the_failur
 ) -> None:
     system = Principal.system(TENANT)
     champion = install_model(services, TENANT, tmp_path, ModelState.CHAMPION, seed=3)
-    predictor = Predictor(
-        services.registry, services.loader, services.outcomes, canary_share=0.5, refresh_s=0.0
-    )
+    predictor = services.predictor(canary_share=0.5, refresh_s=0.0)
     requests = forecast_requests(40)
     assert {p.served_by for p in predictor.predict(system, TENANT, MODEL, requests)} == {champion.id}
     signed = sign_dir(candidate_dir, services.store, services.signer, seed=23)

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from evolution.backup.create import create_backup
+from evolution.backup.home import parse_parts
 from evolution.backup.keys_backup import KEYS_SUBDIR
 from evolution.backup.manifest import (
     MANIFEST_NAME,
@@ -28,8 +30,8 @@ from evolution.backup.manifest import (
     record_file,
     write_manifest,
 )
-from evolution.backup.postgres_backup import RecoveryTarget, archive_command, conf_lines, restore_command
-from evolution.backup.service import create_backup, parse_parts, restore_backup
+from evolution.backup.postgres_conf import RecoveryTarget, archive_command, conf_lines, restore_command
+from evolution.backup.restore import restore_backup
 from evolution.backup.sqlite_backup import check_database
 from evolution.cli.main import app
 from evolution.demo.scenario import Scenario

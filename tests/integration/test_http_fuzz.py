@@ -49,8 +49,6 @@ from evolution.platform.wiring import Services, build_services
 from evolution.registry.db import upgrade_to_head
 from evolution.security import Principal, Role
 from evolution.serving.app import create_app
-from evolution.serving.auth import TokenAuthenticator
-from evolution.serving.predictor import Predictor
 from evolution.timeutil import utcnow
 from tests.support.http_server import serving
 from tests.support.models import install_model
@@ -110,10 +108,8 @@ def api(
     users.add_user(ROOT, "globex-admin", "a long enough password", Role.ADMIN, ["globex"])
     token = services.tokens.create_token(ROOT, "fuzzer", "fuzz").token.get_secret_value()
     other = services.tokens.create_token(ROOT, "globex-admin", "fuzz").token.get_secret_value()
-    predictor = Predictor(
-        services.registry, services.loader, services.outcomes, canary_share=0.1, refresh_s=60
-    )
-    app = create_app(predictor, services.events, TokenAuthenticator(services.tokens.authenticate_token))
+    predictor = services.predictor(canary_share=0.1, refresh_s=60)
+    app = create_app(predictor, services.events, services.token_authenticator())
     with serving(app) as url:
         found = Api(url, services, (key_id, key_path.read_bytes()), token, other)
         yield found

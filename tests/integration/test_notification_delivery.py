@@ -38,7 +38,8 @@ from evolution.notifications.config import (
 )
 from evolution.notifications.escalation import EscalationPolicy, OutboxRow, due_escalations
 from evolution.notifications.fanout import FanOutNotifier
-from evolution.notifications.outbox import NotificationIn, OutboxNotifier
+from evolution.notifications.outbox import OutboxNotifier
+from evolution.notifications.port import NotificationIn
 from evolution.notifications.smtp import SmtpNotifier
 from evolution.notifications.webhook import WebhookNotifier, sign_webhook, verify_webhook_signature
 from evolution.registry.db import reading

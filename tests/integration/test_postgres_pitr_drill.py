@@ -29,15 +29,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from evolution.backup.postgres_backup import (
-    PgConnection,
-    PgTools,
-    archive_settings,
-    switch_wal,
-    wait_archived,
-    wal_file_of_current_lsn,
-)
-from evolution.backup.service import create_backup, restore_backup
+from evolution.backup.create import create_backup
+from evolution.backup.postgres_backup import switch_wal, wait_archived, wal_file_of_current_lsn
+from evolution.backup.postgres_conf import archive_settings
+from evolution.backup.postgres_server import PgConnection, PgTools
+from evolution.backup.restore import restore_backup
 from evolution.cli.main import app
 from evolution.demo.scenario import Scenario
 from evolution.integrity.artifacts import FilesystemArtifactStore

@@ -38,13 +38,12 @@ from evolution.errors import PermissionDenied
 from evolution.governance.users import UserAccess, UserService
 from evolution.integrity.signing import generate_source_keypair, key_id_for_public_pem
 from evolution.lifecycle import ModelState, TransitionRequest, VersionView
-from evolution.notifications.outbox import NotificationIn, notify_as
+from evolution.notifications.port import NotificationIn, notify_as
 from evolution.platform.orchestrator import start_retraining_as
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
 from evolution.security import PERMISSIONS, Action, Principal, Role
 from evolution.serving.app import create_app
-from evolution.serving.auth import TokenAuthenticator
 from evolution.serving.predictor import PredictInstance, Predictor
 from evolution.stats.drift_models import DriftConfig, DriftResult
 from evolution.timeutil import utcnow
@@ -161,9 +160,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     users = UserService(
         services.factory, hasher=PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
     )
-    predictor = Predictor(
-        services.registry, services.loader, services.outcomes, canary_share=0.1, refresh_s=0
-    )
+    predictor = services.predictor(canary_share=0.1, refresh_s=0)
     yield World(services, users, predictor, keys)
     services.close()
 
@@ -457,9 +454,7 @@ def test_the_table_has_a_row_for_every_action_and_every_row_is_complete() -> Non
 
 
 def test_every_http_operation_of_the_api_is_in_the_table(world: World) -> None:
-    schema = create_app(
-        world.predictor, world.services.events, TokenAuthenticator(world.services.tokens.authenticate_token)
-    )
+    schema = create_app(world.predictor, world.services.events, world.services.token_authenticator())
     operations = {
         (method.upper(), path)
         for path, item in schema.openapi()["paths"].items()
@@ -508,9 +503,7 @@ def api(world: World) -> Iterator[tuple[str, dict[str, dict[str, str]]]]:
             world.users.add_user(ROOT, f"http-{actor}", PASSWORD, role, [OWN])
             issued = world.services.tokens.create_token(ROOT, f"http-{actor}", "rbac matrix")
             headers[actor] = {"Authorization": f"Bearer {issued.token.get_secret_value()}"}
-    app = create_app(
-        world.predictor, world.services.events, TokenAuthenticator(world.services.tokens.authenticate_token)
-    )
+    app = create_app(world.predictor, world.services.events, world.services.token_authenticator())
     with serving(app) as url:
         yield url, headers
 

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.data.events import EventIngestor
 from evolution.errors import NotFound, PermissionDenied
-from evolution.notifications.outbox import NotificationIn, OutboxNotifier
+from evolution.notifications.outbox import OutboxNotifier
+from evolution.notifications.port import NotificationIn
 from evolution.registry.db import reading, transaction
 from evolution.registry.row_security import APP_ROLE, IDENTITY_TABLES
 from evolution.registry.tenants import TenantService

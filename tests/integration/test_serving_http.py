@@ -22,8 +22,7 @@ from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
 from evolution.security import Principal, Role
 from evolution.serving.app import create_app
-from evolution.serving.auth import TokenAuthenticator
-from evolution.serving.predictor import Predictor, canary_bucket
+from evolution.serving.predictor import canary_bucket
 from evolution.timeutil import utcnow
 from tests.support.models import install_model
 
@@ -48,12 +47,10 @@ def base_url(services: Services) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    predictor = Predictor(
-        services.registry, services.loader, services.outcomes, canary_share=0.3, refresh_s=0.0
-    )
+    predictor = services.predictor(canary_share=0.3, refresh_s=0.0)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(predictor, services.events, TokenAuthenticator(services.tokens.authenticate_token)),
+            create_app(predictor, services.events, services.token_authenticator()),
             port=port,
             log_config=None,
         )

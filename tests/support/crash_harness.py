@@ -67,7 +67,6 @@ from evolution.platform.wiring import Services, build_services
 from evolution.registry.db import reading
 from evolution.registry.schema import Notification
 from evolution.security import Principal
-from evolution.serving.predictor import Predictor
 from evolution.timeutil import utcnow
 from tests.support.scenario import SeededTenant, seed_tenant
 from tests.support.temporal import dev_server_command
@@ -775,13 +774,7 @@ class CrashHarness:
             if boot.result.outcome != "promoted":
                 drift.error = f"not started: the bootstrap ended {boot.result.outcome}"
                 return
-            predictor = Predictor(
-                services.registry,
-                services.loader,
-                services.outcomes,
-                canary_share=self.plan.canary_share,
-                refresh_s=0.0,
-            )
+            predictor = services.predictor(canary_share=self.plan.canary_share, refresh_s=0.0)
             driver = TrafficDriver(
                 seeded.scenario,
                 InProcessTransport(predictor, services.events),

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from evolution.backup.postgres_backup import conf_lines
+from evolution.backup.postgres_conf import conf_lines
 from tests.support.postgres import _as_db_user, _free_port, find_pg_bin
 
 

@@ -9,18 +9,14 @@ measured time used it up.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
 from evolution.contracts import RetrainingInput, RetrainingResult, RolloutTiming
 from evolution.demo.scenario import Scenario
@@ -33,15 +29,15 @@ from evolution.registry.schema import TrainingRun
 from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
 from evolution.training.compute import Heartbeat, LocalSubprocessBackend, TrainingJob, TrainingJobResult
+from tests.support.histories import replay_and_keep
 from tests.support.scenario import seed_tenant
 from workers.orchestrator import TemporalOrchestrator
-from workers.worker import WORKFLOWS, build_worker
+from workers.worker import build_worker
 from workflows.retraining import retraining_workflow_id
 
 SCENARIO = Scenario(tenant_id="acme", history_rows=600)
 FAST = RolloutTiming(look_interval_s=0.5, approval_timeout_s=1)
 ADMIN = Principal.for_tenant("root", Role.ADMIN, "acme")
-HISTORIES = Path(__file__).parent / "histories"
 
 
 async def retrain(orchestrator: TemporalOrchestrator) -> RetrainingResult:
@@ -67,9 +63,7 @@ async def keep_history(temporal_env: WorkflowEnvironment, name: str) -> None:
     history: WorkflowHistory = await temporal_env.client.get_workflow_handle(
         retraining_workflow_id("acme")
     ).fetch_history()
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
-    if os.environ.get("EVOLUTION_RECORD_HISTORIES"):
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
+    await replay_and_keep(history, name)
 
 
 async def test_three_failed_retrainings_open_the_breaker_until_an_admin_resets_it(

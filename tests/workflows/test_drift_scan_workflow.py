@@ -1,31 +1,24 @@
 """DriftScanWorkflow seals and scans in one activity; runs recorded when it took two still replay.
 
 The recorded histories (histories/drift-scan-*.json) are replayed with every other recorded history by
-tests/workflows/test_retraining_failures.py::test_recorded_histories_still_replay: drift-scan-two-activities.json
+tests/workflows/test_replay.py: drift-scan-two-activities.json
 was recorded before the change (seal_window, then scan_drift) and replays through the unpatched branch.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
 from evolution.contracts import DriftScanInput
 from evolution.demo.scenario import Scenario
 from evolution.platform.wiring import Services
 from evolution.security import Principal
+from tests.support.histories import recorded_history, replay_and_keep
 from tests.support.scenario import seed_tenant
 from workers.orchestrator import TemporalOrchestrator
-from workers.worker import WORKFLOWS
 from workflows.drift_scan import drift_scan_schedule_id
-
-HISTORIES = Path(__file__).parent / "histories"
 
 
 def scheduled_activities(history: WorkflowHistory) -> list[str]:
@@ -51,12 +44,9 @@ async def test_a_scan_seals_and_scans_its_window_in_one_activity_and_replays(
         f"{drift_scan_schedule_id('acme')}/manual"
     ).fetch_history()
     assert scheduled_activities(history) == ["seal_and_scan_window"]
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
-    if os.environ.get("EVOLUTION_RECORD_HISTORIES"):  # refresh the recorded history after a deliberate change
-        (HISTORIES / "drift-scan-one-activity.json").write_text(history.to_json())
+    await replay_and_keep(history, "drift-scan-one-activity")
 
 
 def test_the_run_recorded_before_the_change_took_two_activities() -> None:
-    recorded = HISTORIES / "drift-scan-two-activities.json"
-    history = WorkflowHistory.from_json("drift-scan-two-activities", recorded.read_text())
+    history = recorded_history("drift-scan-two-activities")
     assert scheduled_activities(history) == ["seal_window", "scan_drift"]

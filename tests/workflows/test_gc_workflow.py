@@ -2,13 +2,12 @@
 
 The tenant's history is the GC scenario of tests/support/retention_world.py (ten versions, three collectable).
 The recorded history (histories/gc-scheduled.json) is replayed with every other recorded history by
-tests/workflows/test_retraining_failures.py::test_recorded_histories_still_replay.
+tests/workflows/test_replay.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,19 +16,15 @@ from temporalio.client import (
     ScheduleActionStartWorkflow,
     ScheduleOverlapPolicy,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
 from evolution.contracts import GcInput, GcResult
 from evolution.platform.wiring import Services
 from evolution.registry.versions import ModelRegistryService
+from tests.support.histories import replay_and_keep
 from tests.support.retention_world import COLLECTED, DELETED, Clock, World, build_world
 from workers.orchestrator import TemporalOrchestrator
-from workers.worker import WORKFLOWS
 from workflows.gc import GcWorkflow
-
-HISTORIES = Path(__file__).parent / "histories"
 
 
 def world_in(services: Services, work: Path) -> World:
@@ -113,9 +108,7 @@ async def test_the_scheduled_workflow_collects_what_the_plan_said(
         history.events[0].workflow_execution_started_event_attributes.workflow_type.name
         == "GarbageCollection"
     )
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
-    if os.environ.get("EVOLUTION_RECORD_HISTORIES"):
-        (HISTORIES / "gc-scheduled.json").write_text(history.to_json())
+    await replay_and_keep(history, "gc-scheduled")
 
     # The figure for the README: what the daily run removed and what it kept, in this scenario.
     t = plan.totals

@@ -11,7 +11,6 @@ from evolution.demo.synthetic import DriftSpec
 from evolution.lifecycle import ModelState, VersionView
 from evolution.platform.wiring import Services
 from evolution.security import Principal
-from evolution.serving.predictor import Predictor
 from evolution.timeutil import utcnow
 from tests.support.scenario import seed_tenant
 from tests.workflows.test_retraining_approval import wait_for_approval
@@ -53,9 +52,7 @@ async def champion_and_drifted_traffic(
     await orchestrator.send_approval("acme", MANAGER)
     champion = services.registry.current(Principal.system("acme"), "acme", "yield", ModelState.CHAMPION)
     assert champion is not None
-    predictor = Predictor(
-        services.registry, services.loader, services.outcomes, canary_share=0.5, refresh_s=0.0
-    )
+    predictor = services.predictor(canary_share=0.5, refresh_s=0.0)
     transport = InProcessTransport(predictor, services.events)
     return champion, TrafficDriver(
         SCENARIO, transport, tenant.key_id, tenant.private_pem, DriftSpec(at=utcnow())

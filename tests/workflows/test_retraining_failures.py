@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
 from evolution.contracts import RetrainingInput, RolloutTiming
 from evolution.demo.scenario import Scenario
@@ -18,13 +15,12 @@ from evolution.registry.db import transaction
 from evolution.registry.schema import Tenant
 from evolution.security import Principal
 from evolution.timeutil import utcnow
+from tests.support.histories import replay_and_keep
 from tests.support.scenario import seed_tenant
 from workers.orchestrator import TemporalOrchestrator
-from workers.worker import WORKFLOWS
 from workflows.retraining import retraining_workflow_id
 
 SCENARIO = Scenario(tenant_id="acme", history_rows=600)
-HISTORIES = Path(__file__).parent / "histories"
 FAST = RolloutTiming(look_interval_s=0.5, approval_timeout_s=1)
 
 
@@ -71,16 +67,4 @@ async def test_finished_retraining_history_replays_deterministically(
     history: WorkflowHistory = await temporal_env.client.get_workflow_handle(
         retraining_workflow_id("acme")
     ).fetch_history()
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
-    await replayer.replay_workflow(history)
-    if os.environ.get("EVOLUTION_RECORD_HISTORIES"):  # refresh the recorded history after a deliberate change
-        (HISTORIES / "retraining-approval-timeout.json").write_text(history.to_json())
-
-
-async def test_recorded_histories_still_replay() -> None:
-    # A workflow change that would break running executions fails here: guard it with workflow.patched.
-    recorded = sorted(HISTORIES.glob("*.json"))
-    assert recorded, "no recorded histories"
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
-    for path in recorded:
-        await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))
+    await replay_and_keep(history, "retraining-approval-timeout")

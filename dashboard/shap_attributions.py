@@ -1,4 +1,7 @@
-"""Explainability: SHAP for the champion and the candidate, a forecast's waterfall, attribution drift."""
+"""SHAP attributions for the Explainability page.
+
+Global importance for the champion and the candidate, a forecast's waterfall, and attribution drift.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Drift over time: PSI and KL per feature, a feature's distribution, missing rates, the MAE trend, verification."""
+"""Drift over time for the Drift page, read from the signed drift reports.
+
+PSI and KL per feature, the thresholds in force, a feature's distribution, missing rates, the MAE trend, and
+whether each report's signature and digest verify.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Executive: what each promotion earned against its cost, the capitalization index, quota, SLA-breach risk."""
+"""The executive summary's figures and tables for the Executive page.
+
+What each promotion earned against its cost, the capitalization index, quota, and SLA-breach risk.
+"""
 
 from __future__ import annotations
 
