@@ -3,7 +3,12 @@
 Before anything runs, the tenant's circuit breaker and then its quota are checked; a closed gate ends the run at
 once with outcome ``blocked`` and the code (CIRCUIT_OPEN or BLOCK_RETRAINING), audited and notified. The training
 activity re-checks the quota before every attempt (retries included) and charges each attempt's measured time.
-Every finished run reports its outcome to the circuit breaker (see evolution.registry.circuit_breaker for what counts).
+Every finished run reports its outcome to the circuit breaker (see evolution.registry.circuit_breaker for what
+counts).
+
+It runs past 450 lines because it is one lifecycle read top to bottom (gates, training, shadow, canary, approval
+and every way each can end): split across modules, the order of the steps, which is what a replay checks, would
+no longer show in one place.
 """
 
 from __future__ import annotations

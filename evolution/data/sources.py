@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from evolution.data.events import sign_event
+from evolution.data.event_schema import sign_event
 from evolution.errors import InvalidInput
 from evolution.integrity.signing import generate_source_keypair, key_id_for_public_pem
 

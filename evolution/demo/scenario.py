@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from evolution.data.events import EventIngestor, IngestSummary
+from evolution.data.event_schema import IngestSummary
+from evolution.data.events import EventIngestor
 from evolution.data.sources import records_to_events
 from evolution.demo.synthetic import TARGET, DriftSpec, generate_rows
 from evolution.security import Principal

@@ -42,9 +42,10 @@ from evolution.registry.versions import ModelRegistryService
 from evolution.serving.auth import DEFAULT_FRESH_S, TokenAuthenticator
 from evolution.serving.predictor import Predictor
 from evolution.training.candidates import CandidateBuilder
-from evolution.training.compute import ComputeBackend, LocalSubprocessBackend
+from evolution.training.compute import ComputeBackend
 from evolution.training.kubernetes_backend import KubernetesJobBackend
 from evolution.training.loader import ModelLoader
+from evolution.training.local_backend import LocalSubprocessBackend
 from evolution.training.slots import TrainingSlots
 
 

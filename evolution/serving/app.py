@@ -24,7 +24,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from evolution.data.events import EventIngestor, IngestSummary
+from evolution.data.event_schema import IngestSummary
+from evolution.data.events import EventIngestor
 from evolution.errors import EvolutionError, InvalidInput, NotFound, PermissionDenied
 from evolution.governance.users import UserAccess
 from evolution.observability import metrics

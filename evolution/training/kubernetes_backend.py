@@ -1,8 +1,9 @@
 """The production compute backend: each training run is one Kubernetes Job (official ``kubernetes`` client).
 
-Same port as :class:`~evolution.training.compute.LocalSubprocessBackend`: ``run`` writes job.json into the job's
-output directory on the shared work volume, creates the Job (see :mod:`evolution.training.kubernetes_manifest`),
-polls it to its end while heartbeating, then reads and re-hashes the outputs exactly as the local backend does.
+Same port as :class:`~evolution.training.local_backend.LocalSubprocessBackend`: ``run`` writes job.json into
+the job's output directory on the shared work volume, creates the Job (see
+:mod:`evolution.training.kubernetes_manifest`), polls it to its end while heartbeating, then reads and re-hashes
+the outputs exactly as the local backend does.
 
 - Idempotent: the Job's name is derived from the job id. A retried activity that finds the Job already there
   (or gets 409 AlreadyExists from a race) adopts it and waits for it; it never starts a second one. A Job of the
@@ -15,29 +16,23 @@ polls it to its end while heartbeating, then reads and re-hashes the outputs exa
 - A pod stuck on a permanent container error (bad image name, image absent with pull policy Never, a config
   error) fails the run at once instead of idling until the deadline.
 
-Every blocking client call runs in a worker thread (``asyncio.to_thread``) with a request timeout; a call in
-flight when the caller is cancelled is let finish before the Job is deleted, so no Job is created behind a
-cleanup that already ran.
+This module is the policy (create or adopt, wait, time out, cancel, judge); the calls themselves and the pure
+reading of what the API returns are :mod:`evolution.training.kubernetes_api`. A call in flight when the caller is
+cancelled is let finish before the Job is deleted, so no Job is created behind a cleanup that already ran.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import json
 import logging
 import posixpath
 import time
-from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
-from pydantic import BaseModel, ConfigDict
 
 from evolution.errors import Conflict, InvalidInput, TrainingFailed
 from evolution.training.compute import (
@@ -47,8 +42,16 @@ from evolution.training.compute import (
     verified_result,
     write_job_file,
 )
+from evolution.training.kubernetes_api import (
+    JobApi,
+    JobOutcome,
+    PodView,
+    describe_api_error,
+    make_api_client,
+    terminal_outcome,
+    v1_job,
+)
 from evolution.training.kubernetes_manifest import (
-    CONTAINER_NAME,
     JOB_DIGEST_ANNOTATION,
     KubernetesBackendConfig,
     build_job,
@@ -57,54 +60,17 @@ from evolution.training.kubernetes_manifest import (
 )
 from evolution.training.trainer import TrainingConfig
 
-__all__ = ["KubernetesBackendConfig", "KubernetesJobBackend", "make_api_client"]
+__all__ = ["KubernetesBackendConfig", "KubernetesJobBackend"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # Waiting reasons no amount of waiting fixes: the run fails at once (ImagePullBackOff may be transient; it is
 # only reported in the heartbeat and left to the deadline).
 PERMANENT_WAITING_REASONS = frozenset(
     {"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError"}
 )
-_LOG_LIMIT_BYTES = 256 * 1024
 
 Check = tuple[str, bool, str]
-
-
-class _Outcome(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    kind: Literal["succeeded", "failed", "timed_out", "cancelled"]
-    detail: str = ""
-
-
-class _PodView(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    exit_code: int | None = None
-    terminated_reason: str | None = None
-    waiting_reason: str | None = None
-    waiting_message: str | None = None
-
-
-def make_api_client(config: KubernetesBackendConfig) -> k8s.ApiClient:
-    """An API client for ``config``: api_url as is, else the pod's service account, else a kubeconfig file."""
-    configuration = k8s.Configuration()
-    if config.api_url:
-        configuration.host = config.api_url.rstrip("/")
-    elif config.in_cluster:
-        kube_config.load_incluster_config(client_configuration=configuration)
-    else:
-        kube_config.load_kube_config(
-            config_file=config.kubeconfig,
-            context=config.context,
-            client_configuration=configuration,
-            persist_config=False,
-        )
-    return k8s.ApiClient(configuration)
 
 
 class KubernetesJobBackend:
@@ -112,9 +78,7 @@ class KubernetesJobBackend:
 
     def __init__(self, config: KubernetesBackendConfig, api_client: k8s.ApiClient | None = None) -> None:
         self.config = config
-        self._api = api_client if api_client is not None else make_api_client(config)
-        self._batch = k8s.BatchV1Api(self._api)
-        self._core = k8s.CoreV1Api(self._api)
+        self._jobs = JobApi(config, api_client if api_client is not None else make_api_client(config))
         self._active: set[str] = set()
         self._cancelled: set[str] = set()
         self._wakeups: dict[str, asyncio.Event] = {}
@@ -145,7 +109,7 @@ class KubernetesJobBackend:
         if running_here:  # before the delete, so a poll that sees the Job vanish knows why
             self._cancelled.add(job_id)
         try:
-            await self._delete(job_name(job_id))
+            await self._jobs.delete_job(job_name(job_id))
         except TrainingFailed:
             self._cancelled.discard(job_id)
             raise
@@ -155,18 +119,20 @@ class KubernetesJobBackend:
 
     def close(self) -> None:
         """Release the API client's connections."""
-        self._api.close()
+        self._jobs.client.close()
 
     # -- doctor -----------------------------------------------------------------------------------------------
 
     def check(self) -> list[Check]:
         """(name, ok, detail) for `evolution doctor`: API reachable, namespace there, Jobs may be created."""
         namespace = self.config.namespace
-        host = self._api.configuration.host
+        host = self._jobs.client.configuration.host
         try:
-            version = k8s.VersionApi(self._api).get_code(_request_timeout=self.config.request_timeout_s)
+            version = k8s.VersionApi(self._jobs.client).get_code(
+                _request_timeout=self.config.request_timeout_s
+            )
         except Exception as exc:  # any failure means unreachable; it is reported, not raised
-            detail = f"{host}: {_describe_api_error(exc)}"
+            detail = f"{host}: {describe_api_error(exc)}"
             skipped = "not checked: the API server is unreachable"
             return [
                 ("kubernetes API reachable", False, detail),
@@ -178,7 +144,7 @@ class KubernetesJobBackend:
         ]
         dry_run_ok, dry_run_detail = self._dry_run_create()
         try:
-            self._core.read_namespace(namespace, _request_timeout=self.config.request_timeout_s)
+            self._jobs.core.read_namespace(namespace, _request_timeout=self.config.request_timeout_s)
             results.append((f"namespace {namespace} exists", True, "found"))
         except ApiException as exc:
             if exc.status == 404:
@@ -187,7 +153,7 @@ class KubernetesJobBackend:
                 detail = "may not read Namespace objects, but a Job was accepted into it (dry run)"
                 results.append((f"namespace {namespace} exists", True, detail))
             else:
-                results.append((f"namespace {namespace} exists", False, _describe_api_error(exc)))
+                results.append((f"namespace {namespace} exists", False, describe_api_error(exc)))
         results.append((f"may create Jobs in {namespace}", dry_run_ok, dry_run_detail))
         return results
 
@@ -205,14 +171,14 @@ class KubernetesJobBackend:
         )
         manifest = build_job(probe, self.config).to_manifest()
         try:
-            self._batch.create_namespaced_job(
+            self._jobs.batch.create_namespaced_job(
                 self.config.namespace,
-                _v1_job(manifest),
+                v1_job(manifest),
                 dry_run="All",
                 _request_timeout=self.config.request_timeout_s,
             )
         except ApiException as exc:
-            return False, f"server-side dry-run create refused: {_describe_api_error(exc)}"
+            return False, f"server-side dry-run create refused: {describe_api_error(exc)}"
         return True, "a server-side dry-run create of a training Job was accepted"
 
     # -- one run ----------------------------------------------------------------------------------------------
@@ -229,7 +195,7 @@ class KubernetesJobBackend:
         started = time.monotonic()
         owned = False  # True once a Job of this name is ours: created here, or adopted after the digest check
         try:
-            existing = await self._read_job(name)
+            existing = await self._jobs.read_job(name)
             if existing is None:
                 owned = True  # a cancellation during the create must delete what it may have created
                 existing = await self._create(job, name, manifest)
@@ -241,37 +207,20 @@ class KubernetesJobBackend:
         except BaseException:  # cancelled (or a failing heartbeat): the Job must not outlive its caller
             if owned:
                 with contextlib.suppress(BaseException):  # a second cancel must not skip the re-raise below
-                    await asyncio.shield(self._delete(name))
+                    await asyncio.shield(self._jobs.delete_job(name))
             raise
-        log_tail = await self._log_tail(name, pod)
+        log_tail = await self._jobs.log_tail(name, pod)
         if log_tail is None:  # the pod is gone (deadline, deletion): the tail read while it ran, if any
             log_tail = self._last_log.get(job.job_id, "")
         return self._result(job, name, outcome, pod, log_tail, time.monotonic() - started)
 
     async def _create(self, job: TrainingJob, name: str, manifest: dict[str, Any]) -> k8s.V1Job | None:
         """Write job.json and create the Job: None if created, the existing Job if another worker was first."""
-        await self._call(write_job_file, job)
-        try:
-            await self._call(
-                self._batch.create_namespaced_job,
-                self.config.namespace,
-                _v1_job(manifest),
-                _request_timeout=self.config.request_timeout_s,
-            )
-        except ApiException as exc:
-            if exc.status != 409:
-                raise TrainingFailed(
-                    f"cannot create Job {self.config.namespace}/{name} for training job {job.job_id!r}: "
-                    f"{_describe_api_error(exc)}"
-                ) from exc
-        except Exception as exc:  # connection refused, timeouts: urllib3 errors
-            raise TrainingFailed(
-                f"cannot create Job {self.config.namespace}/{name}: {_describe_api_error(exc)}"
-            ) from exc
-        else:
+        await self._jobs.call(write_job_file, job)
+        if await self._jobs.create_job(name, manifest, job_id=job.job_id):
             log.info("created Job %s/%s for training job %s", self.config.namespace, name, job.job_id)
             return None
-        existing = await self._read_job(name)  # 409 AlreadyExists: someone created it first
+        existing = await self._jobs.read_job(name)  # 409 AlreadyExists: someone created it first
         if existing is None:
             raise TrainingFailed(f"Job {self.config.namespace}/{name} was reported to exist but is gone")
         return existing
@@ -289,17 +238,17 @@ class KubernetesJobBackend:
 
     async def _wait(
         self, job: TrainingJob, name: str, started: float, heartbeat: Heartbeat | None
-    ) -> tuple[_Outcome, _PodView | None]:
+    ) -> tuple[JobOutcome, PodView | None]:
         """Poll until the Job ends, is cancelled or is stuck; heartbeat on every poll."""
         wakeup = self._wakeups[job.job_id]
-        pod: _PodView | None = None
+        pod: PodView | None = None
         last_pod_check = 0.0
         failing_since: float | None = None
         while True:
             if job.job_id in self._cancelled:
-                return _Outcome(kind="cancelled"), pod
+                return JobOutcome(kind="cancelled"), pod
             try:
-                current = await self._read_job(name)
+                current = await self._jobs.read_job(name)
                 failing_since = None
             except (
                 TrainingFailed
@@ -314,37 +263,37 @@ class KubernetesJobBackend:
                 if current is None:
                     # One read can lag behind a Job that exists (a stale cache answers 404): a second look decides.
                     try:
-                        current = await self._read_job(name)
+                        current = await self._jobs.read_job(name)
                     except TrainingFailed:
                         continue  # the API server is failing: the outage handling above takes it from here
                 if current is None:
                     if job.job_id in self._cancelled:
-                        return _Outcome(kind="cancelled"), pod
-                    return _Outcome(kind="failed", detail=f"Job {name} was deleted before it finished"), pod
+                        return JobOutcome(kind="cancelled"), pod
+                    return JobOutcome(kind="failed", detail=f"Job {name} was deleted before it finished"), pod
                 if current.metadata is not None and current.metadata.deletion_timestamp is not None:
-                    return _Outcome(kind="cancelled", detail=f"Job {name} is being deleted"), pod
-                outcome = _terminal(current)
+                    return JobOutcome(kind="cancelled", detail=f"Job {name} is being deleted"), pod
+                outcome = terminal_outcome(current)
                 if outcome is not None:
-                    return outcome, await self._pod_view(name) or pod
+                    return outcome, await self._jobs.newest_pod(name) or pod
             elapsed = time.monotonic() - started
             if elapsed > job.timeout_s + self.config.deadline_grace_s:
-                await self._delete(name)
+                await self._jobs.delete_job(name)
                 detail = (
                     f"the cluster had not stopped it {self.config.deadline_grace_s:g} s after its deadline"
                 )
-                return _Outcome(kind="timed_out", detail=detail), pod
+                return JobOutcome(kind="timed_out", detail=detail), pod
             state = "pending"
             if time.monotonic() - last_pod_check >= self.config.pod_check_interval_s:
                 last_pod_check = time.monotonic()
-                pod = await self._pod_view(name) or pod
+                pod = await self._jobs.newest_pod(name) or pod
                 if pod is not None and pod.waiting_reason is None:
-                    tail = await self._log_tail(name, pod)
+                    tail = await self._jobs.log_tail(name, pod)
                     if tail:
                         self._last_log[job.job_id] = tail
                 if pod is not None and pod.waiting_reason in PERMANENT_WAITING_REASONS:
-                    await self._delete(name)
+                    await self._jobs.delete_job(name)
                     detail = f"pod {pod.name} cannot start: {pod.waiting_reason}: {pod.waiting_message or ''}"
-                    return _Outcome(kind="failed", detail=detail.rstrip(": ")), pod
+                    return JobOutcome(kind="failed", detail=detail.rstrip(": ")), pod
             if pod is not None:
                 state = f"waiting ({pod.waiting_reason})" if pod.waiting_reason else "running"
             if heartbeat is not None:
@@ -358,8 +307,8 @@ class KubernetesJobBackend:
         self,
         job: TrainingJob,
         name: str,
-        outcome: _Outcome,
-        pod: _PodView | None,
+        outcome: JobOutcome,
+        pod: PodView | None,
         log_tail: str,
         duration_s: float,
     ) -> TrainingJobResult:
@@ -394,150 +343,3 @@ class KubernetesJobBackend:
         return verified_result(
             job, exit_code=exit_code, exit_failure=failure, duration_s=duration_s, log_tail=log_tail
         )
-
-    # -- API calls ----------------------------------------------------------------------------------------------
-
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn`` in a worker thread; if the caller is cancelled meanwhile, the call is let finish first."""
-        task = asyncio.ensure_future(asyncio.to_thread(functools.partial(fn, *args, **kwargs)))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await asyncio.wait({task})
-            if not task.cancelled():
-                task.exception()  # retrieved, so an error of the abandoned call is not logged as unhandled
-            raise
-
-    async def _read_job(self, name: str) -> k8s.V1Job | None:
-        try:
-            return await self._call(
-                self._batch.read_namespaced_job,
-                name,
-                self.config.namespace,
-                _request_timeout=self.config.request_timeout_s,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise TrainingFailed(
-                f"cannot read Job {self.config.namespace}/{name}: {_describe_api_error(exc)}"
-            ) from exc
-        except Exception as exc:  # connection refused, timeouts: urllib3 errors
-            raise TrainingFailed(
-                f"cannot read Job {self.config.namespace}/{name}: {_describe_api_error(exc)}"
-            ) from exc
-
-    async def _delete(self, name: str) -> None:
-        try:
-            await self._call(
-                self._batch.delete_namespaced_job,
-                name,
-                self.config.namespace,
-                propagation_policy="Foreground",
-                _request_timeout=self.config.request_timeout_s,
-            )
-            log.info("deleted Job %s/%s", self.config.namespace, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return
-            raise TrainingFailed(
-                f"cannot delete Job {self.config.namespace}/{name}: {_describe_api_error(exc)}"
-            ) from exc
-        except Exception as exc:  # connection refused, timeouts: urllib3 errors
-            raise TrainingFailed(
-                f"cannot delete Job {self.config.namespace}/{name}: {_describe_api_error(exc)}"
-            ) from exc
-
-    async def _pod_view(self, name: str) -> _PodView | None:
-        """The Job's newest pod, or None if it has none (yet, or any more)."""
-        try:
-            pods = await self._call(
-                self._core.list_namespaced_pod,
-                self.config.namespace,
-                label_selector=f"job-name={name}",
-                _request_timeout=self.config.request_timeout_s,
-            )
-        except Exception as exc:  # the pod is only for diagnostics
-            log.warning("cannot list the pods of Job %s: %s", name, _describe_api_error(exc))
-            return None
-        items = [p for p in pods.items if p.metadata is not None and p.metadata.name]
-        if not items:
-            return None
-        newest = max(items, key=lambda p: _timestamp(p.metadata.creation_timestamp if p.metadata else None))
-        assert newest.metadata is not None and newest.metadata.name is not None
-        view = _PodView(name=newest.metadata.name)
-        statuses = (newest.status.container_statuses if newest.status else None) or []
-        for status in statuses:
-            if status.name != CONTAINER_NAME or status.state is None:
-                continue
-            terminated, waiting = status.state.terminated, status.state.waiting
-            if terminated is not None:
-                view = view.model_copy(
-                    update={"exit_code": terminated.exit_code, "terminated_reason": terminated.reason}
-                )
-            elif waiting is not None:
-                view = view.model_copy(
-                    update={"waiting_reason": waiting.reason, "waiting_message": waiting.message}
-                )
-        return view
-
-    async def _log_tail(self, name: str, pod: _PodView | None) -> str | None:
-        """The last lines of the pod's log; None if there is no pod or its log cannot be read."""
-        if pod is None:
-            return None
-        try:
-            response = await self._call(
-                self._core.read_namespaced_pod_log,
-                pod.name,
-                self.config.namespace,
-                container=CONTAINER_NAME,
-                tail_lines=self.config.log_tail_lines,
-                limit_bytes=_LOG_LIMIT_BYTES,
-                _request_timeout=self.config.request_timeout_s,
-            )
-            text = response if isinstance(response, str) else str(response)  # text/plain: kept as text
-        except Exception as exc:  # the pod may be gone (deadline, TTL); the log is best effort
-            log.info("no log for pod %s of Job %s: %s", pod.name, name, _describe_api_error(exc))
-            return None
-        return text[-self.config.log_tail_chars :]
-
-
-def _v1_job(manifest: dict[str, Any]) -> k8s.V1Job:
-    body = k8s.V1Job.from_dict(manifest)
-    assert body is not None
-    return body
-
-
-def _terminal(job: k8s.V1Job) -> _Outcome | None:
-    """The Job's final condition, if it has one (FailureTarget and SuccessCriteriaMet are not final)."""
-    conditions = (job.status.conditions if job.status else None) or []
-    for condition in conditions:
-        if condition.status != "True":
-            continue
-        if condition.type == "Complete":
-            return _Outcome(kind="succeeded")
-        if condition.type == "Failed":
-            if condition.reason == "DeadlineExceeded":
-                return _Outcome(kind="timed_out", detail=condition.message or "DeadlineExceeded")
-            detail = ": ".join(p for p in (condition.reason, condition.message) if p)
-            return _Outcome(kind="failed", detail=detail)
-    return None
-
-
-def _timestamp(value: datetime | None) -> float:
-    return value.timestamp() if value is not None else 0.0
-
-
-def _describe_api_error(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        message = exc.reason or ""
-        body = exc.body
-        if isinstance(body, bytes):
-            body = body.decode("utf-8", errors="replace")
-        if isinstance(body, str) and body:
-            try:
-                message = json.loads(body).get("message") or message
-            except (ValueError, AttributeError):
-                message = body[:300]
-        return f"HTTP {exc.status}: {message}".rstrip(": ")
-    return f"{type(exc).__name__}: {str(exc)[:300]}"

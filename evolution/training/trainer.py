@@ -11,17 +11,18 @@ same snapshot and seed must give the same bytes):
 * the fit runs on one OpenMP thread: the estimator records its thread count, so a different core count would
   otherwise change the pickle;
 * model.json is canonical JSON (sorted keys, no whitespace) and holds nothing time- or machine-dependent.
+
+This module owns the config and metrics models, fitting, saving and loading. Reading rows into typed columns and
+the split digest are :mod:`evolution.training.columns`; category encoding and the design matrix are
+:mod:`evolution.training.design_matrix`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import pickle
-from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
-from itertools import repeat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,16 +34,22 @@ from threadpoolctl import ThreadpoolController
 
 from evolution.canonical import canonical_json
 from evolution.errors import InsufficientData, IntegrityViolation, InvalidInput
-from evolution.timeutil import iso, parse_iso
+from evolution.training.columns import (
+    Columns,
+    Rows,
+    as_columns,
+    data_length,
+    holdout_mask_from_digests,
+    require_columns,
+    split_digests,
+)
+from evolution.training.design_matrix import design_matrix, fit_encoders
 
 MODEL_PICKLE = "model.pkl"
 MODEL_JSON = "model.json"
 MODEL_FILES: tuple[str, ...] = (MODEL_JSON, MODEL_PICKLE)
 FORMAT = "evolution.hist_gbr/1"
 PICKLE_PROTOCOL = 5
-
-MAX_CATEGORIES = 250
-"""Categories kept per feature (HistGradientBoosting allows max_bins - 1 = 254); rarer ones become missing."""
 
 MIN_TRAIN_ROWS = 20
 
@@ -59,10 +66,6 @@ def _single_threaded() -> Any:
     if _controller is None:
         _controller = ThreadpoolController()
     return _controller.limit(limits=1)
-
-
-Rows = Sequence[Mapping[str, Any]]
-Columns = Mapping[str, np.ndarray]
 
 
 class TrainingConfig(BaseModel):
@@ -151,7 +154,7 @@ class TrainedModel:
         n = data_length(data)
         if n == 0:
             return np.empty(0, dtype=np.float64)
-        matrix = _design_matrix(columns, self.config, self.encoders, n)
+        matrix = design_matrix(columns, self.config, self.encoders, n)
         # One thread: the estimator opens an OpenMP region per tree, and waking a team of threads 200 times
         # costs ~35 ms per call on a busy 2-core machine against ~4 ms single-threaded.
         with _single_threaded():
@@ -201,7 +204,7 @@ def train(data: Rows | Columns, config: TrainingConfig, seed: int) -> TrainedMod
     """
     columns = as_columns(data, _used_columns(config), _text_columns(config))
     n = data_length(data)
-    _require_columns(columns, [*config.features, config.target, *config.split_keys])
+    require_columns(columns, [*config.features, config.target, *config.split_keys])
 
     y_all = np.asarray(columns[config.target], dtype=np.float64)
     labelled = np.isfinite(y_all)
@@ -220,8 +223,8 @@ def train(data: Rows | Columns, config: TrainingConfig, seed: int) -> TrainedMod
     hold_idx = hold_idx[np.lexsort((hold_idx, keys[hold_idx]))]
 
     train_cols = {name: col[train_idx] for name, col in columns.items()}
-    encoders = _fit_encoders(train_cols, config)
-    x_train = _design_matrix(train_cols, config, encoders, len(train_idx))
+    encoders = fit_encoders(train_cols, config)
+    x_train = design_matrix(train_cols, config, encoders, len(train_idx))
     estimator = HistGradientBoostingRegressor(
         loss="squared_error",
         learning_rate=config.learning_rate,
@@ -235,7 +238,7 @@ def train(data: Rows | Columns, config: TrainingConfig, seed: int) -> TrainedMod
         estimator.fit(x_train, y_all[train_idx])
         train_pred = estimator.predict(x_train)
         hold_cols = {name: col[hold_idx] for name, col in columns.items()}
-        hold_pred = estimator.predict(_design_matrix(hold_cols, config, encoders, len(hold_idx)))
+        hold_pred = estimator.predict(design_matrix(hold_cols, config, encoders, len(hold_idx)))
 
     abs_err = np.abs(hold_pred - y_all[hold_idx])
     metrics = TrainingMetrics(
@@ -331,54 +334,6 @@ def canonical_pickle(value: Any) -> bytes:
     return pickle.dumps(pickle.loads(first), protocol=PICKLE_PROTOCOL)
 
 
-def as_columns(data: Rows | Columns, names: Sequence[str], text: Collection[str]) -> dict[str, np.ndarray]:
-    """The columns ``names`` of rows or columns: object arrays (None = missing) for ``text``, else float64.
-
-    Other columns are ignored (rows carry ids and times the model does not use); a name absent from every row
-    is left out, so callers decide whether that is an error. A key absent from one row is missing there.
-    """
-    out: dict[str, np.ndarray] = {}
-    if isinstance(data, Mapping):
-        for name in names:
-            if name not in data:
-                continue
-            arr = np.asarray(data[name])
-            if name in text:
-                out[name] = _text_array(list(arr))
-            elif arr.dtype.kind in "fiub":
-                out[name] = arr.astype(np.float64)
-            else:
-                out[name] = _float_array(name, list(arr))
-        lengths = {len(v) for v in out.values()}
-        if len(lengths) > 1:
-            raise InvalidInput(f"columns have different lengths: {sorted(lengths)}")
-        return out
-    rows = data if isinstance(data, Sequence) else list(data)
-    present = {name for row in rows for name in row}
-    for name in names:
-        if name not in present:
-            continue
-        values = [row.get(name) for row in rows]
-        out[name] = _text_array(values) if name in text else _float_array(name, values)
-    return out
-
-
-def split_digests(columns: Columns, split_keys: Sequence[str]) -> np.ndarray:
-    """A uint64 per row from sha256 of its split keys; timestamps normalised so text and datetime agree."""
-    _require_columns(columns, split_keys)
-    n = _n_rows(columns)
-    parts = [[_key_text(name, columns[name][i]) for name in split_keys] for i in range(n)]
-    return np.array(
-        [int.from_bytes(hashlib.sha256("\x1f".join(p).encode()).digest()[:8], "big") for p in parts],
-        dtype=np.uint64,
-    )
-
-
-def holdout_mask_from_digests(digests: np.ndarray, fraction: float) -> np.ndarray:
-    threshold = np.uint64(min(int(fraction * 2.0**64), 2**64 - 1))
-    return np.asarray(digests < threshold, dtype=bool)
-
-
 def holdout_mask(data: Rows | Columns, config: TrainingConfig) -> np.ndarray:
     """True for the rows ``train`` holds out under ``config`` (the same rows for every model and seed)."""
     columns = as_columns(data, config.split_keys, config.split_keys)
@@ -393,91 +348,6 @@ def _used_columns(config: TrainingConfig) -> list[str]:
 
 def _text_columns(config: TrainingConfig) -> set[str]:
     return {*config.categorical, *config.split_keys} - {config.target}
-
-
-def _key_text(name: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return iso(value)
-    if name.endswith("_time") or name.endswith("_at"):
-        try:
-            return iso(parse_iso(str(value)))
-        except ValueError:
-            return str(value)
-    return str(value)
-
-
-def _text_array(values: Sequence[Any]) -> np.ndarray:
-    out = np.empty(len(values), dtype=object)
-    if set(map(type, values)) <= {str, type(None)}:
-        out[:] = values  # the usual case, and a hot one when scanning: nothing to convert
-        return out
-    for i, v in enumerate(values):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            out[i] = None
-        elif isinstance(v, datetime):
-            out[i] = v
-        else:
-            out[i] = str(v)
-    return out
-
-
-def _float_array(name: str, values: Sequence[Any]) -> np.ndarray:
-    try:
-        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(
-            f"column {name!r} must be numeric (it is not declared categorical): {exc}"
-        ) from exc
-
-
-def data_length(data: Rows | Columns) -> int:
-    """Number of rows in rows or columns."""
-    if isinstance(data, Mapping):
-        return len(next(iter(data.values()))) if data else 0
-    return len(data)
-
-
-def _n_rows(columns: Columns) -> int:
-    return len(next(iter(columns.values()))) if columns else 0
-
-
-def _require_columns(columns: Columns, names: Sequence[str]) -> None:
-    missing = [name for name in names if name not in columns]
-    if missing:
-        raise InvalidInput(f"data lacks the column(s) {missing}; it has {sorted(columns)}")
-
-
-def _fit_encoders(columns: Columns, config: TrainingConfig) -> dict[str, list[str]]:
-    """Sorted category names per categorical feature; the MAX_CATEGORIES most frequent (ties by name)."""
-    encoders: dict[str, list[str]] = {}
-    for name in config.categorical:
-        counts: dict[str, int] = {}
-        for v in columns[name]:
-            if v is not None:
-                counts[v] = counts.get(v, 0) + 1
-        kept = sorted(counts, key=lambda c: (-counts[c], c))[:MAX_CATEGORIES]
-        encoders[name] = sorted(kept)
-    return encoders
-
-
-def _design_matrix(
-    columns: Mapping[str, np.ndarray], config: TrainingConfig, encoders: Mapping[str, list[str]], n: int
-) -> np.ndarray:
-    matrix = np.full((n, len(config.features)), np.nan, dtype=np.float64)
-    for j, name in enumerate(config.features):
-        if name not in columns:
-            continue  # absent everywhere → missing, which the model handles
-        col = columns[name]
-        if name in encoders:
-            codes = {c: float(i) for i, c in enumerate(encoders[name])}
-            # None and unseen categories are not keys: both become NaN (missing)
-            matrix[:, j] = list(map(codes.get, col, repeat(np.nan, n)))
-        else:
-            matrix[:, j] = col
-    matrix[~np.isfinite(matrix)] = np.nan
-    return matrix
 
 
 def _feature_stats(columns: Mapping[str, np.ndarray], config: TrainingConfig) -> dict[str, dict[str, Any]]:

@@ -15,7 +15,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from evolution.errors import InsufficientData, InvalidInput
-from evolution.training.trainer import Columns, Rows, TrainedModel, as_columns
+from evolution.training.columns import Columns, Rows, as_columns
+from evolution.training.trainer import TrainedModel
 
 
 class ValidationReport(BaseModel):

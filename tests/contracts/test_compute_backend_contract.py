@@ -17,15 +17,10 @@ import pytest
 
 from evolution.demo.synthetic import TARGET
 from evolution.errors import InvalidInput
-from evolution.training.compute import (
-    RESULT_FILE,
-    ComputeBackend,
-    LocalSubprocessBackend,
-    load_dataset,
-    sha256_file,
-)
+from evolution.training.compute import RESULT_FILE, ComputeBackend, load_dataset, sha256_file
 from evolution.training.kubernetes_backend import KubernetesJobBackend
 from evolution.training.kubernetes_manifest import job_name
+from evolution.training.local_backend import LocalSubprocessBackend
 from evolution.training.trainer import train
 from tests.support.fake_kube_api import NAMESPACE, FakeKube, backend_config
 from tests.support.fake_kube_pod_runner import image_env

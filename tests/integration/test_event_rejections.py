@@ -22,14 +22,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.canonical import canonical_json
-from evolution.data.events import (
-    DEFAULT_MAX_EVENT_AGE,
-    MAX_EVENT_BYTES,
-    EventIngestor,
-    IngestSummary,
-    LearningEventIn,
-    sign_event,
-)
+from evolution.data.event_schema import MAX_EVENT_BYTES, IngestSummary, LearningEventIn, sign_event
+from evolution.data.events import DEFAULT_MAX_EVENT_AGE, EventIngestor
 from evolution.data.sources import records_to_events
 from evolution.integrity.signing import generate_source_keypair, key_id_for_public_pem
 from evolution.registry.db import reading

@@ -39,7 +39,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from evolution.data.events import sign_event
+from evolution.data.event_schema import sign_event
 from evolution.data.sources import create_source_key, records_to_events
 from evolution.demo.synthetic import TARGET, generate_rows
 from evolution.governance.users import UserService

@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution.data.events import EventIngestor, sign_event
+from evolution.data.event_schema import sign_event
+from evolution.data.events import EventIngestor
 from evolution.data.snapshots import DatasetSnapshotService
 from evolution.integrity.artifacts import FilesystemArtifactStore
 from evolution.integrity.signing import LocalEd25519Signer, generate_source_keypair, key_id_for_public_pem

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.canonical import canonical_json
-from evolution.data.events import EventIngestor, sign_event
+from evolution.data.event_schema import sign_event
+from evolution.data.events import EventIngestor
 from evolution.data.snapshots import DatasetSnapshotService
 from evolution.errors import InvalidInput
 from evolution.integrity.artifacts import FilesystemArtifactStore

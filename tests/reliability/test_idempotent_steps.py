@@ -112,7 +112,7 @@ def test_a_retried_quarantine_gets_its_first_answer_and_is_audited_once(services
 WORKER = """
 import asyncio, sys
 from pathlib import Path
-from evolution.training.compute import LocalSubprocessBackend
+from evolution.training.local_backend import LocalSubprocessBackend
 from tests.support.training_jobs import make_job, training_dataset
 
 tmp = Path(sys.argv[2])

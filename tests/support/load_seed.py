@@ -41,7 +41,7 @@ from sqlalchemy import insert
 from temporalio.client import Client
 
 from evolution.contracts import DriftScanInput, DriftScanResult
-from evolution.data.events import LearningEventIn
+from evolution.data.event_schema import LearningEventIn
 from evolution.data.snapshots import SnapshotView
 from evolution.data.sources import create_source_key, records_to_events
 from evolution.demo.synthetic import CROPS, FEATURES, TARGET, DriftSpec, generate_rows

@@ -14,15 +14,14 @@ from evolution.demo.synthetic import TARGET, generate_rows
 from evolution.errors import InvalidInput, TrainingFailed
 from evolution.training.compute import (
     JOB_FILE,
-    LOG_FILE,
     RESULT_FILE,
-    LocalSubprocessBackend,
     TrainingJob,
     TrainingJobResult,
     load_dataset,
     sha256_file,
     write_dataset,
 )
+from evolution.training.local_backend import LOG_FILE, LocalSubprocessBackend
 from evolution.training.trainer import train
 from tests.support.training_jobs import (
     CONFIG,

@@ -10,16 +10,18 @@ import pytest
 
 from evolution.demo.synthetic import CATEGORICAL, FEATURES, TARGET, DriftSpec, generate_rows
 from evolution.errors import InvalidInput
+from evolution.training.columns import as_columns
+from evolution.training.design_matrix import design_matrix
 from evolution.training.explain import (
     Explanation,
-    _class_partition,
     attribution_drift,
     compare_attributions,
     global_importance,
     shap_values,
     waterfall,
 )
-from evolution.training.trainer import TrainedModel, TrainingConfig, _design_matrix, as_columns, train
+from evolution.training.trainer import TrainedModel, TrainingConfig, train
+from evolution.training.tree_conversion import class_partition
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 CONFIG = TrainingConfig(features=FEATURES, categorical=sorted(CATEGORICAL), target=TARGET)
@@ -65,10 +67,10 @@ def _brute_force_shapley(model: TrainedModel, rows: list[dict[str, Any]]) -> np.
 
     The game is v(S) = the trees' output when only the features in S are known, an unknown feature's split
     averaging both children by their training counts. Written from scikit-learn's node arrays directly, with
-    its own rules for categorical splits (bitsets) and missing values, independently of evolution.training.explain.
+    its own rules for categorical splits (bitsets) and missing values, independently of evolution.training.tree_conversion.
     """
     est = model.estimator
-    design = _design_matrix(
+    design = design_matrix(
         as_columns(rows, model.features, model.config.categorical), model.config, model.encoders, len(rows)
     )
     internal = est._preprocessor.transform(design)
@@ -170,7 +172,7 @@ def test_a_tree_needing_more_categories_than_a_bitmask_holds_is_refused() -> Non
     # 5 splits on one feature can tell 32 groups of categories apart; a bitmask holds 24.
     splits = {node: {c: bool((c >> node) & 1) for c in range(40)} for node in range(5)}
     with pytest.raises(InvalidInput, match="at most 24"):
-        _class_partition(splits, 40, feature=0)
+        class_partition(splits, 40, feature=0)
 
 
 def test_crop_is_among_the_most_important_features_and_soil_chemistry_among_the_least(

@@ -8,7 +8,8 @@ import pytest
 
 from evolution.demo.synthetic import CATEGORICAL, FEATURES, TARGET, DriftSpec, generate_rows
 from evolution.errors import InsufficientData, InvalidInput
-from evolution.training.trainer import Columns, Rows, TrainedModel, TrainingConfig, holdout_mask, train
+from evolution.training.columns import Columns, Rows
+from evolution.training.trainer import TrainedModel, TrainingConfig, holdout_mask, train
 from evolution.training.validation import validate
 
 START = datetime(2024, 1, 1, tzinfo=UTC)

@@ -28,7 +28,8 @@ from evolution.registry.quota import PRICE_PER_GPU_HOUR_USD
 from evolution.registry.schema import TrainingRun
 from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
-from evolution.training.compute import Heartbeat, LocalSubprocessBackend, TrainingJob, TrainingJobResult
+from evolution.training.compute import Heartbeat, TrainingJob, TrainingJobResult
+from evolution.training.local_backend import LocalSubprocessBackend
 from tests.support.histories import replay_and_keep
 from tests.support.scenario import seed_tenant
 from workers.orchestrator import TemporalOrchestrator

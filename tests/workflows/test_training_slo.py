@@ -17,7 +17,7 @@ from evolution.lifecycle import ModelState
 from evolution.platform.wiring import Services
 from evolution.security import Principal
 from evolution.timeutil import utcnow
-from evolution.training.compute import LocalSubprocessBackend
+from evolution.training.local_backend import LocalSubprocessBackend
 from tests.support.scenario import seed_tenant
 from workers.orchestrator import TemporalOrchestrator
 from workers.worker import build_worker
