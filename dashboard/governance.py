@@ -8,9 +8,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from dashboard.state import with_orchestrator
-from evolution.contracts import ApprovalRequest, ApprovalResponse, RetrainingStatus
+from evolution.contracts import ApprovalDecision, ApprovalResponse, RetrainingStatus
 from evolution.drift.baselines import BaselineOverride
 from evolution.lifecycle import TransitionResult
+from evolution.platform.orchestrator import decide_as
 from evolution.platform.wiring import Services
 from evolution.security import Principal
 from evolution.stats.canary_models import GuardConfig
@@ -113,16 +114,15 @@ def live_status(tenant_id: str) -> RetrainingStatus | None:
     return with_orchestrator(lambda o: o.retraining_status(tenant_id))
 
 
-def decide(principal: Principal, tenant_id: str, decision: str, reason: str) -> ApprovalResponse:
-    """Send the approval update; the workflow's validator and the service layer check the role again."""
-    request = ApprovalRequest(
-        decision=decision,  # type: ignore[arg-type]
-        user=principal.user,
-        role=principal.role.value,
-        tenant_id=tenant_id,
-        reason=reason,
+def decide(
+    services: Services, principal: Principal, tenant_id: str, decision: ApprovalDecision, reason: str
+) -> ApprovalResponse:
+    """Send the signed-in person's decision with a ticket the service layer signs for them (after checking their
+    role); the workflow verifies the ticket and audits a refusal."""
+
+    return with_orchestrator(
+        lambda o: decide_as(principal, o, services.approval_tickets, tenant_id, decision, reason)
     )
-    return with_orchestrator(lambda o: o.send_approval(tenant_id, request))
 
 
 def force_rollback(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from evolution.lifecycle import TransitionResult, VersionView
 from evolution.stats.canary_models import Decision, GuardConfig, GuardState
@@ -78,6 +78,15 @@ class RetrainingStatus(BaseModel):
     guard: Decision | None = None
     shadow_pairs: int = 0
     message: str = ""
+    workflow_id: str | None = Field(
+        default=None, description="What an approval ticket must name, with run_id."
+    )
+    run_id: str | None = None
+    model_name: str | None = None
+    refused_approvals: int = Field(
+        default=0, description="Approvals and rejections refused by the ticket checks."
+    )
+    last_refusal: str | None = None
 
 
 BlockCode = Literal["BLOCK_RETRAINING", "CIRCUIT_OPEN"]
@@ -96,12 +105,71 @@ class RetrainingResult(BaseModel):
     )
 
 
-class ApprovalRequest(BaseModel):
-    decision: Literal["approve", "reject"]
+ApprovalDecision = Literal["approve", "reject"]
+TICKET_FORMAT: Literal["evolution-approval/1"] = "evolution-approval/1"
+
+
+class TicketClaims(BaseModel):
+    """What an approval ticket says: who decided what, for which run and candidate, until when (what is signed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["evolution-approval/1"] = TICKET_FORMAT
+    tenant_id: str = Field(min_length=1, max_length=63)
+    model_name: str = Field(min_length=1, max_length=100)
+    workflow_id: str = Field(min_length=1, max_length=200)
+    run_id: str = Field(min_length=1, max_length=100)
+    candidate_version_id: str = Field(min_length=1, max_length=100)
+    decision: ApprovalDecision
     user: str = Field(min_length=1, max_length=200)
-    role: str
-    tenant_id: str
+    role: str = Field(min_length=1, max_length=20)
     reason: str = Field(default="", max_length=2000)
+    nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
+    issued_at: datetime
+    expires_at: datetime
+
+
+class TicketSignature(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    algorithm: str = Field(max_length=40)
+    key_id: str = Field(max_length=200)
+    value: str = Field(max_length=2000)
+    key_ref: str | None = Field(default=None, max_length=2048)
+    prehash: str | None = Field(default=None, max_length=20)
+
+
+class ApprovalTicket(BaseModel):
+    """Issued by the service layer after it authenticated the person and checked the permission table; signed by the
+    system's signer over the canonical JSON of its claims. The workflow trusts nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    claims: TicketClaims
+    signature: TicketSignature
+
+
+class ApprovalRequest(BaseModel):
+    """What the ``approval`` update and the ``approve``/``reject`` signals carry: a ticket.
+
+    Lenient on purpose: whatever arrives (a claimed role, a malformed or forged ticket) is accepted as input so that
+    its refusal can be audited with what it claimed; only a ticket that verifies decides anything. The fields beside
+    ``ticket`` are the claims of callers from before tickets existed (``decision``, ``user``, ``role``,
+    ``tenant_id``): recorded, never trusted.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    ticket: dict[str, Any] | None = None
+    decision: str | None = None
+    user: str | None = None
+    role: str | None = None
+    tenant_id: str | None = None
+    reason: str = ""
+
+    @classmethod
+    def of(cls, ticket: ApprovalTicket) -> ApprovalRequest:
+        return cls(ticket=ticket.model_dump(mode="json"))
 
 
 class ApprovalResponse(BaseModel):
@@ -191,6 +259,29 @@ class TransitionIn(BaseModel):
     reason: str = ""
     changes: dict[str, Any] | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class TicketCheckIn(BaseModel):
+    """An approval that arrived (by the update or a signal), with what it must name to count."""
+
+    channel: Literal["update", "approve", "reject"]
+    request: ApprovalRequest
+    tenant_id: str
+    model_name: str
+    workflow_id: str
+    run_id: str
+    candidate_version_id: str | None
+    waiting: bool = Field(description="Whether the candidate waits for a decision now.")
+    used_nonces: list[str] = Field(default_factory=list)
+
+
+class TicketCheckOut(BaseModel):
+    accepted: bool
+    reason: str
+    decision: ApprovalDecision | None = None
+    approver: PrincipalRef | None = None
+    nonce: str | None = None
+    note: str = Field(default="", description="The person's reason for the decision, from the ticket.")
 
 
 class PromoteIn(BaseModel):

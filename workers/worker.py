@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.approvals import ApprovalActivities
 from activities.breaker import BreakerActivities
 from activities.canary import CanaryActivities
 from activities.drift import DriftActivities
@@ -45,6 +46,7 @@ def activity_objects(services: Services, compute: ComputeBackend | None = None) 
         BreakerActivities(services.breaker, services.notifier),
         GcActivities(services.retention),
         EscalationActivities(services.escalator),
+        ApprovalActivities(services.approval_tickets),
     ]
 
 

@@ -13,8 +13,9 @@ no longer show in one place.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -22,6 +23,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 from temporalio.types import MethodAsyncSingleParam, MethodSyncSingleParam
 
 with workflow.unsafe.imports_passed_through():
+    from activities.approvals import ApprovalActivities
     from activities.breaker import BreakerActivities
     from activities.canary import CanaryActivities
     from activities.registry import RegistryActivities
@@ -45,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         RetrainingResult,
         RetrainingStatus,
         ShadowOut,
+        TicketCheckIn,
         TrainIn,
         TransitionIn,
         ValidateIn,
@@ -63,13 +66,23 @@ from workflows.policies import (
     VALIDATION_TIMEOUT,
 )
 
-APPROVER_ROLES = ("manager", "admin")
 BLOCK_RETRAINING = "BLOCK_RETRAINING"
 CIRCUIT_OPEN = "CIRCUIT_OPEN"
 # Patch ids (workflow.patched): executions recorded before a change replay along the old path.
 PATCH_GATES = "circuit-breaker"  # breaker check, audited blocks, quota re-checked per training attempt
 PATCH_BREAKER_RECORD = "circuit-breaker-record"  # each finished run reports its outcome to the breaker
 PATCH_OUTCOME_METRICS = "record-outcome-metrics"  # each finished run records its outcome in the metrics
+PATCH_APPROVAL_TICKETS = "approval-tickets"  # a decision needs a signed ticket, checked by an activity
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """The decision a verified ticket (or, replaying runs from before tickets, the caller's claims) took."""
+
+    decision: str
+    approver: PrincipalRef
+    reason: str
+
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -94,33 +107,91 @@ class RetrainingWorkflow:
     def __init__(self) -> None:
         self._status = RetrainingStatus()
         self._input: RetrainingInput | None = None
-        self._approval: ApprovalRequest | None = None
+        self._decision: _Decided | None = None
         self._approval_answer: ApprovalResponse | None = None
         self._version: VersionView | None = None
+        self._used_nonces: set[str] = set()
 
-    # --------------------------------------------------------------- queries and updates
+    # --------------------------------------------------------------- queries, updates and signals
     @workflow.query(name="status")
     def status(self) -> RetrainingStatus:
         return self._status
 
     @workflow.update(name="approval")
     async def approval(self, request: ApprovalRequest) -> ApprovalResponse:
-        self._approval = request
-        await workflow.wait_condition(lambda: self._approval_answer is not None)
-        assert self._approval_answer is not None
-        return self._approval_answer
+        """Approve or reject with a ticket and wait for the outcome (the CLI and the dashboard use this)."""
+        if not workflow.patched(PATCH_APPROVAL_TICKETS):
+            # Replays of runs recorded before tickets: the claims decided (the validator checked the role).
+            self._decision = _Decided(
+                decision=request.decision or "",
+                approver=PrincipalRef(
+                    user=request.user or "", role=request.role or "", tenant_id=request.tenant_id or ""
+                ),
+                reason=request.reason,
+            )
+            await workflow.wait_condition(lambda: self._approval_answer is not None)
+            assert self._approval_answer is not None
+            return self._approval_answer
+        return await self._consider("update", request)
 
     @approval.validator
     def validate_approval(self, request: ApprovalRequest) -> None:
-        # Rejected here, an update never enters the history: the caller gets the reason at once.
-        if self._input is None or request.tenant_id != self._input.tenant_id:
-            raise ValueError(f"approval for tenant {request.tenant_id!r} sent to another tenant's retraining")
-        if request.role not in APPROVER_ROLES:
-            raise ValueError(f"role {request.role!r} may not approve or reject; a manager or admin must")
-        if not self._status.awaiting_approval:
+        # Refused here, an update never enters the history: only approvals that cannot decide anything now. Whether
+        # one may decide is the ticket check's, which audits every refusal.
+        if self._input is None or not self._status.awaiting_approval:
             raise ValueError(f"nothing is waiting for approval (phase: {self._status.phase})")
-        if self._approval is not None:
+        if self._decision is not None:
             raise ValueError("a decision was already taken for this candidate")
+
+    @workflow.signal(name="approve")
+    async def approve(self, request: ApprovalRequest) -> None:
+        """Approve with a ticket, for plain Temporal tooling and other SDKs (``evolution approve --ticket-only``)."""
+        await self._consider("approve", request)
+
+    @workflow.signal(name="reject")
+    async def reject(self, request: ApprovalRequest) -> None:
+        """Reject with a ticket, for plain Temporal tooling and other SDKs (``evolution reject --ticket-only``)."""
+        await self._consider("reject", request)
+
+    async def _consider(
+        self, channel: Literal["update", "approve", "reject"], request: ApprovalRequest
+    ) -> ApprovalResponse:
+        """Decide only on a ticket the check accepts; a refusal is audited there and shows in the status."""
+        await workflow.wait_condition(lambda: self._input is not None)
+        assert self._input is not None
+        info = workflow.info()
+        check = await self._activity(
+            ApprovalActivities.check_approval_ticket,
+            TicketCheckIn(
+                channel=channel,
+                request=request,
+                tenant_id=self._input.tenant_id,
+                model_name=self._input.model_name,
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                candidate_version_id=self._version.id if self._version else None,
+                waiting=self._status.awaiting_approval and self._decision is None,
+                used_nonces=sorted(self._used_nonces),
+            ),
+        )
+        if check.nonce:
+            self._used_nonces.add(check.nonce)
+        refusal = check.reason if not check.accepted else None
+        if refusal is None and self._decision is not None:  # two tickets checked at once: the first decides
+            refusal = "a decision was already taken for this candidate"
+        if refusal is not None or check.decision is None or check.approver is None:
+            self._status.refused_approvals += 1
+            self._status.last_refusal = f"{channel}: {refusal}"
+            return ApprovalResponse(
+                accepted=False,
+                decision=check.decision or request.decision or channel,
+                final_state=self._status.state,
+                message=f"refused: {refusal}",
+            )
+        self._decision = _Decided(decision=check.decision, approver=check.approver, reason=check.note)
+        await workflow.wait_condition(lambda: self._approval_answer is not None)
+        assert self._approval_answer is not None
+        return self._approval_answer
 
     # --------------------------------------------------------------- the run
     @workflow.run
@@ -144,6 +215,9 @@ class RetrainingWorkflow:
 
     async def _run(self, inp: RetrainingInput) -> RetrainingResult:
         self._input = inp
+        info = workflow.info()
+        self._status.workflow_id, self._status.run_id = info.workflow_id, info.run_id
+        self._status.model_name = inp.model_name
         gates = workflow.patched(PATCH_GATES)
         if gates:
             breaker = await self._activity(
@@ -355,16 +429,16 @@ class RetrainingWorkflow:
         )
         try:
             await workflow.wait_condition(
-                lambda: self._approval is not None, timeout=timedelta(seconds=inp.timing.approval_timeout_s)
+                lambda: self._decision is not None, timeout=timedelta(seconds=inp.timing.approval_timeout_s)
             )
         except TimeoutError:
             self._status.awaiting_approval = False
             await self._fail("approval deadline passed")
             return self._finish("approval_timeout", "approval deadline passed", decision)
         self._status.awaiting_approval = False
-        request = self._approval
+        request = self._decision
         assert request is not None and self._version is not None
-        approver = PrincipalRef(user=request.user, role=request.role, tenant_id=request.tenant_id)
+        approver = request.approver
         approved = request.decision == "approve"
         step = "promote" if approved else "reject"
         try:
@@ -390,7 +464,7 @@ class RetrainingWorkflow:
         self._status.state = self._version.state
         outcome = "promoted" if approved else "rejected"
         reason = (
-            f"approved by {request.user}" if approved else f"rejected by {request.user}: {request.reason}"
+            f"approved by {approver.user}" if approved else f"rejected by {approver.user}: {request.reason}"
         )
         self._approval_answer = ApprovalResponse(
             accepted=True, decision=request.decision, final_state=self._version.state, message=reason

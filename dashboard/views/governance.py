@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from dashboard import auth, governance
+from evolution.contracts import ApprovalDecision
 from evolution.errors import EvolutionError
 from evolution.security import Role
 
@@ -29,6 +32,10 @@ if status is None:
     st.write("No retraining has run for this tenant yet.")
 else:
     st.write(f"Phase **{status.phase}** · version v{status.version_number} · state **{status.state}**")
+    if status.refused_approvals:
+        st.warning(
+            f"{status.refused_approvals} approval(s) refused by the ticket check (audited); last: {status.last_refusal}"
+        )
     if status.shadow_pairs:
         st.write(f"Shadow phase collected {status.shadow_pairs} labelled pairs (τ fixed from them).")
     progress = governance.canary_progress(status)
@@ -44,18 +51,25 @@ else:
         if role in (Role.MANAGER, Role.ADMIN):
             reason = st.text_input("Reason (recorded in the audit log)", key="approval_reason")
             approve, reject = st.columns(2)
-            for column, decision, label in ((approve, "approve", "Approve"), (reject, "reject", "Reject")):
+            choices: tuple[tuple[Any, ApprovalDecision, str], ...] = (
+                (approve, "approve", "Approve"),
+                (reject, "reject", "Reject"),
+            )
+            for column, decision, label in choices:
                 if column.button(
                     label,
                     key=f"decision_{decision}",
                     type="primary" if decision == "approve" else "secondary",
                 ):
                     try:
-                        answer = governance.decide(principal, tenant, decision, reason)
+                        answer = governance.decide(services, principal, tenant, decision, reason)
                     except EvolutionError as refused:
                         st.error(str(refused))
                     else:
-                        st.success(f"{label}d: {answer.message} → {answer.final_state}")
+                        if answer.accepted:
+                            st.success(f"{label}d: {answer.message} → {answer.final_state}")
+                        else:
+                            st.error(f"{label} {answer.message}")
 
 if role == Role.ADMIN:
     st.subheader("Administration")

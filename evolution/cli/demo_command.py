@@ -15,7 +15,6 @@ import typer
 
 from evolution.cli.context import friendly_errors, settings
 from evolution.contracts import (
-    ApprovalRequest,
     DriftScanInput,
     RetrainingInput,
     RetrainingResult,
@@ -25,7 +24,7 @@ from evolution.data.sources import create_source_key, load_source_key, records_t
 from evolution.demo.scenario import HttpTransport, Scenario, TrafficDriver, history_records
 from evolution.demo.synthetic import TARGET, DriftSpec
 from evolution.errors import Conflict, EvolutionError
-from evolution.platform.orchestrator import Orchestrator, connect_orchestrator, start_retraining_as
+from evolution.platform.orchestrator import Orchestrator, connect_orchestrator, decide_as, start_retraining_as
 from evolution.platform.processes import ProcessGroup
 from evolution.platform.settings import Settings
 from evolution.platform.verification import verify_all
@@ -111,11 +110,11 @@ async def _wait_phase(
     raise EvolutionError("the retraining did not reach approval in time")
 
 
-async def _approve(orchestrator: Orchestrator, tenant: str, reason: str) -> RetrainingResult:
-    request = ApprovalRequest(
-        decision="approve", user=DEMO_MANAGER, role="manager", tenant_id=tenant, reason=reason
-    )
-    await orchestrator.send_approval(tenant, request)
+async def _approve(
+    services: Services, orchestrator: Orchestrator, tenant: str, reason: str
+) -> RetrainingResult:
+    manager = Principal.for_tenant(DEMO_MANAGER, Role.MANAGER, tenant)
+    await decide_as(manager, orchestrator, services.approval_tickets, tenant, "approve", reason)
     return await orchestrator.retraining_result(tenant)
 
 
@@ -182,7 +181,7 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
         ),
     )
     await _wait_phase(orchestrator, tenant, progress, None)
-    first = await _approve(orchestrator, tenant, "first model for the agronomists")
+    first = await _approve(services, orchestrator, tenant, "first model for the agronomists")
     progress.step(f"{DEMO_MANAGER} approved: {model} v1 is CHAMPION ({first.version_id})")
 
     drift_at: datetime = utcnow()
@@ -211,7 +210,7 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
     await _wait_phase(orchestrator, tenant, progress, driver, previous_version=first.version_id)
     status = await orchestrator.retraining_status(tenant)
     assert status is not None and status.guard is not None
-    result = await _approve(orchestrator, tenant, "canary significantly better")
+    result = await _approve(services, orchestrator, tenant, "canary significantly better")
     progress.step(f"{DEMO_MANAGER} approved: {model} v{status.version_number} is CHAMPION; v1 DEPRECATED")
     # The new champion at work, so the executive view has forecasts to credit it with.
     await asyncio.to_thread(driver.round, 2 * size.round_rows)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated
 
 import typer
 
-from evolution.cli.context import friendly_errors, operator, run_async, settings
-from evolution.contracts import ApprovalRequest, DriftScanInput, PrincipalRef, RetrainingInput
-from evolution.errors import InvalidInput, NotFound
-from evolution.platform.orchestrator import Orchestrator, connect_orchestrator, start_retraining_as
+from evolution.cli.context import friendly_errors, operator, run_async, services, settings
+from evolution.contracts import (
+    ApprovalDecision,
+    ApprovalRequest,
+    ApprovalTicket,
+    DriftScanInput,
+    PrincipalRef,
+    RetrainingInput,
+)
+from evolution.errors import InvalidInput
+from evolution.platform.orchestrator import Orchestrator, connect_orchestrator, decide_as, start_retraining_as
+from evolution.platform.settings import Settings
 from evolution.security import Action, authorize
 
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
@@ -60,31 +69,75 @@ def status(tenant: TenantOpt) -> None:
         typer.echo(
             f"canary: n={g.n}  p(promote)={g.p_promote:.4g}  q(rollback)={g.q_rollback:.4g}  → {g.reason}"
         )
+    if current.refused_approvals:
+        typer.echo(f"refused approvals: {current.refused_approvals} (last: {current.last_refusal})")
     if current.awaiting_approval:
-        typer.echo(f"waiting for approval: evolution approve --tenant {tenant} --model <model>")
+        model = current.model_name or "<model>"
+        typer.echo(f"waiting for approval: evolution approve --tenant {tenant} --model {model}")
 
 
-def _decide(tenant: str, model: str, decision: str, reason: str) -> None:
-    cfg = settings()
-    principal = authorize(operator(cfg), Action.APPROVE if decision == "approve" else Action.REJECT, tenant)
-
-    async def work(orchestrator: Orchestrator):  # type: ignore[no-untyped-def]
-        current = await orchestrator.retraining_status(tenant)
-        if current is None or not current.awaiting_approval:
-            raise NotFound(f"nothing of tenant {tenant!r} is waiting for approval")
-        request = ApprovalRequest(
-            decision=decision,
-            user=principal.user,
-            role=principal.role,
-            tenant_id=tenant,
-            reason=reason,  # type: ignore[arg-type]
-        )
-        return await orchestrator.send_approval(tenant, request)
-
+def _decide(tenant: str, model: str, decision: ApprovalDecision, reason: str, ticket_only: bool) -> None:
+    """Issue a signed ticket for the operator's decision, then send it (or print the signal that sends it)."""
     if not model:
         raise InvalidInput("--model is required")
-    answer = run_async(_with_orchestrator(work))
+    cfg = settings()
+    principal = operator(cfg)
+
+    tickets = services().approval_tickets
+    if ticket_only:
+
+        async def issue(orchestrator: Orchestrator) -> ApprovalTicket:
+            current = await orchestrator.retraining_status(tenant)
+            return tickets.ticket_for(principal, tenant, current, decision, reason, model)
+
+        ticket = run_async(_with_orchestrator(issue))
+        claims = ticket.claims
+        typer.echo(
+            f"ticket for {decision} by {claims.user} ({claims.role}), valid until {claims.expires_at.isoformat()}"
+        )
+        typer.echo("send it with plain Temporal tooling (it counts once):")
+        typer.echo(signal_command(cfg, ticket))
+        return
+    answer = run_async(
+        _with_orchestrator(lambda o: decide_as(principal, o, tickets, tenant, decision, reason, model))
+    )
+    if not answer.accepted:
+        raise InvalidInput(f"{decision} {answer.message}")
     typer.echo(f"{decision}: {answer.message} → {answer.final_state}")
+
+
+def signal_command(cfg: Settings, ticket: ApprovalTicket) -> str:
+    """The ``temporal workflow signal`` command line that delivers ``ticket``."""
+    claims = ticket.claims
+    payload = ApprovalRequest.of(ticket).model_dump_json(exclude_defaults=True)
+    return shlex.join(
+        [
+            "temporal",
+            "workflow",
+            "signal",
+            "--address",
+            cfg.temporal_address,
+            "--namespace",
+            cfg.temporal_namespace,
+            "--workflow-id",
+            claims.workflow_id,
+            "--run-id",
+            claims.run_id,
+            "--name",
+            claims.decision,
+            "--input",
+            payload,
+        ]
+    )
+
+
+TicketOnlyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ticket-only",
+        help="Print a signed ticket as the `temporal workflow signal` command that sends it, instead of sending it.",
+    ),
+]
 
 
 @friendly_errors
@@ -92,9 +145,10 @@ def approve(
     tenant: TenantOpt,
     model: ModelOpt,
     reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = "",
+    ticket_only: TicketOnlyOpt = False,
 ) -> None:
-    """Approve the candidate waiting after its canary: it becomes CHAMPION."""
-    _decide(tenant, model, "approve", reason)
+    """Approve the candidate waiting after its canary: it becomes CHAMPION (a signed ticket names you)."""
+    _decide(tenant, model, "approve", reason, ticket_only)
 
 
 @friendly_errors
@@ -102,9 +156,10 @@ def reject(
     tenant: TenantOpt,
     model: ModelOpt,
     reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = "",
+    ticket_only: TicketOnlyOpt = False,
 ) -> None:
     """Reject the candidate waiting after its canary: it goes to FAILED, the champion stays."""
-    _decide(tenant, model, "reject", reason)
+    _decide(tenant, model, "reject", reason, ticket_only)
 
 
 @friendly_errors

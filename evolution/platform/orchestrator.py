@@ -10,6 +10,7 @@ from importlib.metadata import entry_points
 from typing import Protocol
 
 from evolution.contracts import (
+    ApprovalDecision,
     ApprovalRequest,
     ApprovalResponse,
     DriftScanInput,
@@ -19,6 +20,7 @@ from evolution.contracts import (
     RetrainingStatus,
 )
 from evolution.errors import EvolutionError
+from evolution.governance.approval_tickets import ApprovalTickets
 from evolution.platform.settings import Settings
 from evolution.security import Action, Principal, authorize
 
@@ -82,6 +84,28 @@ async def connect_orchestrator(settings: Settings, name: str = "temporal") -> Or
 
 class RetrainingStarter(Protocol):
     async def start_retraining(self, request: RetrainingInput) -> str: ...
+
+
+class ApprovalSender(Protocol):
+    async def retraining_status(self, tenant_id: str) -> RetrainingStatus | None: ...
+
+    async def send_approval(self, tenant_id: str, request: ApprovalRequest) -> ApprovalResponse: ...
+
+
+async def decide_as(
+    principal: Principal | None,
+    orchestrator: ApprovalSender,
+    tickets: ApprovalTickets,
+    tenant_id: str,
+    decision: ApprovalDecision,
+    reason: str = "",
+    model_name: str | None = None,
+) -> ApprovalResponse:
+    """Approve or reject the candidate waiting, on a principal's behalf: the service layer issues a signed ticket for
+    the principal (checking the permission table) and the workflow decides only on that ticket."""
+    status = await orchestrator.retraining_status(tenant_id)
+    ticket = tickets.ticket_for(principal, tenant_id, status, decision, reason, model_name)
+    return await orchestrator.send_approval(tenant_id, ApprovalRequest.of(ticket))
 
 
 async def start_retraining_as(

@@ -21,6 +21,7 @@ from evolution.data.snapshots import DatasetSnapshotService
 from evolution.drift.baselines import BaselineService
 from evolution.drift.reports import DriftReportService
 from evolution.drift.scanner import DriftScanner
+from evolution.governance.approval_tickets import ApprovalTickets
 from evolution.governance.economics_queries import EconomicsService
 from evolution.governance.garbage_collection import RetentionService
 from evolution.governance.tokens import TokenService
@@ -149,6 +150,10 @@ class Services:
             self.notifier,
             self.baselines,
         )
+
+    @cached_property
+    def approval_tickets(self) -> ApprovalTickets:
+        return ApprovalTickets(self.factory, self.signer, self.keyring, self.notifier)
 
     @cached_property
     def economics(self) -> EconomicsService:

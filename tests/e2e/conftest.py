@@ -62,13 +62,13 @@ def services_up(env: dict[str, str], *options: str) -> Iterator[None]:
         up.communicate(timeout=60)
 
 
-def seed_tenant_with_cli(env: dict[str, str], work: Path, rows: int = 600) -> None:
-    """Tenant acme with a signing source and `rows` labelled events ingested and sealed, all through the CLI."""
-    assert cli(env, "tenant", "create", "acme").returncode == 0
-    assert cli(env, "source", "add", "sensors", "--tenant", "acme").returncode == 0
-    history = work / "history.jsonl"
+def seed_tenant_with_cli(env: dict[str, str], work: Path, rows: int = 600, tenant: str = "acme") -> None:
+    """A tenant with a signing source and `rows` labelled events ingested and sealed, all through the CLI."""
+    assert cli(env, "tenant", "create", tenant).returncode == 0
+    assert cli(env, "source", "add", "sensors", "--tenant", tenant).returncode == 0
+    history = work / f"history-{tenant}.jsonl"
     records = generate_rows(rows, seed=11, start=utcnow() - timedelta(days=30), period_s=3600)
     history.write_text("\n".join(json.dumps(r) for r in records))
-    ingested = cli(env, "ingest", str(history), "-t", "acme", "--sign-with", "sensors")
+    ingested = cli(env, "ingest", str(history), "-t", tenant, "--sign-with", "sensors")
     assert f"accepted {rows}" in ingested.stdout, ingested.stderr
-    assert cli(env, "snapshot", "seal", "-t", "acme").returncode == 0
+    assert cli(env, "snapshot", "seal", "-t", tenant).returncode == 0

@@ -50,7 +50,6 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.service import RPCError
 
 from evolution.contracts import (
-    ApprovalRequest,
     DriftScanInput,
     DriftScanResult,
     RetrainingInput,
@@ -68,6 +67,7 @@ from evolution.registry.db import reading
 from evolution.registry.schema import Notification
 from evolution.security import Principal
 from evolution.timeutil import utcnow
+from tests.support.approvals import decide
 from tests.support.scenario import SeededTenant, seed_tenant
 from tests.support.temporal import dev_server_command
 from workers.activity_journal import JOURNAL_ENV
@@ -767,7 +767,7 @@ class CrashHarness:
             await slot.take()
             await self._start_bootstrap(orchestrator, tenant)
             milestone()
-            boot.result = await self._to_the_end(orchestrator, tenant, None, milestone, slot)
+            boot.result = await self._to_the_end(services, orchestrator, tenant, None, milestone, slot)
             boot.finished_s = self.elapsed()
             if drift is None:
                 return
@@ -791,7 +791,7 @@ class CrashHarness:
             if scan.retraining not in ("started", "already_running"):
                 drift.error = f"the drift scan did not start a retraining: {scan.level} {scan.message}"
                 return
-            drift.result = await self._to_the_end(orchestrator, tenant, driver, milestone, slot)
+            drift.result = await self._to_the_end(services, orchestrator, tenant, driver, milestone, slot)
             drift.finished_s = self.elapsed()
             drift.traffic_rows = driver.sent
         except Exception as error:
@@ -842,6 +842,7 @@ class CrashHarness:
 
     async def _to_the_end(
         self,
+        services: Services,
         orchestrator: TemporalOrchestrator,
         tenant: str,
         driver: TrafficDriver | None,
@@ -850,9 +851,6 @@ class CrashHarness:
     ) -> RetrainingResult:
         """Poll the status; send traffic while the candidate is scored; approve as a manager; the result."""
         poll_s = max(0.5, self.plan.tenants / 40)
-        approval = ApprovalRequest(
-            decision="approve", user="maria", role="manager", tenant_id=tenant, reason="crash test: approved"
-        )
         scored = awaited = False
         while time.monotonic() < self._deadline:
             status = await orchestrator.retraining_status(tenant)
@@ -865,7 +863,8 @@ class CrashHarness:
                     awaited = True
                     milestone()
                 try:
-                    await orchestrator.send_approval(tenant, approval)
+                    # A fresh ticket each time: a ticket counts once, and a lost answer means look again.
+                    await decide(services, orchestrator, tenant, reason="crash test: approved")
                     break
                 except EvolutionError as error:
                     # The server died under the update, or the update was already accepted: look again.

@@ -5,22 +5,20 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from evolution.contracts import ApprovalRequest, DriftScanInput, RetrainingInput, RolloutTiming
+from evolution.contracts import DriftScanInput, RetrainingInput, RolloutTiming
 from evolution.demo.scenario import InProcessTransport, Scenario, TrafficDriver
 from evolution.demo.synthetic import DriftSpec
 from evolution.lifecycle import ModelState, VersionView
 from evolution.platform.wiring import Services
 from evolution.security import Principal
 from evolution.timeutil import utcnow
+from tests.support.approvals import decide
 from tests.support.scenario import seed_tenant
 from tests.workflows.test_retraining_approval import wait_for_approval
 from workers.orchestrator import TemporalOrchestrator
 
 SCENARIO = Scenario(tenant_id="acme", history_rows=1500, round_rows=400)
 TIMING = RolloutTiming(look_interval_s=0.5, shadow_min_pairs=150, approval_timeout_s=300)
-MANAGER = ApprovalRequest(
-    decision="approve", user="maria", role="manager", tenant_id="acme", reason="canary won"
-)
 
 
 async def drive_until_approval(
@@ -49,7 +47,7 @@ async def champion_and_drifted_traffic(
         RetrainingInput(tenant_id="acme", model_name="yield", trigger="bootstrap", timing=TIMING)
     )
     await wait_for_approval(orchestrator, "acme")
-    await orchestrator.send_approval("acme", MANAGER)
+    await decide(services, orchestrator, "acme", reason="canary won")
     champion = services.registry.current(Principal.system("acme"), "acme", "yield", ModelState.CHAMPION)
     assert champion is not None
     predictor = services.predictor(canary_share=0.5, refresh_s=0.0)
@@ -81,7 +79,7 @@ async def test_drift_alert_retrains_and_the_canary_winner_becomes_champion_after
     assert status is not None and status.guard is not None and status.guard.action == "promote"
     assert status.guard.n >= 1000 and status.guard.p_promote < 0.05
 
-    answer = await orchestrator.send_approval("acme", MANAGER)
+    answer = await decide(services, orchestrator, "acme", reason="canary won")
     assert answer.final_state == "CHAMPION"
     result = await orchestrator.retraining_result("acme")
     assert result.outcome == "promoted"

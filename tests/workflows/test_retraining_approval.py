@@ -1,4 +1,4 @@
-"""RetrainingWorkflow on a real Temporal dev server: the mutex, and the approval update (approve, reject, deadline)."""
+"""RetrainingWorkflow on a real Temporal dev server: the mutex, and approvals with tickets (approve, reject, deadline)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import asyncio
 
 import pytest
 
-from evolution.contracts import ApprovalRequest, RetrainingInput, RolloutTiming
+from evolution.contracts import RetrainingInput, RolloutTiming
 from evolution.demo.scenario import Scenario
-from evolution.errors import InvalidInput, NotFound
+from evolution.errors import NotFound, PermissionDenied
 from evolution.lifecycle import ModelState
-from evolution.platform.orchestrator import RetrainingAlreadyRunning
+from evolution.platform.orchestrator import RetrainingAlreadyRunning, decide_as
 from evolution.platform.wiring import Services
-from evolution.security import Principal
+from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
+from tests.support.approvals import decide
 from tests.support.scenario import seed_tenant
 from workers.orchestrator import TemporalOrchestrator
 
@@ -37,10 +38,6 @@ def seeded(services: Services) -> Services:
     return services
 
 
-def approval(decision: str, role: str = "manager", tenant: str = "acme") -> ApprovalRequest:
-    return ApprovalRequest(decision=decision, user="maria", role=role, tenant_id=tenant, reason="looks right")  # type: ignore[arg-type]
-
-
 async def test_bootstrap_candidate_waits_for_approval_then_becomes_champion(
     seeded: Services, worker: None, orchestrator: TemporalOrchestrator
 ) -> None:
@@ -53,12 +50,19 @@ async def test_bootstrap_candidate_waits_for_approval_then_becomes_champion(
         await orchestrator.start_retraining(
             RetrainingInput(tenant_id="acme", model_name="yield", timing=FAST)
         )
-    with pytest.raises(InvalidInput, match="may not approve"):
-        await orchestrator.send_approval("acme", approval("approve", role="viewer"))
-    with pytest.raises(InvalidInput, match="another tenant"):
-        await orchestrator.send_approval("acme", approval("approve", tenant="other"))
+    # The service layer issues no ticket to a viewer or to another tenant's manager (forged tickets: test_approval_tickets).
+    with pytest.raises(PermissionDenied):
+        await decide(seeded, orchestrator, "acme", role=Role.VIEWER)
+    with pytest.raises(PermissionDenied):
+        await decide_as(
+            Principal.for_tenant("maria", Role.MANAGER, "other"),
+            orchestrator,
+            seeded.approval_tickets,
+            "acme",
+            "approve",
+        )
 
-    answer = await orchestrator.send_approval("acme", approval("approve"))
+    answer = await decide(seeded, orchestrator, "acme")
     assert answer.accepted and answer.final_state == "CHAMPION"
     result = await orchestrator.retraining_result("acme")
     assert result.outcome == "promoted" and result.final_state == "CHAMPION"
@@ -77,7 +81,7 @@ async def test_rejected_candidate_fails(
 ) -> None:
     await orchestrator.start_retraining(RetrainingInput(tenant_id="acme", model_name="yield", timing=FAST))
     await wait_for_approval(orchestrator, "acme")
-    answer = await orchestrator.send_approval("acme", approval("reject"))
+    answer = await decide(seeded, orchestrator, "acme", "reject")
     assert answer.accepted and answer.final_state == "FAILED"
     result = await orchestrator.retraining_result("acme")
     assert result.outcome == "rejected"
@@ -91,5 +95,5 @@ async def test_approval_deadline_passing_fails_the_candidate(
     await orchestrator.start_retraining(RetrainingInput(tenant_id="acme", model_name="yield", timing=timing))
     result = await orchestrator.retraining_result("acme")
     assert result.outcome == "approval_timeout" and result.final_state == "FAILED"
-    with pytest.raises(NotFound, match="already completed"):
-        await orchestrator.send_approval("acme", approval("approve"))
+    with pytest.raises(NotFound, match="nothing of tenant 'acme' is waiting"):
+        await decide(seeded, orchestrator, "acme")

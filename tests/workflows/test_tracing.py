@@ -12,13 +12,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from evolution.contracts import ApprovalRequest, RetrainingInput, RolloutTiming
+from evolution.contracts import RetrainingInput, RolloutTiming
 from evolution.demo.scenario import Scenario
 from evolution.observability.tracing import configure_tracing
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services
 from evolution.security import Principal
 from evolution.timeutil import utcnow
+from tests.support.approvals import decide
 from tests.support.scenario import seed_tenant
 from tests.workflows.test_retraining_approval import wait_for_approval
 from workers.orchestrator import TemporalOrchestrator
@@ -28,7 +29,6 @@ from workflows.retraining import retraining_workflow_id
 
 SCENARIO = Scenario(tenant_id="acme", history_rows=1200)
 TIMING = RolloutTiming(look_interval_s=0.5, approval_timeout_s=120)
-APPROVE = ApprovalRequest(decision="approve", user="maria", role="manager", tenant_id="acme", reason="ok")
 WORKFLOW_ID = retraining_workflow_id("acme")
 
 
@@ -112,7 +112,7 @@ async def test_a_retraining_started_without_a_trace_has_training_validation_and_
         RetrainingInput(tenant_id="acme", model_name="yield", trigger="bootstrap", timing=TIMING)
     )
     await wait_for_approval(orchestrator, "acme")
-    await orchestrator.send_approval("acme", APPROVE)
+    await decide(services, orchestrator, "acme", reason="ok")
     await orchestrator.retraining_result("acme")
 
     # With a champion, the next candidate is served in shadow after validation.
@@ -188,7 +188,7 @@ async def test_a_traced_starter_is_the_root_of_the_retraining_trace(
         training[-1].attributes is not None and training[-1].attributes["temporalWorkflowID"] == WORKFLOW_ID
     )
     await wait_for_approval(orchestrator, "acme")
-    await orchestrator.send_approval("acme", APPROVE)
+    await decide(services, orchestrator, "acme", reason="ok")
     assert (await orchestrator.retraining_result("acme")).outcome == "promoted"
 
 
