@@ -284,6 +284,15 @@ class TicketCheckOut(BaseModel):
     note: str = Field(default="", description="The person's reason for the decision, from the ticket.")
 
 
+class ReconcileIn(BaseModel):
+    tenant_id: str
+    except_run: str | None = Field(default=None, description="The caller's own run: never stranded.")
+
+
+class ReconcileOut(BaseModel):
+    failed: list[str] = Field(default_factory=list, description="Versions failed: their run ended undecided.")
+
+
 class PromoteIn(BaseModel):
     version_id: str
     expected_version: int

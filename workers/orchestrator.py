@@ -14,11 +14,12 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
+    WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from evolution.contracts import (
     ApprovalRequest,
@@ -128,9 +129,30 @@ class TemporalOrchestrator:
     async def retraining_status(self, tenant_id: str) -> RetrainingStatus | None:
         handle = self._client.get_workflow_handle(retraining_workflow_id(tenant_id))
         try:
-            return await handle.query(RetrainingWorkflow.status)
+            description = await handle.describe()
+            status = await handle.query(RetrainingWorkflow.status)
         except RPCError:
             return None
+        if description.status not in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED):
+            # Terminated, reset away, timed out or cancelled from outside: its last status is not what happens now.
+            ended = description.status.name.lower() if description.status else "closed"
+            status.awaiting_approval = False
+            status.phase = ended
+            status.message = (
+                f"the run was {ended} from outside before it finished; its candidate is reconciled"
+            )
+        return status
+
+    async def run_is_open(self, workflow_id: str, run_id: str) -> bool:
+        try:
+            description = await self._client.get_workflow_handle(workflow_id, run_id=run_id).describe()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                return False  # gone from the server's retention: long ended
+            raise OrchestratorUnavailable(
+                f"cannot ask Temporal about {workflow_id} ({error.message})"
+            ) from None
+        return description.status == WorkflowExecutionStatus.RUNNING
 
     async def retraining_result(self, tenant_id: str) -> RetrainingResult:
         handle = self._client.get_workflow_handle(

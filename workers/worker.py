@@ -19,14 +19,17 @@ from activities.canary import CanaryActivities
 from activities.drift import DriftActivities
 from activities.escalations import EscalationActivities
 from activities.gc import GcActivities
+from activities.reconciler import ReconcilerActivities
 from activities.registry import RegistryActivities
 from activities.training import TrainingActivities
 from evolution.observability.logs import configure_logging
 from evolution.platform.settings import Settings, load_settings
 from evolution.platform.wiring import Services, build_services
+from evolution.registry.stranded import RunLiveness
 from evolution.training.compute import ComputeBackend
 from workers.activity_journal import journal_interceptors
 from workers.log_context import ActivityContext
+from workers.orchestrator import TemporalOrchestrator
 from workers.temporal_client import connect_client, metrics_runtime
 from workflows.drift_scan import DriftScanWorkflow
 from workflows.escalations import EscalationWorkflow
@@ -37,7 +40,10 @@ log = logging.getLogger(__name__)
 WORKFLOWS = [RetrainingWorkflow, DriftScanWorkflow, GcWorkflow, EscalationWorkflow]
 
 
-def activity_objects(services: Services, compute: ComputeBackend | None = None) -> list[Any]:
+def activity_objects(
+    services: Services, liveness: RunLiveness, compute: ComputeBackend | None = None
+) -> list[Any]:
+    """The activities over the services; ``liveness`` tells the reconciler whether a workflow run is still open."""
     return [
         RegistryActivities(services.registry, services.quota, services.notifier, verifier=services.loader),
         TrainingActivities(services.candidate_builder(compute)),
@@ -47,6 +53,7 @@ def activity_objects(services: Services, compute: ComputeBackend | None = None) 
         GcActivities(services.retention),
         EscalationActivities(services.escalator),
         ApprovalActivities(services.approval_tickets),
+        ReconcilerActivities(services.reconciler, liveness),
     ]
 
 
@@ -72,7 +79,9 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=activity_functions(activity_objects(services, compute)),
+        activities=activity_functions(
+            activity_objects(services, TemporalOrchestrator(client, task_queue), compute)
+        ),
         activity_executor=executor,
         **worker_options,
     )

@@ -10,9 +10,11 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.drift import DriftActivities
+    from activities.reconciler import ReconcilerActivities
     from evolution.contracts import (
         DriftScanInput,
         DriftScanResult,
+        ReconcileIn,
         RetrainingInput,
         ScanIn,
         ScanOut,
@@ -23,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.policies import (
     DRIFT_SCAN_TIMEOUT,
+    REGISTRY_TIMEOUT,
     SEAL_AND_SCAN_TIMEOUT,
     SNAPSHOT_TIMEOUT,
     TRANSIENT_RETRY,
@@ -31,6 +34,8 @@ from workflows.retraining import RetrainingWorkflow, retraining_workflow_id
 
 # Runs started before this change sealed and scanned in two activities; they replay on that path.
 SEAL_AND_SCAN_PATCH = "seal-and-scan-in-one-activity"
+# Each scan first fails the candidates that retraining runs ended from outside left behind.
+RECONCILE_PATCH = "reconcile-stranded-candidates"
 
 
 def drift_scan_schedule_id(tenant_id: str) -> str:
@@ -47,6 +52,13 @@ class DriftScanWorkflow:
     async def run(self, inp: DriftScanInput) -> DriftScanResult:
         # The window's end is fixed here: a retried step (its worker died) finds the window already sealed.
         window_end = workflow.now()
+        if workflow.patched(RECONCILE_PATCH):
+            await workflow.execute_activity_method(
+                ReconcilerActivities.reconcile_candidates,
+                ReconcileIn(tenant_id=inp.tenant_id),
+                start_to_close_timeout=_capped(REGISTRY_TIMEOUT, inp.step_timeout_s),
+                retry_policy=TRANSIENT_RETRY,
+            )
         if workflow.patched(SEAL_AND_SCAN_PATCH):
             both = await workflow.execute_activity_method(
                 DriftActivities.seal_and_scan_window,

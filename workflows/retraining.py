@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.approvals import ApprovalActivities
     from activities.breaker import BreakerActivities
     from activities.canary import CanaryActivities
+    from activities.reconciler import ReconcilerActivities
     from activities.registry import RegistryActivities
     from activities.training import TrainingActivities
     from evolution.contracts import (
@@ -41,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         PromoteIn,
         QuarantineIn,
         QuotaCheckIn,
+        ReconcileIn,
         RegisterCandidateIn,
         RetrainingBlockIn,
         RetrainingInput,
@@ -73,6 +75,7 @@ PATCH_GATES = "circuit-breaker"  # breaker check, audited blocks, quota re-check
 PATCH_BREAKER_RECORD = "circuit-breaker-record"  # each finished run reports its outcome to the breaker
 PATCH_OUTCOME_METRICS = "record-outcome-metrics"  # each finished run records its outcome in the metrics
 PATCH_APPROVAL_TICKETS = "approval-tickets"  # a decision needs a signed ticket, checked by an activity
+PATCH_RECONCILE = "reconcile-stranded-candidates"  # first fail what runs ended from outside left behind
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,12 @@ class RetrainingWorkflow:
         info = workflow.info()
         self._status.workflow_id, self._status.run_id = info.workflow_id, info.run_id
         self._status.model_name = inp.model_name
+        if workflow.patched(PATCH_RECONCILE):
+            # A run terminated from outside left its candidate in SHADOW or CANARY: it would block this one's.
+            await self._activity(
+                ReconcilerActivities.reconcile_candidates,
+                ReconcileIn(tenant_id=inp.tenant_id, except_run=info.run_id),
+            )
         gates = workflow.patched(PATCH_GATES)
         if gates:
             breaker = await self._activity(

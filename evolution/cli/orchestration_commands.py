@@ -15,10 +15,13 @@ from evolution.contracts import (
     DriftScanInput,
     PrincipalRef,
     RetrainingInput,
+    RetrainingStatus,
 )
 from evolution.errors import InvalidInput
+from evolution.lifecycle import VersionView
 from evolution.platform.orchestrator import Orchestrator, connect_orchestrator, decide_as, start_retraining_as
 from evolution.platform.settings import Settings
+from evolution.registry.stranded import STRANDED_REASON
 from evolution.security import Action, authorize
 
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
@@ -57,7 +60,16 @@ def retrain(
 def status(tenant: TenantOpt) -> None:
     """The live retraining of a tenant: phase, state, canary progress."""
     authorize(operator(settings()), Action.VIEW, tenant)
-    current = run_async(_with_orchestrator(lambda o: o.retraining_status(tenant)))
+    reconciler = services().reconciler
+
+    async def look(orchestrator: Orchestrator) -> tuple[list[VersionView], RetrainingStatus | None]:
+        # A run terminated from outside leaves its candidate behind: fail it before reporting.
+        stranded = await reconciler.reconcile(tenant, orchestrator)
+        return stranded, await orchestrator.retraining_status(tenant)
+
+    stranded, current = run_async(_with_orchestrator(look))
+    for version in stranded:
+        typer.echo(f"v{version.number} of {version.model_name} failed: {STRANDED_REASON}")
     if current is None:
         typer.echo(f"no retraining recorded for {tenant}")
         return

@@ -68,6 +68,10 @@ class Orchestrator(Protocol):
 
     async def send_approval(self, tenant_id: str, request: ApprovalRequest) -> ApprovalResponse: ...
 
+    async def run_is_open(self, workflow_id: str, run_id: str) -> bool:
+        """Whether that workflow run still runs (the stranded-candidate reconciler's question)."""
+        ...
+
     async def close(self) -> None: ...
 
 

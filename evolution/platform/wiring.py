@@ -38,6 +38,7 @@ from evolution.registry.audit_checkpoints import AuditCheckpointer
 from evolution.registry.circuit_breaker import CircuitBreaker
 from evolution.registry.db import make_engine, make_session_factory, upgrade_to_head
 from evolution.registry.quota import QuotaManager
+from evolution.registry.stranded import CandidateReconciler
 from evolution.registry.tenants import TenantService
 from evolution.registry.versions import ModelRegistryService
 from evolution.serving.auth import DEFAULT_FRESH_S, TokenAuthenticator
@@ -71,6 +72,10 @@ class Services:
     @cached_property
     def tenants(self) -> TenantService:
         return TenantService(self.factory)
+
+    @cached_property
+    def reconciler(self) -> CandidateReconciler:
+        return CandidateReconciler(self.registry)
 
     @cached_property
     def snapshots(self) -> DatasetSnapshotService:

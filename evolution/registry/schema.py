@@ -88,7 +88,7 @@ class ModelVersion(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "model_name", "number"),
         Index("ix_model_versions_tenant_model_state", "tenant_id", "model_name", "state"),
-        # The database itself keeps at most one CHAMPION and one CANARY per tenant and model.
+        # The database itself keeps at most one CHAMPION, one CANARY and one SHADOW per tenant and model.
         Index(
             "uq_model_versions_one_champion",
             "tenant_id",
@@ -104,6 +104,14 @@ class ModelVersion(Base):
             unique=True,
             sqlite_where=text("state = 'CANARY'"),
             postgresql_where=text("state = 'CANARY'"),
+        ),
+        Index(
+            "uq_model_versions_one_shadow",
+            "tenant_id",
+            "model_name",
+            unique=True,
+            sqlite_where=text("state = 'SHADOW'"),
+            postgresql_where=text("state = 'SHADOW'"),
         ),
     )
 

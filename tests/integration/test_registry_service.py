@@ -183,6 +183,16 @@ def test_database_allows_one_champion_and_one_canary_per_model(
         session.commit()
 
 
+def test_database_allows_one_shadow_per_model(registry_factory: sessionmaker[Session]) -> None:
+    TenantService(registry_factory).ensure_tenant(ADMIN, "acme")
+    service = ModelRegistryService(registry_factory)
+    walk(service, new_candidate(service), S.TRAINING, S.VALIDATED, S.SHADOW)
+    second = walk(service, new_candidate(service), S.TRAINING, S.VALIDATED)
+    with tenant_session(registry_factory, "acme") as session, pytest.raises(sa.exc.IntegrityError):
+        session.execute(sa.text("UPDATE model_versions SET state='SHADOW' WHERE id=:id"), {"id": second.id})
+        session.commit()
+
+
 @pytest.mark.parametrize("statement", ["UPDATE audit_log SET actor='mallory'", "DELETE FROM audit_log"])
 def test_audit_rows_refuse_update_and_delete(
     service: ModelRegistryService, registry_factory, statement

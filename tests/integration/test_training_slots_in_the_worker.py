@@ -21,10 +21,8 @@ from evolution.registry.db import tenant_session
 from evolution.registry.schema import TrainingRun
 from evolution.security import Principal
 from evolution.timeutil import utcnow
-from evolution.training.candidates import CandidateBuilder
 from evolution.training.compute import Heartbeat, TrainingJob, TrainingJobResult
 from tests.support.scenario import seed_tenant
-from workers.worker import activity_objects
 
 HELD_S = 0.4
 TENANTS = ["acme", "bravo", "carla"]
@@ -55,8 +53,7 @@ async def test_one_slot_runs_the_jobs_one_by_one_and_charges_none_of_the_waiting
             seed_tenant(services, Scenario(tenant_id=tenant, history_rows=300))
             services.snapshots.seal(Principal.system(tenant), tenant, utcnow())
         compute = HoldsThenFails()
-        [builder] = [o._builder for o in activity_objects(services, compute) if hasattr(o, "_builder")]
-        assert isinstance(builder, CandidateBuilder)
+        builder = services.candidate_builder(compute)  # what the worker's training activities are built with
 
         async def attempt(tenant: str) -> None:
             with pytest.raises(TrainingFailed, match="no model"):

@@ -36,6 +36,7 @@ from evolution.notifications.outbox import OutboxNotifier
 from evolution.platform.wiring import Services
 from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
+from tests.support.histories import replay_and_keep
 from tests.support.scenario import seed_tenant
 from tests.workflows.test_retraining_approval import wait_for_approval
 from workers.orchestrator import TemporalOrchestrator
@@ -227,6 +228,7 @@ async def test_a_signal_rejection_with_a_ticket_fails_the_candidate_and_names_th
     assert (rejected.actor, rejected.role, rejected.to_state) == ("maria", "manager", "FAILED")
     assert "holdout too small" in result.reason
     assert refusals(services) == []
+    await replay_and_keep(await handle.fetch_history(), "retraining-ticket-signal-rejected")
 
 
 @pytest.mark.parametrize("role", [Role.VIEWER, Role.SYSTEM])
