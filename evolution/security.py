@@ -39,6 +39,7 @@ class Action(StrEnum):
     RECORD_USAGE = "record_usage"
     NOTIFY = "notify"
     MANAGE_USERS = "manage_users"
+    ACKNOWLEDGE_RESTORE = "acknowledge_restore"
 
 
 R = Role
@@ -61,6 +62,8 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.RECORD_USAGE: frozenset({R.ADMIN, R.SYSTEM}),
     Action.NOTIFY: frozenset({R.ADMIN, R.SYSTEM}),
     Action.MANAGE_USERS: frozenset({R.ADMIN}),
+    # Supersedes signed audit checkpoints after a restore to an earlier point: tamper evidence, so admins only.
+    Action.ACKNOWLEDGE_RESTORE: frozenset({R.ADMIN}),
 }
 
 ALL_TENANTS = "*"

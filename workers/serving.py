@@ -7,26 +7,34 @@ served from their cache); it never talks to Temporal.
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from evolution.observability.logs import configure_logging
 from evolution.observability.tracing import configure_tracing
 from evolution.platform.settings import Settings, load_settings
 from evolution.platform.wiring import build_services
 from evolution.serving.app import create_app
+from evolution.serving.body_limits import BodyLimits
 from evolution.serving.predictor import Predictor
 
 
 def build(settings: Settings) -> tuple[FastAPI, Predictor]:
     services = build_services(settings)
     predictor = services.predictor()
+    limits = BodyLimits(predict=settings.serve_max_predict_bytes, ingest=settings.serve_max_ingest_bytes)
     # API tokens are checked against the registry and cached (60 s fresh; up to 15 min while the registry is down).
-    return create_app(predictor, services.events, services.token_authenticator()), predictor
+    return create_app(predictor, services.events, services.token_authenticator(), limits), predictor
 
 
 def main() -> None:
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ValidationError as error:
+        sys.exit(f"evolution serve: invalid settings: {error}")
     configure_logging(settings, "serving")
     configure_tracing(settings, "serving")
     app, predictor = build(settings)

@@ -39,6 +39,7 @@ class RestoreResult:
     registry_saved: Path | None = None
     postgres: RecoveredServer | None = None
     recovery_target: str = ""
+    target_time: datetime | None = None  # the time the registry was recovered to, when one was asked for
     artifacts: ArtifactsRestore | None = None
     keys: KeysRestore | None = None
     notes: list[str] = field(default_factory=list)
@@ -110,7 +111,7 @@ def restore_backup(
         )
     if to_time is not None and "registry" not in parts:
         raise InvalidInput("--to-time applies to the registry: restore it too (--what registry,…)")
-    result = RestoreResult(backup=manifest, parts=list(parts))
+    result = RestoreResult(backup=manifest, parts=list(parts), target_time=to_time)
     progress(f"restoring backup {manifest.backup_id} ({', '.join(parts)}) into {settings.home} …")
 
     # 1. Refuse early: a damaged backup, a live home without consent, a key that does not match.

@@ -1,4 +1,5 @@
-"""`evolution audit`: the audit trail, and `evolution audit checkpoint`: sign the chains' heads now."""
+"""`evolution audit`: the audit trail; `evolution audit checkpoint`: sign the chains' heads now;
+`evolution audit acknowledge-restore`: say that a chain behind its checkpoints was restored to an earlier point."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 import typer
 
 from evolution.cli import registry_commands
-from evolution.cli.context import EXIT_FAILURE, friendly_errors, services, table
+from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
 from evolution.errors import InvalidInput
 from evolution.registry.audit_checkpoints import AuditCheckpointer
 
@@ -71,4 +72,49 @@ def audit_checkpoint(
     typer.echo(table(rows, ["tenant", "entries", "checkpoints", "result", "detail"]))
     if failed:
         typer.echo(f"\n{failed} tenant(s) not checkpointed: their audit chain does not verify", err=True)
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@audit_app.command("acknowledge-restore")
+@friendly_errors
+def audit_acknowledge_restore(
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="The tenant whose chain was restored.")],
+    reason: Annotated[str, typer.Option(help="Why: the incident, the backup and the point restored to.")],
+    backup: Annotated[
+        str | None, typer.Option("--backup", help="The backup id restored from, recorded and signed.")
+    ] = None,
+    restored_to: Annotated[
+        str | None, typer.Option(help="The point restored to (e.g. an ISO time), recorded and signed.")
+    ] = None,
+) -> None:
+    """Acknowledge (admin; signed and audited) that the checkpoints beyond the tenant's audit chain belong to the
+    history a restore to an earlier point gave up; then checkpoint the new head. Exit 1 if the chain still fails.
+
+    Refused, with nothing written, when no checkpoint lies beyond the chain, or when the chain or a checkpoint
+    within it does not verify: an acknowledgement excuses a shorter chain, never a rewritten one.
+    """
+    svc = services()
+    if tenant not in svc.tenants.tenant_ids():
+        raise InvalidInput(f"tenant {tenant!r} does not exist")
+    done = svc.audit_checkpoints.acknowledge_restore(
+        operator(settings()), tenant, reason, backup_id=backup, restored_to=restored_to
+    )
+    ack, report = done.acknowledgement, done.report
+    typer.echo(
+        f"restore acknowledged for {tenant} ({done.key}) by {ack.acknowledged_by}: the chain restored to "
+        f"{ack.size} entries (head {ack.head[:16]}…), the acknowledgement audited at position {ack.size + 1}"
+    )
+    rows = [
+        {"superseded": named.key, "position": named.size, "root": named.root[:16]} for named in ack.supersedes
+    ]
+    rows += [
+        {"superseded": key, "position": "", "root": "(acknowledgement)"}
+        for key in ack.supersedes_acknowledgements
+    ]
+    typer.echo(table(rows, ["superseded", "position", "root"]))
+    if report.written:
+        typer.echo(f"checkpoints resume: signed at {report.written} (epoch {report.epoch})")
+    if not report.ok:
+        for problem in report.problems[:5]:
+            typer.secho(f"  {problem}", err=True, fg=typer.colors.RED)
         raise typer.Exit(EXIT_FAILURE)

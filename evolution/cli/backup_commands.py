@@ -12,11 +12,11 @@ import typer
 from evolution.backup.create import create_backup
 from evolution.backup.home import parse_parts
 from evolution.backup.manifest import list_backups
-from evolution.backup.restore import restore_backup
 from evolution.backup.selection import check_backup, choose_backup
-from evolution.cli.context import EXIT_FAILURE, friendly_errors, services, settings, table
+from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
 from evolution.errors import InvalidInput
-from evolution.platform.verification import VerificationReport, verify_all
+from evolution.platform.restores import restore_and_verify
+from evolution.platform.verification import VerificationReport
 from evolution.platform.wiring import build_artifact_store, build_signer
 from evolution.timeutil import iso, parse_iso
 
@@ -167,9 +167,20 @@ def restore(
             help="PostgreSQL: keep the backup's WAL archiving on the recovered server (off for a drill).",
         ),
     ] = True,
+    acknowledge: Annotated[
+        bool,
+        typer.Option(
+            "--acknowledge/--no-acknowledge",
+            help="Acknowledge (signed, audited, as the operator: admin) a restore to an earlier point for each "
+            "tenant whose audit chain lies behind checkpoints signed after that point; without it, verify reports "
+            "them as truncations until `evolution audit acknowledge-restore`.",
+        ),
+    ] = True,
 ) -> None:
-    """Restore a backup into the configured home and database, then run `evolution verify` on it."""
+    """Restore a backup into the configured home and database, acknowledge a restore to an earlier point, then
+    run `evolution verify` on it."""
     cfg = settings()
+    principal = operator(cfg)
     target_time = None
     if to_time:
         try:
@@ -179,10 +190,12 @@ def restore(
     started = time.monotonic()
     # The local signer is not built before the keys are restored: it would create a new key in an empty home.
     kms_key_id = build_signer(cfg).key_id if cfg.signer_backend == "kms" else None
-    result = restore_backup(
+    outcome = restore_and_verify(
         cfg,
         src,
         store=build_artifact_store(cfg),
+        principal=principal,
+        acknowledge=acknowledge,
         signer_key_id=kms_key_id,
         parts=parse_parts(what) if what else None,
         to_time=target_time,
@@ -193,6 +206,7 @@ def restore(
         pg_settings=None if archiving else {"archive_mode": "off"},
         progress=typer.echo,
     )
+    result, report = outcome.result, outcome.report
     for note in result.notes:
         typer.echo(f"note: {note}")
     if result.postgres is not None:
@@ -206,8 +220,19 @@ def restore(
             typer.echo(f"last transaction recovered: {iso(pg.last_transaction_at)}")
     for problem in result.problems:
         typer.secho(f"  not restored: {problem}", err=True, fg=typer.colors.RED)
-    typer.echo("verify: re-checking every signature, Merkle root and audit chain …")
-    report = verify_all(services())
+    for ack in outcome.acknowledgements:
+        if ack.acknowledged is not None:
+            a = ack.acknowledged.acknowledgement
+            typer.echo(
+                f"restore acknowledged for {ack.tenant_id}: chain restored to {a.size} entries; "
+                f"{len(a.supersedes)} checkpoint(s) beyond it superseded ({ack.acknowledged.key})"
+            )
+        else:
+            typer.secho(
+                f"  restore NOT acknowledged for {ack.tenant_id}: {ack.refused}",
+                err=True,
+                fg=typer.colors.RED,
+            )
     _print_report(report)
     typer.echo(f"restore + verify took {time.monotonic() - started:.1f} s (recovery time of this run)")
     if not report.ok or result.problems:

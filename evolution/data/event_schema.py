@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -129,13 +130,18 @@ def sign_event(
 
 
 class Reject(BaseModel):
-    line: int
+    line: int = Field(description="The line the record starts on (for a batch: the event's position, from 1)")
     request_id: str | None
     field: str | None
-    reason: str
+    reason: str = Field(
+        description="Where the record is (e.g. 'line 7', 'event 3'), the field, and the problem"
+    )
 
 
 class IngestSummary(BaseModel):
+    """What one ingest did with each record it read: every record is exactly one of accepted, duplicate, rejected."""
+
+    records_read: int = 0
     accepted: int = 0
     duplicate: int = 0
     rejected: int = 0
@@ -144,6 +150,7 @@ class IngestSummary(BaseModel):
     )
 
     def add(self, other: IngestSummary) -> None:
+        self.records_read += other.records_read
         self.accepted += other.accepted
         self.duplicate += other.duplicate
         self.rejected += other.rejected
@@ -157,6 +164,22 @@ class RejectedEvent(Exception):
         super().__init__(reason)
         self.field = field
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One record as read, before its checks: a JSON line (``raw``), an object, or why it could not be read.
+
+    ``where`` says where it came from ("line 7", "line 7 (record 5)", "event 3"); a reject's reason starts with it,
+    so a dead letter names the line as well as the field. A record with a ``problem`` is dead-lettered as it is.
+    """
+
+    where: str
+    line: int
+    obj: Any = None
+    raw: str = ""
+    problem: RejectedEvent | None = None
+    request_id: str | None = None
 
 
 def event_digest(event: LearningEventIn) -> str:
@@ -178,12 +201,9 @@ def check_event(
     snapshot window; ``max_age`` None for no age limit.
     """
     if raw:
-        if len(raw.encode()) > MAX_EVENT_BYTES:
+        if len(raw.encode("utf-8", "surrogatepass")) > MAX_EVENT_BYTES:
             raise RejectedEvent(None, f"event is larger than {MAX_EVENT_BYTES} bytes")
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise RejectedEvent(None, f"malformed JSON: {error.msg} at column {error.colno}") from None
+        obj = parse_json(raw)
     elif len(canonical_json(obj) if _jsonable(obj) else b"") > MAX_EVENT_BYTES:
         raise RejectedEvent(None, f"event is larger than {MAX_EVENT_BYTES} bytes")
     if not isinstance(obj, dict):
@@ -191,8 +211,7 @@ def check_event(
     try:
         event = LearningEventIn.model_validate(obj)
     except ValidationError as error:
-        field, reason = _first_error(error)
-        raise RejectedEvent(field, reason) from None
+        raise rejection_from(error) from None
     if event.tenant != tenant_id:
         raise RejectedEvent("tenant", f"tenant: event is for {event.tenant!r}, ingested into {tenant_id!r}")
     key = keys.get(event.source_key_id)
@@ -235,19 +254,43 @@ def check_event(
     return event
 
 
+def parse_json(raw: str) -> Any:
+    """The JSON value of one line; RejectedEvent when it is not JSON (or nested or numbered past what Python parses)."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise RejectedEvent(None, f"malformed JSON: {error.msg} at column {error.colno}") from None
+    except RecursionError:
+        raise RejectedEvent(None, "malformed JSON: nested too deeply") from None
+    except ValueError as error:  # e.g. an integer of more digits than int() converts
+        raise RejectedEvent(None, f"malformed JSON: {error}") from None
+
+
 def peek_request_id(raw: str) -> str | None:
     """The request_id of a JSON line that was refused, if it has one (to name it in the dead letter)."""
     try:
-        value = json.loads(raw).get("request_id")
-    except (json.JSONDecodeError, AttributeError):
+        value = parse_json(raw).get("request_id")
+    except (RejectedEvent, AttributeError):
         return None
     return value if isinstance(value, str) else None
 
 
-def _first_error(error: ValidationError) -> tuple[str, str]:
+FEATURE_TYPES = ("float", "int", "str", "bool")
+JSON_KINDS: dict[type, str] = {dict: "an object", list: "an array"}
+
+
+def rejection_from(error: ValidationError) -> RejectedEvent:
+    """The first problem pydantic found, as a refusal naming its field ("features.rain_mm: ...")."""
     first = error.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or None
-    return field or "event", f"{field}: {first['msg']}" if field else first["msg"]
+    loc = [str(p) for p in first["loc"]]
+    message = first["msg"]
+    if len(loc) == 3 and loc[0] == "features" and loc[2] in FEATURE_TYPES:
+        # A feature value fits none of the union's types; pydantic names the last type it tried, not the feature.
+        loc = loc[:2]
+        kind = JSON_KINDS.get(type(first["input"]), type(first["input"]).__name__)
+        message = f"must be a number, a string, true, false or null, not {kind}"
+    field = ".".join(loc)
+    return RejectedEvent(field or "event", f"{field}: {message}" if field else message)
 
 
 def _describe_age(age: timedelta) -> str:

@@ -21,16 +21,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import exc, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.data.event_schema import (
     MAX_EVENT_BYTES,
     IngestSummary,
+    InputRecord,
     LearningEventIn,
     Reject,
     RejectedEvent,
@@ -53,6 +56,19 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_EVENT_AGE = timedelta(days=400)
 BATCH_SIZE = 500
 MAX_BATCH_ATTEMPTS = 3
+SOURCE_CHARS = 200  # dead_letters.source
+
+
+class DeadLetterView(BaseModel):
+    """A rejected record as kept: where it came from, the field to blame, the reason, and its text."""
+
+    id: int
+    request_id: str | None
+    source: str
+    field: str | None
+    reason: str
+    payload: str
+    received_at: datetime
 
 
 class EventIngestor:
@@ -112,13 +128,12 @@ class EventIngestor:
         max_age: timedelta | None = None,
     ) -> IngestSummary:
         """JSON Lines, one event a line; blank lines are skipped. ``max_age``: this call's, else the ingestor's."""
-
-        def parsed() -> Iterator[tuple[int, Any, str]]:
-            for number, line in enumerate(lines, start=1):
-                if line.strip():
-                    yield number, None, line
-
-        return self._ingest(principal, tenant_id, parsed(), source, max_age)
+        records = (
+            InputRecord(where=f"line {number}", line=number, raw=line)
+            for number, line in enumerate(lines, start=1)
+            if line.strip()
+        )
+        return self.ingest_records(principal, tenant_id, records, source, max_age=max_age)
 
     def ingest_objects(
         self,
@@ -129,35 +144,42 @@ class EventIngestor:
         *,
         max_age: timedelta | None = None,
     ) -> IngestSummary:
-        return self._ingest(
-            principal, tenant_id, ((i, obj, "") for i, obj in enumerate(objects, start=1)), source, max_age
+        """Events as parsed JSON values (a batch over HTTP): one that is not even an object is a reject like any."""
+        records = (
+            InputRecord(where=f"event {number}", line=number, obj=obj)
+            for number, obj in enumerate(objects, start=1)
         )
+        return self.ingest_records(principal, tenant_id, records, source, max_age=max_age)
 
-    def _ingest(
+    def ingest_records(
         self,
         principal: Principal,
         tenant_id: str,
-        items: Iterable[tuple[int, Any, str]],
+        records: Iterable[InputRecord],
         source: str,
-        max_age: timedelta | None,
+        *,
+        max_age: timedelta | None = None,
     ) -> IngestSummary:
+        """Records as a reader made them (:mod:`evolution.data.input_files`): each one is accepted, a duplicate, or
+        a dead letter whose reason says where it was; ``records_read`` counts them all."""
         authorize(principal, Action.INGEST_EVENTS, tenant_id)
         with reading(self._factory, tenant_id) as session:
             if session.get(Tenant, tenant_id) is None:
                 raise NotFound(f"tenant {tenant_id!r} does not exist")
         age = max_age if max_age is not None else self.max_event_age
         summary = IngestSummary()
-        batch: list[tuple[int, Any, str]] = []
-        for item in items:
-            batch.append(item)
+        batch: list[InputRecord] = []
+        for record in records:
+            batch.append(record)
             if len(batch) >= BATCH_SIZE:
                 summary.add(self._ingest_batch_settled(tenant_id, batch, source, age))
                 batch = []
         if batch:
             summary.add(self._ingest_batch_settled(tenant_id, batch, source, age))
         log.info(
-            "ingested from %s: %d accepted, %d duplicate, %d rejected",
+            "ingested from %s: %d read, %d accepted, %d duplicate, %d rejected",
             source,
+            summary.records_read,
             summary.accepted,
             summary.duplicate,
             summary.rejected,
@@ -165,8 +187,20 @@ class EventIngestor:
         )
         return summary
 
+    def dead_letters(
+        self, principal: Principal, tenant_id: str, *, source: str | None = None, limit: int = 1000
+    ) -> list[DeadLetterView]:
+        """The tenant's most recent rejects (of one ``source``, e.g. a file's path, when given), oldest first."""
+        authorize(principal, Action.VIEW, tenant_id)
+        query = select(DeadLetter).where(DeadLetter.tenant_id == tenant_id)
+        if source is not None:
+            query = query.where(DeadLetter.source == source[:SOURCE_CHARS])
+        with reading(self._factory, tenant_id) as session:
+            rows = session.scalars(query.order_by(DeadLetter.id.desc()).limit(limit)).all()
+            return [DeadLetterView.model_validate(row, from_attributes=True) for row in reversed(rows)]
+
     def _ingest_batch_settled(
-        self, tenant_id: str, batch: list[tuple[int, Any, str]], source: str, max_age: timedelta | None
+        self, tenant_id: str, batch: list[InputRecord], source: str, max_age: timedelta | None
     ) -> IngestSummary:
         """A concurrent ingest of the same request_id makes the batch's insert fail; once retried, it is a duplicate."""
         for _ in range(MAX_BATCH_ATTEMPTS - 1):
@@ -177,9 +211,9 @@ class EventIngestor:
         return self._ingest_batch(tenant_id, batch, source, max_age)
 
     def _ingest_batch(
-        self, tenant_id: str, batch: list[tuple[int, Any, str]], source: str, max_age: timedelta | None
+        self, tenant_id: str, batch: list[InputRecord], source: str, max_age: timedelta | None
     ) -> IngestSummary:
-        summary = IngestSummary()
+        summary = IngestSummary(records_read=len(batch))
         now = utcnow()
         with transaction(self._factory, tenant_id) as session:
             # Shared with other batches, exclusive against a seal: the sealed-window check below stays true.
@@ -196,19 +230,18 @@ class EventIngestor:
                 .order_by(DatasetSnapshot.window_end.desc())
                 .limit(1)
             )
-            candidates: list[tuple[int, LearningEventIn, str]] = []
-            for line_no, obj, raw in batch:
+            candidates: list[tuple[InputRecord, LearningEventIn, str]] = []
+            for record in batch:
                 try:
-                    event = check_event(tenant_id, obj, raw, keys, sealed_until, max_age, now)
+                    if record.problem is not None:
+                        raise record.problem
+                    event = check_event(tenant_id, record.obj, record.raw, keys, sealed_until, max_age, now)
                 except RejectedEvent as rejected:
-                    request_id = obj.get("request_id") if isinstance(obj, dict) else None
-                    if request_id is None and raw:
-                        request_id = peek_request_id(raw)
                     self._dead_letter(
-                        session, summary, tenant_id, line_no, request_id, rejected, raw or obj, source, now
+                        session, summary, tenant_id, record, _request_id_of(record), rejected, source, now
                     )
                     continue
-                candidates.append((line_no, event, event_digest(event)))
+                candidates.append((record, event, event_digest(event)))
             known = {
                 row.request_id: row.payload_digest
                 for row in session.execute(
@@ -222,7 +255,7 @@ class EventIngestor:
                 session, {e.source_key_id for _, e, _ in candidates if e.sequence is not None}
             )
             advanced: set[str] = set()
-            for line_no, event, digest in candidates:
+            for record, event, digest in candidates:
                 seen = known.get(event.request_id)
                 if seen == digest:
                     summary.duplicate += 1
@@ -246,10 +279,9 @@ class EventIngestor:
                         session,
                         summary,
                         tenant_id,
-                        line_no,
+                        replace(record, obj=event.wire(), raw=""),
                         event.request_id,
                         refused,
-                        event.wire(),
                         source,
                         now,
                     )
@@ -298,32 +330,47 @@ class EventIngestor:
         session: Session,
         summary: IngestSummary,
         tenant_id: str,
-        line_no: int,
-        request_id: Any,
+        record: InputRecord,
+        request_id: str | None,
         rejected: RejectedEvent,
-        payload: Any,
         source: str,
         now: datetime,
     ) -> None:
-        request_id = storable(str(request_id)[:100]) if request_id is not None else None
-        text = payload if isinstance(payload, str) else json.dumps(payload, default=str)[:MAX_EVENT_BYTES]
-        text = storable(text)
-        rejected = RejectedEvent(
-            storable(rejected.field) if rejected.field else None, storable(rejected.reason)
-        )
+        request_id = storable(request_id[:100]) if request_id is not None else None
+        payload = record.raw or _json_text(record.obj)
+        field = storable(rejected.field) if rejected.field else None
+        reason = storable(f"{record.where}: {rejected.reason}")
         session.add(
             DeadLetter(
                 tenant_id=tenant_id,
                 request_id=request_id,
-                source=source[:200],
-                reason=rejected.reason,
-                field=rejected.field,
-                payload=text[:MAX_EVENT_BYTES],
+                source=source[:SOURCE_CHARS],
+                reason=reason,
+                field=field,
+                payload=storable(payload[:MAX_EVENT_BYTES]),
                 received_at=now,
             )
         )
         summary.rejected += 1
         if len(summary.rejects) < 20:
             summary.rejects.append(
-                Reject(line=line_no, request_id=request_id, field=rejected.field, reason=rejected.reason)
+                Reject(line=record.line, request_id=request_id, field=field, reason=reason)
             )
+
+
+def _request_id_of(record: InputRecord) -> str | None:
+    """The request_id a refused record claims, if it names one (to find its dead letter by it)."""
+    if record.request_id is not None:
+        return record.request_id
+    if isinstance(record.obj, dict):
+        value = record.obj.get("request_id")
+        return value if isinstance(value, str) else None
+    return peek_request_id(record.raw) if record.raw else None
+
+
+def _json_text(obj: Any) -> str:
+    """What a dead letter keeps of a refused object: its JSON, or what it is when it has none (never a crash)."""
+    try:
+        return json.dumps(obj, default=str)[:MAX_EVENT_BYTES]
+    except (ValueError, TypeError, RecursionError):
+        return f"<a {type(obj).__name__} that cannot be written as JSON (too deep, or a number too long)>"

@@ -2,6 +2,12 @@
 
 The canonical encoding is one canonical-JSON line per event, ordered by (event_time, request_id). The Merkle tree's
 leaves are 64 KiB chunks of that encoding (RFC 6962 prefixes), so hashing costs about one flat SHA-256 pass.
+
+What is signed (the *statement*) binds the Merkle root to the tree's size: since ``dataset-snapshot/v2`` it names
+``leaf_count`` and ``chunk_size`` beside the root, so a proof about one chunk is only ever checked against the size
+that was signed with the root (an audit path can fit a tree of another size: leaf 0 climbs 3 leaves and 4 alike).
+Snapshots sealed before v2 keep their v1 signatures, which bound ``byte_size`` but not the leaf count; they still
+verify, and for them the recorded leaf count must be the one ``byte_size`` and the fixed chunk size imply.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from evolution.canonical import canonical_json, canonical_json_of_decoded
 from evolution.errors import InsufficientData, IntegrityViolation, InvalidInput, NotFound
 from evolution.integrity.artifacts import ArtifactStore
-from evolution.integrity.merkle import ChunkedMerkle
+from evolution.integrity.merkle import CHUNK_SIZE, ChunkedMerkle, leaf_hash, verify_inclusion
 from evolution.integrity.signing import KeyRing, Signature, Signer
 from evolution.registry.audit import append_audit, lock_tenant_chain
 from evolution.registry.db import consistent_reading, reading, transaction
@@ -30,7 +36,9 @@ from evolution.registry.tenancy import tenant_of_snapshot
 from evolution.security import Action, Principal, authorize
 from evolution.timeutil import as_utc, iso, utcnow
 
-SNAPSHOT_SCHEMA = "controlled-evolution/dataset-snapshot/v1"
+SNAPSHOT_SCHEMA = "controlled-evolution/dataset-snapshot/v2"
+SNAPSHOT_SCHEMA_V1 = "controlled-evolution/dataset-snapshot/v1"
+"""Statements of snapshots sealed before the leaf count was signed; still verified (see the module docstring)."""
 ENCODE_BUFFER_BYTES = 1 << 20
 READ_BATCH_ROWS = 2000
 
@@ -63,7 +71,7 @@ class SnapshotView(BaseModel):
         )
 
     def statement(self) -> bytes:
-        """The bytes that are signed: everything that identifies the snapshot's content."""
+        """The bytes that are signed: everything that identifies the snapshot's content, the tree's size included."""
         return snapshot_statement(
             self.id,
             self.tenant_id,
@@ -73,7 +81,49 @@ class SnapshotView(BaseModel):
             self.byte_size,
             self.merkle_root,
             self.artifact_digest,
+            self.leaf_count,
         )
+
+    def verify_statement(self, keyring: KeyRing) -> None:
+        """The signature binds this snapshot's content, Merkle root and tree size; IntegrityViolation if not."""
+        try:
+            keyring.verify(self.statement(), self.signature)
+            return
+        except IntegrityViolation as error:
+            v2_failure = error
+        try:
+            keyring.verify(self._v1_statement(), self.signature)
+        except IntegrityViolation:
+            raise IntegrityViolation(f"snapshot {self.id}: signature invalid ({v2_failure})") from None
+        # A v1 signature binds byte_size; with the fixed chunk size, that fixes the tree's size too.
+        implied = leaves_of(self.byte_size)
+        if self.leaf_count != implied:
+            raise IntegrityViolation(
+                f"snapshot {self.id}: {self.leaf_count} leaves recorded, but its signed size of {self.byte_size} "
+                f"bytes makes {implied}"
+            )
+
+    def _v1_statement(self) -> bytes:
+        return canonical_json(
+            {
+                "schema": SNAPSHOT_SCHEMA_V1,
+                **_statement_fields(
+                    self.id,
+                    self.tenant_id,
+                    self.window_start,
+                    self.window_end,
+                    self.row_count,
+                    self.byte_size,
+                    self.merkle_root,
+                    self.artifact_digest,
+                ),
+            }
+        )
+
+
+def leaves_of(byte_size: int) -> int:
+    """How many leaves a snapshot of ``byte_size`` bytes has: one per started chunk."""
+    return -(-byte_size // CHUNK_SIZE)
 
 
 def snapshot_statement(
@@ -85,20 +135,38 @@ def snapshot_statement(
     size: int,
     root: str,
     digest: str,
+    leaf_count: int,
 ) -> bytes:
     return canonical_json(
         {
             "schema": SNAPSHOT_SCHEMA,
-            "id": snapshot_id,
-            "tenant": tenant_id,
-            "window_start": iso(start),
-            "window_end": iso(end),
-            "row_count": rows,
-            "byte_size": size,
-            "merkle_root": root,
-            "artifact_digest": digest,
+            **_statement_fields(snapshot_id, tenant_id, start, end, rows, size, root, digest),
+            "leaf_count": leaf_count,
+            "chunk_size": CHUNK_SIZE,
         }
     )
+
+
+def _statement_fields(
+    snapshot_id: str,
+    tenant_id: str,
+    start: datetime,
+    end: datetime,
+    rows: int,
+    size: int,
+    root: str,
+    digest: str,
+) -> dict[str, Any]:
+    return {
+        "id": snapshot_id,
+        "tenant": tenant_id,
+        "window_start": iso(start),
+        "window_end": iso(end),
+        "row_count": rows,
+        "byte_size": size,
+        "merkle_root": root,
+        "artifact_digest": digest,
+    }
 
 
 class WindowEvent(NamedTuple):
@@ -317,7 +385,10 @@ class DatasetSnapshotService:
         """Sign the sealed window's statement and record it, with its audit entry, in ``session``."""
         snapshot_id = f"ds-{uuid.uuid4().hex[:20]}"
         root = merkle.root().hex()
-        statement = snapshot_statement(snapshot_id, tenant_id, start, window_end, rows, size, root, digest)
+        leaves = merkle.leaf_count
+        statement = snapshot_statement(
+            snapshot_id, tenant_id, start, window_end, rows, size, root, digest, leaves
+        )
         signature = self._signer.sign(statement)
         row = DatasetSnapshot(
             id=snapshot_id,
@@ -326,7 +397,7 @@ class DatasetSnapshotService:
             window_end=window_end,
             row_count=rows,
             byte_size=size,
-            leaf_count=len(merkle.leaf_hashes),
+            leaf_count=leaves,
             merkle_root=root,
             artifact_digest=digest,
             signature=signature.model_dump(mode="json"),
@@ -418,12 +489,34 @@ class DatasetSnapshotService:
         self._verified_bytes(snapshot, keyring)
 
     def _verified_bytes(self, snapshot: SnapshotView, keyring: KeyRing) -> bytes:
-        keyring.verify(snapshot.statement(), snapshot.signature)
+        snapshot.verify_statement(keyring)
         data = self._store.read_bytes(snapshot.tenant_id, snapshot.artifact_digest)
         merkle = ChunkedMerkle().update(data)
-        if merkle.root().hex() != snapshot.merkle_root or len(data) != snapshot.byte_size:
+        if (
+            merkle.root().hex() != snapshot.merkle_root
+            or len(data) != snapshot.byte_size
+            or merkle.leaf_count != snapshot.leaf_count
+        ):
             raise IntegrityViolation(f"snapshot {snapshot.id}: content does not match its signed Merkle root")
         return data
+
+    @staticmethod
+    def verify_chunk(
+        snapshot: SnapshotView, keyring: KeyRing, index: int, chunk: bytes, proof: list[bytes]
+    ) -> None:
+        """Check one chunk of a snapshot by its inclusion proof, without the rest of the window.
+
+        For an auditor who holds a chunk (bytes ``[index * CHUNK_SIZE, (index + 1) * CHUNK_SIZE)``) and its audit
+        path: the path is checked against the root *and the tree size* the snapshot's signature binds, never against
+        a size that is merely claimed. Raises IntegrityViolation.
+        """
+        snapshot.verify_statement(keyring)
+        root = bytes.fromhex(snapshot.merkle_root)
+        if not verify_inclusion(leaf_hash(chunk), index, snapshot.leaf_count, proof, root):
+            raise IntegrityViolation(
+                f"snapshot {snapshot.id}: chunk {index} and its proof do not lead to the signed root of "
+                f"{snapshot.leaf_count} leaves"
+            )
 
     def load_rows(self, snapshot: SnapshotView, keyring: KeyRing) -> list[dict[str, Any]]:
         """The snapshot's events, verified first; each row is the event's features plus event_time and actual."""

@@ -8,6 +8,7 @@ reset applies only while the champion it was made for stays in place.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -109,18 +110,10 @@ class BaselineService:
         raw = settings.baseline_overrides.get(model_name)
         if raw is None:
             return None
-        override = BaselineOverride.model_validate(raw)
+        override = read_override(tenant_id, model_name, raw)
         if override.champion_version_id != champion_version_id:
             return None
-        statement = _statement(
-            tenant_id,
-            model_name,
-            override.champion_version_id,
-            override.snapshot_id,
-            override.digest,
-            datetime.fromisoformat(override.at.replace("Z", "+00:00")),
-        )
-        keyring.verify(statement, override.signature)
+        verify_override(tenant_id, model_name, override, keyring)
         body = self._store.read_bytes(tenant_id, override.digest)
         try:
             return Baseline.model_validate_json(body)
@@ -128,6 +121,31 @@ class BaselineService:
             raise IntegrityViolation(
                 f"reset baseline of {tenant_id}/{model_name} is malformed: {error}"
             ) from None
+
+
+def read_override(tenant_id: str, model_name: str, raw: dict[str, Any]) -> BaselineOverride:
+    """A recorded baseline reset, as recorded; IntegrityViolation if it is malformed (nothing checked yet)."""
+    try:
+        return BaselineOverride.model_validate(raw)
+    except ValueError as error:
+        first = str(error).splitlines()[0][:200]
+        raise IntegrityViolation(
+            f"the baseline reset of {tenant_id}/{model_name} is malformed: {first}"
+        ) from None
+
+
+def verify_override(tenant_id: str, model_name: str, override: BaselineOverride, keyring: KeyRing) -> None:
+    """The reset's signed statement, which names the baseline's digest, verifies; IntegrityViolation if not."""
+    try:
+        at = datetime.fromisoformat(override.at.replace("Z", "+00:00"))
+    except ValueError:
+        raise IntegrityViolation(
+            f"the baseline reset of {tenant_id}/{model_name} has no valid time: {override.at!r}"
+        ) from None
+    statement = _statement(
+        tenant_id, model_name, override.champion_version_id, override.snapshot_id, override.digest, at
+    )
+    keyring.verify(statement, override.signature)
 
 
 def _statement(

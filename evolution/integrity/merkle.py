@@ -9,6 +9,15 @@ byte stream rather than single rows. Hashing then costs one SHA-256 pass plus on
 within a few per cent of a flat ``hashlib.sha256``, while a leaf per row costs a hash object, a prefix and a
 finalisation per row plus a node per row (several times the flat cost; ``bench/bench_merkle.py`` measures it).
 Proofs still locate any byte range: chunk ``i`` covers bytes ``[i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE)``.
+
+A proof is only as good as the tree size it is checked against: the same audit path can fit trees of different
+sizes (leaf 0 climbs a tree of 3 leaves and one of 4 the same way), so what the system signs binds the size to the
+root (snapshot statements, audit checkpoints), and proofs are checked against that signed pair only.
+
+Consistency proofs from the empty tree are refused (:class:`EmptyTreeConsistency`), generated or checked, as
+transparency-dev/merkle does since 2026 (its PR #236; RFC 6962 §2.1.2 defines them for ``0 < m < n`` only): the
+empty tree is a prefix of every tree, so such a "proof" says nothing about the new tree, and a verifier that says
+yes to it vouches for a root it never looked at.
 """
 
 from __future__ import annotations
@@ -26,6 +35,18 @@ NODE_PREFIX: Final = b"\x01"
 EMPTY_ROOT: Final = hashlib.sha256(b"").digest()
 
 Buffer = bytes | bytearray | memoryview
+
+
+class EmptyTreeConsistency(InvalidInput):
+    """A consistency proof from a tree of size 0 was asked for or offered: there is none to give or check."""
+
+    error_type = "EmptyTreeConsistency"
+
+    def __init__(self, new_size: int) -> None:
+        super().__init__(
+            f"consistency proof from the empty tree (size 0) to size {new_size} refused: the empty tree is a "
+            "prefix of every tree, so there is nothing to prove; check the new tree's signed root and size instead"
+        )
 
 
 def leaf_hash(data: Buffer) -> bytes:
@@ -136,12 +157,14 @@ def _subproof(m: int, leaves: Sequence[bytes], complete: bool) -> list[bytes]:
 def consistency_proof(old_size: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
     """Proof that the tree of the first ``old_size`` leaves is a prefix of the tree over all ``leaf_hashes``.
 
-    Empty for ``old_size`` 0 (the empty tree is a prefix of every tree) and for the whole tree.
+    Empty for the whole tree. ``old_size`` 0 raises :class:`EmptyTreeConsistency`.
     """
-    if not 0 <= old_size <= len(leaf_hashes):
-        raise InvalidInput(f"old tree size {old_size} is outside 0..{len(leaf_hashes)}")
+    if old_size == 0:
+        raise EmptyTreeConsistency(len(leaf_hashes))
+    if not 0 < old_size <= len(leaf_hashes):
+        raise InvalidInput(f"old tree size {old_size} is outside 1..{len(leaf_hashes)}")
     _check_hashes(leaf_hashes, "leaf_hashes")
-    if old_size in (0, len(leaf_hashes)):
+    if old_size == len(leaf_hashes):
         return []
     return _subproof(old_size, leaf_hashes, True)
 
@@ -149,15 +172,19 @@ def consistency_proof(old_size: int, leaf_hashes: Sequence[bytes]) -> list[bytes
 def verify_consistency(
     old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
 ) -> bool:
-    """RFC 9162 §2.1.4.2: True iff ``proof`` shows the ``old_size`` tree is a prefix of the new one."""
-    if not 0 <= old_size <= new_size:
+    """RFC 9162 §2.1.4.2: True iff ``proof`` shows the ``old_size`` tree is a prefix of the new one.
+
+    ``old_size`` 0 raises :class:`EmptyTreeConsistency` whatever the rest (even ``0 -> 0``), rather than answering:
+    a yes would vouch for ``new_root`` without looking at it, a no would call a well-formed request a bad proof.
+    """
+    if old_size == 0:
+        raise EmptyTreeConsistency(new_size)
+    if not 0 < old_size <= new_size:
         return False
     if len(old_root) != HASH_SIZE or len(new_root) != HASH_SIZE or any(len(p) != HASH_SIZE for p in proof):
         return False
     if old_size == new_size:
         return not proof and old_root == new_root
-    if old_size == 0:
-        return not proof and old_root == EMPTY_ROOT
     if not proof:
         return False
     path = list(proof)

@@ -1,13 +1,21 @@
 """The Prometheus metrics every process exports (names are a contract with deploy/ dashboards and rules).
 
-Label sets are bounded: tenant, model, version, feature, role, outcome, reason and status, never request ids.
+Label sets are bounded: tenant, model, version, feature, role, outcome, reason and status, never request ids. A
+tenant or model named by a request takes its name only once it is known to be real (see
+``Predictor.metric_labels``), else :data:`UNKNOWN_LABEL`.
+
+Every metric here is registered in every process that imports this module (the worker, the dashboard, the CLI),
+where one that was never set exports nothing but its HELP and TYPE lines; except the availability ratio, a gauge
+that would export a constant 1.0 from processes that serve nothing: only the serving app registers it
+(:func:`export_inference_availability`).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     from evolution.contracts import RetrainingResult
@@ -69,6 +77,7 @@ INFERENCE_LATENCY = Histogram(
 INFERENCE_AVAILABILITY = Gauge(
     "inference_availability_ratio",
     "Share of prediction requests answered without a server error since the serving process started.",
+    registry=None,  # registered by the serving app only: export_inference_availability
 )
 INFERENCE_AVAILABILITY.set(1.0)  # no request has failed yet
 PREDICTIONS_DROPPED = Counter(
@@ -98,6 +107,23 @@ EXPORTED_METRICS = (
     "inference_availability_ratio",
     "predictions_dropped_total",
 )
+
+
+UNKNOWN_LABEL = "_unknown"
+"""The tenant and model label of requests naming a tenant or model not known to be real; no tenant id or model name
+can be spelt so (both start with a letter or digit)."""
+
+_exporting = threading.Lock()
+_availability_exported = False
+
+
+def export_inference_availability() -> None:
+    """Register the availability ratio for /metrics (once; the serving app calls this when it is created)."""
+    global _availability_exported
+    with _exporting:
+        if not _availability_exported:
+            REGISTRY.register(INFERENCE_AVAILABILITY)
+            _availability_exported = True
 
 
 def rollback_reason(reason: str) -> str:

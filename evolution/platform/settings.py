@@ -20,6 +20,7 @@ from pydantic_settings import (
 from evolution.integrity.kms_signing import KmsSignerConfig
 from evolution.integrity.s3_buckets import S3StoreConfig
 from evolution.notifications.config import NotificationsConfig
+from evolution.serving.body_limits import DEFAULT_MAX_INGEST_BYTES, DEFAULT_MAX_PREDICT_BYTES, MIB
 from evolution.training.kubernetes_manifest import KubernetesBackendConfig
 
 NO_LIMIT_WORDS = frozenset({"", "none", "null", "unlimited"})
@@ -73,6 +74,19 @@ class Settings(BaseSettings):
 
     serve_host: str = "127.0.0.1"
     serve_port: int = 8088
+    # Bounded above too: a JSON body becomes Python objects several times its size before it is validated.
+    serve_max_predict_bytes: int = Field(
+        default=DEFAULT_MAX_PREDICT_BYTES,
+        ge=16 * 1024,
+        le=64 * MIB,
+        description="Largest request body of a prediction (bytes); larger ones get 413 before they are read.",
+    )
+    serve_max_ingest_bytes: int = Field(
+        default=DEFAULT_MAX_INGEST_BYTES,
+        ge=64 * 1024,  # one signed event may be 64 KiB
+        le=256 * MIB,
+        description="Largest request body of a learning-event upload (bytes); larger ones get 413 unread.",
+    )
     dashboard_port: int = 8501
     dashboard_trusted_header: str | None = Field(
         default=None,

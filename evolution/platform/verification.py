@@ -1,4 +1,8 @@
-"""`evolution verify`: re-check every signature, Merkle root and audit chain, tenant by tenant."""
+"""`evolution verify`: re-check every signature, Merkle root and audit chain, and every stored object, tenant by tenant.
+
+Each result is a :class:`Check`. A failed check fails ``verify``; an *orphan* (a stored object nothing references,
+see :mod:`evolution.platform.stored_objects`) is reported on a line of its own and does not.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pydantic import BaseModel
 from evolution.errors import EvolutionError
 from evolution.governance.garbage_collection import gc_history, verify_collected_version
 from evolution.governance.retention import COLLECTABLE_STATES
+from evolution.platform.stored_objects import check_stored_objects
 from evolution.platform.wiring import Services
 from evolution.registry.audit_checkpoints import AuditCheckpointer
 from evolution.security import ALL_TENANTS, Principal, Role
@@ -22,6 +27,8 @@ class Check(BaseModel):
     subject: str
     ok: bool
     detail: str = ""
+    orphan: bool = False
+    """A stored object nothing references: reported, not a failure (``ok`` stays True)."""
 
 
 class VerificationReport(BaseModel):
@@ -34,6 +41,10 @@ class VerificationReport(BaseModel):
     @property
     def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.ok]
+
+    @property
+    def orphans(self) -> list[Check]:
+        return [c for c in self.checks if c.orphan]
 
 
 def verify_all(services: Services, tenants: Iterable[str] | None = None) -> VerificationReport:
@@ -129,6 +140,49 @@ def verify_tenant(services: Services, tenant_id: str) -> list[Check]:
             )
             continue
         checks.append(_run(tenant_id, "model", label, lambda v=version: services.loader.verify(v)))
+    checks.extend(_stored_objects(services, tenant_id, auditor))
+    return checks
+
+
+def _stored_objects(services: Services, tenant_id: str, auditor: Principal) -> list[Check]:
+    """One line for the store as a whole, then one per object that failed and one per orphan, each naming it."""
+    try:
+        found = check_stored_objects(services, tenant_id, auditor)
+    except EvolutionError as error:
+        return [
+            Check(
+                tenant_id=tenant_id,
+                kind="stored-objects",
+                subject="artifact store",
+                ok=False,
+                detail=str(error),
+            )
+        ]
+    if found.failures:
+        detail = f"{len(found.failures)} of {found.objects} failed (each on its own line)"
+    else:
+        detail = f"{found.digests} by digest, {found.named} named: each hashes to its name and matches what was signed"
+    if found.orphans_not_sought:
+        detail += f"; orphans not looked for: {found.orphans_not_sought}"
+    checks = [
+        Check(
+            tenant_id=tenant_id,
+            kind="stored-objects",
+            subject=f"{found.objects} objects",
+            ok=not found.failures,
+            detail=detail,
+        )
+    ]
+    checks.extend(
+        Check(tenant_id=tenant_id, kind="stored-object", subject=f.name, ok=False, detail=f.detail)
+        for f in found.failures
+    )
+    checks.extend(
+        Check(
+            tenant_id=tenant_id, kind="stored-object", subject=f.name, ok=True, orphan=True, detail=f.detail
+        )
+        for f in found.orphans
+    )
     return checks
 
 
@@ -145,7 +199,12 @@ def _audit_checkpoints(services: Services, tenant_id: str) -> Check:
     detail = "; ".join(report.problems[:5])
     if not detail:
         written = f", new checkpoint at {report.written}" if report.written else ""
-        detail = f"latest at {report.latest_size} of {report.entries} entries{written}"
+        superseded = (
+            f"; {report.superseded} superseded by {report.acknowledgements} acknowledged restore(s)"
+            if report.superseded
+            else ""
+        )
+        detail = f"latest at {report.latest_size} of {report.entries} entries{written}{superseded}"
     return Check(
         tenant_id=tenant_id,
         kind="audit-checkpoints",

@@ -175,7 +175,9 @@ class Services:
     def predictor(self, *, canary_share: float | None = None, refresh_s: float = 1.0) -> Predictor:
         """A serving predictor (each holds its own model cache); the canary share defaults to the settings'."""
         share = self.settings.canary_share if canary_share is None else canary_share
-        return Predictor(self.registry, self.loader, self.outcomes, share, refresh_s=refresh_s)
+        return Predictor(
+            self.registry, self.loader, self.outcomes, share, refresh_s=refresh_s, tenants=self.tenants
+        )
 
     def token_authenticator(self, fresh_s: float = DEFAULT_FRESH_S) -> TokenAuthenticator:
         """API tokens checked against the registry, each answer cached ``fresh_s`` (longer while it is down)."""

@@ -6,10 +6,17 @@ read. The token's user acts with their role on the tenant named in the path; whe
 is decided by the service layer (``authorize`` in the predictor and the ingestor), whose refusal this layer turns
 into 403. It never re-implements the permission table.
 
+Request bodies are limited per operation (:mod:`evolution.serving.body_limits`; ``EVOLUTION_SERVE_MAX_PREDICT_BYTES``,
+default 1 MiB, and ``EVOLUTION_SERVE_MAX_INGEST_BYTES``, default 16 MiB): one announced larger gets 413 before its
+token is checked (the limits are in the public schema, so the answer tells an anonymous caller nothing new), one
+streamed larger gets 413 once the limit is passed; neither is read further.
+
 Open without a token: ``/healthz`` (liveness, no data), ``/openapi.json`` and ``/docs`` (the schema), and
 ``/metrics``: Prometheus counters and histograms whose only tenant data are bounded labels (tenant ids and model
-names of authenticated traffic: unauthenticated requests never create a label), so a scraper needs no credential.
-Where tenant ids themselves are confidential, keep the port behind the NetworkPolicy that admits only Prometheus.
+names this process has served; a request naming anything else is counted under ``_unknown``, and unauthenticated
+requests are not counted per tenant at all), so a scraper needs no credential and no request can grow the label
+set. Where tenant ids themselves are confidential, keep the port behind the NetworkPolicy that admits only
+Prometheus.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from evolution.registry.tenants import TENANT_ID_PATTERN
 from evolution.registry.versions import MODEL_NAME_PATTERN
 from evolution.security import Principal
 from evolution.serving.auth import AuthenticationUnavailable, TokenAuthenticator
+from evolution.serving.body_limits import BodyLimitMiddleware, BodyLimits
 from evolution.serving.predictor import (
     RETRY_AFTER_S,
     CurrentModels,
@@ -41,11 +49,14 @@ from evolution.serving.predictor import (
     PredictInstance,
     Predictor,
     PredictOut,
+    UnknownFeatures,
 )
 
 MAX_INSTANCES = 1000
 MAX_EVENTS = 5000
 API_PREFIX = "/v1/"
+PREDICT_PATH = "/v1/tenants/{tenant_id}/models/{model_name}/predict"
+EVENTS_PATH = "/v1/tenants/{tenant_id}/events"
 REALM = "evolution"
 
 STATUS_OF = {
@@ -60,7 +71,9 @@ STATUS_OF = {
 class ErrorBody(BaseModel):
     """Every error answer: a stable machine-readable kind and a message naming the problem."""
 
-    error: str = Field(description="e.g. PermissionDenied, NotFound, InvalidInput, Unauthorized")
+    error: str = Field(
+        description="e.g. PermissionDenied, NotFound, InvalidInput, Unauthorized, ContentTooLarge"
+    )
     detail: str
     errors: list[dict[str, Any]] | None = Field(
         default=None, description="For invalid requests: each problem with its location."
@@ -92,12 +105,14 @@ class PredictResponse(BaseModel):
 
 
 class EventsRequest(BaseModel):
-    events: list[dict[str, Any]] = Field(
+    # Any JSON value per element, not an object: one malformed element is that element's reject, not the batch's.
+    events: list[Any] = Field(
         min_length=1,
         max_length=MAX_EVENTS,
-        description="Signed learning events (tenant, request_id, event_time, features, actual, source_key_id, "
-        "signature). Each is verified on its own: one that fails is rejected with a reason in the answer and "
-        "kept in the dead-letter table, the others are accepted.",
+        description="Signed learning events, each an object (tenant, request_id, event_time, features, actual, "
+        "source_key_id, signature). Each element is checked on its own: one that fails (not an object "
+        "included) is rejected with a reason naming its position and field, and kept in the dead-letter table; "
+        "the others are accepted. records_read = accepted + duplicate + rejected.",
     )
 
 
@@ -125,22 +140,24 @@ def _bearer_token(request: Request) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def _count_prediction(request: Request, status: str) -> None:
-    """Only authenticated traffic for a tenant the caller may reach creates metric labels (bounded cardinality)."""
-    params = request.path_params
+def _too_large(limit: int, setting: str) -> dict[str, Any]:
+    return _error(
+        f"The request body is larger than {limit} bytes (the operator's {setting}); nothing was read"
+    )
+
+
+def _count_prediction(request: Request, predictor: Predictor, status: str) -> None:
+    """Count an authenticated prediction request that was refused or failed. Its tenant and model become labels
+    only when this process serves them and the caller has a role on the tenant; the rest are counted under
+    UNKNOWN_LABEL, so no request can add a label value."""
     access: UserAccess | None = getattr(request.state, "access", None)
-    tenant = params.get("tenant_id")
-    model = params.get("model_name", "")
-    if (
-        access is None
-        or not request.url.path.endswith("/predict")
-        or not isinstance(tenant, str)
-        or not TENANT_ID_PATTERN.match(tenant)
-        or not MODEL_NAME_PATTERN.match(model)
-        or access.role_for(tenant) is None
-    ):
+    if access is None or not request.url.path.endswith("/predict"):
         return
-    metrics.count_inference(tenant, model, "none", status)
+    tenant, model = request.path_params.get("tenant_id"), request.path_params.get("model_name")
+    labels = (metrics.UNKNOWN_LABEL, metrics.UNKNOWN_LABEL)
+    if isinstance(tenant, str) and isinstance(model, str) and access.role_for(tenant) is not None:
+        labels = predictor.metric_labels(tenant, model)
+    metrics.count_inference(*labels, "none", status)
 
 
 BEARER = HTTPBearer(
@@ -163,7 +180,14 @@ def _caller(
 Caller = Annotated[Principal, Security(_caller)]
 
 
-def create_app(predictor: Predictor, ingestor: EventIngestor, authenticator: TokenAuthenticator) -> FastAPI:
+def create_app(
+    predictor: Predictor,
+    ingestor: EventIngestor,
+    authenticator: TokenAuthenticator,
+    limits: BodyLimits | None = None,
+) -> FastAPI:
+    limits = limits or BodyLimits()
+    metrics.export_inference_availability()
     app = FastAPI(
         title="Controlled Evolution serving API",
         version="1",
@@ -195,21 +219,30 @@ def create_app(predictor: Predictor, ingestor: EventIngestor, authenticator: Tok
         try:
             response = await call_next(request)
         except Exception:
-            _count_prediction(request, "error")
+            _count_prediction(request, predictor, "error")
             raise
         if response.status_code >= 500:
-            _count_prediction(request, "error")
+            _count_prediction(request, predictor, "error")
         elif response.status_code >= 400:
-            _count_prediction(request, "client_error")
+            _count_prediction(request, predictor, "client_error")
         return response
+
+    # Added after the middleware above, so it runs first: a body announced too large is refused before anything
+    # else is done for it (no token lookup), and a refusal that leaves a body unread closes the connection.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limits={PREDICT_PATH: limits.predict, EVENTS_PATH: limits.ingest},
+        default=limits.predict,
+    )
 
     @app.exception_handler(EvolutionError)
     async def _domain_error(_request: Request, error: EvolutionError) -> JSONResponse:
         status = next((code for kind, code in STATUS_OF.items() if isinstance(error, kind)), 409)
         retry = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-        return JSONResponse(
-            status_code=status, content={"error": error.error_type, "detail": str(error)}, headers=retry
-        )
+        content: dict[str, Any] = {"error": error.error_type, "detail": str(error)}
+        if isinstance(error, UnknownFeatures):
+            content["errors"] = error.problems
+        return JSONResponse(status_code=status, content=content, headers=retry)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -240,10 +273,18 @@ def create_app(predictor: Predictor, ingestor: EventIngestor, authenticator: Tok
         return {"status": "ok"}
 
     @app.post(
-        "/v1/tenants/{tenant_id}/models/{model_name}/predict",
+        PREDICT_PATH,
         response_model=PredictResponse,
         tags=["predictions"],
-        responses={**AUTH_RESPONSES, 404: _error("No champion to serve for this tenant and model")},
+        responses={
+            **AUTH_RESPONSES,
+            404: _error("No champion to serve for this tenant and model"),
+            413: _too_large(limits.predict, "EVOLUTION_SERVE_MAX_PREDICT_BYTES"),
+            422: _error(
+                "The request does not match the schema, or an instance names a feature that no serving model "
+                "was trained on (nor an identifier column of the tenant); `errors` names each problem"
+            ),
+        },
     )
     def predict(
         tenant_id: TenantId,
@@ -251,7 +292,10 @@ def create_app(predictor: Predictor, ingestor: EventIngestor, authenticator: Tok
         body: PredictRequest,
         principal: Caller,
     ) -> PredictResponse:
-        """Forecasts from the champion (a canary candidate serves its share; a shadow candidate scores alongside)."""
+        """Forecasts from the champion (a canary candidate serves its share; a shadow candidate scores alongside).
+
+        An absent or null feature is missing (the model takes the branch it learned for missing values; an unseen
+        category counts as missing); a feature no serving model knows is refused with 422 naming it."""
         with span("Serving", tenant=tenant_id, model=model_name, instances=len(body.instances)):
             return PredictResponse(
                 predictions=predictor.predict(principal, tenant_id, model_name, body.instances)
@@ -268,10 +312,14 @@ def create_app(predictor: Predictor, ingestor: EventIngestor, authenticator: Tok
         return predictor.current(principal, tenant_id, model_name)
 
     @app.post(
-        "/v1/tenants/{tenant_id}/events",
+        EVENTS_PATH,
         response_model=IngestSummary,
         tags=["ingestion"],
-        responses={**AUTH_RESPONSES, 404: _error("No such tenant")},
+        responses={
+            **AUTH_RESPONSES,
+            404: _error("No such tenant"),
+            413: _too_large(limits.ingest, "EVOLUTION_SERVE_MAX_INGEST_BYTES"),
+        },
     )
     def ingest(tenant_id: TenantId, body: EventsRequest, principal: Caller) -> IngestSummary:
         """Signed learning events; each is verified against its source's key before it is accepted."""

@@ -16,6 +16,13 @@ memory; which versions serve is re-read from the registry every ``refresh_s``:
 Every prediction is recorded through a :class:`~evolution.serving.buffer.PredictionBuffer`: written at once while the
 registry answers, queued in memory (bounded) and written later when it does not. Nothing in the request path talks
 to Temporal.
+
+Features of an instance: a feature that is absent or null is *missing*, and the model takes the branch it learned
+for missing values (scikit-learn's histogram gradient boosting handles them natively); a category it never saw in
+training counts as missing too. A feature that none of the serving models (the champion, and the shadow or canary
+candidate) was trained on, and that is not one of the tenant's identifier columns (``id_columns``, e.g. field_id,
+sent with every event and never a feature), is refused with :class:`UnknownFeatures` (HTTP 422 naming it): a
+misspelt feature would otherwise be silently predicted on as missing.
 """
 
 from __future__ import annotations
@@ -26,15 +33,18 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from functools import cached_property
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from evolution.data.outcomes import OutcomeJoiner, PredictionRecord
-from evolution.errors import EvolutionError, IntegrityViolation, NotFound
+from evolution.errors import EvolutionError, IntegrityViolation, InvalidInput, NotFound
 from evolution.lifecycle import ModelState, VersionView
 from evolution.observability import metrics
+from evolution.registry.tenants import TenantService
 from evolution.registry.versions import ModelRegistryService
 from evolution.security import Action, Principal, authorize
 from evolution.serving.buffer import PredictionBuffer
@@ -58,7 +68,28 @@ class ModelUnavailable(EvolutionError):
     retry_after_s = RETRY_AFTER_S
 
 
+class UnknownFeatures(InvalidInput):
+    """Instances name features the serving models were not trained on; ``problems`` locates each one."""
+
+    def __init__(self, message: str, problems: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+ExtraFeatures = Literal["refuse", "ignore"]
+ExtraFeaturesPolicy = Callable[[str, str], ExtraFeatures]
+"""Given a tenant and a model name, what a feature the model does not know gets: refused (422) or ignored."""
+
+
+def refuse_extra_features(_tenant_id: str, _model_name: str) -> ExtraFeatures:
+    """Every model refuses unknown features until model definitions (a later issue) can say otherwise."""
+    return "refuse"
+
+
 MAX_FEATURES = 500
+MAX_NAMED = (
+    20  # unknown features named in one answer's detail: enough to see the mistake, short enough to read
+)
 FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 FeatureValue = (
     Annotated[float, Field(allow_inf_nan=False)]
@@ -77,7 +108,11 @@ class PredictInstance(BaseModel):
         "the same route between champion and canary, and the outcome reported later names it.",
     )
     features: dict[FeatureName, FeatureValue] = Field(
-        max_length=MAX_FEATURES, description="Feature values; a missing feature is treated as unknown."
+        max_length=MAX_FEATURES,
+        description="Feature values by name. An absent or null feature is missing: the model takes the branch it "
+        "learned for missing values (a category not seen in training counts as missing too). A name that no "
+        "serving model was trained on, other than the tenant's identifier columns (e.g. field_id), is refused "
+        "with 422 naming it.",
     )
 
 
@@ -116,6 +151,14 @@ class _Slot:
     candidate_state: ModelState | None
     checked_at: float
     fingerprint: tuple[tuple[str, int], ...]
+    id_columns: frozenset[str] = frozenset()
+
+    @cached_property
+    def features(self) -> frozenset[str]:
+        """What the serving models were trained on (a candidate may know a feature the champion does not)."""
+        return frozenset(
+            name for loaded in (self.champion, self.candidate) if loaded for name in loaded.model.features
+        )
 
 
 class Predictor:
@@ -127,8 +170,14 @@ class Predictor:
         canary_share: float,
         refresh_s: float = 1.0,
         records: PredictionBuffer | None = None,
+        tenants: TenantService | None = None,
+        extra_features: ExtraFeaturesPolicy = refuse_extra_features,
     ) -> None:
+        """``tenants`` tells each tenant's identifier columns (accepted in instances, never used); without it only
+        the models' own features are accepted."""
         self._registry = registry
+        self._tenants = tenants
+        self._extra_features = extra_features
         self._loader = loader
         self._outcomes = outcomes
         self._canary_share = canary_share
@@ -140,6 +189,9 @@ class Predictor:
         self._outage = Outage(log, "model refresh", "serving the cached models")
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
+        # Names this process has served: the only ones metric labels take (see metric_labels).
+        self._served: set[tuple[str, str]] = set()
+        self._served_tenants: set[str] = set()
 
     @property
     def records(self) -> PredictionBuffer:
@@ -170,6 +222,8 @@ class Predictor:
         slot = self._slot(tenant_id, model_name)
         if slot.champion is None:
             raise NotFound(f"{tenant_id}/{model_name} has no champion to serve")
+        if self._extra_features(tenant_id, model_name) == "refuse":
+            _refuse_unknown_features(tenant_id, model_name, slot, instances)
         rows = [inst.features for inst in instances]
         started = time.perf_counter()
         champion_pred = slot.champion.model.predict(rows)
@@ -235,6 +289,15 @@ class Predictor:
             for _ in range(count):
                 histogram.observe(per_request)
 
+    def metric_labels(self, tenant_id: str, model_name: str) -> tuple[str, str]:
+        """The tenant and model labels of a request that names them: a name only once this process has served it
+        (the model, or some model of the tenant), else :data:`metrics.UNKNOWN_LABEL`, so that no request can add
+        a label value."""
+        if (tenant_id, model_name) in self._served:
+            return tenant_id, model_name
+        tenant = tenant_id if tenant_id in self._served_tenants else metrics.UNKNOWN_LABEL
+        return tenant, metrics.UNKNOWN_LABEL
+
     def current(self, principal: Principal, tenant_id: str, model_name: str) -> CurrentModels:
         authorize(principal, Action.VIEW, tenant_id)
         slot = self._slot(tenant_id, model_name)
@@ -275,6 +338,7 @@ class Predictor:
             tenant_id, model_name = key
             try:
                 versions = self._serving_versions(tenant_id, model_name)
+                id_columns = self._id_columns(tenant_id) if versions else frozenset()
             except Exception as error:
                 self._outage.failed(error)
                 if current is not None:
@@ -283,10 +347,11 @@ class Predictor:
             self._outage.succeeded()
             fingerprint = tuple(sorted((v.id, v.lock_version) for v in versions))
             if current is not None and current.fingerprint == fingerprint:
+                current.id_columns = id_columns
                 current.checked_at = time.monotonic()
                 return current
             try:
-                slot = self._load(versions, current, fingerprint)
+                slot = self._load(versions, current, fingerprint, id_columns)
             except Exception:
                 if current is None:
                     raise
@@ -295,6 +360,9 @@ class Predictor:
                 return current
             with self._lock:
                 self._slots[key] = slot
+                if slot.champion is not None or slot.candidate is not None:
+                    self._served.add(key)
+                    self._served_tenants.add(tenant_id)
             return slot
 
     def _refresh_loop(self) -> None:
@@ -315,8 +383,18 @@ class Predictor:
             Principal.system(tenant_id, "serving"), tenant_id, model_name, SERVING_STATES
         )
 
+    def _id_columns(self, tenant_id: str) -> frozenset[str]:
+        if self._tenants is None:
+            return frozenset()
+        settings = self._tenants.tenant_settings(Principal.system(tenant_id, "serving"), tenant_id)
+        return frozenset(settings.id_columns)
+
     def _load(
-        self, versions: list[VersionView], old: _Slot | None, fingerprint: tuple[tuple[str, int], ...]
+        self,
+        versions: list[VersionView],
+        old: _Slot | None,
+        fingerprint: tuple[tuple[str, int], ...],
+        id_columns: frozenset[str],
     ) -> _Slot:
         champion = candidate = None
         candidate_state = None
@@ -331,7 +409,7 @@ class Predictor:
                 champion = loaded
             else:
                 candidate, candidate_state = loaded, version.state
-        return _Slot(champion, candidate, candidate_state, time.monotonic(), fingerprint)
+        return _Slot(champion, candidate, candidate_state, time.monotonic(), fingerprint, id_columns)
 
     def _quarantine(self, version: VersionView, reason: str) -> None:
         log.error("refusing to serve %s: %s", version.id, reason, extra={"tenantId": version.tenant_id})
@@ -344,6 +422,35 @@ class Predictor:
             )
         except Exception:
             log.exception("could not quarantine %s", version.id, extra={"tenantId": version.tenant_id})
+
+
+def _refuse_unknown_features(
+    tenant_id: str, model_name: str, slot: _Slot, instances: list[PredictInstance]
+) -> None:
+    known = slot.features | slot.id_columns
+    problems = [
+        {
+            "loc": ["body", "instances", str(i), "features", name],
+            "msg": f"{tenant_id}/{model_name} has no feature {name!r}",
+            "type": "unknown_feature",
+        }
+        for i, inst in enumerate(instances)
+        for name in inst.features
+        if name not in known
+    ]
+    if not problems:
+        return
+    unknown = sorted({str(p["loc"][-1]) for p in problems})
+    named = ", ".join(repr(name) for name in unknown[:MAX_NAMED])
+    more = f" and {len(unknown) - MAX_NAMED} more" if len(unknown) > MAX_NAMED else ""
+    ids = (
+        f"; identifier columns also accepted: {', '.join(sorted(slot.id_columns))}" if slot.id_columns else ""
+    )
+    raise UnknownFeatures(
+        f"unknown feature(s) {named}{more} (first in instances[{problems[0]['loc'][2]}]): "
+        f"{tenant_id}/{model_name} was trained on {', '.join(sorted(slot.features))}{ids}",
+        problems[:50],
+    )
 
 
 def _reuse(old: _Slot | None, version_id: str) -> LoadedModel | None:

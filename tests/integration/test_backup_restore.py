@@ -411,6 +411,65 @@ def test_cli_restore_exits_nonzero_when_verify_fails(demo_home: Path, tmp_path: 
     assert "FAILED" in result.output
 
 
+def test_cli_restore_of_an_older_registry_is_reported_until_the_restore_acknowledgement_then_verifies(
+    demo_home: Path, tmp_path: Path
+) -> None:
+    """The store outlives the registry: restoring an older registry backup leaves acme's chain behind a checkpoint
+    signed after the backup. `--no-acknowledge` leaves it reported; `audit acknowledge-restore` settles it; a plain
+    `restore` (here to before that acknowledgement) acknowledges by itself."""
+    runner = CliRunner()
+    home = tmp_path / "home"
+    shutil.copytree(demo_home, home)
+    env = {"EVOLUTION_HOME": str(home)}
+    dest = tmp_path / "backups"
+    assert runner.invoke(app, ["backup", "create", str(dest), "--what", "registry"], env=env).exit_code == 0
+    svc = build_services(Settings(home=home), migrate=False)
+    try:
+        for gpu_hours in (10.0, 20.0, 30.0):  # audited after the backup, then checkpointed
+            svc.tenants.set_quota(ADMIN, "acme", gpu_hours_quota=gpu_hours, reason="after the backup")
+        assert svc.audit_checkpoints.checkpoint("acme").written
+    finally:
+        svc.close()
+    restore = ["restore", str(dest), "--what", "registry", "--yes"]
+
+    unacknowledged = runner.invoke(app, [*restore, "--no-acknowledge"], env=env)
+    assert unacknowledged.exit_code == 1
+    assert "FAILED acme audit-checkpoints" in unacknowledged.output and "truncated" in unacknowledged.output
+
+    reason = "restored the registry backup from before INC-9"
+    acknowledged = runner.invoke(
+        app, ["audit", "acknowledge-restore", "-t", "acme", "--reason", reason], env=env
+    )
+    assert acknowledged.exit_code == 0, acknowledged.output
+    assert "restore acknowledged for acme (audit-checkpoints/acknowledged-restores/000001.json)" in (
+        acknowledged.output
+    )
+    assert "checkpoints resume: signed at" in acknowledged.output
+    assert runner.invoke(app, ["audit", "checkpoint", "-t", "acme"], env=env).exit_code == 0
+    again = runner.invoke(app, ["audit", "acknowledge-restore", "-t", "acme", "--reason", reason], env=env)
+    assert again.exit_code == 2 and "nothing to acknowledge" in again.output
+
+    restored = runner.invoke(app, restore, env=env)
+    assert restored.exit_code == 0, restored.output
+    assert "restore acknowledged for acme" in restored.output and ", 0 failed" in restored.output
+    svc = build_services(Settings(home=home), migrate=False)
+    try:
+        [entry] = [
+            e
+            for e in svc.registry.audit_trail(ADMIN, "acme", subject_id="acme")
+            if e.action == "audit.restore_acknowledged"
+        ]
+    finally:
+        svc.close()
+    assert entry.details["backup_id"] == list_backups(dest)[0].backup_id
+    assert entry.details["reason"].startswith(
+        f"evolution restore of backup {entry.details['backup_id']} to backup point"
+    )
+    assert entry.details["supersedes_acknowledgements"] == [
+        "audit-checkpoints/acknowledged-restores/000001.json"
+    ]
+
+
 def test_restore_refuses_a_live_home(demo_home: Path, tmp_path: Path) -> None:
     backup = _backup(demo_home, tmp_path / "backups")
     with pytest.raises(Conflict, match="pass --yes"):

@@ -215,6 +215,8 @@ def test_the_schema_is_tight(api: Api) -> None:
         for method, operation in item.items():
             assert operation["security"] == [{"apiToken": []}], (method, path)
             assert {"401", "403", "422", "503"} <= set(operation["responses"]), (method, path)
+            if method == "post":  # a body: refused with 413 over its operation's limit
+                assert "413" in operation["responses"], (method, path)
             for parameter in operation.get("parameters", []):
                 assert parameter["schema"].get("pattern"), (method, path, parameter["name"])
     schemas = spec["components"]["schemas"]

@@ -3,9 +3,13 @@
 A dedicated cluster archives its WAL into a directory. A base backup is taken; batch A commits through the
 real services (a tenant with signed events and a sealed snapshot, model versions, their audit rows); the
 server's clock is read as the target T; batch B commits (another tenant, more versions and audit rows on A's
-tenant). The backup is recovered to T into a new data directory on another port, through the same
-``restore_backup`` the CLI calls: every table then holds exactly the rows it held at T, none of B's, and
-``verify`` passes on the recovered home.
+tenant), and A's audit chain is checkpointed, so the write-once store holds a signed checkpoint of a chain longer
+than the one at T. The backup is recovered to T into a new data directory on another port, through the same
+``restore_backup`` the CLI calls, into a home whose store kept that checkpoint (as production's bucket does): every
+table then holds exactly the rows it held at T, none of B's. The restore acknowledgement ``evolution restore``
+writes (``acknowledge_restored``) supersedes the checkpoint beyond the recovered chain, so ``verify`` passes; more
+audit entries are checkpointed again in the new epoch; and a truncation nobody acknowledged — the tail deleted by
+the database owner — is still reported.
 
 RPO: how long the last commit of batch B stays exposed — from its commit until the WAL segment holding it is in
 the archive (bounded by ``archive_timeout``; 1 s here, 60 s recommended in production). RTO: seconds from the
@@ -38,9 +42,11 @@ from evolution.cli.main import app
 from evolution.demo.scenario import Scenario
 from evolution.integrity.artifacts import FilesystemArtifactStore
 from evolution.lifecycle import ModelState, TransitionRequest
+from evolution.platform.restores import acknowledge_restored
 from evolution.platform.settings import Settings
 from evolution.platform.verification import verify_all
 from evolution.platform.wiring import Services, build_services
+from evolution.registry.audit_checkpoints import CHECKPOINT_PREFIX, checkpoint_key
 from evolution.security import Principal
 from evolution.timeutil import as_utc
 from tests.support.pg_cluster import postgres_cluster, server_owned_dir
@@ -70,6 +76,16 @@ class DrillOutcome:
     verify_s: float
     last_transaction_at: datetime | None
     recovery_log: list[str] = field(default_factory=list)
+    checkpoint_after_target: str = ""  # the key of A's checkpoint signed after T, kept by the store
+    acknowledged: dict[str, list[str]] = field(default_factory=dict)  # tenant -> the checkpoints superseded
+    acknowledgement_refusals: list[str] = field(default_factory=list)
+    audit_entries_acknowledged: int = (
+        0  # A's chain once acknowledged: the recovered entries and the acknowledgement's
+    )
+    resumed_checkpoint: str | None = None  # written after more entries, in the acknowledgement's epoch
+    resumed_ok: bool = False
+    resumed_failures: list[str] = field(default_factory=list)
+    unacknowledged_failures: list[str] = field(default_factory=list)  # verify after the owner cut the tail
 
     @property
     def rto_s(self) -> float:
@@ -165,6 +181,10 @@ def _drill(
             progress(
                 f"batch B's last commit archived after {rpo_exposure:.2f} s (archive_timeout {archive_timeout_s} s)"
             )
+            # Signed after T, over A's chain with B's entries: beyond any chain recovered to T.
+            after_target = services.audit_checkpoints.checkpoint(TENANT_A)
+            assert after_target.ok and after_target.written, after_target.problems
+            checkpoint_after_target = checkpoint_key(after_target.written)
             create_backup(  # artifacts after B: the recovered registry needs A's, B's are harmless extras
                 settings,
                 backups,
@@ -180,13 +200,19 @@ def _drill(
         port = _free_port()
         restored_url = PgConnection.from_url(db_url).with_port(port).sqlalchemy_url()
         restored = Settings(home=workdir / "restored-home", database_url=restored_url)
+        # The store is not lost with the database: the recovered home's keeps A's checkpoints from after T.
+        kept = FilesystemArtifactStore(restored.artifacts_dir)
+        primary_store = FilesystemArtifactStore(settings.artifacts_dir)
+        for key in primary_store.list_objects(TENANT_A, CHECKPOINT_PREFIX):
+            kept.put_object(TENANT_A, key, primary_store.get_object(TENANT_A, key))
         progress(f"restore to {target.isoformat()} on port {port} …")
         started = time.monotonic()
         result = restore_backup(
             restored,
             backups,
-            store=FilesystemArtifactStore(restored.artifacts_dir),
+            store=kept,
             to_time=target,
+            overwrite=True,  # over the kept store: artifacts are only ever added
             pg_data_dir=server_root / "restored" / "data",
             pg_socket_dir=server_owned_dir(server_root / "restored" / "sock"),
             pg_settings={
@@ -197,15 +223,25 @@ def _drill(
         restore_s = time.monotonic() - started
         assert result.postgres is not None
         try:
-            rows_restored = table_rows(restored_url)  # before verify, which may write checkpoints
+            rows_restored = table_rows(restored_url)  # before the acknowledgement appends its audit entry
             started = time.monotonic()
             restored_services = build_services(restored)
             try:
+                # What `evolution restore` does before its verify.
+                acknowledgements = acknowledge_restored(restored_services, ADMIN, result)
                 report = verify_all(restored_services)
+                verify_s = time.monotonic() - started
                 tenants = restored_services.tenants.tenant_ids()
+                entries = restored_services.registry.verify_audit(ADMIN, TENANT_A).entries
+                progress("checkpoints resume: more audit entries on A, then a checkpoint …")
+                _versions(restored_services, TENANT_A, 2)
+                resumed = restored_services.audit_checkpoints.checkpoint(TENANT_A)
+                resumed_report = verify_all(restored_services)
+                progress("the database owner deletes the tail of A's chain, unacknowledged …")
+                _delete_audit_tail(restored_url, TENANT_A, keep=entries + 2)
+                unacknowledged = verify_all(restored_services)
             finally:
                 restored_services.close()
-            verify_s = time.monotonic() - started
         finally:
             result.postgres.stop()
     kinds: dict[str, int] = {}
@@ -227,7 +263,27 @@ def _drill(
         verify_s=verify_s,
         last_transaction_at=result.postgres.last_transaction_at,
         recovery_log=result.postgres.recovery_log,
+        checkpoint_after_target=checkpoint_after_target,
+        acknowledged={
+            a.tenant_id: [s.key for s in a.acknowledged.acknowledgement.supersedes]
+            for a in acknowledgements
+            if a.acknowledged is not None
+        },
+        acknowledgement_refusals=[f"{a.tenant_id}: {a.refused}" for a in acknowledgements if a.refused],
+        audit_entries_acknowledged=entries,
+        resumed_checkpoint=checkpoint_key(resumed.written, resumed.epoch) if resumed.written else None,
+        resumed_ok=resumed_report.ok,
+        resumed_failures=[f"{c.kind} {c.subject}: {c.detail}" for c in resumed_report.failures],
+        unacknowledged_failures=[f"{c.tenant_id} {c.kind}: {c.detail}" for c in unacknowledged.failures],
     )
+
+
+def _delete_audit_tail(url: str, tenant: str, keep: int) -> None:
+    """The database owner (the superuser, the append-only triggers out of the way) cuts a chain after ``keep``."""
+    with PgConnection.from_url(url).connect() as db, db.transaction():
+        db.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
+        db.execute("DELETE FROM audit_log WHERE tenant_id = %s AND seq > %s", (tenant, keep))
+        db.execute("ALTER TABLE audit_log ENABLE TRIGGER USER")
 
 
 def test_recovery_to_a_point_in_time_has_exactly_the_rows_committed_before_it_and_verifies(
@@ -252,8 +308,21 @@ def test_recovery_to_a_point_in_time_has_exactly_the_rows_committed_before_it_an
     )
     assert outcome.last_transaction_at is not None and outcome.last_transaction_at <= outcome.target
 
+    # The store kept A's checkpoint from after T; the restore acknowledged it, so verify passes.
+    assert outcome.acknowledged == {TENANT_A: [outcome.checkpoint_after_target]}, (
+        outcome.acknowledgement_refusals
+    )
     assert outcome.verify_ok, outcome.verify_failures
     assert outcome.verify_kinds.get("snapshot") == 1 and outcome.verify_kinds.get("audit-chain", 0) >= 1
+    # 2 more versions (2 audit entries each) after the acknowledgement are checkpointed again, in epoch 1.
+    assert outcome.resumed_checkpoint == checkpoint_key(outcome.audit_entries_acknowledged + 4, epoch=1)
+    assert outcome.resumed_ok, outcome.resumed_failures
+    # A truncation nobody acknowledged is still reported, at the resumed checkpoint.
+    [failure] = [f for f in outcome.unacknowledged_failures if " audit-checkpoints:" in f]
+    assert failure.startswith(f"{TENANT_A} audit-checkpoints:") and (
+        f"position {outcome.audit_entries_acknowledged + 4}: the chain has only {outcome.audit_entries_acknowledged + 2} "
+        "entries" in failure
+    ), outcome.unacknowledged_failures
     print(
         f"\nPITR drill: RPO exposure {outcome.rpo_exposure_s:.2f} s (commit → WAL archived, archive_timeout "
         f"{outcome.archive_timeout_s} s); RTO {outcome.rto_s:.1f} s (restore {outcome.restore_s:.1f} s of which "

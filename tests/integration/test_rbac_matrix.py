@@ -14,6 +14,7 @@ performs the action yet): its test is an explicit xfail naming the gap, never a 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import uuid
 from collections import Counter
@@ -42,6 +43,7 @@ from evolution.notifications.port import NotificationIn, notify_as
 from evolution.platform.orchestrator import start_retraining_as
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
+from evolution.registry.audit_checkpoints import AuditCheckpoint, SignedCheckpoint, checkpoint_key
 from evolution.security import PERMISSIONS, Action, Principal, Role
 from evolution.serving.app import create_app
 from evolution.serving.predictor import PredictInstance, Predictor
@@ -295,6 +297,20 @@ def _new_source_key(_w: World, _tenant: str) -> tuple[str, bytes]:
     return key_id_for_public_pem(public), public
 
 
+def _checkpoint_beyond_the_chain(w: World, tenant: str) -> None:
+    """What a restore to an earlier point leaves: the store holds a signed checkpoint of a longer chain."""
+    pending = w.services.audit_checkpoints.pending_restore(tenant)
+    if pending.needed:
+        return  # left by a refused cell: still there to acknowledge
+    epoch, size = pending.epoch - 1, pending.size + 1000
+    lost = hashlib.sha256(w.rid("lost-history").encode()).hexdigest()
+    checkpoint = AuditCheckpoint(tenant=tenant, size=size, root=lost, created_at=utcnow(), epoch=epoch)
+    signed = SignedCheckpoint(
+        checkpoint=checkpoint, signature=w.services.signer.sign(checkpoint.signed_payload())
+    )
+    w.services.store.put_object(tenant, checkpoint_key(size, epoch), signed.to_bytes())
+
+
 APPROVALS_OWN = {
     Action.APPROVE: {Role.VIEWER: "appr-m", Role.MANAGER: "appr-m", Role.ADMIN: "appr-a"},
     Action.REJECT: {Role.VIEWER: "rej-m", Role.MANAGER: "rej-m", Role.ADMIN: "rej-a"},
@@ -442,6 +458,13 @@ TABLE: dict[Action, Row] = {
         ServiceCall(
             "users.add_user",
             lambda w, p, t, _: w.users.add_user(p, w.rid("user"), PASSWORD, Role.VIEWER, [t]),  # type: ignore[arg-type]
+        )
+    ),
+    Action.ACKNOWLEDGE_RESTORE: Row(
+        ServiceCall(
+            "audit_checkpoints.acknowledge_restore",
+            lambda w, p, t, _: w.services.audit_checkpoints.acknowledge_restore(p, t, "matrix: restored"),  # type: ignore[arg-type]
+            prepare=_checkpoint_beyond_the_chain,
         )
     ),
 }

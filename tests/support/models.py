@@ -48,6 +48,7 @@ def install_model(
         store=services.store,
     )
     signed = sign_manifest(manifest, services.signer)
+    services.store.put_bytes(tenant, signed.model_dump_json(by_alias=True).encode())  # as training does
     version = services.registry.register_version(system, tenant, "yield", uuid.uuid4().hex)
     target = ModelState.CANARY if state == ModelState.CHAMPION else state
     for step in PATH_TO[target]:

@@ -13,6 +13,7 @@ from evolution.integrity.merkle import (
     CHUNK_SIZE,
     EMPTY_ROOT,
     ChunkedMerkle,
+    EmptyTreeConsistency,
     chunk_leaf_hash,
     chunked_merkle_root,
     consistency_proof,
@@ -218,9 +219,9 @@ def test_corrupted_inclusion_proofs_are_rejected_for_all_indices_and_sizes() -> 
 
 def test_every_consistency_proof_verifies_for_all_size_pairs() -> None:
     leaves = tree(MAX_SIZE)
-    for new in range(0, MAX_SIZE + 1):
+    for new in range(1, MAX_SIZE + 1):
         new_root = merkle_root(leaves[:new])
-        for old in range(0, new + 1):
+        for old in range(1, new + 1):
             proof = consistency_proof(old, leaves[:new])
             assert verify_consistency(old, new, merkle_root(leaves[:old]), new_root, proof), (old, new)
 
@@ -252,6 +253,19 @@ def test_corrupted_consistency_proofs_are_rejected_for_all_size_pairs() -> None:
                 assert not verify_consistency(old, new, old_root, forked_root, forked_proof), (old, new)
 
 
+def test_consistency_from_the_empty_tree_is_refused_generated_or_checked() -> None:
+    """transparency-dev/merkle refuses size1 = 0 whatever size2 (PR #236): an empty proof vouched for any root."""
+    leaves = tree(5)
+    for new in range(6):
+        with pytest.raises(EmptyTreeConsistency, match=f"empty tree \\(size 0\\) to size {new}"):
+            consistency_proof(0, leaves[:new])
+        for new_root in (merkle_root(leaves[:new]), EMPTY_ROOT, bytes(32)):  # the right root, or any other
+            with pytest.raises(EmptyTreeConsistency):
+                verify_consistency(0, new, EMPTY_ROOT, new_root, [])
+    error = EmptyTreeConsistency(5)
+    assert isinstance(error, InvalidInput) and error.error_type == "EmptyTreeConsistency"
+
+
 def test_proof_requests_outside_the_tree_are_refused() -> None:
     leaves = tree(4)
     with pytest.raises(InvalidInput):
@@ -264,6 +278,7 @@ def test_proof_requests_outside_the_tree_are_refused() -> None:
         merkle_root([b"short"])
     assert not verify_inclusion(leaves[0], 0, 0, [], EMPTY_ROOT)
     assert not verify_consistency(3, 2, merkle_root(leaves[:3]), merkle_root(leaves[:2]), [])
+    assert not verify_consistency(-1, 2, EMPTY_ROOT, merkle_root(leaves[:2]), [])
 
 
 def _random_cuts(data: bytes, rng: random.Random) -> list[bytes]:

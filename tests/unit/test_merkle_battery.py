@@ -7,7 +7,8 @@ independent, straight-from-the-RFC recursive implementation (MTH, PATH and SUBPR
 recursive verifier that rebuilds the roots from a proof), so a typo in a pasted constant cannot hide a bug.
 
 The corruption battery builds, for every valid inclusion proof (every index of every size 1..64) and every valid
-consistency proof (every pair of sizes 0..64), each corruption the issue lists: index +-1, size x2 and /2, a wrong leaf
+consistency proof (every pair of sizes 1 <= old <= new <= 64; from the empty tree there is no proof: asking for or
+checking one is refused, as transparency-dev/merkle does since 2026), each corruption the issue lists: index +-1, size x2 and /2, a wrong leaf
 (or a wrong old/new root), every single-bit flip of every proof node, each node removed, a node inserted at every
 position (a duplicate of its neighbour and an all-zero node), each pair of neighbouring nodes swapped, and a node
 appended or prepended. Every one goes through the implementation and through the independent verifier; the number
@@ -29,6 +30,7 @@ from hypothesis import strategies as st
 
 from evolution.integrity.merkle import (
     EMPTY_ROOT,
+    EmptyTreeConsistency,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
@@ -202,8 +204,9 @@ def ref_subproof(m: int, hashes: Sequence[bytes], complete: bool) -> list[bytes]
 
 
 def ref_proof(m: int, hashes: Sequence[bytes]) -> list[bytes]:
-    """PROOF(m, D[n]); empty for m = 0 and m = n."""
-    return [] if m in (0, len(hashes)) else ref_subproof(m, hashes, True)
+    """PROOF(m, D[n]) for 0 < m <= n; empty for m = n."""
+    assert 0 < m <= len(hashes), "RFC 6962 defines no consistency proof from the empty tree"
+    return [] if m == len(hashes) else ref_subproof(m, hashes, True)
 
 
 def ref_verify_inclusion(leaf: bytes, m: int, n: int, proof: Sequence[bytes], root: bytes) -> bool:
@@ -243,12 +246,10 @@ def ref_verify_consistency(m: int, n: int, old_root: bytes, new_root: bytes, pro
         sub = rebuild(m - k, n - k, False, path[:-1])
         return None if sub is None else (ref_node(path[-1], sub[0]), ref_node(path[-1], sub[1]))
 
-    if not 0 <= m <= n or any(len(p) != 32 for p in proof):
-        return False
+    if not 0 < m <= n or any(len(p) != 32 for p in proof):
+        return False  # m = 0 included: there is no proof from the empty tree to rebuild anything from
     if m == n:
         return not proof and old_root == new_root
-    if m == 0:
-        return not proof and old_root == hashlib.sha256(b"").digest()
     rebuilt = rebuild(m, n, True, list(proof))
     return rebuilt == (old_root, new_root)
 
@@ -327,7 +328,7 @@ def test_roots_and_proofs_equal_the_reference_for_every_size_up_to_64() -> None:
         assert merkle_root(hashes[:n]) == ref_mth(hashes[:n]), n
         for m in range(n):
             assert inclusion_proof(m, hashes[:n]) == ref_path(m, hashes[:n]), (m, n)
-        for m in range(n + 1):
+        for m in range(1, n + 1):
             assert consistency_proof(m, hashes[:n]) == ref_proof(m, hashes[:n]), (m, n)
 
 
@@ -370,6 +371,14 @@ def shape_corruptions(proof: Sequence[bytes], outsider: bytes) -> Iterator[tuple
         yield "all nodes reversed", proof[::-1]
     if proof:
         yield "proof emptied", []
+
+
+def accepts_consistency(m: int, n: int, r1: bytes, r2: bytes, proof: Sequence[bytes]) -> bool:
+    """The implementation's verdict; a corruption that turns the old size into 0 is refused, i.e. not accepted."""
+    try:
+        return verify_consistency(m, n, r1, r2, proof)
+    except EmptyTreeConsistency:
+        return False
 
 
 class Tally:
@@ -437,7 +446,7 @@ def inclusion_battery(
 def consistency_battery(
     hashes: Sequence[bytes], old: int, tally: Tally, *, bits: bool, cross_check: bool = True
 ) -> None:
-    """Every corruption of the valid proof that the first ``old`` leaves are a prefix of ``hashes``."""
+    """Every corruption of the valid proof that the first ``old`` (>= 1) leaves are a prefix of ``hashes``."""
     new = len(hashes)
     old_root, new_root = merkle_root(hashes[:old]), merkle_root(hashes)
     proof = consistency_proof(old, hashes)
@@ -447,7 +456,7 @@ def consistency_battery(
     def judge(
         kind: str, where: object, m: int, n: int, r1: bytes, r2: bytes, proof_: Sequence[bytes]
     ) -> None:
-        verdicts = [verify_consistency(m, n, r1, r2, proof_)]
+        verdicts = [accepts_consistency(m, n, r1, r2, proof_)]
         if cross_check:
             verdicts.append(ref_verify_consistency(m, n, r1, r2, proof_))
         tally.check(kind, where, *verdicts)
@@ -460,21 +469,19 @@ def consistency_battery(
             judge("old size ±1, ×2, ÷2", (where, bad_old), bad_old, new, old_root, new_root, proof)
     # (new + 1 is not on the list: like an inclusion proof's size, it can share the proof's shape; the roots and
     # sizes are what the log signs together, so only a signed (size, root) pair is ever checked)
-    # The empty tree is a prefix of every tree: its (empty) proof says nothing about the new size or root, so
-    # those two corruptions only exist for old > 0.
-    for bad_new in (new * 2, new // 2) if old else ():
+    for bad_new in (new * 2, new // 2):
         if bad_new != new:
             judge("new size ×2, ÷2", (where, bad_new), old, bad_new, old_root, new_root, proof)
     for wrong in (outsider, ZERO_NODE, _flip(old_root, 255), merkle_root(hashes[: max(old - 1, 0)])):
         if wrong != old_root:
             judge("wrong old root", where, old, new, wrong, new_root, proof)
-    for wrong in (outsider, ZERO_NODE, _flip(new_root, 0), merkle_root(hashes[:-1])) if old else ():
+    for wrong in (outsider, ZERO_NODE, _flip(new_root, 0), merkle_root(hashes[:-1])):
         if wrong != new_root:
             judge("wrong new root", where, old, new, old_root, wrong, proof)
-    if old:  # the old tree's history rewritten: neither its own proof nor the old one links the two
-        forked_root = merkle_root(forked)
-        judge("forked history", where, old, new, old_root, forked_root, proof)
-        judge("forked history", where, old, new, old_root, forked_root, consistency_proof(old, forked))
+    # the old tree's history rewritten: neither its own proof nor the old one links the two
+    forked_root = merkle_root(forked)
+    judge("forked history", where, old, new, old_root, forked_root, proof)
+    judge("forked history", where, old, new, old_root, forked_root, consistency_proof(old, forked))
     for kind, bad in shape_corruptions(proof, outsider):
         judge(kind, where, old, new, old_root, new_root, bad)
     if bits:
@@ -503,9 +510,9 @@ def test_every_corruption_of_every_consistency_proof_up_to_64_leaves_is_rejected
     hashes = _tree(MAX_SIZE)
     tally = Tally()
     expected_flips = 0
-    for new in range(0, MAX_SIZE + 1):
+    for new in range(1, MAX_SIZE + 1):
         bits = new <= BITFLIP_MAX_SIZE
-        for old in range(0, new + 1):
+        for old in range(1, new + 1):
             consistency_battery(hashes[:new], old, tally, bits=bits)
             if bits:
                 expected_flips += 256 * len(consistency_proof(old, hashes[:new]))
@@ -612,5 +619,5 @@ def test_property_random_consistency_proofs_verify_and_their_corruptions_do_not(
         bad = _corrupt(kind, data.draw, proof)
     if bad is None or ((m, n) == (old, new) and bad == proof and (r1, r2) == (old_root, new_root)):
         return
-    assert not verify_consistency(m, n, r1, r2, bad), (kind, old, new)
+    assert not accepts_consistency(m, n, r1, r2, bad), (kind, old, new)
     assert not ref_verify_consistency(m, n, r1, r2, bad), (kind, old, new)

@@ -173,6 +173,8 @@ def test_buffer_sizes_must_be_positive(store: Store) -> None:
 
 
 class Model:
+    features = ["x"]  # what ONE sends: the predictor refuses features its model does not know
+
     def __init__(self, value: float) -> None:
         self.value = value
 
