@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
+from activities.heartbeat import heartbeats
 from evolution.contracts import TicketCheckIn, TicketCheckOut
 
 if TYPE_CHECKING:  # the services are injected: importing them here would load SQLAlchemy into the sandbox
@@ -20,5 +21,6 @@ class ApprovalActivities:
 
     @activity.defn(name="check_approval_ticket")
     @domain_errors_are_final
+    @heartbeats
     def check_approval_ticket(self, inp: TicketCheckIn) -> TicketCheckOut:
         return self._tickets.check(inp)

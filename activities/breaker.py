@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
+from activities.heartbeat import heartbeats
 from evolution.contracts import (
     BreakerCheckIn,
     BreakerCheckOut,
@@ -33,6 +34,7 @@ class BreakerActivities:
 
     @activity.defn(name="check_circuit_breaker")
     @domain_errors_are_final
+    @heartbeats
     def check_circuit_breaker(self, inp: BreakerCheckIn) -> BreakerCheckOut:
         status = self._breaker.check(Principal.system(inp.tenant_id), inp.tenant_id)
         reason = status.blocked_reason
@@ -46,6 +48,7 @@ class BreakerActivities:
 
     @activity.defn(name="record_breaker_outcome")
     @domain_errors_are_final
+    @heartbeats
     def record_breaker_outcome(self, inp: BreakerRecordIn) -> BreakerRecordOut:
         recorded = self._breaker.record(
             Principal.system(inp.tenant_id), inp.tenant_id, inp.run_id, inp.outcome, inp.reason
@@ -82,6 +85,7 @@ class BreakerActivities:
 
     @activity.defn(name="record_retraining_block")
     @domain_errors_are_final
+    @heartbeats
     def record_retraining_block(self, inp: RetrainingBlockIn) -> RetrainingBlockOut:
         recorded = self._breaker.record_blocked(
             Principal.system(inp.tenant_id),

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
+from activities.heartbeat import heartbeats
 from evolution.contracts import LookIn, LookOut, PairsIn, ShadowOut
 from evolution.observability.tracing import span
 
@@ -20,6 +21,7 @@ class CanaryActivities:
 
     @activity.defn(name="collect_shadow")
     @domain_errors_are_final
+    @heartbeats
     def collect_shadow(self, inp: PairsIn) -> ShadowOut:
         with span(
             "Serving",
@@ -32,6 +34,7 @@ class CanaryActivities:
 
     @activity.defn(name="canary_look")
     @domain_errors_are_final
+    @heartbeats
     def canary_look(self, inp: LookIn) -> LookOut:
         with span(
             "Serving",

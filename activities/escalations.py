@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
+from activities.heartbeat import heartbeats
 from evolution.contracts import EscalationsIn, EscalationsOut
 
 if TYPE_CHECKING:  # the services are injected: importing them here would load SQLAlchemy into the sandbox
@@ -20,6 +21,7 @@ class EscalationActivities:
 
     @activity.defn(name="run_escalations")
     @domain_errors_are_final
+    @heartbeats
     def run_escalations(self, inp: EscalationsIn) -> EscalationsOut:
         if self._escalator is None:
             return EscalationsOut()  # the outbox alone: no channel to escalate to

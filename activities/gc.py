@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
+from activities.heartbeat import heartbeating, marks_heartbeats
 from evolution.contracts import GcInput, GcResult
 from evolution.security import Principal
 
@@ -20,15 +21,17 @@ class GcActivities:
 
     @activity.defn(name="collect_garbage")
     @domain_errors_are_final
+    @marks_heartbeats
     def collect_garbage(self, inp: GcInput) -> GcResult:
-        activity.heartbeat("planning")
-        report = self._retention.run(
-            Principal.system(inp.tenant_id, "gc"),
-            inp.tenant_id,
-            inp.model_name,
-            dry_run=inp.dry_run,
-            progress=activity.heartbeat,
-        )
+        # Planning asks the store about every candidate digest and reports nothing: the side beats cover it.
+        with heartbeating("planning") as beat:
+            report = self._retention.run(
+                Principal.system(inp.tenant_id, "gc"),
+                inp.tenant_id,
+                inp.model_name,
+                dry_run=inp.dry_run,
+                progress=beat,
+            )
         return gc_result(report)
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from temporalio import activity
 
 from activities.errors import domain_errors_are_final
+from activities.heartbeat import heartbeats
 from evolution.contracts import (
     CurrentVersionIn,
     CurrentVersionOut,
@@ -62,6 +63,7 @@ class RegistryActivities:
 
     @activity.defn(name="check_quota")
     @domain_errors_are_final
+    @heartbeats
     def check_quota(self, inp: QuotaCheckIn) -> QuotaCheckOut:
         status = self._quota.status(Principal.system(inp.tenant_id), inp.tenant_id)
         reason = status.blocked_reason
@@ -74,6 +76,7 @@ class RegistryActivities:
 
     @activity.defn(name="register_candidate")
     @domain_errors_are_final
+    @heartbeats
     def register_candidate(self, inp: RegisterCandidateIn) -> VersionView:
         return self._registry.register_version(
             Principal.system(inp.tenant_id), inp.tenant_id, inp.model_name, inp.request_id, reason=inp.reason
@@ -81,6 +84,7 @@ class RegistryActivities:
 
     @activity.defn(name="current_version")
     @domain_errors_are_final
+    @heartbeats
     def current_version(self, inp: CurrentVersionIn) -> CurrentVersionOut:
         version = self._registry.current(
             Principal.system(inp.tenant_id), inp.tenant_id, inp.model_name, ModelState(inp.state)
@@ -89,6 +93,7 @@ class RegistryActivities:
 
     @activity.defn(name="transition")
     @domain_errors_are_final
+    @heartbeats
     def transition(self, inp: TransitionIn) -> TransitionOut:
         request = TransitionRequest(
             version_id=inp.version_id,
@@ -105,6 +110,7 @@ class RegistryActivities:
 
     @activity.defn(name="promote")
     @domain_errors_are_final
+    @heartbeats
     def promote(self, inp: PromoteIn) -> TransitionOut:
         self._verify_artifact(inp.approver.tenant_id, inp.version_id)
         result = self._registry.promote(
@@ -114,6 +120,7 @@ class RegistryActivities:
 
     @activity.defn(name="reject")
     @domain_errors_are_final
+    @heartbeats
     def reject(self, inp: PromoteIn) -> TransitionOut:
         result = self._registry.reject(
             principal_of(inp.approver), inp.version_id, inp.expected_version, inp.request_id, inp.reason
@@ -122,6 +129,7 @@ class RegistryActivities:
 
     @activity.defn(name="quarantine")
     @domain_errors_are_final
+    @heartbeats
     def quarantine(self, inp: QuarantineIn) -> TransitionOut:
         result = self._registry.quarantine(
             Principal.system(inp.tenant_id), inp.version_id, inp.request_id, inp.reason
@@ -130,12 +138,14 @@ class RegistryActivities:
 
     @activity.defn(name="record_outcome")
     @domain_errors_are_final
+    @heartbeats
     def record_outcome(self, result: RetrainingResult) -> OutcomeRecorded:
         record_retraining_outcome(result)
         return OutcomeRecorded(recorded=True)
 
     @activity.defn(name="notify")
     @domain_errors_are_final
+    @heartbeats
     def notify(self, inp: NotifyIn) -> NotifyOut:
         notify_as(Principal.system(inp.tenant_id), self._notifier, NotificationIn(**inp.model_dump()))
         return NotifyOut(delivered=True)

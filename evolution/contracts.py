@@ -53,8 +53,8 @@ class RolloutTiming(BaseModel):
         default=None,
         gt=0,
         description="How long a step whose worker died is waited for before it is retried elsewhere: caps the "
-        "start-to-close timeout of the short steps and the heartbeat timeout of training. None: the "
-        "policies' defaults (workflows/policies.py: 60 s and more).",
+        "start-to-close timeout of the short steps and every step's heartbeat timeout. None: the policies' "
+        "defaults (workflows/policies.py: heartbeats within 30 s, start-to-close 60 s and more).",
     )
 
 

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.policies import (
     DRIFT_SCAN_TIMEOUT,
+    HEARTBEAT_TIMEOUT,
     REGISTRY_TIMEOUT,
     SEAL_AND_SCAN_TIMEOUT,
     SNAPSHOT_TIMEOUT,
@@ -57,6 +58,7 @@ class DriftScanWorkflow:
                 ReconcilerActivities.reconcile_candidates,
                 ReconcileIn(tenant_id=inp.tenant_id),
                 start_to_close_timeout=_capped(REGISTRY_TIMEOUT, inp.step_timeout_s),
+                heartbeat_timeout=_capped(HEARTBEAT_TIMEOUT, inp.step_timeout_s),
                 retry_policy=TRANSIENT_RETRY,
             )
         if workflow.patched(SEAL_AND_SCAN_PATCH):
@@ -69,6 +71,7 @@ class DriftScanWorkflow:
                     window_end=window_end,
                 ),
                 start_to_close_timeout=_capped(SEAL_AND_SCAN_TIMEOUT, inp.step_timeout_s),
+                heartbeat_timeout=_capped(HEARTBEAT_TIMEOUT, inp.step_timeout_s),
                 retry_policy=TRANSIENT_RETRY,
             )
             sealed, scan = both.sealed, both.scan
@@ -120,6 +123,7 @@ class DriftScanWorkflow:
             DriftActivities.seal_window,
             SealIn(tenant_id=inp.tenant_id, min_rows=inp.min_window_rows, window_end=window_end),
             start_to_close_timeout=_capped(SNAPSHOT_TIMEOUT, inp.step_timeout_s),
+            heartbeat_timeout=_capped(HEARTBEAT_TIMEOUT, inp.step_timeout_s),
             retry_policy=TRANSIENT_RETRY,
         )
         if sealed.snapshot_id is None:
@@ -128,6 +132,7 @@ class DriftScanWorkflow:
             DriftActivities.scan_drift,
             ScanIn(tenant_id=inp.tenant_id, model_name=inp.model_name, snapshot_id=sealed.snapshot_id),
             start_to_close_timeout=_capped(DRIFT_SCAN_TIMEOUT, inp.step_timeout_s),
+            heartbeat_timeout=_capped(HEARTBEAT_TIMEOUT, inp.step_timeout_s),
             retry_policy=TRANSIENT_RETRY,
         )
         return sealed, scan

@@ -15,10 +15,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.escalations import EscalationActivities
     from evolution.contracts import EscalationsIn, EscalationsOut
 
+from workflows.policies import HEARTBEAT_TIMEOUT
+
 ESCALATION_SCHEDULE_ID = "notify-escalations"
 ESCALATIONS_EVERY = timedelta(minutes=10)
 # One pass reads the recent outbox of every tenant and delivers what is due (SMTP and webhook have their own
-# timeouts and retries); a pass that fails is simply the next tick's work.
+# timeouts and retries); a pass that fails is simply the next tick's work. The pass heartbeats (HEARTBEAT_TIMEOUT):
+# a dead worker's pass is retried within a minute, not after this.
 ESCALATIONS_TIMEOUT = timedelta(minutes=5)
 ESCALATIONS_RETRY = RetryPolicy(maximum_attempts=2)
 
@@ -31,5 +34,6 @@ class EscalationWorkflow:
             EscalationActivities.run_escalations,
             inp,
             start_to_close_timeout=ESCALATIONS_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=ESCALATIONS_RETRY,
         )

@@ -15,11 +15,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.gc import GcActivities
     from evolution.contracts import GcInput, GcResult
 
+from workflows.policies import HEARTBEAT_TIMEOUT
+
 GC_EVERY = timedelta(hours=24)
 # Planning reads the tenant's versions and asks the store about each candidate digest; collecting deletes one
-# version per transaction and heartbeats after each.
+# version per transaction. The activity heartbeats throughout (HEARTBEAT_TIMEOUT), so a dead worker's run is
+# retried within a minute; this bounds the work itself.
 GC_TIMEOUT = timedelta(hours=2)
-GC_HEARTBEAT = timedelta(minutes=5)
 GC_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=10),
     backoff_coefficient=2.0,
@@ -40,6 +42,6 @@ class GcWorkflow:
             GcActivities.collect_garbage,
             inp,
             start_to_close_timeout=GC_TIMEOUT,
-            heartbeat_timeout=GC_HEARTBEAT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=GC_RETRY,
         )

@@ -27,7 +27,11 @@ DRIFT_SCAN_TIMEOUT = timedelta(minutes=15)
 SEAL_AND_SCAN_TIMEOUT = SNAPSHOT_TIMEOUT + DRIFT_SCAN_TIMEOUT
 VALIDATION_TIMEOUT = timedelta(minutes=15)
 LOOK_TIMEOUT = timedelta(minutes=2)
-TRAINING_HEARTBEAT = timedelta(seconds=60)
+# Every activity heartbeats while it runs (activities/heartbeat.py): a step whose worker died is retried elsewhere
+# once this passes without a beat, instead of waiting out its start-to-close timeout (which stays the bound on the
+# work itself). The SDK sends a beat every 0.8 x this, so a kill is noticed 6 to 30 s after it.
+HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+TRAINING_HEARTBEAT = HEARTBEAT_TIMEOUT
 
 INTEGRITY_ERROR = "IntegrityViolation"
 QUOTA_ERROR = "QuotaExceeded"

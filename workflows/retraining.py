@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from evolution.stats.canary_models import Decision, GuardState
 
 from workflows.policies import (
+    HEARTBEAT_TIMEOUT,
     INTEGRITY_ERROR,
     LOOK_TIMEOUT,
     QUOTA_ERROR,
@@ -497,16 +498,18 @@ class RetrainingWorkflow:
     ) -> R: ...
 
     async def _activity(self, activity: Any, arg: Any, timeout: timedelta = REGISTRY_TIMEOUT) -> Any:
-        """A short step: the activity's own result type, the transient retry policy, a capped timeout."""
+        """A step: the activity's own result type, the transient retry policy, capped timeouts."""
         return await workflow.execute_activity_method(
             activity,
             arg,
             start_to_close_timeout=self._step_timeout(timeout),
+            heartbeat_timeout=self._step_timeout(HEARTBEAT_TIMEOUT),
             retry_policy=TRANSIENT_RETRY,
         )
 
     def _step_timeout(self, default: timedelta) -> timedelta:
-        # A step whose worker was killed is retried only when this runs out: RolloutTiming.step_timeout_s caps it.
+        # A step whose worker was killed is retried once its heartbeat timeout runs out (every activity heartbeats);
+        # RolloutTiming.step_timeout_s caps that, and the start-to-close timeout, further for tests.
         cap = self._input.timing.step_timeout_s if self._input is not None else None
         return min(default, timedelta(seconds=cap)) if cap else default
 

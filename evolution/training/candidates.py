@@ -7,7 +7,8 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from evolution.contracts import TrainOut, ValidateOut
 from evolution.data.snapshots import DatasetSnapshotService, SnapshotView
 from evolution.errors import InsufficientData, TrainingFailed
 from evolution.integrity.artifacts import ArtifactStore
-from evolution.integrity.manifest import build_manifest_from_dir, sign_manifest
+from evolution.integrity.manifest import SignedManifest, build_manifest_from_dir, sign_manifest
 from evolution.integrity.signing import KeyRing, Signer
 from evolution.observability import metrics
 from evolution.registry.quota import QuotaManager
@@ -65,6 +66,17 @@ def charge_id_of(run_id: str, attempt: int) -> str:
         return run_id[-60:]
     suffix = f"#{attempt}"
     return run_id[-(60 - len(suffix)) :] + suffix
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A training job ready to run, with what signing its outputs needs afterwards."""
+
+    job: TrainingJob
+    job_dir: Path
+    snapshot: SnapshotView
+    rows: list[dict[str, Any]]
+    settings: TenantSettings
 
 
 class CandidateBuilder:
@@ -133,31 +145,10 @@ class CandidateBuilder:
         """
         async with self._slots.hold(f"training {run_id}", heartbeat):
             system = Principal.system(tenant_id)
-            self._quota.check(system, tenant_id)
-            snapshot = self.training_snapshot(tenant_id)
-            rows = self.training_rows(snapshot)
-            settings = self._tenants.tenant_settings(system, tenant_id)
-            config = training_config_for(rows, settings)
-            job_dir = self._work_dir / tenant_id / run_id.replace("/", "_")
-            shutil.rmtree(job_dir, ignore_errors=True)  # a retried attempt starts clean
-            output_dir = job_dir / "model"
-            output_dir.mkdir(parents=True)
-            dataset = job_dir / "dataset.jsonl"
-            with dataset.open("w", encoding="utf-8") as out:
-                for row in rows:
-                    out.write(json.dumps(row) + "\n")
-            job = TrainingJob(
-                job_id=run_id.replace("/", "_")[-60:],
-                tenant=tenant_id,
-                model_name=model_name,
-                dataset_path=str(dataset),
-                config=config,
-                seed=seed,
-                output_dir=str(output_dir),
-                timeout_s=self._timeout_s,
-                memory_limit_mb=self._memory_limit_mb,
-                cpu_seconds=None,
-            )
+            # Reading the snapshot, writing the job and signing the model are synchronous and can take seconds on
+            # a large tenant: they run off the event loop, which carries every activity's heartbeats.
+            prepared = await asyncio.to_thread(self._prepare, tenant_id, model_name, seed, run_id)
+            job = prepared.job
             charge_id = charge_id_of(run_id, attempt)
             started = utcnow()
             t0 = time.monotonic()
@@ -185,49 +176,89 @@ class CandidateBuilder:
                 raise TrainingFailed(
                     f"training job {result.status}: {result.error or result.log_tail[-500:]}"
                 )
-
-            # Sign exactly the model's files plus the baseline: not the job's own bookkeeping files.
-            signed_dir = job_dir / "signed"
-            signed_dir.mkdir()
-            for name in result.output_files:
-                shutil.copyfile(output_dir / name, signed_dir / name)
-            drift_config = settings.drift_config_over(DriftConfig())
-            baseline = build_baseline(feature_columns(rows, config.features), config=drift_config)
-            errors = result.metrics["holdout_abs_error"]
-            baseline = baseline.model_copy(
-                update={"errors": ErrorBaseline(n=errors["n"], mean=errors["mean"], var=errors["var"])}
+            signed = await asyncio.to_thread(
+                self._sign_outputs, prepared, result.output_files, result.metrics
             )
-            (signed_dir / BASELINE_FILE).write_text(baseline.model_dump_json())
-            manifest = build_manifest_from_dir(
-                signed_dir,
-                tenant=tenant_id,
-                model_name=model_name,
-                dataset_snapshot_id=snapshot.id,
-                dataset_merkle_root=snapshot.merkle_root,
-                training_config=config.model_dump(mode="json"),
-                seed=seed,
-                trainer=TRAINER_NAME,
-                store=self._store,
+            await asyncio.to_thread(
+                self._record_quality, tenant_id, model_name, version_id, prepared.rows, result.metrics
             )
-            signed = sign_manifest(manifest, self._signer)
-            self._store.put_bytes(tenant_id, signed.model_dump_json(by_alias=True).encode())
-            shutil.rmtree(job_dir, ignore_errors=True)
-            self._record_quality(tenant_id, model_name, version_id, rows, result.metrics)
             log.info(
                 "trained candidate %s on snapshot %s in %.1fs (holdout MAE %.4f)",
                 version_id,
-                snapshot.id,
+                prepared.snapshot.id,
                 duration,
                 result.metrics.get("holdout_mae", float("nan")),
                 extra={"tenantId": tenant_id, "modelHash": signed.digest},
             )
             return TrainOut(
-                snapshot_id=snapshot.id,
+                snapshot_id=prepared.snapshot.id,
                 model_hash=signed.digest,
                 signed_manifest=signed.model_dump(mode="json", by_alias=True),
                 metrics=result.metrics,
                 duration_s=duration,
             )
+
+    def _prepare(self, tenant_id: str, model_name: str, seed: int, run_id: str) -> PreparedJob:
+        """Quota checked, the verified snapshot's rows written for the job, a clean output directory."""
+        system = Principal.system(tenant_id)
+        self._quota.check(system, tenant_id)
+        snapshot = self.training_snapshot(tenant_id)
+        rows = self.training_rows(snapshot)
+        settings = self._tenants.tenant_settings(system, tenant_id)
+        config = training_config_for(rows, settings)
+        job_dir = self._work_dir / tenant_id / run_id.replace("/", "_")
+        shutil.rmtree(job_dir, ignore_errors=True)  # a retried attempt starts clean
+        output_dir = job_dir / "model"
+        output_dir.mkdir(parents=True)
+        dataset = job_dir / "dataset.jsonl"
+        with dataset.open("w", encoding="utf-8") as out:
+            for row in rows:
+                out.write(json.dumps(row) + "\n")
+        job = TrainingJob(
+            job_id=run_id.replace("/", "_")[-60:],
+            tenant=tenant_id,
+            model_name=model_name,
+            dataset_path=str(dataset),
+            config=config,
+            seed=seed,
+            output_dir=str(output_dir),
+            timeout_s=self._timeout_s,
+            memory_limit_mb=self._memory_limit_mb,
+            cpu_seconds=None,
+        )
+        return PreparedJob(job=job, job_dir=job_dir, snapshot=snapshot, rows=rows, settings=settings)
+
+    def _sign_outputs(
+        self, prepared: PreparedJob, output_files: Iterable[str], scores: dict[str, Any]
+    ) -> SignedManifest:
+        """Sign exactly the model's files plus the drift baseline (not the job's bookkeeping) and store the manifest."""
+        job, tenant_id = prepared.job, prepared.job.tenant
+        signed_dir = prepared.job_dir / "signed"
+        signed_dir.mkdir()
+        for name in output_files:
+            shutil.copyfile(Path(job.output_dir) / name, signed_dir / name)
+        drift_config = prepared.settings.drift_config_over(DriftConfig())
+        baseline = build_baseline(feature_columns(prepared.rows, job.config.features), config=drift_config)
+        errors = scores["holdout_abs_error"]
+        baseline = baseline.model_copy(
+            update={"errors": ErrorBaseline(n=errors["n"], mean=errors["mean"], var=errors["var"])}
+        )
+        (signed_dir / BASELINE_FILE).write_text(baseline.model_dump_json())
+        manifest = build_manifest_from_dir(
+            signed_dir,
+            tenant=tenant_id,
+            model_name=job.model_name,
+            dataset_snapshot_id=prepared.snapshot.id,
+            dataset_merkle_root=prepared.snapshot.merkle_root,
+            training_config=job.config.model_dump(mode="json"),
+            seed=job.seed,
+            trainer=TRAINER_NAME,
+            store=self._store,
+        )
+        signed = sign_manifest(manifest, self._signer)
+        self._store.put_bytes(tenant_id, signed.model_dump_json(by_alias=True).encode())
+        shutil.rmtree(prepared.job_dir, ignore_errors=True)
+        return signed
 
     def _record_quality(
         self,

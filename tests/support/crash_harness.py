@@ -17,7 +17,10 @@ What runs where:
 Afterwards every workflow must have finished, and the registry is audited: per version, each transition exactly
 once (no duplicate ``(version, to_state)`` audit row), none missing (the path each workflow's outcome implies, and
 the version's state equal to its last audit row and to what the workflow reported), the audit chain gapless and
-verified (``evolution verify``'s function). The journal tells how many activities really ran more than once.
+verified (``evolution verify``'s function). The journal tells how many activities really ran more than once, and,
+for every activity body a worker kill cut short, how long it took until that activity's next attempt started: the
+workflows run with the production timeouts, so that figure is what a dead worker costs in production (the
+heartbeat timeout, workflows/policies.py, plus the retry's backoff).
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ import random
 import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -112,8 +116,9 @@ class CrashPlan:
     canary_share: float = 0.9
     shadow_min_pairs: int = 50
     look_interval_s: float = 0.5
-    # How long a crashed worker's step is waited for before it is retried (RolloutTiming.step_timeout_s).
-    step_timeout_s: float = 8.0
+    # Caps how long a crashed worker's step is waited for before it is retried (RolloutTiming.step_timeout_s).
+    # None: the production timeouts, so that the kill -> next attempt figure measures what production gets.
+    step_timeout_s: float | None = None
     # Each kill once a random share of the lifecycles' milestones is reached, then after a random jitter.
     kill_progress: tuple[float, float] = (0.03, 0.85)
     kill_jitter_s: float = 3.0
@@ -286,6 +291,53 @@ def training_jobs_under(work_dir: Path) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------------ the journal
+@dataclass(frozen=True)
+class WorkerKill:
+    """One SIGKILL of the worker: its process id, and when it was sent by the wall clock (the journal's clock)."""
+
+    pid: int
+    at: float
+
+
+@dataclass
+class RetryStats:
+    """Every activity body a worker kill cut short, and how long until that activity's next attempt started."""
+
+    bodies: int = 0  # activity bodies running in a worker when it was killed
+    kills_with_bodies: int = 0
+    delays_s: list[float] = field(default_factory=list)  # kill -> next attempt's start, one per retried body
+    slowest_type: str | None = None
+    retried_before_kill: int = 0  # the next attempt had started before the kill (the old one had timed out)
+    not_retried: list[str] = field(default_factory=list)
+
+    @property
+    def p50_s(self) -> float | None:
+        return statistics.median(self.delays_s) if self.delays_s else None
+
+    @property
+    def max_s(self) -> float | None:
+        return max(self.delays_s) if self.delays_s else None
+
+    def line(self) -> str:
+        if not self.bodies:
+            return "no kill landed inside an activity body"
+        figures = (
+            f"p50 {self.p50_s:.1f}s, max {self.max_s:.1f}s ({self.slowest_type})"
+            if self.delays_s
+            else "no next attempt"
+        )
+        return (
+            f"{figures} over {len(self.delays_s)} of {self.bodies} activity bodies cut short by "
+            f"{self.kills_with_bodies} kills; {len(self.not_retried)} never attempted again"
+            + (f" {self.not_retried[:5]}" if self.not_retried else "")
+            + (
+                f", {self.retried_before_kill} already re-attempted before the kill"
+                if self.retried_before_kill
+                else ""
+            )
+        )
+
+
 @dataclass
 class JournalStats:
     activities: int = 0
@@ -296,26 +348,37 @@ class JournalStats:
     started_twice_by_type: dict[str, int] = field(default_factory=dict)
     completed_twice_by_type: dict[str, int] = field(default_factory=dict)
     worker_pids: int = 0
+    retries: RetryStats = field(default_factory=RetryStats)
 
 
-def read_journal(path: Path) -> JournalStats:
-    """Activities (workflow run, activity id) whose body started, or ran to its end, more than once."""
-    starts: Counter[tuple[str, str, str]] = Counter()
-    ends: Counter[tuple[str, str, str]] = Counter()
-    types: dict[tuple[str, str, str], str] = {}
+Activity = tuple[str, str, str]  # (workflow id, run id, activity id): the same across an activity's attempts
+
+
+def read_journal(path: Path, kills: Sequence[WorkerKill] = ()) -> JournalStats:
+    """Activities whose body started, or ran to its end, more than once; what each worker kill cut short."""
+    starts: Counter[Activity] = Counter()
+    ends: Counter[Activity] = Counter()
+    types: dict[Activity, str] = {}
     pids: set[int] = set()
+    # Per (activity, attempt, pid): when its body started; and the bodies that ended (returned or raised).
+    started_at: dict[tuple[Activity, int, int], float] = {}
+    closed: set[tuple[Activity, int, int]] = set()
     if path.exists():
         for line in path.read_text().splitlines():
             if not line.strip():
                 continue
             entry = json.loads(line)
             key = (entry["workflow_id"], entry["run_id"], entry["activity_id"])
+            body = (key, entry["attempt"], entry["pid"])
             types[key] = entry["activity_type"]
             pids.add(entry["pid"])
             if entry["event"] == "start":
                 starts[key] += 1
-            elif entry["event"] == "end":
-                ends[key] += 1
+                started_at[body] = entry["at"]
+            else:
+                closed.add(body)
+                if entry["event"] == "end":
+                    ends[key] += 1
     twice = [k for k, n in starts.items() if n > 1]
     done_twice = [k for k, n in ends.items() if n > 1]
     return JournalStats(
@@ -327,7 +390,47 @@ def read_journal(path: Path) -> JournalStats:
         started_twice_by_type=dict(Counter(types[k] for k in twice)),
         completed_twice_by_type=dict(Counter(types[k] for k in done_twice)),
         worker_pids=len(pids),
+        retries=kill_to_next_attempt(started_at, closed, types, kills),
     )
+
+
+def kill_to_next_attempt(
+    started_at: dict[tuple[Activity, int, int], float],
+    closed: set[tuple[Activity, int, int]],
+    types: dict[Activity, str],
+    kills: Sequence[WorkerKill],
+) -> RetryStats:
+    """For each body a kill cut short (started in the killed process, never ended): the next attempt's start.
+
+    A killed process writes nothing more, so its bodies without an end line are exactly those running when it died.
+    """
+    attempts: dict[Activity, list[tuple[int, float]]] = defaultdict(list)
+    for (key, attempt, _), at in started_at.items():
+        attempts[key].append((attempt, at))
+    stats = RetryStats()
+    slowest = -1.0
+    for kill in kills:
+        cut = [
+            (key, attempt)
+            for (key, attempt, pid) in started_at
+            if pid == kill.pid and (key, attempt, pid) not in closed
+        ]
+        stats.bodies += len(cut)
+        stats.kills_with_bodies += bool(cut)
+        for key, attempt in cut:
+            later = [(a, at) for a, at in attempts[key] if a > attempt]
+            if not later:
+                stats.not_retried.append(f"{types[key]} in {key[0]}")
+                continue
+            _, next_at = min(later)
+            if next_at < kill.at:
+                stats.retried_before_kill += 1
+                continue
+            delay = next_at - kill.at
+            stats.delays_s.append(delay)
+            if delay > slowest:
+                slowest, stats.slowest_type = delay, types[key]
+    return stats
 
 
 class JournalTail:
@@ -384,6 +487,7 @@ class Lifecycle:
 @dataclass
 class Chaos:
     worker_kills: list[float] = field(default_factory=list)
+    killed: list[WorkerKill] = field(default_factory=list)  # the same kills: which process, by the wall clock
     server_kills: list[float] = field(default_factory=list)
     unplanned_worker_exits: int = 0
     orphaned_training_jobs: int = 0
@@ -444,6 +548,7 @@ class CrashReport:
             + f"), unplanned worker exits {self.chaos.unplanned_worker_exits}",
             f"  kills inside an activity   {self.chaos.kills_inside_activities} of {len(self.chaos.worker_kills)} "
             "worker kills landed while an activity body was running",
+            f"  kill -> next attempt       {j.retries.line()}",
             f"  activities                 {j.activities} ({j.starts} body starts, {j.ends} ends, "
             f"{j.worker_pids} worker processes)",
             f"  activities run twice       {j.started_twice} started again after a kill {j.started_twice_by_type}",
@@ -614,7 +719,7 @@ class CrashHarness:
                 plan=self.plan,
                 lifecycles=self.lifecycles,
                 chaos=self.chaos,
-                journal=read_journal(self.journal_path),
+                journal=read_journal(self.journal_path, self.chaos.killed),
                 wall_s=wall,
                 setup_s=setup_s,
                 driver_cpu_s=own.ru_utime + own.ru_stime,
@@ -701,6 +806,8 @@ class CrashHarness:
                 if not running:
                     await asyncio.sleep(0.01)
             jobs = training_jobs_under(self.home / "work")
+            assert self.worker.pid is not None
+            self.chaos.killed.append(WorkerKill(pid=self.worker.pid, at=time.time()))
             self.worker.kill()
             self.chaos.kills_inside_activities += bool(running)
             self.chaos.worker_kills.append(self.elapsed())
