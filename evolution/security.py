@@ -40,6 +40,7 @@ class Action(StrEnum):
     NOTIFY = "notify"
     MANAGE_USERS = "manage_users"
     ACKNOWLEDGE_RESTORE = "acknowledge_restore"
+    DEFINE_MODEL = "define_model"
 
 
 R = Role
@@ -64,6 +65,8 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.MANAGE_USERS: frozenset({R.ADMIN}),
     # Supersedes signed audit checkpoints after a restore to an earlier point: tamper evidence, so admins only.
     Action.ACKNOWLEDGE_RESTORE: frozenset({R.ADMIN}),
+    # Says what trains the tenant's model and so what runs on the cluster: admins only.
+    Action.DEFINE_MODEL: frozenset({R.ADMIN}),
 }
 
 ALL_TENANTS = "*"

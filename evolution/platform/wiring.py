@@ -37,6 +37,7 @@ from evolution.platform.settings import Settings
 from evolution.registry.audit_checkpoints import AuditCheckpointer
 from evolution.registry.circuit_breaker import CircuitBreaker
 from evolution.registry.db import make_engine, make_session_factory, upgrade_to_head
+from evolution.registry.model_definitions import ModelDefinitions
 from evolution.registry.quota import QuotaManager
 from evolution.registry.stranded import CandidateReconciler
 from evolution.registry.tenants import TenantService
@@ -72,6 +73,10 @@ class Services:
     @cached_property
     def tenants(self) -> TenantService:
         return TenantService(self.factory)
+
+    @cached_property
+    def model_definitions(self) -> ModelDefinitions:
+        return ModelDefinitions(self.factory)
 
     @cached_property
     def reconciler(self) -> CandidateReconciler:

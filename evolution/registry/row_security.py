@@ -16,7 +16,9 @@ POLICY = "tenant_isolation"
 # Identity spans tenants by nature: a user holds roles on several of them. These tables carry no tenant data.
 IDENTITY_TABLES = frozenset({"users", "user_roles", "api_tokens", "alembic_version"})
 # Rows that are never changed once written: the application may not even ask.
-APPEND_ONLY_TABLES = frozenset({"audit_log", "dataset_snapshots", "drift_reports", "learning_events"})
+APPEND_ONLY_TABLES = frozenset(
+    {"audit_log", "dataset_snapshots", "drift_reports", "learning_events", "model_definitions"}
+)
 
 _CURRENT_TENANT = f"current_setting('{TENANT_SETTING}', true)"
 

@@ -49,6 +49,19 @@ class Tenant(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class ModelDefinitionRow(Base):
+    """One revision of a tenant's model definition (evolution/registry/model_definitions.py); never changed."""
+
+    __tablename__ = "model_definitions"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    defined_by: Mapped[str] = mapped_column(String(200))
+    defined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class SourceKey(Base):
     """Public keys of the sources (devices, upstream systems) allowed to sign a tenant's learning events."""
 
