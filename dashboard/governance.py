@@ -52,6 +52,40 @@ def version_rows(services: Services, principal: Principal, tenant_id: str) -> li
     return rows
 
 
+class FailedCandidate(BaseModel):
+    model: str
+    number: int
+    at: str
+    headline: str
+    reason: str
+    """The whole reason of its FAILED transition: a trainer's failure ends with the trainer's last output lines."""
+
+
+def failed_candidates(
+    services: Services, principal: Principal, tenant_id: str, limit: int = 5
+) -> list[FailedCandidate]:
+    """The latest candidates that ended FAILED, newest first, each with why (the table's "why" is cut short)."""
+    failures: list[FailedCandidate] = []
+    names = {v.id: (v.model_name, v.number) for v in services.registry.list_versions(principal, tenant_id)}
+    for entry in reversed(services.registry.audit_trail(principal, tenant_id)):
+        if entry.to_state != "FAILED" or entry.subject_id not in names:
+            continue
+        reason = str(entry.details.get("reason", ""))
+        model, number = names[entry.subject_id]
+        failures.append(
+            FailedCandidate(
+                model=model,
+                number=number,
+                at=entry.at.isoformat(timespec="seconds"),
+                headline=(reason.splitlines() or [""])[0][:160],
+                reason=reason,
+            )
+        )
+        if len(failures) == limit:
+            break
+    return failures
+
+
 def audit_rows(
     services: Services, principal: Principal, tenant_id: str, limit: int = 50
 ) -> list[dict[str, Any]]:

@@ -1,6 +1,9 @@
 """SHAP attributions for the Explainability page.
 
-Global importance for the champion and the candidate, a forecast's waterfall, and attribution drift.
+Global importance for the champion and the candidate, a forecast's waterfall, and attribution drift. A built-in model
+is explained exactly (TreeSHAP); any other (ONNX) by a sampling estimate, which the page labels as such with its
+sample sizes (:func:`method_note`). An estimate needs a background: the champion's training snapshot when it is
+available (the reference TreeSHAP's averages come from too), else the latest window.
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ class Subjects:
     window_id: str = ""
     baseline_id: str = ""
 
+    @property
+    def background(self) -> tuple[list[dict[str, Any]], str]:
+        """The rows an estimate is measured against, and their snapshot id (for the cache)."""
+        if self.baseline_rows:
+            return self.baseline_rows, self.baseline_id
+        return self.window_rows, self.window_id
+
 
 def subjects(services: Services, principal: Principal, tenant_id: str, model_name: str) -> Subjects:
     """The verified champion and candidate, the latest window's rows and the champion's training rows."""
@@ -63,29 +73,48 @@ def subjects(services: Services, principal: Principal, tenant_id: str, model_nam
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _explained(
-    _model: LoadedModel, model_hash: str, _rows: list[dict[str, Any]], rows_id: str
+    _model: LoadedModel,
+    model_hash: str,
+    _rows: list[dict[str, Any]],
+    rows_id: str,
+    _background: list[dict[str, Any]],
+    background_id: str,
 ) -> Explanation:
-    """Explanations are pure functions of (model, snapshot): cached by the model hash and the snapshot id."""
-    return shap_values(_model.model, _rows, max_rows=PAGE_ROWS)
+    """Explanations are pure functions of (model, snapshot, background): cached by the model hash and snapshot ids."""
+    return shap_values(_model.model, _rows, max_rows=PAGE_ROWS, background=_background)
 
 
-def explained(model: LoadedModel, rows: list[dict[str, Any]], rows_id: str) -> Explanation:
-    return _explained(model, model.model_hash, rows, rows_id)
+def explained(
+    model: LoadedModel, rows: list[dict[str, Any]], rows_id: str, subjects: Subjects
+) -> Explanation:
+    background, background_id = subjects.background
+    return _explained(model, model.model_hash, rows, rows_id, background, background_id)
 
 
-def importance(model: LoadedModel, rows: list[dict[str, Any]], rows_id: str, label: str) -> pd.DataFrame:
-    ranked = global_importance(explained(model, rows, rows_id))
+def importance(
+    model: LoadedModel, rows: list[dict[str, Any]], rows_id: str, label: str, subjects: Subjects
+) -> pd.DataFrame:
+    ranked = global_importance(explained(model, rows, rows_id, subjects))
     return pd.DataFrame([{"feature": f, "mean |SHAP|": v, "model": label} for f, v in ranked])
+
+
+def method_note(model: LoadedModel, subjects: Subjects, label: str) -> str:
+    """How the page's values for ``model`` on the latest window were computed: exact, or an estimate and its sizes."""
+    explanation = explained(model, subjects.window_rows, subjects.window_id, subjects)
+    return f"{label} ({model.model.format}): {explanation.method}"
 
 
 def fields(rows: list[dict[str, Any]]) -> list[str]:
     return sorted({str(r["field_id"]) for r in rows if r.get("field_id") is not None})
 
 
-def forecast_waterfall(model: LoadedModel, rows: list[dict[str, Any]], field_id: str) -> Waterfall:
-    """The latest forecast for one field, decomposed feature by feature."""
+def forecast_waterfall(
+    model: LoadedModel, rows: list[dict[str, Any]], field_id: str, subjects: Subjects
+) -> tuple[Waterfall, bool]:
+    """The latest forecast for one field, decomposed feature by feature, and whether that is exact."""
     latest = [r for r in rows if str(r.get("field_id")) == field_id][-1:]
-    return waterfall(shap_values(model.model, latest), 0)
+    explanation = shap_values(model.model, latest, background=subjects.background[0])
+    return waterfall(explanation, 0), explanation.exact
 
 
 def waterfall_frame(chart: Waterfall) -> pd.DataFrame:
@@ -100,7 +129,7 @@ def waterfall_frame(chart: Waterfall) -> pd.DataFrame:
 def drift_frame(model: LoadedModel, subjects: Subjects) -> pd.DataFrame:
     """Attribution drift from the cached explanations of the training snapshot and of the latest window."""
     shifts = compare_attributions(
-        explained(model, subjects.baseline_rows, subjects.baseline_id),
-        explained(model, subjects.window_rows, subjects.window_id),
+        explained(model, subjects.baseline_rows, subjects.baseline_id, subjects),
+        explained(model, subjects.window_rows, subjects.window_id, subjects),
     )
     return pd.DataFrame([s.model_dump() for s in shifts])

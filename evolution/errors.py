@@ -71,3 +71,19 @@ class Conflict(EvolutionError):
     """A uniqueness rule of the domain would be broken (e.g. a second CHAMPION, overlapping windows)."""
 
     error_type = "Conflict"
+
+
+class ModelRefused(InvalidInput):
+    """A trainer's model breaks the training contract (``docs/bring-your-own-model.md``); it is never registered.
+
+    The message names the problem (a missing input, a wrong type, non-finite probe predictions…) so that the
+    trainer's author can fix it.
+    """
+
+    error_type = "ModelRefused"
+
+
+class ModelFailed(EvolutionError):
+    """A loaded, verified model failed to predict: its runtime raised, or its output broke the contract."""
+
+    error_type = "ModelFailed"

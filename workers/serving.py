@@ -27,7 +27,14 @@ def build(settings: Settings) -> tuple[FastAPI, Predictor]:
     predictor = services.predictor()
     limits = BodyLimits(predict=settings.serve_max_predict_bytes, ingest=settings.serve_max_ingest_bytes)
     # API tokens are checked against the registry and cached (60 s fresh; up to 15 min while the registry is down).
-    return create_app(predictor, services.events, services.token_authenticator(), limits), predictor
+    app = create_app(
+        predictor,
+        services.events,
+        services.token_authenticator(),
+        limits,
+        definitions=services.model_definitions,
+    )
+    return app, predictor
 
 
 def main() -> None:

@@ -21,23 +21,22 @@ subjects = shap_attributions.subjects(services, principal, tenant, model_name)
 if subjects.champion is None or not subjects.window_rows:
     st.info("Explanations need a champion and a sealed window of data.")
     st.stop()
-st.caption("Exact TreeSHAP values on the latest sealed window (models are verified before they are loaded).")
+labels = {f"champion v{subjects.champion.number}": subjects.champion}
+if subjects.candidate is not None:
+    labels[f"candidate v{subjects.candidate.number}"] = subjects.candidate
+st.caption(
+    "SHAP values on the latest sealed window (models are verified before they are loaded). A built-in model is "
+    "explained exactly (TreeSHAP); any other model by an estimate from sampled feature orderings, whose sample sizes "
+    "are given here."
+)
+for label, loaded in labels.items():
+    st.caption(shap_attributions.method_note(loaded, subjects, label))
 
 st.subheader("Global importance")
 frames = [
-    shap_attributions.importance(
-        subjects.champion, subjects.window_rows, subjects.window_id, f"champion v{subjects.champion.number}"
-    )
+    shap_attributions.importance(loaded, subjects.window_rows, subjects.window_id, label, subjects)
+    for label, loaded in labels.items()
 ]
-if subjects.candidate is not None:
-    frames.append(
-        shap_attributions.importance(
-            subjects.candidate,
-            subjects.window_rows,
-            subjects.window_id,
-            f"candidate v{subjects.candidate.number}",
-        )
-    )
 importance = pd.concat(frames, ignore_index=True)
 st.altair_chart(
     alt.Chart(importance)
@@ -49,15 +48,15 @@ st.altair_chart(
 st.subheader("One forecast, feature by feature")
 fields = shap_attributions.fields(subjects.window_rows)
 if fields:
-    explained_models = {f"champion v{subjects.champion.number}": subjects.champion}
-    if subjects.candidate is not None:
-        explained_models[f"candidate v{subjects.candidate.number}"] = subjects.candidate
     field_col, model_col = st.columns(2)
     field_id = field_col.selectbox("Field", fields, key="explain_field")
-    which = model_col.radio("Model", list(explained_models), key="explain_which", horizontal=True)
-    chart = shap_attributions.forecast_waterfall(explained_models[which], subjects.window_rows, field_id)
+    which = model_col.radio("Model", list(labels), key="explain_which", horizontal=True)
+    chart, exact = shap_attributions.forecast_waterfall(
+        labels[which], subjects.window_rows, field_id, subjects
+    )
     st.write(
         f"Forecast **{chart.prediction:.2f}** = average {chart.base_value:.2f} + the contributions below"
+        + ("" if exact else " (estimated contributions)")
     )
     st.altair_chart(
         alt.Chart(shap_attributions.waterfall_frame(chart))
@@ -68,6 +67,10 @@ if fields:
 
 st.subheader("Attribution drift: training data vs latest window")
 if subjects.baseline_rows:
+    if subjects.champion.model.format != "builtin":
+        st.caption(
+            "The champion's attributions are estimates on both sides: a small shift may be sampling noise."
+        )
     st.dataframe(shap_attributions.drift_frame(subjects.champion, subjects), hide_index=True, width="stretch")
 else:
     st.write("The champion's training snapshot is not available.")

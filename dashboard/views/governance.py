@@ -22,6 +22,13 @@ intact, chain_text = governance.chain_status(services, principal, tenant)
 st.subheader("Model versions")
 st.dataframe(governance.version_rows(services, principal, tenant), hide_index=True, width="stretch")
 
+failures = governance.failed_candidates(services, principal, tenant)
+if failures:
+    st.subheader("Failed candidates")
+    for failure in failures:
+        with st.expander(f"{failure.model} v{failure.number} · {failure.at} · {failure.headline}"):
+            st.code(failure.reason, language=None)  # a trainer's last output lines keep their line breaks
+
 st.subheader("Live retraining")
 try:
     status = governance.live_status(tenant)
@@ -32,6 +39,9 @@ if status is None:
     st.write("No retraining has run for this tenant yet.")
 else:
     st.write(f"Phase **{status.phase}** · version v{status.version_number} · state **{status.state}**")
+    if status.phase == "finished" and status.message:
+        st.caption("How it ended")
+        st.code(status.message, language=None)
     if status.refused_approvals:
         st.warning(
             f"{status.refused_approvals} approval(s) refused by the ticket check (audited); last: {status.last_refusal}"

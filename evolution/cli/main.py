@@ -11,6 +11,7 @@ from evolution.cli import (
     demo_command,
     doctor_command,
     gc_commands,
+    model_commands,
     orchestration_commands,
     process_commands,
     registry_commands,
@@ -32,6 +33,7 @@ app.add_typer(drift_app, name="drift")
 app.add_typer(canary_app, name="canary")
 app.add_typer(users_app, name="users")
 registry_commands.register(app)
+model_commands.register(app)
 # The `audit` group replaces the plain `audit` command; `evolution audit -t T` still shows the trail.
 app.add_typer(audit_app, name="audit")
 orchestration_commands.register(app, drift_app)

@@ -74,6 +74,9 @@ def status(tenant: TenantOpt) -> None:
         typer.echo(f"no retraining recorded for {tenant}")
         return
     typer.echo(f"phase: {current.phase}  version: v{current.version_number}  state: {current.state}")
+    if current.phase == "finished" and current.message:
+        # How the run ended and why: a failed trainer's reason and its last output lines.
+        typer.echo(f"outcome: {current.message}")
     if current.shadow_pairs:
         typer.echo(f"shadow pairs: {current.shadow_pairs}")
     if current.guard:

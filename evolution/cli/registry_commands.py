@@ -9,6 +9,7 @@ from typing import IO, Annotated, Any
 import typer
 
 from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
+from evolution.cli.lineage_output import print_lineage, run_reproduction
 from evolution.data.event_schema import IngestSummary, InputRecord, Reject
 from evolution.data.input_files import CsvRecords, event_lines, open_input, record_lines
 from evolution.data.sources import create_source_key, load_source_key, sign_records
@@ -321,9 +322,20 @@ def snapshot_list(tenant: TenantOpt) -> None:
 def versions(
     tenant: TenantOpt,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model name.")] = None,
+    lineage: Annotated[
+        bool,
+        typer.Option(
+            "--lineage",
+            help="Per version, from its verified signed manifest: snapshot and Merkle root, seed, the trainer's "
+            "identity (image digest, or command and code file digests) and the config's digest.",
+        ),
+    ] = False,
 ) -> None:
     """Every model version with its state."""
     svc = services()
+    if lineage:
+        print_lineage(svc, svc.registry.list_versions(operator(svc.settings), tenant, model))
+        return
     rows = [
         {
             "model": v.model_name,
@@ -382,11 +394,24 @@ def rollback(
 @friendly_errors
 def verify(
     tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Only this tenant.")] = None,
+    reproduce: Annotated[
+        tuple[str, str, int] | None,
+        typer.Option(
+            "--reproduce",
+            metavar="TENANT MODEL VERSION",
+            help="Instead: re-run that version's trainer on the same snapshot and seed, and compare what it "
+            "writes with the signed digests (exit 0: they match; 1: what differs, or what stopped it).",
+        ),
+    ] = None,
 ) -> None:
     """Re-check every signature, Merkle root, audit chain and stored object; exit 1 on any failure.
 
     A stored object nothing references is listed as ORPHAN: worth a look, but not a failure.
     """
+    if reproduce is not None:
+        svc = services()
+        run_reproduction(svc, operator(svc.settings), *reproduce)
+        return
     report = verify_all(services(), [tenant] if tenant else None)
     rows = [
         {

@@ -25,8 +25,8 @@ from evolution.security import Principal
 from evolution.stats.drift import scan
 from evolution.stats.drift_models import DriftResult
 from evolution.timeutil import as_utc, utcnow
+from evolution.training.formats import ServedModel
 from evolution.training.loader import ModelLoader
-from evolution.training.trainer import TrainedModel
 
 log = logging.getLogger(__name__)
 DRIFT_DETECTION_SLO_S = 4 * 3600.0
@@ -249,7 +249,7 @@ def _object_array(values: Sequence[Any]) -> np.ndarray:
 
 
 def _model_columns(
-    model: TrainedModel, raw: dict[str, np.ndarray], numeric: dict[str, Any], rows: np.ndarray
+    model: ServedModel, raw: dict[str, np.ndarray], numeric: dict[str, Any], rows: np.ndarray
 ) -> dict[str, np.ndarray]:
     """The model's features at ``rows``, as columns: predicting from them gives what predicting the rows gives.
 
@@ -257,8 +257,9 @@ def _model_columns(
     where every value is a number (as the model would convert them) and raw values otherwise.
     """
     out = {}
+    categorical = set(model.categorical)
     for name in model.features:
-        if name in model.config.categorical:
+        if name in categorical:
             out[name] = raw[name][rows]
         else:
             values = numeric[name] if name in numeric else _numeric_if_possible(raw[name])

@@ -1,9 +1,13 @@
 """Signed model manifests, in the spirit of the OpenSSF model-signing spec.
 
 A manifest lists every file of a model artifact by name, SHA-256 and size, and binds them to what produced
-them: the dataset snapshot (id and Merkle root), the training configuration and the seed. The signature covers
-the canonical JSON of the manifest, and the SHA-256 of that same encoding is the model's identity (the "model
-hash").
+them: the dataset snapshot (id and Merkle root), the training configuration, the seed and the trainer. The
+signature covers the canonical JSON of the manifest, and the SHA-256 of that same encoding is the model's identity
+(the "model hash").
+
+Schema v2 adds the trainer's identity (:mod:`evolution.integrity.trainer_identity`: the built-in trainer's name, a
+command's argv and code file digests, or an image's digest) to the signed bytes. A v1 manifest has none, and its
+canonical encoding leaves the field out, so every manifest signed before v2 keeps verifying.
 
 Loading goes in one direction only: signature first, then each file against its entry, and only then are bytes
 handed out. Nothing that failed a check is ever returned, so nothing unverified can reach a deserializer.
@@ -18,14 +22,24 @@ import stat
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from evolution.canonical import canonical_json, sha256_hex
 from evolution.errors import IntegrityViolation, InvalidInput, NotFound
 from evolution.integrity.artifacts import TENANT_PATTERN, ArtifactStore
 from evolution.integrity.signing import KeyRing, Signature, Signer, verify_signature
+from evolution.integrity.trainer_identity import TrainerIdentity
 
 MANIFEST_SCHEMA: Final = "controlled-evolution/model-manifest/v1"
+MANIFEST_SCHEMA_V2: Final = "controlled-evolution/model-manifest/v2"  # with the trainer's identity
 _HEX64 = r"^[0-9a-f]{64}$"
 _READ_BLOCK = 1024 * 1024
 
@@ -67,8 +81,8 @@ class ModelManifest(BaseModel):
         frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
     )
 
-    schema_: Literal["controlled-evolution/model-manifest/v1"] = Field(
-        default=MANIFEST_SCHEMA, alias="schema"
+    schema_: Literal["controlled-evolution/model-manifest/v1", "controlled-evolution/model-manifest/v2"] = (
+        Field(default=MANIFEST_SCHEMA, alias="schema")
     )
     tenant: str = Field(pattern=TENANT_PATTERN.pattern)
     model_name: str = Field(min_length=1, max_length=100)
@@ -78,6 +92,25 @@ class ModelManifest(BaseModel):
     training_config: dict[str, Any]
     seed: int
     trainer: str = Field(min_length=1, max_length=200)
+    trainer_identity: TrainerIdentity | None = Field(
+        default=None, description="Schema v2 only (required there): the trainer's lineage."
+    )
+
+    @model_validator(mode="after")
+    def _identity_matches_schema(self) -> ModelManifest:
+        if self.schema_ == MANIFEST_SCHEMA and self.trainer_identity is not None:
+            raise ValueError(f"a {MANIFEST_SCHEMA} manifest carries no trainer_identity (that is v2)")
+        if self.schema_ != MANIFEST_SCHEMA and self.trainer_identity is None:
+            raise ValueError(f"a {self.schema_} manifest must carry the trainer_identity")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _v1_without_identity(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A v1 manifest is written (and so signed) without ``trainer_identity``, exactly as before v2 existed."""
+        data: dict[str, Any] = handler(self)
+        if self.trainer_identity is None:
+            data.pop("trainer_identity", None)
+        return data
 
     @field_validator("files")
     @classmethod
@@ -225,8 +258,11 @@ def build_manifest_from_dir(
     seed: int,
     trainer: str,
     store: ArtifactStore | None = None,
+    trainer_identity: TrainerIdentity | None = None,
 ) -> ModelManifest:
     """Hash every file in ``directory`` into a manifest; with ``store``, also store each file by digest.
+
+    With ``trainer_identity`` the manifest is schema v2 and binds it; without, v1 (the trainer's name only).
 
     When storing, the digest the store computes must equal the one hashed here: a file that changed in between
     is refused, so the manifest never names content that is not what was stored.
@@ -247,6 +283,8 @@ def build_manifest_from_dir(
             training_config=training_config,
             seed=seed,
             trainer=trainer,
+            trainer_identity=trainer_identity,
+            schema_=MANIFEST_SCHEMA_V2 if trainer_identity is not None else MANIFEST_SCHEMA,
         )
     except ValueError as error:
         raise InvalidInput(f"model manifest is invalid: {error}") from None

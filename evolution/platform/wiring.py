@@ -209,6 +209,7 @@ class Services:
             # GPU-hours are charged as wall time x the GPUs a training pod requests (none locally).
             gpus=kubernetes.gpus if kubernetes is not None else 0,
             slots=TrainingSlots(settings.max_concurrent_trainings),
+            definitions=self.model_definitions,  # each retraining reads the definition in force when it starts
         )
 
     def close(self) -> None:

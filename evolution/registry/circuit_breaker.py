@@ -2,12 +2,15 @@
 
 Each finished retraining reports its outcome here (the workflow, through an activity). What counts:
 
-* **failures** (the streak grows): ``failed`` (training failed or timed out, an activity or infrastructure error),
-  ``validation_failed``, ``quarantined`` (a signature or digest did not verify). Something in the machinery or
-  the data is broken, and retrying on a schedule would only burn quota and page people.
+* **failures** (the streak grows): ``failed`` (the trainer crashed, exited non-zero, timed out or ran out of
+  memory; its output broke the training contract or its model does not load, does not fit the features or
+  predicts NaN; an activity or infrastructure error), ``quarantined`` (a signature or digest did not verify).
+  Something in the machinery, the trainer or the data is broken, and retrying on a schedule would only burn quota
+  and page people.
 * **business outcomes** (the streak resets to 0): ``promoted``, ``rejected`` (a manager's decision),
-  ``no_significant_difference``, ``rolled_back`` (the canary caught a harmful candidate: the safety net worked),
-  ``approval_timeout`` (nobody decided in time). The pipeline itself worked end to end.
+  ``validation_failed`` (a sound model that merely lost to the champion on the held-out rows: the trainer worked,
+  its model was not better), ``no_significant_difference``, ``rolled_back`` (the canary caught a harmful candidate:
+  the safety net worked), ``approval_timeout`` (nobody decided in time). The pipeline itself worked end to end.
 * **not a run** (nothing changes): ``blocked`` (quota exhausted, or the breaker itself open).
 
 After :data:`DEFAULT_FAILURE_THRESHOLD` consecutive failures (or the tenant's ``circuit_breaker_threshold``) the
@@ -45,9 +48,16 @@ DEFAULT_FAILURE_THRESHOLD = 3
 State = Literal["closed", "open"]
 Effect = Literal["failure", "success", "ignored"]
 
-FAILURE_OUTCOMES = frozenset({"failed", "validation_failed", "quarantined"})
+FAILURE_OUTCOMES = frozenset({"failed", "quarantined"})
 BUSINESS_OUTCOMES = frozenset(
-    {"promoted", "rejected", "no_significant_difference", "rolled_back", "approval_timeout"}
+    {
+        "promoted",
+        "rejected",
+        "validation_failed",
+        "no_significant_difference",
+        "rolled_back",
+        "approval_timeout",
+    }
 )
 NOT_A_RUN_OUTCOMES = frozenset({"blocked"})
 

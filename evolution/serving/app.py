@@ -4,10 +4,11 @@ Every ``/v1/`` operation needs ``Authorization: Bearer <API token>`` (``evolutio
 malformed, unknown, revoked or expired token gets 401 with ``WWW-Authenticate``, before the request body is even
 read. The token's user acts with their role on the tenant named in the path; whether that role may do the operation
 is decided by the service layer (``authorize`` in the predictor and the ingestor), whose refusal this layer turns
-into 403. It never re-implements the permission table.
+into 403. It never re-implements the permission table. An operation only admins may do (defining a model) asks the
+same table before the body is validated, so that a refusal says nothing about the body.
 
 Request bodies are limited per operation (:mod:`evolution.serving.body_limits`; ``EVOLUTION_SERVE_MAX_PREDICT_BYTES``,
-default 1 MiB, and ``EVOLUTION_SERVE_MAX_INGEST_BYTES``, default 16 MiB): one announced larger gets 413 before its
+default 1 MiB, and ``EVOLUTION_SERVE_MAX_INGEST_BYTES``, default 16 MiB; a model definition, 256 KiB): one announced larger gets 413 before its
 token is checked (the limits are in the public schema, so the answer tells an anonymous caller nothing new), one
 streamed larger gets 413 once the limit is passed; neither is read further.
 
@@ -23,12 +24,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Path, Request, Security
+from fastapi import FastAPI, Path, Request, Response, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidatorFunctionWrapHandler, WrapValidator, field_validator
 from starlette.exceptions import HTTPException
 
 from evolution.data.event_schema import IngestSummary
@@ -37,9 +38,17 @@ from evolution.errors import EvolutionError, InvalidInput, NotFound, PermissionD
 from evolution.governance.users import UserAccess
 from evolution.observability import metrics
 from evolution.observability.tracing import span
+from evolution.registry.model_definitions import (
+    MAX_REASON_CHARS,
+    DefinitionView,
+    ModelDefinition,
+    ModelDefinitions,
+    describe_error,
+    unstorable,
+)
 from evolution.registry.tenants import TENANT_ID_PATTERN
 from evolution.registry.versions import MODEL_NAME_PATTERN
-from evolution.security import Principal
+from evolution.security import Action, Principal, authorize
 from evolution.serving.auth import AuthenticationUnavailable, TokenAuthenticator
 from evolution.serving.body_limits import BodyLimitMiddleware, BodyLimits
 from evolution.serving.predictor import (
@@ -57,6 +66,8 @@ MAX_EVENTS = 5000
 API_PREFIX = "/v1/"
 PREDICT_PATH = "/v1/tenants/{tenant_id}/models/{model_name}/predict"
 EVENTS_PATH = "/v1/tenants/{tenant_id}/events"
+DEFINITION_PATH = "/v1/tenants/{tenant_id}/models/{model_name}/definition"
+MAX_DEFINITION_BYTES = 256 * 1024
 REALM = "evolution"
 
 STATUS_OF = {
@@ -114,6 +125,34 @@ class EventsRequest(BaseModel):
         "included) is rejected with a reason naming its position and field, and kept in the dead-letter table; "
         "the others are accepted. records_read = accepted + duplicate + rejected.",
     )
+
+
+class DefinitionRequest(ModelDefinition):
+    """The model's whole definition (what it leaves out takes its default, not the previous revision's value), and
+    why it changes."""
+
+    reason: str = Field(
+        default="", max_length=MAX_REASON_CHARS, description="Why; recorded in the audit log."
+    )
+
+    @field_validator("reason")
+    @classmethod
+    def _storable(cls, reason: str) -> str:
+        why = unstorable(reason)
+        if why:
+            raise ValueError(why)
+        return reason
+
+    def definition(self) -> ModelDefinition:
+        return ModelDefinition.model_validate(self.model_dump(exclude={"reason"}))
+
+
+def _strictly(value: Any, _lax: ValidatorFunctionWrapHandler) -> DefinitionRequest:
+    """What the schema says is what is accepted: "5" is no number and true is no 1 (a definition says what runs)."""
+    return DefinitionRequest.model_validate(value, strict=True)
+
+
+DefinitionBody = Annotated[DefinitionRequest, WrapValidator(_strictly)]
 
 
 TenantId = Annotated[
@@ -180,12 +219,24 @@ def _caller(
 Caller = Annotated[Principal, Security(_caller)]
 
 
+def _definer(principal: Caller, tenant_id: TenantId) -> Principal:
+    """The caller, if the permission table lets them define the tenant's models (asked before the body is read)."""
+    return authorize(principal, Action.DEFINE_MODEL, tenant_id)
+
+
+Definer = Annotated[Principal, Security(_definer)]
+
+
 def create_app(
     predictor: Predictor,
     ingestor: EventIngestor,
     authenticator: TokenAuthenticator,
     limits: BodyLimits | None = None,
+    *,
+    definitions: ModelDefinitions | None = None,
 ) -> FastAPI:
+    """The API; the model-definition operations are offered when ``definitions`` is given (the serving process
+    gives it)."""
     limits = limits or BodyLimits()
     metrics.export_inference_availability()
     app = FastAPI(
@@ -231,7 +282,11 @@ def create_app(
     # else is done for it (no token lookup), and a refusal that leaves a body unread closes the connection.
     app.add_middleware(
         BodyLimitMiddleware,
-        limits={PREDICT_PATH: limits.predict, EVENTS_PATH: limits.ingest},
+        limits={
+            PREDICT_PATH: limits.predict,
+            EVENTS_PATH: limits.ingest,
+            DEFINITION_PATH: MAX_DEFINITION_BYTES,
+        },
         default=limits.predict,
     )
 
@@ -246,14 +301,10 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = [
-            {
-                "loc": [str(p) for p in e.get("loc", ())],
-                "msg": str(e.get("msg", "")),
-                "type": str(e.get("type")),
-            }
-            for e in error.errors()
-        ]
+        problems = []
+        for e in error.errors():
+            loc, msg = describe_error(e)  # in words, and without a trainer's kind in the location
+            problems.append({"loc": [str(p) for p in loc], "msg": msg, "type": str(e.get("type"))})
         summary = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems[:5])
         return JSONResponse(
             status_code=422, content={"error": "InvalidInput", "detail": summary, "errors": problems[:50]}
@@ -325,6 +376,9 @@ def create_app(
         """Signed learning events; each is verified against its source's key before it is accepted."""
         return ingestor.ingest_objects(principal, tenant_id, body.events, source="http")
 
+    if definitions is not None:
+        _definition_routes(app, definitions)
+
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     def metrics_endpoint() -> PlainTextResponse:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -332,3 +386,44 @@ def create_app(
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _definition_routes(app: FastAPI, definitions: ModelDefinitions) -> None:
+    @app.put(
+        DEFINITION_PATH,
+        response_model=DefinitionView,
+        tags=["model definitions"],
+        responses={
+            **AUTH_RESPONSES,
+            201: {"model": DefinitionView, "description": "The model's first definition: revision 1"},
+            403: _error("The token's user is not an admin of this tenant"),
+            404: _error("No such tenant"),
+            413: _error(f"The request body is larger than {MAX_DEFINITION_BYTES} bytes; nothing was read"),
+            422: _error("A field of the definition is bad (`errors` names each one), or the body is not one"),
+        },
+    )
+    def define(
+        tenant_id: TenantId,
+        model_name: ModelName,
+        principal: Definer,
+        body: DefinitionBody,
+        response: Response,
+    ) -> DefinitionView:
+        """Admins: a new revision of the model's definition (features, target, loss, hyperparameters, trainer),
+        audited with the revision before it. The next retraining uses it; a running one keeps the revision it
+        started with. 201 for the model's first definition, 200 for a later one."""
+        view = definitions.define(principal, tenant_id, model_name, body.definition(), body.reason)
+        if view.revision == 1:
+            response.status_code = 201
+        return view
+
+    @app.get(
+        DEFINITION_PATH,
+        response_model=DefinitionView,
+        tags=["model definitions"],
+        responses={**AUTH_RESPONSES, 404: _error("No such tenant")},
+    )
+    def definition(tenant_id: TenantId, model_name: ModelName, principal: Caller) -> DefinitionView:
+        """The model's definition in force: who defined it and when (revision 0: never defined, the built-in
+        default applies)."""
+        return definitions.current(principal, tenant_id, model_name)

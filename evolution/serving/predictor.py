@@ -17,9 +17,14 @@ Every prediction is recorded through a :class:`~evolution.serving.buffer.Predict
 registry answers, queued in memory (bounded) and written later when it does not. Nothing in the request path talks
 to Temporal.
 
+Models of either format serve side by side (a built-in champion with an ONNX candidate, or the other way round):
+each predicts through the model-format port (:mod:`evolution.training.formats`). A candidate that fails to predict
+(:class:`~evolution.errors.ModelFailed`) never costs the champion's answer: its predictions count as invalid, so it
+serves none of those requests and the record says it gave nothing.
+
 Features of an instance: a feature that is absent or null is *missing*, and the model takes the branch it learned
-for missing values (scikit-learn's histogram gradient boosting handles them natively); a category it never saw in
-training counts as missing too. A feature that none of the serving models (the champion, and the shadow or canary
+for missing values (the built-in format handles them natively; an ONNX model gets NaN, or "" for a category); a
+category it never saw in training counts as missing too. A feature that none of the serving models (the champion, and the shadow or canary
 candidate) was trained on, and that is not one of the tenant's identifier columns (``id_columns``, e.g. field_id,
 sent with every event and never a feature), is refused with :class:`UnknownFeatures` (HTTP 422 naming it): a
 misspelt feature would otherwise be silently predicted on as missing.
@@ -38,10 +43,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from evolution.data.outcomes import OutcomeJoiner, PredictionRecord
-from evolution.errors import EvolutionError, IntegrityViolation, InvalidInput, NotFound
+from evolution.errors import EvolutionError, IntegrityViolation, InvalidInput, ModelFailed, NotFound
 from evolution.lifecycle import ModelState, VersionView
 from evolution.observability import metrics
 from evolution.registry.tenants import TenantService
@@ -227,7 +233,7 @@ class Predictor:
         rows = [inst.features for inst in instances]
         started = time.perf_counter()
         champion_pred = slot.champion.model.predict(rows)
-        candidate_pred = slot.candidate.model.predict(rows) if slot.candidate else None
+        candidate_pred = _candidate_predictions(tenant_id, model_name, slot.candidate, rows)
         elapsed = time.perf_counter() - started
         latency_ms = elapsed * 1000 / max(len(rows), 1)
         now = utcnow()
@@ -451,6 +457,26 @@ def _refuse_unknown_features(
         f"{tenant_id}/{model_name} was trained on {', '.join(sorted(slot.features))}{ids}",
         problems[:50],
     )
+
+
+def _candidate_predictions(
+    tenant_id: str, model_name: str, candidate: LoadedModel | None, rows: list[dict[str, Any]]
+) -> np.ndarray | None:
+    """The candidate's predictions, NaN for every row when it fails: a candidate never costs the champion's answer."""
+    if candidate is None:
+        return None
+    try:
+        return candidate.model.predict(rows)
+    except ModelFailed as error:
+        log.warning(
+            "candidate v%s of %s/%s failed to predict %d instance(s): %s",
+            candidate.number,
+            tenant_id,
+            model_name,
+            len(rows),
+            error,
+        )
+        return np.full(len(rows), np.nan)
 
 
 def _reuse(old: _Slot | None, version_id: str) -> LoadedModel | None:

@@ -1,4 +1,11 @@
-"""Building a candidate: train on the latest verified snapshot through the compute port, sign, validate."""
+"""Building a candidate: train on the latest verified snapshot through the compute port, sign, validate.
+
+A retraining reads the model definition in force when it starts (a change takes effect at the next one). The
+built-in trainer runs as it always has (:mod:`evolution.training.job_runner` on the snapshot's rows); a command or
+image trainer follows the training contract (:mod:`evolution.training.contract_training`: its input staged, its
+output judged, checked and scored here). Either way the model's files and its drift baseline are signed in one
+manifest that binds the snapshot, the configuration, the seed and the trainer's identity (its lineage).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +25,15 @@ from evolution.errors import InsufficientData, TrainingFailed
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.manifest import SignedManifest, build_manifest_from_dir, sign_manifest
 from evolution.integrity.signing import KeyRing, Signer
+from evolution.integrity.trainer_identity import TrainerIdentity
 from evolution.observability import metrics
+from evolution.registry.model_definitions import (
+    DEFAULT_DEFINITION,
+    BuiltinTrainer,
+    CommandTrainer,
+    ModelDefinition,
+    ModelDefinitions,
+)
 from evolution.registry.quota import QuotaManager
 from evolution.registry.tenant_settings import TenantSettings
 from evolution.registry.tenants import TenantService
@@ -27,10 +42,20 @@ from evolution.security import Principal
 from evolution.stats.drift import build_baseline
 from evolution.stats.drift_models import DriftConfig, ErrorBaseline
 from evolution.timeutil import utcnow
-from evolution.training.compute import ComputeBackend, TrainingJob
+from evolution.training.compute import TRAINER_LOG_FILE, ComputeBackend, TrainingJob, TrainingJobResult
+from evolution.training.contract import HoldoutSplit, config_document, split_rows, training_config_record
+from evolution.training.contract_training import (
+    ContractStaging,
+    accept_contract_output,
+    dataset_path,
+    failure_message,
+    stage_contract_job,
+)
+from evolution.training.formats import holdout_split
+from evolution.training.lineage import BUILTIN_TRAINER_NAME, resolved_argv, trainer_identity
 from evolution.training.loader import BASELINE_FILE, ModelLoader
 from evolution.training.slots import TrainingSlots
-from evolution.training.trainer import TrainingConfig, holdout_mask
+from evolution.training.trainer import TrainingConfig
 from evolution.training.validation import validate
 
 log = logging.getLogger(__name__)
@@ -38,14 +63,23 @@ log = logging.getLogger(__name__)
 TARGET = "actual"
 NON_FEATURE_COLUMNS = ("event_time", "actual", "request_id", "prediction_id")
 MIN_TRAINING_ROWS = 200
-TRAINER_NAME = "evolution.builtin.hist_gbr"
+TRAINER_NAME = BUILTIN_TRAINER_NAME
 
 
-def training_config_for(rows: list[dict[str, Any]], settings: TenantSettings) -> TrainingConfig:
-    """Features are every column of the events except identifiers; text-valued ones are categorical."""
-    excluded = set(NON_FEATURE_COLUMNS) | set(settings.id_columns)
-    features: list[str] = sorted({k for row in rows for k in row if k not in excluded})
-    categorical = sorted({k for row in rows for k, v in row.items() if k in features and isinstance(v, str)})
+def training_config_for(
+    rows: list[dict[str, Any]], settings: TenantSettings, definition: ModelDefinition = DEFAULT_DEFINITION
+) -> TrainingConfig:
+    """The built-in trainer's config: the definition's features when it lists them, else every column of the
+    events except identifiers, text-valued ones categorical."""
+    if definition.features:
+        features = [f.name for f in definition.features]
+        categorical = sorted(f.name for f in definition.features if f.type == "categorical")
+    else:
+        excluded = set(NON_FEATURE_COLUMNS) | set(settings.id_columns)
+        features = sorted({k for row in rows for k in row if k not in excluded})
+        categorical = sorted(
+            {k for row in rows for k, v in row.items() if k in features and isinstance(v, str)}
+        )
     overrides = settings.training
     return TrainingConfig(
         features=features, categorical=categorical, target=TARGET, split_keys=["request_id"], **overrides
@@ -68,6 +102,12 @@ def charge_id_of(run_id: str, attempt: int) -> str:
     return run_id[-(60 - len(suffix)) :] + suffix
 
 
+def holdout_split_for(settings: TenantSettings) -> HoldoutSplit:
+    """The held-out split of a contract trainer: the built-in trainer's (by request id, its fraction)."""
+    fraction = settings.training.get("holdout_fraction", HoldoutSplit().fraction)
+    return HoldoutSplit(fraction=fraction, split_keys=["request_id"])
+
+
 @dataclass(frozen=True)
 class PreparedJob:
     """A training job ready to run, with what signing its outputs needs afterwards."""
@@ -77,6 +117,10 @@ class PreparedJob:
     snapshot: SnapshotView
     rows: list[dict[str, Any]]
     settings: TenantSettings
+    identity: TrainerIdentity
+    training_config: dict[str, Any]
+    """What the manifest binds: the built-in trainer's config, or config.json and the split."""
+    contract: ContractStaging | None = None
 
 
 class CandidateBuilder:
@@ -97,6 +141,7 @@ class CandidateBuilder:
         memory_limit_mb: int | None,
         gpus: int = 0,
         slots: TrainingSlots | None = None,
+        definitions: ModelDefinitions | None = None,
     ) -> None:
         self._registry = registry
         self._tenants = tenants
@@ -112,6 +157,7 @@ class CandidateBuilder:
         self._memory_limit_mb = memory_limit_mb
         self._gpus = gpus
         self._slots = slots or TrainingSlots(None)
+        self._definitions = definitions  # None: every model is trained by the built-in trainer
 
     def training_snapshot(self, tenant_id: str) -> SnapshotView:
         snapshot = self._snapshots.latest(Principal.system(tenant_id), tenant_id)
@@ -173,41 +219,59 @@ class CandidateBuilder:
             )
             metrics.TRAINING_DURATION.labels(tenant_id, model_name, result.status).observe(duration)
             if result.status != "succeeded":
+                self._discard_input(prepared)
+                if prepared.contract is not None:
+                    raise TrainingFailed(failure_message(result.status, result.error, result.log_tail))
                 raise TrainingFailed(
                     f"training job {result.status}: {result.error or result.log_tail[-500:]}"
                 )
-            signed = await asyncio.to_thread(
-                self._sign_outputs, prepared, result.output_files, result.metrics
-            )
+            try:
+                signed, scores = await asyncio.to_thread(self._sign_outputs, prepared, result)
+            except BaseException:
+                self._discard_input(prepared)
+                raise
             await asyncio.to_thread(
-                self._record_quality, tenant_id, model_name, version_id, prepared.rows, result.metrics
+                self._record_quality, tenant_id, model_name, version_id, prepared.rows, scores
             )
             log.info(
                 "trained candidate %s on snapshot %s in %.1fs (holdout MAE %.4f)",
                 version_id,
                 prepared.snapshot.id,
                 duration,
-                result.metrics.get("holdout_mae", float("nan")),
+                scores.get("holdout_mae", float("nan")),
                 extra={"tenantId": tenant_id, "modelHash": signed.digest},
             )
             return TrainOut(
                 snapshot_id=prepared.snapshot.id,
                 model_hash=signed.digest,
                 signed_manifest=signed.model_dump(mode="json", by_alias=True),
-                metrics=result.metrics,
+                metrics=scores,
                 duration_s=duration,
             )
+
+    def definition_in_force(self, tenant_id: str, model_name: str) -> ModelDefinition:
+        """The model's definition as it stands now (the built-in default when it was never defined)."""
+        if self._definitions is None:
+            return DEFAULT_DEFINITION
+        return self._definitions.current(Principal.system(tenant_id), tenant_id, model_name).definition
 
     def _prepare(self, tenant_id: str, model_name: str, seed: int, run_id: str) -> PreparedJob:
         """Quota checked, the verified snapshot's rows written for the job, a clean output directory."""
         system = Principal.system(tenant_id)
         self._quota.check(system, tenant_id)
+        definition = self.definition_in_force(tenant_id, model_name)
+        # Hashed before anything runs: a code file that is missing fails the training here, named.
+        identity = trainer_identity(definition.trainer)
         snapshot = self.training_snapshot(tenant_id)
         rows = self.training_rows(snapshot)
         settings = self._tenants.tenant_settings(system, tenant_id)
-        config = training_config_for(rows, settings)
         job_dir = self._work_dir / tenant_id / run_id.replace("/", "_")
         shutil.rmtree(job_dir, ignore_errors=True)  # a retried attempt starts clean
+        if not isinstance(definition.trainer, BuiltinTrainer):
+            return self._prepare_contract(
+                tenant_id, model_name, seed, run_id, definition, identity, snapshot, rows, settings, job_dir
+            )
+        config = training_config_for(rows, settings, definition)
         output_dir = job_dir / "model"
         output_dir.mkdir(parents=True)
         dataset = job_dir / "dataset.jsonl"
@@ -226,17 +290,111 @@ class CandidateBuilder:
             memory_limit_mb=self._memory_limit_mb,
             cpu_seconds=None,
         )
-        return PreparedJob(job=job, job_dir=job_dir, snapshot=snapshot, rows=rows, settings=settings)
+        return PreparedJob(
+            job=job,
+            job_dir=job_dir,
+            snapshot=snapshot,
+            rows=rows,
+            settings=settings,
+            identity=identity,
+            training_config=config.model_dump(mode="json"),
+        )
+
+    def _prepare_contract(
+        self,
+        tenant_id: str,
+        model_name: str,
+        seed: int,
+        run_id: str,
+        definition: ModelDefinition,
+        identity: TrainerIdentity,
+        snapshot: SnapshotView,
+        rows: list[dict[str, Any]],
+        settings: TenantSettings,
+        job_dir: Path,
+    ) -> PreparedJob:
+        """A command or image trainer's job: its input staged from the training rows, its limits from the
+        definition (the worker's where it sets none)."""
+        trainer = definition.trainer
+        assert not isinstance(trainer, BuiltinTrainer)
+        split = holdout_split_for(settings)
+        training_rows, held_out = split_rows(rows, split)
+        config = config_document(
+            definition,
+            tenant=tenant_id,
+            model_name=model_name,
+            seed=seed,
+            rows=len(training_rows),
+            snapshot_id=snapshot.id,
+            merkle_root=snapshot.merkle_root,
+        )
+        if isinstance(trainer, CommandTrainer):
+            trainer = trainer.model_copy(update={"argv": resolved_argv(trainer)})
+        staging = stage_contract_job(job_dir, definition, trainer, training_rows, held_out, split, config)
+        job = TrainingJob(
+            job_id=run_id.replace("/", "_")[-60:],
+            tenant=tenant_id,
+            model_name=model_name,
+            dataset_path=str(dataset_path(job_dir)),
+            # Not the built-in trainer's settings: the features, target and split the input was staged with.
+            config=TrainingConfig(
+                features=[f.name for f in definition.features],
+                categorical=[f.name for f in definition.features if f.type == "categorical"],
+                target=definition.target,
+                split_keys=split.split_keys,
+                holdout_fraction=split.fraction,
+            ),
+            seed=seed,
+            output_dir=str(staging.output_dir),
+            timeout_s=trainer.timeout_s or self._timeout_s,
+            memory_limit_mb=trainer.memory_mb or self._memory_limit_mb,
+            cpu_seconds=None,
+            contract=staging.run,
+        )
+        return PreparedJob(
+            job=job,
+            job_dir=job_dir,
+            snapshot=snapshot,
+            rows=rows,
+            settings=settings,
+            identity=identity,
+            training_config=training_config_record(config, split),
+            contract=staging,
+        )
+
+    @staticmethod
+    def _discard_input(prepared: PreparedJob) -> None:
+        """A failed contract job keeps its log (trainer.log, in the job directory), not a copy of the tenant's rows
+        nor what the trainer wrote."""
+        if prepared.contract is None or not prepared.job_dir.is_dir():
+            return
+        for path in prepared.job_dir.iterdir():
+            if path.name == TRAINER_LOG_FILE:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def _sign_outputs(
-        self, prepared: PreparedJob, output_files: Iterable[str], scores: dict[str, Any]
-    ) -> SignedManifest:
-        """Sign exactly the model's files plus the drift baseline (not the job's bookkeeping) and store the manifest."""
+        self, prepared: PreparedJob, result: TrainingJobResult
+    ) -> tuple[SignedManifest, dict[str, Any]]:
+        """Sign exactly the model's files plus the drift baseline (not the job's bookkeeping) and store the manifest.
+
+        Returns the signed manifest and the candidate's metrics (a contract trainer's are measured here, on the
+        held-out rows, through the served model).
+        """
         job, tenant_id = prepared.job, prepared.job.tenant
         signed_dir = prepared.job_dir / "signed"
         signed_dir.mkdir()
-        for name in output_files:
-            shutil.copyfile(Path(job.output_dir) / name, signed_dir / name)
+        if prepared.contract is not None:
+            scores = accept_contract_output(
+                prepared.contract, result.output_files, result.metrics, signed_dir
+            )
+        else:
+            scores = result.metrics
+            for name in result.output_files:
+                shutil.copyfile(Path(job.output_dir) / name, signed_dir / name)
         drift_config = prepared.settings.drift_config_over(DriftConfig())
         baseline = build_baseline(feature_columns(prepared.rows, job.config.features), config=drift_config)
         errors = scores["holdout_abs_error"]
@@ -250,15 +408,16 @@ class CandidateBuilder:
             model_name=job.model_name,
             dataset_snapshot_id=prepared.snapshot.id,
             dataset_merkle_root=prepared.snapshot.merkle_root,
-            training_config=job.config.model_dump(mode="json"),
+            training_config=prepared.training_config,
             seed=job.seed,
-            trainer=TRAINER_NAME,
+            trainer=TRAINER_NAME if prepared.contract is None else prepared.identity.describe()[:200],
             store=self._store,
+            trainer_identity=prepared.identity,
         )
         signed = sign_manifest(manifest, self._signer)
         self._store.put_bytes(tenant_id, signed.model_dump_json(by_alias=True).encode())
         shutil.rmtree(prepared.job_dir, ignore_errors=True)
-        return signed
+        return signed, scores
 
     def _record_quality(
         self,
@@ -292,8 +451,10 @@ class CandidateBuilder:
         champion = self._loader.load(champion_view) if champion_view else None
         snapshot_id = signed_manifest["manifest"]["dataset_snapshot_id"]
         rows = self.training_rows(self._snapshots.get(system, snapshot_id))
-        mask = holdout_mask(rows, candidate.model.config)
-        holdout = [row for row, held in zip(rows, mask, strict=True) if held]
+        # The rows held out when the candidate was trained, as its (just verified) manifest records them: the split
+        # belongs to the run, whatever the model's format.
+        split = holdout_split(signed_manifest["manifest"]["training_config"])
+        holdout = [row for row, held in zip(rows, split.mask(rows), strict=True) if held]
         report = validate(candidate.model, champion.model if champion else None, holdout)
         return ValidateOut(
             passed=report.passed,

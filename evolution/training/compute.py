@@ -1,10 +1,18 @@
 """The compute port (where training runs): one job in, one result out, and what every backend shares.
 
-The caller writes the snapshot's rows to ``dataset_path`` (:func:`write_dataset`); a backend runs
-:mod:`evolution.training.job_runner` somewhere with limits and returns the digests of the files it left in
-``output_dir``. Both backends, the embedded local subprocess (:mod:`evolution.training.local_backend`) and the
-Kubernetes Job (:mod:`evolution.training.kubernetes_backend`), write the job file and judge the runner's
-result.json with the helpers here, so a model is accepted by the same rule wherever it was trained.
+A job runs one of two kinds of trainer:
+
+* the built-in one (``contract`` is None): the caller writes the snapshot's rows to ``dataset_path``
+  (:func:`write_dataset`); a backend runs :mod:`evolution.training.job_runner` somewhere with limits and returns
+  the digests of the files it left in ``output_dir``, judged from the runner's result.json (:func:`verified_result`);
+* a trainer that follows the training contract (``contract`` set: a command, or an image pinned by digest): the
+  caller writes its input directory (:mod:`evolution.training.contract_input`); a backend runs the trainer with the
+  contract's environment, and once it exits 0 judges its output directory (:func:`contract_result`). The job
+  directory, the trainer's working directory, is the parent of ``output_dir``.
+
+Both backends, the embedded local subprocess (:mod:`evolution.training.local_backend`) and the Kubernetes Job
+(:mod:`evolution.training.kubernetes_backend`), judge results with the helpers here, so a model is accepted by the
+same rule wherever it was trained.
 """
 
 from __future__ import annotations
@@ -12,17 +20,24 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from evolution.errors import InvalidInput
+from evolution.registry.model_definitions import CommandTrainer, ImageTrainer
+from evolution.training.contract import CONTRACT
+from evolution.training.contract_output import OutputRefused, collect_output
 from evolution.training.trainer import MODEL_FILES, TrainingConfig
+
+log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
+TRAINER_LOG_FILE = "trainer.log"  # a contract trainer's output, kept in the job directory (not in its output)
 RUNNER_MODULE = "evolution.training.job_runner"
 
 # Every backend puts these in the runner's environment: the fitted bytes must not depend on the core count.
@@ -36,6 +51,19 @@ THREAD_CAPS: dict[str, str] = {
 }
 
 Heartbeat = Callable[[str], None]
+
+
+class ContractRun(BaseModel):
+    """A trainer that follows the training contract, run instead of the built-in job runner."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    trainer: CommandTrainer | ImageTrainer = Field(discriminator="kind")
+    input_dir: str = Field(
+        description="snapshot.parquet, schema.json and config.json, written by the caller."
+    )
+    max_model_mb: int = Field(ge=1, description="The output directory may hold at most this much.")
+    contract: str = CONTRACT
 
 
 class TrainingJob(BaseModel):
@@ -53,6 +81,20 @@ class TrainingJob(BaseModel):
     timeout_s: float = Field(gt=0)
     memory_limit_mb: int | None = Field(default=None, ge=16)
     cpu_seconds: int | None = Field(default=None, ge=1)
+    contract: ContractRun | None = Field(
+        default=None,
+        description="None: the built-in trainer (job_runner); else the contract trainer to run. ``config`` then "
+        "names the features, target and held-out split the input was staged with.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _builtin_without_contract(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A built-in job is written as before contracts existed: a runner of an older image reads its job.json
+        (it forbids unknown keys), and a Job created by an older worker keeps its digest and is adopted."""
+        data: dict[str, Any] = handler(self)
+        if self.contract is None:
+            data.pop("contract", None)
+        return data
 
 
 class TrainingJobResult(BaseModel):
@@ -124,6 +166,47 @@ def verified_result(
         return TrainingJobResult(status="failed", error=problem, **base)
     return TrainingJobResult(
         status="succeeded", output_files=files, metrics=dict(reported.get("metrics") or {}), **base
+    )
+
+
+def contract_result(
+    job: TrainingJob,
+    *,
+    exit_code: int | None,
+    exit_failure: str | None,
+    duration_s: float,
+    log_tail: str,
+) -> TrainingJobResult:
+    """The result of a contract trainer that ran to its end: exit 0 and an output directory that keeps the contract.
+
+    ``exit_failure`` is None when the trainer exited 0, else the backend's words for how it ended. The output files
+    are judged by :func:`~evolution.training.contract_output.collect_output`; files it ignores are named in the log.
+    """
+    assert job.contract is not None
+    base: dict[str, Any] = {
+        "job_id": job.job_id,
+        "duration_s": duration_s,
+        "log_tail": log_tail,
+        "exit_code": exit_code,
+    }
+    if exit_failure is not None:
+        return TrainingJobResult(
+            status="failed", error=f"the trainer {exit_failure.removeprefix('the job ')}", **base
+        )
+    try:
+        collected = collect_output(Path(job.output_dir), job.contract.max_model_mb)
+    except OutputRefused as refused:
+        return TrainingJobResult(status="failed", error=str(refused), **base)
+    if collected.ignored:
+        log.info(
+            "job %s: the trainer also wrote %s; not collected (only %s are)",
+            job.job_id,
+            ", ".join(collected.ignored[:20]) + (" …" if len(collected.ignored) > 20 else ""),
+            " and ".join(sorted(collected.files)),
+            extra={"tenantId": job.tenant},
+        )
+    return TrainingJobResult(
+        status="succeeded", output_files=collected.files, metrics=collected.metrics, **base
     )
 
 

@@ -7,7 +7,8 @@ words. What to do about the answers (adopt, wait, time out, cancel) is
 :class:`~evolution.training.kubernetes_backend.KubernetesJobBackend`'s policy.
 
 Reading the answers is pure and lives here beside the calls: :func:`terminal_outcome` (which Job condition ends
-a run) and :func:`newest_pod_view` (what the training container of the newest pod is doing).
+a run) and :func:`newest_pod_view` (what the training container of the newest pod is doing, or the init container
+that stopped it from starting).
 """
 
 from __future__ import annotations
@@ -45,11 +46,17 @@ class JobOutcome(BaseModel):
 
 
 class PodView(BaseModel):
-    """The training container of a Job's newest pod: how it ended, or why it is still waiting."""
+    """The training container of a Job's newest pod: how it ended, or why it is still waiting.
+
+    ``container`` names the container the view is about: the training container, or an init container that
+    failed or cannot start (an image trainer's input staging), since then the training container never runs and
+    its state ("PodInitializing") explains nothing.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     name: str
+    container: str = CONTAINER_NAME
     exit_code: int | None = None
     terminated_reason: str | None = None
     waiting_reason: str | None = None
@@ -177,7 +184,7 @@ class JobApi:
                 self.core.read_namespaced_pod_log,
                 pod.name,
                 self.config.namespace,
-                container=CONTAINER_NAME,
+                container=pod.container,
                 tail_lines=self.config.log_tail_lines,
                 limit_bytes=_LOG_LIMIT_BYTES,
                 _request_timeout=self.config.request_timeout_s,
@@ -219,6 +226,26 @@ def newest_pod_view(pods: k8s.V1PodList) -> PodView | None:
     newest = max(items, key=lambda p: _timestamp(p.metadata.creation_timestamp if p.metadata else None))
     assert newest.metadata is not None and newest.metadata.name is not None
     view = PodView(name=newest.metadata.name)
+    for status in (newest.status.init_container_statuses if newest.status else None) or []:
+        if status.state is None:
+            continue
+        terminated, waiting = status.state.terminated, status.state.waiting
+        if terminated is not None and terminated.exit_code != 0:
+            return view.model_copy(
+                update={
+                    "container": status.name,
+                    "exit_code": terminated.exit_code,
+                    "terminated_reason": terminated.reason,
+                }
+            )
+        if waiting is not None and waiting.reason not in (None, "PodInitializing"):
+            return view.model_copy(
+                update={
+                    "container": status.name,
+                    "waiting_reason": waiting.reason,
+                    "waiting_message": waiting.message,
+                }
+            )
     statuses = (newest.status.container_statuses if newest.status else None) or []
     for status in statuses:
         if status.name != CONTAINER_NAME or status.state is None:

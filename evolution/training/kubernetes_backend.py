@@ -19,6 +19,18 @@ the outputs exactly as the local backend does.
 This module is the policy (create or adopt, wait, time out, cancel, judge); the calls themselves and the pure
 reading of what the API returns are :mod:`evolution.training.kubernetes_api`. A call in flight when the caller is
 cancelled is let finish before the Job is deleted, so no Job is created behind a cleanup that already ran.
+
+Two kinds of TrainingJob share all of the above, told apart by ``job.contract``:
+
+- the built-in trainer (``contract`` None): job.json is written, our image runs the job runner, and its
+  result.json is judged by :func:`~evolution.training.compute.verified_result`;
+- an image trainer (``contract.trainer`` an ``ImageTrainer``, its input directory written by the caller): the
+  worker hashes the three input files, clears a previous attempt's outputs, and creates the Job of
+  :func:`~evolution.training.kubernetes_manifest.image_trainer_job_manifest` (our init container stages the input
+  and checks it against those digests; then the tenant's image runs). Once the Job has ended (no container can
+  write the output any more) the worker collects the output directory from the claim by the same rule as every
+  backend, :func:`~evolution.training.compute.contract_result`; checking the model and signing it is the
+  caller's. A command trainer is refused here: it is a program on the worker, run by the local backend.
 """
 
 from __future__ import annotations
@@ -27,7 +39,9 @@ import asyncio
 import contextlib
 import logging
 import posixpath
+import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +49,17 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from evolution.errors import Conflict, InvalidInput, TrainingFailed
+from evolution.registry.model_definitions import ImageTrainer
 from evolution.training.compute import (
     Heartbeat,
     TrainingJob,
     TrainingJobResult,
+    contract_result,
+    sha256_file,
     verified_result,
     write_job_file,
 )
+from evolution.training.contract import METRICS_FILE, MODEL_FILE
 from evolution.training.kubernetes_api import (
     JobApi,
     JobOutcome,
@@ -52,15 +70,20 @@ from evolution.training.kubernetes_api import (
     v1_job,
 )
 from evolution.training.kubernetes_manifest import (
+    CONTAINER_NAME,
+    CONTRACT_INPUT_FILES,
     JOB_DIGEST_ANNOTATION,
     KubernetesBackendConfig,
     build_job,
+    image_trainer_job_manifest,
     job_digest,
     job_name,
 )
 from evolution.training.trainer import TrainingConfig
 
-__all__ = ["KubernetesBackendConfig", "KubernetesJobBackend"]
+__all__ = ["KubernetesBackendConfig", "KubernetesJobBackend", "contract_input_digests"]
+
+CONTRACT_OUTPUTS = (MODEL_FILE, METRICS_FILE)
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +110,7 @@ class KubernetesJobBackend:
     # -- the port -------------------------------------------------------------------------------------------
 
     async def run(self, job: TrainingJob, heartbeat: Heartbeat | None = None) -> TrainingJobResult:
+        """Run ``job`` (the built-in trainer, or an image trainer) as one Job (see the module docstring)."""
         if job.job_id in self._active:
             raise InvalidInput(f"job {job.job_id!r} is already running on this backend")
         self._active.add(job.job_id)  # claimed before the first await, so two callers cannot both pass
@@ -184,13 +208,21 @@ class KubernetesJobBackend:
     # -- one run ----------------------------------------------------------------------------------------------
 
     async def _run(self, job: TrainingJob, heartbeat: Heartbeat | None) -> TrainingJobResult:
-        job = job.model_copy(
-            update={
-                "dataset_path": posixpath.normpath(str(Path(job.dataset_path).absolute())),
-                "output_dir": posixpath.normpath(str(Path(job.output_dir).absolute())),
-            }
-        )
-        manifest = build_job(job, self.config).to_manifest()  # InvalidInput: paths off the shared volume
+        job = _absolute(job)
+        input_digests: dict[str, str] | None = None
+        if job.contract is None:
+            manifest = build_job(job, self.config).to_manifest()  # InvalidInput: paths off the shared volume
+        elif isinstance(job.contract.trainer, ImageTrainer):
+            # Hashed here, after the caller wrote them and before any pod exists: the staging step checks its copy
+            # against these, so a change on the shared volume from now on is caught.
+            input_digests = await self._jobs.call(contract_input_digests, Path(job.contract.input_dir))
+            # InvalidInput: an image not pinned by digest, directories off the shared volume or not apart
+            manifest = image_trainer_job_manifest(job, self.config, input_digests)
+        else:
+            raise TrainingFailed(
+                f"the kubernetes compute backend runs image trainers; a {job.contract.trainer.kind} trainer "
+                "is a program on the worker and needs the local backend"
+            )
         name = manifest["metadata"]["name"]
         started = time.monotonic()
         owned = False  # True once a Job of this name is ours: created here, or adopted after the digest check
@@ -201,7 +233,8 @@ class KubernetesJobBackend:
                 existing = await self._create(job, name, manifest)
                 owned = existing is None
             if existing is not None:
-                self._check_adoptable(job, name, existing)  # Conflict: another job's Job, left alone
+                # Conflict: another job's Job (or this job over other input), left alone
+                self._check_adoptable(job, name, existing, input_digests)
                 owned = True
             outcome, pod = await self._wait(job, name, started, heartbeat)
         except BaseException:  # cancelled (or a failing heartbeat): the Job must not outlive its caller
@@ -215,8 +248,12 @@ class KubernetesJobBackend:
         return self._result(job, name, outcome, pod, log_tail, time.monotonic() - started)
 
     async def _create(self, job: TrainingJob, name: str, manifest: dict[str, Any]) -> k8s.V1Job | None:
-        """Write job.json and create the Job: None if created, the existing Job if another worker was first."""
-        await self._jobs.call(write_job_file, job)
+        """Prepare the output directory (job.json; for an image trainer, a previous attempt's outputs removed) and
+        create the Job: None if created, the existing Job if another worker was first."""
+        if job.contract is None:
+            await self._jobs.call(write_job_file, job)
+        else:
+            await self._jobs.call(prepare_output_dir, Path(job.output_dir))
         if await self._jobs.create_job(name, manifest, job_id=job.job_id):
             log.info("created Job %s/%s for training job %s", self.config.namespace, name, job.job_id)
             return None
@@ -225,9 +262,11 @@ class KubernetesJobBackend:
             raise TrainingFailed(f"Job {self.config.namespace}/{name} was reported to exist but is gone")
         return existing
 
-    def _check_adoptable(self, job: TrainingJob, name: str, existing: k8s.V1Job) -> None:
+    def _check_adoptable(
+        self, job: TrainingJob, name: str, existing: k8s.V1Job, input_digests: Mapping[str, str] | None
+    ) -> None:
         annotations = (existing.metadata.annotations if existing.metadata else None) or {}
-        if annotations.get(JOB_DIGEST_ANNOTATION) != job_digest(job):
+        if annotations.get(JOB_DIGEST_ANNOTATION) != job_digest(job, input_digests):
             raise Conflict(
                 f"Job {self.config.namespace}/{name} already exists but was created for a different "
                 f"training job than {job.job_id!r}; delete it or use another job id"
@@ -328,8 +367,15 @@ class KubernetesJobBackend:
             return TrainingJobResult(status="timed_out", error=error, **base)
         if outcome.kind == "succeeded":
             code = 0 if exit_code is None else exit_code
-            return verified_result(
-                job, exit_code=code, exit_failure=None, duration_s=duration_s, log_tail=log_tail
+            judge = verified_result if job.contract is None else contract_result
+            return judge(job, exit_code=code, exit_failure=None, duration_s=duration_s, log_tail=log_tail)
+        if job.contract is not None:
+            return contract_result(
+                job,
+                exit_code=exit_code,
+                exit_failure=_contract_failure(where, outcome, pod, exit_code),
+                duration_s=duration_s,
+                log_tail=log_tail,
             )
         failure = f"{where} failed"
         if pod is not None and pod.terminated_reason is not None:
@@ -343,3 +389,62 @@ class KubernetesJobBackend:
         return verified_result(
             job, exit_code=exit_code, exit_failure=failure, duration_s=duration_s, log_tail=log_tail
         )
+
+
+def _contract_failure(where: str, outcome: JobOutcome, pod: PodView | None, exit_code: int | None) -> str:
+    """How a contract trainer's Job failed, worded as the job (contract_result says "the trainer" instead)."""
+    detail = f" ({where}: {outcome.detail})" if outcome.detail else f" ({where})"
+    if pod is not None and pod.container != CONTAINER_NAME:  # the tenant's code never ran
+        code = f" with exit code {exit_code}" if exit_code is not None else ""
+        reason = pod.terminated_reason or pod.waiting_reason or "failed"
+        return f"the job never started: its {pod.container} step ended {reason}{code}{detail}"
+    if pod is not None and pod.terminated_reason == "OOMKilled":
+        return f"the job was killed for exceeding its memory limit (OOMKilled, exit code {exit_code}){detail}"
+    if exit_code is not None:
+        return f"the job exited with code {exit_code}{detail}"
+    return f"the job failed{detail}"
+
+
+def _absolute(job: TrainingJob) -> TrainingJob:
+    """``job`` with its paths absolute and normalised, as the manifest and the worker's file access need them."""
+
+    def normal(path: str) -> str:
+        return posixpath.normpath(str(Path(path).absolute()))
+
+    update: dict[str, object] = {
+        "dataset_path": normal(job.dataset_path),
+        "output_dir": normal(job.output_dir),
+    }
+    if job.contract is not None:
+        update["contract"] = job.contract.model_copy(update={"input_dir": normal(job.contract.input_dir)})
+    return job.model_copy(update=update)
+
+
+def contract_input_digests(input_dir: Path) -> dict[str, str]:
+    """sha256 hex of each contract input file in ``input_dir``, by name: what the staging step checks against.
+
+    TrainingFailed if one is missing, a symbolic link or not a regular file (the staging step would refuse it).
+    """
+    digests: dict[str, str] = {}
+    for name in CONTRACT_INPUT_FILES:
+        path = input_dir / name
+        if path.is_symlink() or not path.is_file():
+            raise TrainingFailed(f"the contract input {str(path)!r} is missing or not a regular file")
+        digests[name] = sha256_file(path)
+    return digests
+
+
+def prepare_output_dir(output_dir: Path) -> None:
+    """Create an image trainer's output directory and remove a previous attempt's outputs from it.
+
+    Only the contract's output names are removed (a directory of that name too, without following links), as
+    write_job_file does for the built-in trainer: the directory is the caller's (created empty for each job), and
+    a worker whose read of the Job came back stale may get here while another worker's pod is writing into it.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name in CONTRACT_OUTPUTS:
+        stale = output_dir / name
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink(missing_ok=True)

@@ -1,10 +1,14 @@
 """The embedded compute backend: each training job is a local subprocess with rlimits and a timeout.
 
 It implements :class:`~evolution.training.compute.ComputeBackend` by running ``python -m
-evolution.training.job_runner <job.json>`` in the job's output directory. The job runs in its own process group
-(session), so a timeout or a cancellation kills everything the job started, not only the direct child. The child
-gets a scrubbed environment: training needs no credentials, so none are passed on, and BLAS/OpenMP are capped at
-one thread for reproducible bytes.
+evolution.training.job_runner <job.json>`` in the job's output directory, or, for a job whose trainer is a
+command following the training contract, that command in the job directory (the output directory's parent) with
+``{input}`` and ``{output}`` substituted in its arguments. The job runs in its own process group (session), so a
+timeout or a cancellation kills everything the job started, not only the direct child. The child gets a scrubbed
+environment: training needs no credentials, so none are passed on, and BLAS/OpenMP are capped at one thread for
+reproducible bytes. A command trainer gets even less: no PYTHONPATH, a HOME and TMPDIR of its own in the job
+directory, and the contract's variables; it is started through :mod:`evolution.training.parent_watch` (run as a
+script: standard library only) so that it too dies with the worker.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -21,19 +26,28 @@ from pathlib import Path
 from typing import IO, Any
 
 from evolution.errors import InvalidInput, TrainingFailed
+from evolution.training import parent_watch
 from evolution.training.compute import (
     RUNNER_MODULE,
     THREAD_CAPS,
+    TRAINER_LOG_FILE,
+    ContractRun,
     Heartbeat,
     TrainingJob,
     TrainingJobResult,
+    contract_result,
     verified_result,
     write_job_file,
 )
+from evolution.training.contract import CONTRACT_ENV, INPUT_DIR_ENV, OUTPUT_DIR_ENV, SEED_ENV
 from evolution.training.parent_watch import PARENT_PID_ENV
 
 LOG_FILE = "job.log"
+SCRATCH_DIR = "scratch"  # the command trainer's HOME and TMPDIR, inside the job directory
 _PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "VIRTUAL_ENV")
+_TRAINER_PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+# What a process out of memory under RLIMIT_AS tends to print last (Python, C++, C).
+_OUT_OF_MEMORY_SIGNS = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "out of memory")
 _MAX_LOG_FILE_BYTES = 10 * 1024 * 1024
 
 
@@ -68,36 +82,38 @@ class LocalSubprocessBackend:
 
     async def _run(self, job: TrainingJob, heartbeat: Heartbeat | None) -> TrainingJobResult:
         out = Path(job.output_dir).resolve()
-        # Absolute paths: the child runs in the output directory.
+        # Absolute paths: the child runs in the output directory (a contract trainer: in the job directory).
         job = job.model_copy(
             update={"dataset_path": str(Path(job.dataset_path).resolve()), "output_dir": str(out)}
         )
-        job_path = write_job_file(job)
+        if job.contract is None:
+            argv = [self.python_executable, "-m", RUNNER_MODULE, str(write_job_file(job))]
+            cwd, env, log_path = out, self._child_env(), out / LOG_FILE
+        else:
+            run = job.contract.model_copy(update={"input_dir": str(Path(job.contract.input_dir).resolve())})
+            job = job.model_copy(update={"contract": run})
+            argv, env = self._trainer_call(job, run)
+            cwd, log_path = out.parent, out.parent / TRAINER_LOG_FILE
 
         started = time.monotonic()
         try:
             process = await _spawn_or_kill(
-                self.python_executable,
-                "-m",
-                RUNNER_MODULE,
-                str(job_path),
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                cwd=str(out),
-                env=self._child_env(),
+                cwd=str(cwd),
+                env=env,
                 start_new_session=True,  # own session and process group: killpg reaches all it spawns
                 preexec_fn=_rlimit_setter(job.memory_limit_mb, job.cpu_seconds),
             )
         except OSError as exc:
-            raise TrainingFailed(
-                f"cannot start the training process {self.python_executable!r}: {exc}"
-            ) from exc
+            raise TrainingFailed(f"cannot start the training process {argv[0]!r}: {exc}") from exc
         self._running[job.job_id] = process
         if job.job_id in self._cancelled:  # cancel() came while the process was being started
             _kill_group(process)
         tail = _LogTail(self.log_tail_chars * 4)
-        log_file = (out / LOG_FILE).open("wb")
+        log_file = log_path.open("wb")
         reader = asyncio.create_task(_pump(process, tail, log_file))
         timed_out = False
         try:
@@ -152,6 +168,44 @@ class LocalSubprocessBackend:
             if not waiter.done():
                 waiter.cancel()
 
+    def _trainer_call(self, job: TrainingJob, run: ContractRun) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment of a command trainer: a clean output directory, the contract's variables."""
+        if run.trainer.kind != "command":
+            raise TrainingFailed(
+                f"the local compute backend runs command trainers; a {run.trainer.kind} trainer "
+                f"({getattr(run.trainer, 'image', '?')}) needs the kubernetes backend"
+            )
+        out, job_dir = Path(job.output_dir), Path(job.output_dir).parent
+        shutil.rmtree(out, ignore_errors=True)  # never judge a previous attempt's files
+        out.mkdir(parents=True)
+        scratch = job_dir / SCRATCH_DIR
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        env = {k: os.environ[k] for k in _TRAINER_PASSTHROUGH_ENV if k in os.environ}
+        env.update(THREAD_CAPS)
+        env.update(
+            {
+                INPUT_DIR_ENV: run.input_dir,
+                OUTPUT_DIR_ENV: str(out),
+                CONTRACT_ENV: run.contract,
+                SEED_ENV: str(job.seed),
+                "HOME": str(scratch),  # not the worker's: no ~/.aws, ~/.netrc or the like to read
+                "TMPDIR": str(scratch),
+                "PYTHONHASHSEED": "0",
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                PARENT_PID_ENV: str(os.getpid()),
+            }
+        )
+        argv = [a.replace("{input}", run.input_dir).replace("{output}", str(out)) for a in run.trainer.argv]
+        program = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", os.defpath))
+        if program is None:
+            raise TrainingFailed(f"the trainer's command {argv[0]!r} is not on the worker's PATH")
+        # parent_watch.py as a script (standard library only; -I: nothing of ours, not even its directory, on the
+        # path) asks the kernel to kill the trainer with the worker, then execs it: the pid and process group we
+        # hold become the trainer's.
+        return [self.python_executable, "-I", parent_watch.__file__, program, *argv[1:]], env
+
     def _child_env(self) -> dict[str, str]:
         env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
         env.update(THREAD_CAPS)
@@ -186,7 +240,11 @@ class LocalSubprocessBackend:
             return TrainingJobResult(status="timed_out", error=error, **base)
         if cancelled:
             return TrainingJobResult(status="failed", error="cancelled", **base)
-        exit_failure = None if returncode == 0 else _describe_exit(returncode, job)
+        exit_failure = None if returncode == 0 else _describe_exit(returncode, job, log_tail)
+        if job.contract is not None:
+            return contract_result(
+                job, exit_code=returncode, exit_failure=exit_failure, duration_s=duration_s, log_tail=log_tail
+            )
         return verified_result(
             job, exit_code=returncode, exit_failure=exit_failure, duration_s=duration_s, log_tail=log_tail
         )
@@ -274,10 +332,15 @@ def _kill_group(process: asyncio.subprocess.Process) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _describe_exit(returncode: int | None, job: TrainingJob) -> str:
+def _describe_exit(returncode: int | None, job: TrainingJob, log_tail: str = "") -> str:
     if returncode is None:
         return "the job did not exit"
     if returncode >= 0:
+        if job.memory_limit_mb is not None and any(sign in log_tail for sign in _OUT_OF_MEMORY_SIGNS):
+            return (
+                f"the job exited with code {returncode} after running out of its memory limit of "
+                f"{job.memory_limit_mb} MB"
+            )
         return f"the job exited with code {returncode}"
     signum = -returncode
     try:

@@ -120,7 +120,12 @@ class TrainingMetrics(BaseModel):
 
 
 class TrainedModel:
-    """A fitted model with everything needed to predict and to explain where it came from."""
+    """A fitted model with everything needed to predict and to explain where it came from.
+
+    The built-in format of the model-format port (:class:`evolution.training.formats.ServedModel`).
+    """
+
+    format: Literal["builtin"] = "builtin"
 
     def __init__(
         self,
@@ -143,6 +148,10 @@ class TrainedModel:
     @property
     def features(self) -> list[str]:
         return list(self.config.features)
+
+    @property
+    def categorical(self) -> list[str]:
+        return list(self.config.categorical)
 
     @property
     def target(self) -> str:

@@ -2,7 +2,8 @@
 
 This is the gate between TRAINING and VALIDATED. It only asks "is the candidate at least as good on data
 neither model trained on?"; whether it is *significantly* better on live traffic is the canary guard's
-question.
+question. The two models may be of different formats (:mod:`evolution.training.formats`): each predicts the same
+rows through the port.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from evolution.errors import InsufficientData, InvalidInput
 from evolution.training.columns import Columns, Rows, as_columns
-from evolution.training.trainer import TrainedModel
+from evolution.training.formats import ServedModel
 
 
 class ValidationReport(BaseModel):
@@ -34,8 +35,8 @@ class ValidationReport(BaseModel):
 
 
 def validate(
-    candidate: TrainedModel,
-    champion: TrainedModel | None,
+    candidate: ServedModel,
+    champion: ServedModel | None,
     holdout_rows: Rows | Columns,
     max_regression: float = 0.0,
 ) -> ValidationReport:
@@ -53,7 +54,7 @@ def validate(
 
     models = [candidate] if champion is None else [candidate, champion]
     names = list(dict.fromkeys([target, *(f for m in models for f in m.features)]))
-    columns = as_columns(holdout_rows, names, {c for m in models for c in m.config.categorical})
+    columns = as_columns(holdout_rows, names, {c for m in models for c in m.categorical})
     if target not in columns:
         raise InvalidInput(f"held-out rows lack the target column {target!r}")
     y = columns[target]

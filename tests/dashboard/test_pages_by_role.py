@@ -13,8 +13,9 @@ from evolution.governance.users import UserService
 from evolution.lifecycle import ModelState
 from evolution.platform.wiring import Services
 from evolution.timeutil import utcnow
+from evolution.training.explain import ESTIMATE_BACKGROUND_ROWS, ESTIMATE_MAX_ROWS, ESTIMATE_SAMPLES
 from tests.dashboard.conftest import ROOT
-from tests.support.models import install_model
+from tests.support.models import install_model, install_onnx_model
 from tests.support.scenario import seed_tenant
 
 ROLES = ["viewer", "manager", "admin"]
@@ -107,6 +108,29 @@ def test_explainability_explains_the_champion_and_the_candidate(
     models.set_value("candidate v2").run()
     assert not at.exception
     assert any(m.value.startswith("Forecast **") for m in at.markdown)
+
+
+def test_explainability_labels_an_onnx_candidates_values_as_an_estimate_with_its_sample_size(
+    app: Callable[..., AppTest], services: Services, tmp_path: Path
+) -> None:
+    seed_tenant(services, Scenario(tenant_id="acme", history_rows=300))
+    services.snapshots.seal(ROOT, "acme", utcnow())
+    install_model(services, "acme", tmp_path, ModelState.CHAMPION)
+    install_onnx_model(services, "acme", tmp_path, ModelState.CANARY, seed=2)
+    at = app("viewer")
+    at.run()
+    at.switch_page("views/explainability.py").run()
+    assert not at.exception, at.exception
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("champion v1 (builtin): exact TreeSHAP of") for c in captions), captions
+    estimate = (
+        f"candidate v2 (onnx): estimate (shap.SamplingExplainer): {ESTIMATE_MAX_ROWS} rows explained, "
+        f"{ESTIMATE_SAMPLES} samples per feature each, against a background sample of {ESTIMATE_BACKGROUND_ROWS} rows"
+    )
+    assert estimate in captions, captions
+    at.radio(key="explain_which").set_value("candidate v2").run()
+    assert not at.exception, at.exception
+    assert any(m.value.endswith("(estimated contributions)") for m in at.markdown)
 
 
 def test_a_revoked_role_takes_effect_on_the_next_page_run(

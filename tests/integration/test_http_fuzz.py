@@ -109,7 +109,9 @@ def api(
     token = services.tokens.create_token(ROOT, "fuzzer", "fuzz").token.get_secret_value()
     other = services.tokens.create_token(ROOT, "globex-admin", "fuzz").token.get_secret_value()
     predictor = services.predictor(canary_share=0.1, refresh_s=60)
-    app = create_app(predictor, services.events, services.token_authenticator())
+    app = create_app(
+        predictor, services.events, services.token_authenticator(), definitions=services.model_definitions
+    )
     with serving(app) as url:
         found = Api(url, services, (key_id, key_path.read_bytes()), token, other)
         yield found
@@ -130,6 +132,8 @@ OPERATIONS = [
     ("POST", "/v1/tenants/{tenant_id}/models/{model_name}/predict"),
     ("GET", "/v1/tenants/{tenant_id}/models/{model_name}"),
     ("POST", "/v1/tenants/{tenant_id}/events"),
+    ("PUT", "/v1/tenants/{tenant_id}/models/{model_name}/definition"),
+    ("GET", "/v1/tenants/{tenant_id}/models/{model_name}/definition"),
 ]
 MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
 
@@ -215,7 +219,7 @@ def test_the_schema_is_tight(api: Api) -> None:
         for method, operation in item.items():
             assert operation["security"] == [{"apiToken": []}], (method, path)
             assert {"401", "403", "422", "503"} <= set(operation["responses"]), (method, path)
-            if method == "post":  # a body: refused with 413 over its operation's limit
+            if method in ("post", "put"):  # a body: refused with 413 over its operation's limit
                 assert "413" in operation["responses"], (method, path)
             for parameter in operation.get("parameters", []):
                 assert parameter["schema"].get("pattern"), (method, path, parameter["name"])
@@ -223,6 +227,8 @@ def test_the_schema_is_tight(api: Api) -> None:
     assert schemas["PredictRequest"]["properties"]["instances"]["maxItems"] == 1000
     assert schemas["EventsRequest"]["properties"]["events"]["maxItems"] == 5000
     assert schemas["PredictInstance"]["additionalProperties"] is False
+    assert schemas["DefinitionRequest"]["additionalProperties"] is False
+    assert schemas["DefinitionRequest"]["properties"]["reason"]["maxLength"] == 500
 
 
 # ----------------------------------------------------------------------------------------------- learning events

@@ -203,7 +203,7 @@ def test_three_failures_open_the_breaker_which_survives_a_restart_until_an_admin
     first = breaker.record(SYSTEM, "acme", "run-1", "failed", "training job failed: exit 1")
     assert (first.effect, first.status.consecutive_failures, first.opened_now) == ("failure", 1, False)
     breaker.record(SYSTEM, "acme", "run-1", "failed", "retried report")  # the same run: counted once
-    breaker.record(SYSTEM, "acme", "run-2", "validation_failed", "worse than the champion")
+    breaker.record(SYSTEM, "acme", "run-2", "failed", "training job timed_out: timed out after 60 s")
     third = breaker.record(SYSTEM, "acme", "run-3", "quarantined", "signature does not verify")
     assert third.opened_now and third.status.state == "open" and third.status.consecutive_failures == 3
     assert breaker.record(SYSTEM, "acme", "run-3", "quarantined").opened_now  # retry: same answer

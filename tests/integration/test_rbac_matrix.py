@@ -5,7 +5,8 @@ operations that perform it and (c) the dashboard controls that perform it. Every
 actor in {anonymous, viewer, manager, admin} x tenant in {own, other} is tried for real and asserted: it must succeed
 exactly when the role is in ``PERMISSIONS[action]`` and the tenant is the actor's own, and be refused otherwise
 (PermissionDenied in the service layer, 401/403 over HTTP, no page or control in the dashboard). A new Action without
-a row, or a new HTTP operation no row names, fails the table tests.
+a row, or a new HTTP operation no row names, fails the table tests. An action the dashboard offers no control for
+(quotas, tenant settings, users, model definitions…) has no dashboard cells: the CLI and the API are its only doors.
 
 An action whose row names no service-layer call is a known gap (the call exists but takes no principal, or nothing
 performs the action yet): its test is an explicit xfail naming the gap, never a silent pass.
@@ -44,6 +45,7 @@ from evolution.platform.orchestrator import start_retraining_as
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
 from evolution.registry.audit_checkpoints import AuditCheckpoint, SignedCheckpoint, checkpoint_key
+from evolution.registry.model_definitions import ModelDefinition
 from evolution.security import PERMISSIONS, Action, Principal, Role
 from evolution.serving.app import create_app
 from evolution.serving.predictor import PredictInstance, Predictor
@@ -311,6 +313,8 @@ def _checkpoint_beyond_the_chain(w: World, tenant: str) -> None:
     w.services.store.put_object(tenant, checkpoint_key(size, epoch), signed.to_bytes())
 
 
+DEFINITION = ModelDefinition()  # the built-in trainer: nothing the other cells train changes
+
 APPROVALS_OWN = {
     Action.APPROVE: {Role.VIEWER: "appr-m", Role.MANAGER: "appr-m", Role.ADMIN: "appr-a"},
     Action.REJECT: {Role.VIEWER: "rej-m", Role.MANAGER: "rej-m", Role.ADMIN: "rej-a"},
@@ -319,7 +323,10 @@ APPROVALS_OWN = {
 TABLE: dict[Action, Row] = {
     Action.VIEW: Row(
         ServiceCall("registry.list_versions", lambda w, p, t, _: w.services.registry.list_versions(p, t)),  # type: ignore[arg-type]
-        http=(HttpCall("GET", "/v1/tenants/{tenant_id}/models/{model_name}"),),
+        http=(
+            HttpCall("GET", "/v1/tenants/{tenant_id}/models/{model_name}"),
+            HttpCall("GET", "/v1/tenants/{tenant_id}/models/{model_name}/definition"),
+        ),
         dashboard=(DashboardControl(None),),
     ),
     Action.PREDICT: Row(
@@ -460,6 +467,19 @@ TABLE: dict[Action, Row] = {
             lambda w, p, t, _: w.users.add_user(p, w.rid("user"), PASSWORD, Role.VIEWER, [t]),  # type: ignore[arg-type]
         )
     ),
+    Action.DEFINE_MODEL: Row(
+        ServiceCall(
+            "model_definitions.define",
+            lambda w, p, t, _: w.services.model_definitions.define(p, t, "defined-m", DEFINITION, "matrix"),  # type: ignore[arg-type]
+        ),
+        http=(
+            HttpCall(
+                "PUT",
+                "/v1/tenants/{tenant_id}/models/{model_name}/definition",
+                lambda _w, _t: {"reason": "matrix"},
+            ),
+        ),
+    ),
     Action.ACKNOWLEDGE_RESTORE: Row(
         ServiceCall(
             "audit_checkpoints.acknowledge_restore",
@@ -477,7 +497,12 @@ def test_the_table_has_a_row_for_every_action_and_every_row_is_complete() -> Non
 
 
 def test_every_http_operation_of_the_api_is_in_the_table(world: World) -> None:
-    schema = create_app(world.predictor, world.services.events, world.services.token_authenticator())
+    schema = create_app(
+        world.predictor,
+        world.services.events,
+        world.services.token_authenticator(),
+        definitions=world.services.model_definitions,
+    )
     operations = {
         (method.upper(), path)
         for path, item in schema.openapi()["paths"].items()
@@ -526,7 +551,12 @@ def api(world: World) -> Iterator[tuple[str, dict[str, dict[str, str]]]]:
             world.users.add_user(ROOT, f"http-{actor}", PASSWORD, role, [OWN])
             issued = world.services.tokens.create_token(ROOT, f"http-{actor}", "rbac matrix")
             headers[actor] = {"Authorization": f"Bearer {issued.token.get_secret_value()}"}
-    app = create_app(world.predictor, world.services.events, world.services.token_authenticator())
+    app = create_app(
+        world.predictor,
+        world.services.events,
+        world.services.token_authenticator(),
+        definitions=world.services.model_definitions,
+    )
     with serving(app) as url:
         yield url, headers
 
@@ -546,7 +576,7 @@ def test_the_http_api_enforces_the_table(
                 timeout=60,
             )
             want_status = 401 if actor == "anonymous" else 403
-            if response.status_code == 200:
+            if response.status_code in (200, 201):  # 201: a definition's first revision
                 got: Outcome = "allowed"
             else:
                 assert response.status_code == want_status, (call.path, actor, tenant, response.text)

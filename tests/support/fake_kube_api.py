@@ -9,7 +9,9 @@ serves the pods' captured output on the log endpoint, honours ``ttlSecondsAfterF
 the process when the Job is deleted (Foreground: the Job stays, marked for deletion, until its pod is gone).
 Invalid objects get 422, duplicates 409, like the real API server. Every manifest received is kept for inspection.
 
-Volumes are not emulated: the test's work directory is the same host path the manifest mounts.
+Images and volumes are the pod runner's (see its docstring): an image is the environment its processes start with
+(``images``, else ``image_env``); volumes are emulated by path translation when ``claims`` maps claim names to host
+directories, and otherwise not at all (the test's work directory is then the same host path the manifest mounts).
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ class FakeKube:
         image_env: Mapping[str, str] | None = None,
         namespaces: Collection[str] = ("default",),
         known_images: Collection[str] | None = None,
+        images: Mapping[str, Mapping[str, str]] | None = None,
+        claims: Mapping[str, Path] | None = None,
         max_grace_s: float = 5.0,
     ) -> None:
         self.namespaces = set(namespaces)
@@ -116,6 +120,8 @@ class FakeKube:
             remove=self._remove,
             image_env=image_env,
             known_images=known_images,
+            images=images,
+            claims=claims,
             max_grace_s=max_grace_s,
         )
         self._server: ThreadingHTTPServer | None = None
@@ -152,6 +158,7 @@ class FakeKube:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        self.pod_runner.close()
 
     @property
     def url(self) -> str:
@@ -169,6 +176,12 @@ class FakeKube:
     def job_names(self, namespace: str) -> list[str]:
         with self._lock:
             return sorted(name for ns, name in self._jobs if ns == namespace)
+
+    def pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The Job's pods as the API server would serve them (status included), oldest first."""
+        with self._lock:
+            run = self._jobs.get((namespace, name))
+            return [copy.deepcopy(p.obj) for p in (run.pods if run is not None else [])]
 
     def pids(self, namespace: str, name: str) -> list[int]:
         """Process ids of the Job's pods that were started (dead or alive)."""
@@ -353,20 +366,27 @@ class FakeKube:
 
     def _pod_log(self, namespace: str, name: str, query: dict[str, str]) -> str:
         pod = self._pod(namespace, name)
-        container = pod.obj["spec"]["containers"][0]["name"]
-        if query.get("container", container) != container:
-            raise ApiError(400, "BadRequest", f"container {query['container']} is not valid for pod {name}")
-        if pod.start_error is not None:
-            return ""
-        if pod.process is None:
-            waiting = pod.obj["status"]["containerStatuses"][0]["state"].get("waiting", {})
-            raise ApiError(
-                400,
-                "BadRequest",
-                f'container "{container}" in pod "{name}" is waiting to start: {waiting.get("reason", "")}',
-            )
+        spec = pod.obj["spec"]
+        container = query.get("container", spec["containers"][0]["name"])  # the default: the first container
+        if container not in {c["name"] for c in [*spec.get("initContainers", []), *spec["containers"]]}:
+            raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
         with self._lock:
-            text = bytes(pod.log).decode("utf-8", errors="replace")
+            log = pod.logs.get(container)
+            if log is None:
+                if pod.start_error is not None and pod.container["name"] == container:
+                    return ""
+                statuses = [
+                    *pod.obj["status"].get("initContainerStatuses", []),
+                    *pod.obj["status"]["containerStatuses"],
+                ]
+                (status,) = [s for s in statuses if s["name"] == container]
+                waiting = status["state"].get("waiting", {})
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f'container "{container}" in pod "{name}" is waiting to start: {waiting.get("reason", "")}',
+                )
+            text = bytes(log).decode("utf-8", errors="replace")
         if "tailLines" in query:
             lines = text.splitlines(keepends=True)
             text = "".join(lines[-int(query["tailLines"]) :]) if int(query["tailLines"]) > 0 else ""
@@ -450,29 +470,38 @@ def _validated_job(namespace: str, body: Any) -> dict[str, Any]:
     containers = pod.get("containers") or []
     if not containers:
         problems.append("spec.template.spec.containers: Required value")
-    for index, container in enumerate(containers):
+    names = [c.get("name") for c in [*(pod.get("initContainers") or []), *containers]]
+    for doubled in sorted({n for n in names if n and names.count(n) > 1}):
+        problems.append(f"spec.template.spec.containers: Duplicate value: {doubled!r}")
+    every = [("initContainers", i, c) for i, c in enumerate(pod.get("initContainers") or [])]
+    every += [("containers", i, c) for i, c in enumerate(containers)]
+    for field, index, container in every:
+        where = f"spec.template.spec.{field}[{index}]"
         if not container.get("name") or not container.get("image"):
-            problems.append(f"spec.template.spec.containers[{index}]: name and image are required")
+            problems.append(f"{where}: name and image are required")
+        for mount in container.get("volumeMounts") or []:
+            sub_path = mount.get("subPath", "")
+            if sub_path.startswith("/") or ".." in sub_path.split("/"):
+                problems.append(
+                    f"{where}.volumeMounts.subPath: Invalid value: {sub_path!r}: must be relative"
+                )
         resources = container.get("resources") or {}
         requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
         for key, value in {**requests, **limits}.items():
             try:
                 _quantity(value)
             except ValueError as exc:
-                problems.append(f"spec.template.spec.containers[{index}].resources[{key}]: {exc}")
+                problems.append(f"{where}.resources[{key}]: {exc}")
         for key in set(requests) & set(limits):
             with contextlib.suppress(ValueError):
                 if _quantity(requests[key]) > _quantity(limits[key]):
                     problems.append(
-                        f"spec.template.spec.containers[{index}].resources.requests[{key}]: must be less than "
-                        f"or equal to {key} limit"
+                        f"{where}.resources.requests[{key}]: must be less than or equal to {key} limit"
                     )
         mounts = {m.get("name") for m in container.get("volumeMounts") or []}
         volumes = {v.get("name") for v in pod.get("volumes") or []}
         for missing in sorted(mounts - volumes):
-            problems.append(
-                f"spec.template.spec.containers[{index}].volumeMounts.name: Not found: {missing!r}"
-            )
+            problems.append(f"{where}.volumeMounts.name: Not found: {missing!r}")
     if spec.get("activeDeadlineSeconds") is not None and int(spec["activeDeadlineSeconds"]) <= 0:
         problems.append("spec.activeDeadlineSeconds: must be greater than 0")
     if spec.get("backoffLimit") is not None and int(spec["backoffLimit"]) < 0:

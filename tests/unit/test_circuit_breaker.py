@@ -44,7 +44,13 @@ def test_three_consecutive_technical_failures_open_the_breaker(failure: str) -> 
 
 
 def test_mixed_technical_failures_count_together() -> None:
-    assert run(["failed", "validation_failed", "quarantined"]).state == "open"
+    assert run(["failed", "quarantined", "failed"]).state == "open"
+
+
+def test_a_candidate_that_merely_lost_validation_does_not_count_as_a_failure() -> None:
+    # A crash or a timeout is "failed"; a sound model worse than the champion is "validation_failed".
+    assert run(["failed", "failed", "validation_failed", "failed"]) == Streak(consecutive_failures=1)
+    assert run(["validation_failed"] * 5) == Streak()
 
 
 @pytest.mark.parametrize("business", sorted(BUSINESS_OUTCOMES))

@@ -31,6 +31,7 @@ from evolution.training.kubernetes_labels import (
     MODEL_LABEL,
     PART_OF_LABEL,
     TENANT_LABEL,
+    TENANT_TRAINER_POD_LABELS,
     TRAINING_POD_LABELS,
 )
 
@@ -54,6 +55,10 @@ IMAGE = "controlled-evolution"
 TRAINING_SERVICE_ACCOUNT = "evolution-training"
 WORK_VOLUME_CLAIM = "evolution-work"
 WORKER_SERVICE_ACCOUNT = "evolution-worker"
+
+TRAINING_POLICY = "evolution-training-pods"
+TENANT_TRAINER_POLICY = "evolution-tenant-trainer-pods"
+TRAINING_POLICIES = (TRAINING_POLICY, TENANT_TRAINER_POLICY)
 
 # What training pods may reach, as (protocol, port): DNS, MinIO, S3 over HTTPS, PostgreSQL.
 DNS_PORTS = {("UDP", 53), ("TCP", 53)}
@@ -369,7 +374,8 @@ def _assert_restricted(name: str, spec: dict[str, Any]) -> None:
     assert not any(spec.get(host) for host in ("hostNetwork", "hostPID", "hostIPC")), name
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     assert not any("hostPath" in v for v in volumes.values()), name
-    for container in spec["containers"]:
+    # Pod Security "restricted" holds init containers to the same rules as the others.
+    for container in [*spec.get("initContainers", []), *spec["containers"]]:
         where = f"{name}/{container['name']}"
         for bound in ("requests", "limits"):
             assert set(container["resources"][bound]) >= {"cpu", "memory"}, f"{where}: {bound}"
@@ -444,11 +450,12 @@ def test_services_select_their_deployment_and_name_declared_ports(base: dict[Any
 
 
 def test_deployment_selectors_never_match_training_pods(base: dict[Any, Any]) -> None:
-    training_pod = {**TRAINING_POD_LABELS, TENANT_LABEL: "acme", MODEL_LABEL: "yield"}
-    for deployment in _of_kind(base, "Deployment"):
-        selector = deployment["spec"]["selector"]["matchLabels"]
-        assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-        assert not selector.items() <= training_pod.items(), deployment["metadata"]["name"]
+    for fixed in (TRAINING_POD_LABELS, TENANT_TRAINER_POD_LABELS):
+        training_pod = {**fixed, TENANT_LABEL: "acme", MODEL_LABEL: "yield"}
+        for deployment in _of_kind(base, "Deployment"):
+            selector = deployment["spec"]["selector"]["matchLabels"]
+            assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+            assert not selector.items() <= training_pod.items(), deployment["metadata"]["name"]
 
 
 def test_worker_shares_the_training_work_volume_at_the_settings_work_dir(base: dict[Any, Any]) -> None:
@@ -474,21 +481,19 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 def test_training_network_policy_selects_exactly_the_job_backend_labels(base: dict[Any, Any]) -> None:
-    policy = base["NetworkPolicy", "evolution-training-pods"]
+    policy = base["NetworkPolicy", TRAINING_POLICY]
     selector = policy["spec"]["podSelector"]
     assert selector == {"matchLabels": TRAINING_POD_LABELS}
     assert TRAINING_POD_LABELS == {PART_OF_LABEL: "controlled-evolution", COMPONENT_LABEL: "training"}
 
 
 def test_training_pods_accept_no_ingress_at_all(base: dict[Any, Any]) -> None:
-    spec = base["NetworkPolicy", "evolution-training-pods"]["spec"]
+    spec = base["NetworkPolicy", TRAINING_POLICY]["spec"]
     assert "Ingress" in spec["policyTypes"]
     assert not spec.get("ingress"), "any ingress rule would open the training pods"
     # Policies add up: no other policy may select training pods and allow them something.
     training_pod = {**TRAINING_POD_LABELS, TENANT_LABEL: "acme", MODEL_LABEL: "yield"}
-    others = [
-        p for p in _of_kind(base, "NetworkPolicy") if p["metadata"]["name"] != "evolution-training-pods"
-    ]
+    others = [p for p in _of_kind(base, "NetworkPolicy") if p["metadata"]["name"] != TRAINING_POLICY]
     assert others, "the app policies are expected too"
     for other in others:
         assert other["spec"]["podSelector"].get("matchLabels"), (
@@ -498,7 +503,7 @@ def test_training_pods_accept_no_ingress_at_all(base: dict[Any, Any]) -> None:
 
 
 def test_training_pods_reach_only_dns_the_artifact_store_and_the_database(base: dict[Any, Any]) -> None:
-    spec = base["NetworkPolicy", "evolution-training-pods"]["spec"]
+    spec = base["NetworkPolicy", TRAINING_POLICY]["spec"]
     assert "Egress" in spec["policyTypes"]
     reached: set[tuple[str, int]] = set()
     for rule in spec["egress"]:
@@ -526,9 +531,32 @@ def test_training_pods_reach_only_dns_the_artifact_store_and_the_database(base: 
     assert reached == TRAINING_EGRESS_PORTS
 
 
+def test_tenant_trainer_network_policy_selects_exactly_the_job_backends_tenant_trainer_labels(
+    base: dict[Any, Any],
+) -> None:
+    selector = base["NetworkPolicy", TENANT_TRAINER_POLICY]["spec"]["podSelector"]
+    assert selector == {"matchLabels": TENANT_TRAINER_POD_LABELS}
+    assert TENANT_TRAINER_POD_LABELS == {
+        PART_OF_LABEL: "controlled-evolution",
+        COMPONENT_LABEL: "tenant-trainer",
+    }
+
+
+def test_tenant_trainer_pods_get_no_ingress_and_no_egress_from_any_policy(base: dict[Any, Any]) -> None:
+    spec = base["NetworkPolicy", TENANT_TRAINER_POLICY]["spec"]
+    # Both types listed and no rule of either: all traffic in and out is refused (an absent type would allow all).
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    assert "ingress" not in spec and "egress" not in spec
+    # Policies add up: no other policy, the built-in trainer's included, may select a tenant trainer's pod.
+    tenant_pod = {**TENANT_TRAINER_POD_LABELS, TENANT_LABEL: "acme", MODEL_LABEL: "yield"}
+    for other in _of_kind(base, "NetworkPolicy"):
+        if other["metadata"]["name"] != TENANT_TRAINER_POLICY:
+            assert not _selects(other["spec"]["podSelector"], tenant_pod), other["metadata"]["name"]
+
+
 def test_app_policies_open_only_the_ports_their_pods_serve(base: dict[Any, Any]) -> None:
     for policy in _of_kind(base, "NetworkPolicy"):
-        if policy["metadata"]["name"] == "evolution-training-pods":
+        if policy["metadata"]["name"] in TRAINING_POLICIES:
             continue
         pods = [
             d
@@ -773,7 +801,7 @@ def test_the_job_backends_training_pods_fit_these_manifests(
     assert client.sanitize_for_serialization(model) == manifest
     assert manifest["metadata"]["namespace"] == NAMESPACE
     pod = manifest["spec"]["template"]
-    policy = production["NetworkPolicy", "evolution-training-pods"]
+    policy = production["NetworkPolicy", TRAINING_POLICY]
     assert _selects(policy["spec"]["podSelector"], pod["metadata"]["labels"])
     assert pod["spec"]["serviceAccountName"] in {
         name for kind, name in production if kind == "ServiceAccount"
@@ -787,6 +815,60 @@ def test_the_job_backends_training_pods_fit_these_manifests(
     assert claims == [WORK_VOLUME_CLAIM] and ("PersistentVolumeClaim", WORK_VOLUME_CLAIM) in production
     _assert_restricted("training job", pod["spec"])
     assert pod["spec"]["containers"][0]["image"] == container["image"]
+
+
+def test_the_job_backends_tenant_trainer_pods_fit_these_manifests(
+    production: dict[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An image trainer's Job as the worker would create it with its production settings: only the tenant-trainer
+    # NetworkPolicy selects it, its ServiceAccount and claim exist here, every container of it (the staging init
+    # container too) passes the restricted checks, and it is a valid Job.
+    from evolution.registry.model_definitions import ImageTrainer
+    from evolution.training.compute import ContractRun, TrainingJob
+    from evolution.training.kubernetes_manifest import CONTRACT_INPUT_FILES, image_trainer_job_manifest
+    from evolution.training.trainer import TrainingConfig
+
+    worker = production["Deployment", "evolution-worker"]["spec"]["template"]["spec"]["containers"][0]
+    settings = _settings_of(_container_environment(production, worker), monkeypatch)
+    assert settings.kubernetes is not None
+    job_dir = f"{settings.kubernetes.work_mount_path}/acme/yield-8"
+    trainer = ImageTrainer(image=f"registry.example.com/acme/yield@sha256:{'c' * 64}", command=["train"])
+    job = TrainingJob(
+        job_id="acme-yield-8",
+        tenant="acme",
+        model_name="yield",
+        dataset_path=f"{job_dir}/input/snapshot.parquet",
+        config=TrainingConfig(features=["rain"], target="yield"),
+        seed=8,
+        output_dir=f"{job_dir}/output",
+        timeout_s=3600,
+        contract=ContractRun(trainer=trainer, input_dir=f"{job_dir}/input", max_model_mb=200),
+    )
+    digests = dict.fromkeys(CONTRACT_INPUT_FILES, "d" * 64)
+    manifest = json.loads(json.dumps(image_trainer_job_manifest(job, settings.kubernetes, digests)))
+    client = ApiClient()
+    model = client.deserialize(json.dumps(manifest), "V1Job", "application/json")
+    assert client.sanitize_for_serialization(model) == manifest
+    pod = manifest["spec"]["template"]
+    selecting = [
+        p["metadata"]["name"]
+        for p in _of_kind(production, "NetworkPolicy")
+        if _selects(p["spec"]["podSelector"], pod["metadata"]["labels"])
+    ]
+    assert selecting == [TENANT_TRAINER_POLICY]
+    assert pod["spec"]["serviceAccountName"] == TRAINING_SERVICE_ACCOUNT
+    assert production["ServiceAccount", TRAINING_SERVICE_ACCOUNT]["automountServiceAccountToken"] is False
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims == [WORK_VOLUME_CLAIM]
+    _assert_restricted("tenant trainer job", pod["spec"])
+    (stage,) = pod["spec"]["initContainers"]
+    assert stage["image"] == worker["image"]  # the staging step is our code, in our release's image
+    assert pod["spec"]["containers"][0]["image"] == trainer.image
 
 
 # ------------------------------------------------------------------------------------------------ Dockerfile

@@ -10,14 +10,23 @@ from kubernetes import client as k8s
 from pydantic import ValidationError
 
 from evolution.errors import InvalidInput
-from evolution.training.compute import JOB_FILE, RUNNER_MODULE, THREAD_CAPS, TrainingJob
-from evolution.training.kubernetes_labels import MODEL_LABEL, TENANT_LABEL, TRAINING_POD_LABELS
+from evolution.registry.model_definitions import CommandTrainer, ImageTrainer, Resources
+from evolution.training.compute import JOB_FILE, RUNNER_MODULE, THREAD_CAPS, ContractRun, TrainingJob
+from evolution.training.kubernetes_labels import (
+    MODEL_LABEL,
+    TENANT_LABEL,
+    TENANT_TRAINER_POD_LABELS,
+    TRAINING_POD_LABELS,
+)
 from evolution.training.kubernetes_manifest import (
+    CONTRACT_INPUT_FILES,
     JOB_DIGEST_ANNOTATION,
     JOB_ID_ANNOTATION,
     KubernetesBackendConfig,
     Toleration,
     build_job,
+    contract_argument,
+    image_trainer_job_manifest,
     job_digest,
     job_name,
     label_value,
@@ -233,8 +242,143 @@ def test_the_official_clients_typed_model_accepts_every_field_unchanged() -> Non
         {"work_mount_path": "/"},
         {"gpus": -1},
         {"image_pull_policy": "Sometimes"},
+        {"trainer_image_pull_policy": "Sometimes"},
+        {"staged_input_size_limit": "lots"},
+        {"stage_input_memory": "256 MB"},
     ],
 )
 def test_invalid_configuration_is_refused_with_the_field_named(bad: dict[str, Any]) -> None:
     with pytest.raises(ValidationError, match=next(iter(bad))):
         KubernetesBackendConfig(**bad)
+
+
+# ------------------------------------------------------------------------------------- an image trainer's Job
+
+TENANT_IMAGE = "registry.example.com/acme/yield@sha256:" + "e" * 64
+DIGESTS = {name: f"{index:x}" * 64 for index, name in enumerate(CONTRACT_INPUT_FILES, start=10)}
+
+
+def _image_job(trainer: ImageTrainer | CommandTrainer | None = None, /, **overrides: Any) -> TrainingJob:
+    run = ContractRun(
+        trainer=trainer or ImageTrainer(image=TENANT_IMAGE, command=["train"]),
+        input_dir=overrides.pop("input_dir", f"{RUN_DIR}/input"),
+        max_model_mb=200,
+    )
+    return _job(**({"output_dir": f"{RUN_DIR}/output", "contract": run} | overrides))
+
+
+def _image_manifest(
+    job: TrainingJob | None = None, digests: dict[str, str] | None = None, **config: Any
+) -> dict[str, Any]:
+    return image_trainer_job_manifest(
+        job or _image_job(), KubernetesBackendConfig(**config), digests or DIGESTS
+    )
+
+
+def test_an_image_trainers_pod_carries_the_tenant_trainer_labels_not_the_built_in_trainers() -> None:
+    labels = _image_manifest()["spec"]["template"]["metadata"]["labels"]
+    assert labels == {**TENANT_TRAINER_POD_LABELS, TENANT_LABEL: "acme", MODEL_LABEL: "yield"}
+    assert not TRAINING_POD_LABELS.items() <= labels.items()
+
+
+def test_the_tenant_image_must_be_pinned_by_digest_even_when_the_trainer_skipped_validation() -> None:
+    for image in ("registry.example.com/acme/yield:latest", "yield", f"yield@sha256:{'E' * 64}"):
+        unvalidated = ImageTrainer.model_construct(
+            image=image, command=["train"], args=[], resources=Resources()
+        )
+        with pytest.raises(InvalidInput, match="not pinned by digest"):
+            _image_manifest(_image_job(unvalidated))
+
+
+def test_input_and_output_placeholders_are_substituted_and_every_dollar_is_escaped() -> None:
+    assert contract_argument("{input}/snapshot.parquet") == "/evolution/input/snapshot.parquet"
+    assert contract_argument("--out={output}") == "--out=/evolution/output"
+    assert contract_argument('{"depth": {depth}}') == '{"depth": {depth}}'  # other braces stay
+    # Kubernetes turns $$ into $ and expands $(NAME): doubled, the text arrives as written.
+    assert contract_argument("$(HOME) costs $5, $$") == "$$(HOME) costs $$5, $$$$"
+    trainer = ImageTrainer(
+        image=TENANT_IMAGE, command=["python", "{input}/../run.py"], args=["--seed", "$SEED"]
+    )
+    train = _container(_image_manifest(_image_job(trainer)))
+    assert train["command"] == ["python", "/evolution/input/../run.py"]
+    assert train["args"] == ["--seed", "$$SEED"]
+
+
+def test_an_image_without_a_command_runs_its_own_entrypoint() -> None:
+    train = _container(_image_manifest(_image_job(ImageTrainer(image=TENANT_IMAGE))))
+    assert "command" not in train and "args" not in train and "workingDir" not in train
+
+
+def test_the_trainers_resources_are_reserved_whole_and_its_memory_mb_wins() -> None:
+    trainer = ImageTrainer(image=TENANT_IMAGE, resources=Resources(cpu="3", memory="6Gi", gpus=2))
+    resources = _container(_image_manifest(_image_job(trainer), gpu_resource="amd.com/gpu"))["resources"]
+    assert resources["requests"] == resources["limits"] == {"cpu": "3", "memory": "6Gi", "amd.com/gpu": "2"}
+    limited = trainer.model_copy(update={"memory_mb": 1536, "resources": Resources(cpu="1")})
+    resources = _container(_image_manifest(_image_job(limited)))["resources"]
+    assert resources["requests"] == resources["limits"] == {"cpu": "1", "memory": "1536Mi"}
+
+
+def test_the_deadline_is_the_jobs_time_limit() -> None:
+    assert (
+        _image_manifest(_image_job(timeout_s=3 * 3600 + 0.2))["spec"]["activeDeadlineSeconds"] == 3 * 3600 + 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"input_dir": "/elsewhere/input"}, "input_dir"),
+        ({"output_dir": f"{WORK}-other/output"}, "output_dir"),
+        ({"input_dir": f"{RUN_DIR}/output/input"}, "must be apart"),
+        ({"output_dir": f"{RUN_DIR}/input/output"}, "must be apart"),
+        ({"input_dir": f"{RUN_DIR}/output"}, "must be apart"),
+    ],
+)
+def test_the_input_and_output_directories_must_be_on_the_work_volume_and_apart(
+    overrides: dict[str, str], match: str
+) -> None:
+    with pytest.raises(InvalidInput, match=match):
+        _image_manifest(_image_job(**overrides))
+
+
+@pytest.mark.parametrize(
+    "digests",
+    [
+        {k: v for k, v in DIGESTS.items() if k != "schema.json"},
+        {**DIGESTS, "extra.bin": "0" * 64},
+        {**DIGESTS, "config.json": "0" * 63},
+        {**DIGESTS, "config.json": "Z" * 64},
+    ],
+)
+def test_every_contract_input_needs_its_sha256(digests: dict[str, str]) -> None:
+    with pytest.raises(InvalidInput, match="input_digests"):
+        _image_manifest(digests=digests)
+
+
+def test_the_input_digests_are_bound_into_the_adoption_digest() -> None:
+    job = _image_job()
+    annotation = _image_manifest(job)["metadata"]["annotations"][JOB_DIGEST_ANNOTATION]
+    assert annotation == job_digest(job, DIGESTS) != job_digest(job)
+    other = {**DIGESTS, "snapshot.parquet": "f" * 64}
+    assert _image_manifest(job, other)["metadata"]["annotations"][JOB_DIGEST_ANNOTATION] != annotation
+
+
+def test_a_contract_trainers_job_is_never_built_as_the_built_in_runner() -> None:
+    for trainer in (ImageTrainer(image=TENANT_IMAGE), CommandTrainer(argv=["python", "train.py"])):
+        with pytest.raises(InvalidInput, match="trainer"):
+            build_job(_image_job(trainer), KubernetesBackendConfig())
+    with pytest.raises(InvalidInput, match="not run from an image"):
+        _image_manifest(_image_job(CommandTrainer(argv=["python", "train.py"])))
+    with pytest.raises(InvalidInput, match="built-in trainer is not run from an image"):
+        _image_manifest(_job())
+
+
+def test_the_image_trainers_job_round_trips_through_the_official_clients_typed_model() -> None:
+    trainer = ImageTrainer(
+        image=TENANT_IMAGE, command=["train"], args=["{input}"], resources=Resources(gpus=1)
+    )
+    manifest = _image_manifest(
+        _image_job(trainer), image_pull_secrets=["regcred"], node_selector={"gpu": "yes"}
+    )
+    typed = k8s.V1Job.from_dict(manifest)
+    assert k8s.ApiClient().sanitize_for_serialization(typed) == manifest

@@ -1,0 +1,605 @@
+"""`evolution model`: what a tenant's model is (features, target, loss, hyperparameters) and who trains it.
+
+``define`` stores a new revision of the definition (admins; audited with the revision before it) and prints what
+changed; ``show`` prints the revision in force, or every revision with ``--history``. A change takes effect at the
+next retraining, never during one. The trainer contract is ``docs/bring-your-own-model.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from evolution.cli.context import friendly_errors, operator, services
+from evolution.errors import InvalidInput
+from evolution.platform.wiring import Services
+from evolution.registry.model_definitions import (
+    DEFAULT_DEFINITION,
+    DefinitionView,
+    InvalidDefinition,
+    ModelDefinition,
+    Problem,
+    check_model_name,
+)
+from evolution.security import Action, Principal, authorize
+
+model_app = typer.Typer(
+    help="Model definitions: a tenant's features, target, loss, hyperparameters and trainer, in audited revisions.",
+    no_args_is_help=True,
+)
+
+MAX_FILE_BYTES = 1024 * 1024
+FEATURE_TYPES = ("numeric", "categorical")
+DURATION = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+SECONDS_PER = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+MAX_TIMEOUT_S = 7 * 86_400  # the definition's own limit
+# The option that sets each field of a definition, to name it in an error (the longest matching prefix wins).
+OPTION_OF: dict[tuple[str | int, ...], str] = {
+    ("features",): "--feature",
+    ("target",): "--target",
+    ("loss",): "--loss",
+    ("hyperparameters",): "--hyperparameter",
+    ("extra_features",): "--extra-features",
+    ("max_model_mb",): "--max-model-mb",
+    ("trainer", "argv"): "--command",
+    ("trainer", "code_files"): "--code-file",
+    ("trainer", "image"): "--image",
+    ("trainer", "command"): "--command",
+    ("trainer", "args"): "--arg",
+    ("trainer", "resources", "cpu"): "--cpu",
+    ("trainer", "resources", "memory"): "--memory",
+    ("trainer", "resources", "gpus"): "--gpus",
+    ("trainer", "timeout_s"): "--timeout",
+    ("trainer", "memory_mb"): "--memory-mb",
+}
+
+TenantArg = Annotated[str, typer.Argument(help="Tenant id.")]
+ModelArg = Annotated[str, typer.Argument(help="Model name, e.g. yield.")]
+
+DEFINE_HELP = "\n\n".join(
+    [
+        "Admin: define TENANT's model MODEL: a new revision, audited; the next retraining uses it (never a running "
+        "one). The definition is given whole, by the options or by --file: what you leave out takes its default, "
+        "not the previous revision's value; the answer lists what changed.",
+        "Trainers: --builtin (the default: the built-in gradient boosting, which with no --feature learns from "
+        "every column but the identifiers); --command 'ARGV…' (a process the local compute backend runs, for "
+        "development and the demo; --code-file names its files, whose digests bind the lineage); --image "
+        "REF@sha256:<64 hex> (a container pinned by digest, run as a Kubernetes Job; a tag alone is refused) with "
+        "--command, --arg, --cpu, --memory, --gpus. The trainer contract: docs/bring-your-own-model.md.",
+        "Exit codes: 0 defined; 2 nothing stored: a bad option or field (every one is named), an unknown tenant, "
+        "or an operator who is not an admin of the tenant.",
+    ]
+)
+
+
+def _feature(spec: str, problems: list[str]) -> dict[str, str] | None:
+    name, sep, kind = spec.rpartition(":") if ":" in spec else (spec, "", "numeric")
+    if sep and kind not in FEATURE_TYPES:
+        problems.append(f"--feature {spec!r}: the type after ':' is numeric or categorical")
+        return None
+    return {"name": name, "type": kind}
+
+
+def _json_or_text(value: str) -> Any:
+    """The value as JSON when it parses as JSON (numbers, true/false/null, lists, objects), else the text."""
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(name)  # NaN and Infinity are not JSON: kept as text
+
+    try:
+        return json.loads(value, parse_constant=no_constant)
+    except ValueError:
+        return value
+
+
+def _hyperparameters(pairs: list[str], problems: list[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"--hyperparameter {pair!r}: write KEY=VALUE, e.g. max_depth=4")
+        elif key in found:
+            problems.append(f"--hyperparameter {key}: given twice")
+        else:
+            found[key] = _json_or_text(value)
+    return found
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``5400``, ``90m``, ``3h``, ``1h30m``, ``2d`` or ``45s``; ValueError otherwise."""
+    text = text.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if not text or DURATION.sub("", text):
+        raise ValueError(text)
+    return sum(float(amount) * SECONDS_PER[unit] for amount, unit in DURATION.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    for unit in ("d", "h", "m"):
+        if seconds >= SECONDS_PER[unit] and seconds % SECONDS_PER[unit] == 0:
+            return f"{seconds / SECONDS_PER[unit]:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _argv(text: str, option: str, problems: list[str]) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as error:
+        problems.append(f"{option} {text!r}: {error} (quote it as a shell would)")
+        return [text]  # named once: not also as an empty command
+
+
+def _trainer(options: dict[str, Any], problems: list[str]) -> dict[str, Any] | None:
+    """The trainer the options describe, or None when they do not describe one (the problems say why)."""
+    builtin, command, image = options["builtin"], options["command"], options["image"]
+    if builtin and (command is not None or image is not None):
+        given = " and ".join(o for o, v in (("--command", command), ("--image", image)) if v is not None)
+        problems.append(f"--builtin and {given} choose different trainers: give one")
+        return None
+    kind = "image" if image is not None else "command" if command is not None else "builtin"
+    applies = {
+        "--code-file": ("command", options["code_file"]),
+        "--memory-mb": ("command", options["memory_mb"]),
+        "--arg": ("image", options["arg"]),
+        "--cpu": ("image", options["cpu"]),
+        "--memory": ("image", options["memory"]),
+        "--gpus": ("image", options["gpus"]),
+    }
+    # A misplaced option is named and left out; the trainer is still built, so that its own fields are checked too.
+    for option, (for_kind, value) in applies.items():
+        if value not in (None, []) and kind != for_kind:
+            hint = {
+                "command": "a command trainer (--command without --image)",
+                "image": "an image trainer (--image)",
+            }[for_kind]
+            extra = " (an image trainer's memory is --memory, e.g. 4Gi)" if option == "--memory-mb" else ""
+            article = "an" if kind == "image" else "a"
+            problems.append(f"{option} applies to {hint}, not to {article} {kind} trainer{extra}")
+    timeout: float | None = None
+    if options["timeout"] is not None:
+        if kind == "builtin":
+            problems.append(
+                "--timeout applies to a command or image trainer; the built-in one has the worker's"
+            )
+        else:
+            try:
+                timeout = parse_duration(options["timeout"])
+            except ValueError:
+                problems.append(
+                    f"--timeout {options['timeout']!r}: write seconds or a duration such as 90m, 3h or 1h30m"
+                )
+            else:
+                if not 0 < timeout <= MAX_TIMEOUT_S:
+                    problems.append(f"--timeout {options['timeout']!r}: more than 0 and at most 7 days")
+                    timeout = None
+    if kind == "builtin":
+        return {"kind": "builtin"}
+    limits = {"timeout_s": timeout} if timeout is not None else {}
+    if kind == "command":
+        return {
+            "kind": "command",
+            "argv": _argv(command, "--command", problems),
+            "code_files": options["code_file"] or [],
+            **limits,
+            **({"memory_mb": options["memory_mb"]} if options["memory_mb"] is not None else {}),
+        }
+    resources = {
+        key: value
+        for key, value in (("cpu", options["cpu"]), ("memory", options["memory"]), ("gpus", options["gpus"]))
+        if value is not None
+    }
+    return {
+        "kind": "image",
+        "image": image,
+        "command": _argv(command, "--command", problems) if command is not None else [],
+        "args": options["arg"] or [],
+        "resources": resources,
+        **limits,
+    }
+
+
+def _from_options(options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    problems: list[str] = []
+    raw: dict[str, Any] = {}
+    features = [_feature(spec, problems) for spec in options["feature"] or []]
+    if options["feature"]:
+        raw["features"] = [f for f in features if f is not None]
+    for field, option in (
+        ("target", "target"),
+        ("loss", "loss"),
+        ("extra_features", "extra_features"),
+        ("max_model_mb", "max_model_mb"),
+    ):
+        if options[option] is not None:
+            raw[field] = options[option]
+    if options["hyperparameter"]:
+        raw["hyperparameters"] = _hyperparameters(options["hyperparameter"], problems)
+    trainer = _trainer(options, problems)
+    if trainer is not None:
+        raw["trainer"] = trainer
+    return raw, problems
+
+
+def _option_for(problem: Problem) -> str:
+    for size in range(len(problem.loc), 0, -1):
+        option = OPTION_OF.get(problem.loc[:size])
+        if option is not None:
+            return option
+    return problem.field
+
+
+def _read_document(path: Path) -> tuple[dict[str, Any], str | None]:
+    """The definition a JSON or TOML file holds (a ModelDefinition, optionally with a reason, or the output of
+    `model show --json`), and its reason."""
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".toml"):
+        raise InvalidInput(f"--file {path}: use a .json or .toml file")
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise InvalidInput(
+                f"--file {path}: larger than {MAX_FILE_BYTES // 1024} KiB; not a model definition"
+            )
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidInput(f"--file {path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"--file {path}: is a directory") from None
+    except OSError as error:
+        raise InvalidInput(f"--file {path}: cannot be read ({error.strerror})") from None
+    try:
+        text = data.decode("utf-8-sig")
+        document = json.loads(text) if suffix == ".json" else tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise InvalidInput(f"--file {path}: not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise InvalidInput(
+            f"--file {path}: not valid JSON (line {error.lineno} column {error.colno}: {error.msg})"
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise InvalidInput(f"--file {path}: not valid TOML ({error})") from None
+    if not isinstance(document, dict):
+        raise InvalidInput(f"--file {path}: a model definition is an object (features, target, trainer, …)")
+    if isinstance(document.get("definition"), dict) and "revision" in document:
+        document = document["definition"]  # the output of `evolution model show --json`
+    reason = document.pop("reason", None)
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidInput(f"--file {path}: reason: a text")
+    return document, reason
+
+
+def _definition(options: dict[str, Any], file: Path | None) -> tuple[ModelDefinition, str | None]:
+    """The definition the options or the file give, or InvalidInput naming every bad option or field."""
+    if file is not None:
+        given = [
+            f"--{name.replace('_', '-')}" for name, value in options.items() if value not in (None, False, [])
+        ]
+        if given:
+            raise InvalidInput(
+                f"--file gives the whole definition: leave out {', '.join(given)} (or put them in the file)"
+            )
+        document, reason = _read_document(file)
+        return ModelDefinition.parse(document), reason
+    raw, problems = _from_options(options)
+    try:
+        definition = ModelDefinition.parse(raw)
+    except InvalidDefinition as invalid:
+        problems += [f"{_option_for(p)}: {p.message}" for p in invalid.problems]
+        raise InvalidInput("model definition: " + "; ".join(problems)) from None
+    if problems:
+        raise InvalidInput("model definition: " + "; ".join(problems))
+    return definition, None
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+def _features(definition: ModelDefinition) -> str:
+    if not definition.features:
+        return "every column of the events but the identifiers (the built-in trainer's default)"
+    return ", ".join(f"{f.name} ({f.type})" for f in definition.features)
+
+
+def _trainer_lines(definition: ModelDefinition) -> list[tuple[str, str]]:
+    trainer = definition.trainer
+    if trainer.kind == "builtin":
+        return [("trainer", "builtin (gradient boosting, the built-in format)")]
+    limit = format_duration(trainer.timeout_s) if trainer.timeout_s is not None else "the worker's limit"
+    if trainer.kind == "command":
+        return [
+            ("trainer", f"command: {shlex.join(trainer.argv)}"),
+            ("  code files", ", ".join(trainer.code_files) or "(none listed)"),
+            ("  time limit", limit),
+            (
+                "  memory",
+                f"{trainer.memory_mb} MB" if trainer.memory_mb is not None else "the worker's limit",
+            ),
+        ]
+    resources = trainer.resources
+    return [
+        ("trainer", f"image: {trainer.image}"),
+        ("  command", shlex.join(trainer.command) if trainer.command else "(the image's entrypoint)"),
+        ("  args", shlex.join(trainer.args) if trainer.args else "(none)"),
+        ("  resources", f"cpu {resources.cpu}, memory {resources.memory}, gpus {resources.gpus}"),
+        ("  time limit", limit),
+    ]
+
+
+def _hyperparameter_text(hyperparameters: dict[str, Any]) -> str:
+    if not hyperparameters:
+        return "(none)"
+    return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted(hyperparameters.items()))
+
+
+def _describe(definition: ModelDefinition) -> list[str]:
+    lines = [
+        ("features", _features(definition)),
+        ("target", definition.target),
+        ("loss", definition.loss),
+        ("hyperparameters", _hyperparameter_text(definition.hyperparameters)),
+        *_trainer_lines(definition),
+        (
+            "extra features",
+            f"{definition.extra_features} (a prediction naming a feature the model does not know)",
+        ),
+        ("model size", f"at most {definition.max_model_mb} MB"),
+    ]
+    return [f"  {label:<17}{value}" for label, value in lines]
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted paths to the leaves of a definition's JSON; empty and unset leaves left out (they are defaults)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {} if value is None or value == [] else {prefix: value}
+
+
+def _shown(path: str, value: Any) -> str:
+    if value is None:
+        return "(none)" if path in ("features", "trainer.code_files", "trainer.args") else "(unset)"
+    if path == "features":
+        return ", ".join(f"{f['name']}:{f['type']}" for f in value)
+    if path == "trainer.timeout_s":
+        return format_duration(value)
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _field_order(path: str) -> tuple[int, bool, str]:
+    """A definition's fields in the order they are declared; the trainer's kind before its other fields."""
+    fields = list(ModelDefinition.model_fields)
+    head = path.split(".", 1)[0]
+    return (fields.index(head) if head in fields else len(fields), path != "trainer.kind", path)
+
+
+def changes(before: ModelDefinition, after: ModelDefinition) -> list[str]:
+    """One line per field that differs: ``field: old -> new``."""
+    old, new = _flat(before.model_dump(mode="json")), _flat(after.model_dump(mode="json"))
+    return [
+        f"{path}: {_shown(path, old.get(path))} -> {_shown(path, new.get(path))}"
+        for path in sorted(set(old) | set(new), key=_field_order)
+        if old.get(path) != new.get(path)
+    ]
+
+
+def _heading(view: DefinitionView) -> str:
+    if view.revision == 0:
+        return (
+            f"{view.tenant_id}/{view.model_name}: revision 0, never defined: the built-in default applies "
+            "(`evolution model define` changes it)"
+        )
+    at = view.defined_at.isoformat(timespec="seconds") if view.defined_at else "?"
+    return (
+        f"{view.tenant_id}/{view.model_name}: revision {view.revision}, defined by {view.defined_by} at {at}"
+    )
+
+
+def _reasons(svc: Services, principal: Principal, tenant: str, model: str) -> dict[int, str]:
+    """The reason given for each revision, from the audit log."""
+    trail = svc.registry.audit_trail(principal, tenant, subject_id=model)
+    return {
+        int(e.details["revision"]): str(e.details.get("reason") or "")
+        for e in trail
+        if e.action == "model.defined" and isinstance(e.details.get("revision"), int)
+    }
+
+
+# ----------------------------------------------------------------------------------------------- commands
+@model_app.command("define", help=DEFINE_HELP)
+@friendly_errors
+def model_define(
+    tenant: TenantArg,
+    model: ModelArg,
+    feature: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME[:TYPE]",
+            help="A feature the model reads; TYPE numeric (the default) or categorical (repeatable, in order).",
+        ),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="The outcome column the model predicts (default: actual).")
+    ] = None,
+    loss: Annotated[str | None, typer.Option(help="What the lifecycle compares models on: mae.")] = None,
+    hyperparameter: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="Passed through to the trainer; VALUE is read as JSON when it is JSON (4, 0.1, true, [1,2]), "
+            "else as text (repeatable).",
+        ),
+    ] = None,
+    builtin: Annotated[
+        bool, typer.Option("--builtin", help="The built-in trainer (the default when no trainer is given).")
+    ] = False,
+    command: Annotated[
+        str | None,
+        typer.Option(
+            metavar="'ARGV…'",
+            help="A command trainer: the program and its arguments, split as a shell would; {input} and {output} "
+            "are the trainer's directories. With --image: the container's command.",
+        ),
+    ] = None,
+    code_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="PATH",
+            help="Command trainer: a file of the trainer, hashed into the lineage (repeatable).",
+        ),
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            metavar="REF@sha256:…",
+            help="An image trainer: an OCI image pinned by digest, run as a Kubernetes Job (a tag is refused).",
+        ),
+    ] = None,
+    arg: Annotated[
+        list[str] | None, typer.Option(help="Image trainer: one argument of the container (repeatable).")
+    ] = None,
+    cpu: Annotated[str | None, typer.Option(help="Image trainer: CPUs, e.g. 2 or 500m (default 1).")] = None,
+    memory: Annotated[
+        str | None, typer.Option(help="Image trainer: memory, e.g. 4Gi or 512Mi (default 2Gi).")
+    ] = None,
+    gpus: Annotated[int | None, typer.Option(help="Image trainer: GPUs (default 0).")] = None,
+    timeout: Annotated[
+        str | None,
+        typer.Option(
+            help="Command or image trainer: time limit, e.g. 90m, 3h or 5400 (default: the worker's)."
+        ),
+    ] = None,
+    memory_mb: Annotated[
+        int | None, typer.Option(help="Command trainer: memory limit in MB (default: the worker's).")
+    ] = None,
+    max_model_mb: Annotated[
+        int | None, typer.Option(help="Largest model the trainer may write, in MB (default 200).")
+    ] = None,
+    extra_features: Annotated[
+        str | None,
+        typer.Option(
+            metavar="refuse|ignore",
+            help="A prediction naming a feature the model does not know: refuse (422, the default) or ignore it.",
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DEFINITION.json|.toml",
+            help="The whole definition from a file instead of the options: the shape of the HTTP API's body "
+            "(features, target, loss, hyperparameters, trainer, extra_features, max_model_mb; optionally reason), "
+            "or what `model show --json` prints.",
+        ),
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Why; recorded in the audit log.")] = None,
+) -> None:
+    options = {
+        "feature": feature,
+        "target": target,
+        "loss": loss,
+        "hyperparameter": hyperparameter,
+        "builtin": builtin,
+        "command": command,
+        "code_file": code_file,
+        "image": image,
+        "arg": arg,
+        "cpu": cpu,
+        "memory": memory,
+        "gpus": gpus,
+        "timeout": timeout,
+        "memory_mb": memory_mb,
+        "max_model_mb": max_model_mb,
+        "extra_features": extra_features,
+    }
+    svc = services()
+    try:
+        principal = operator(svc.settings)
+        authorize(principal, Action.DEFINE_MODEL, tenant)  # refuse before reading anything else
+        check_model_name(model)
+        before = svc.model_definitions.current(principal, tenant, model)  # an unknown tenant: NotFound
+        definition, file_reason = _definition(options, file)
+        if definition.trainer.kind == "command":
+            for path in definition.trainer.code_files:
+                if not Path(path).is_file():
+                    typer.echo(
+                        f"warning: code file {path} is not a file from here; the worker looks for it from its own "
+                        "working directory",
+                        err=True,
+                    )
+        view = svc.model_definitions.define(
+            principal, tenant, model, definition, reason if reason is not None else file_reason or ""
+        )
+    finally:
+        svc.close()
+    was = f"revision {before.revision}" + (", the built-in default" if before.revision == 0 else "")
+    typer.echo(
+        f"{tenant}/{model}: revision {view.revision} defined by {view.defined_by} (was {was}); "
+        "the next retraining uses it"
+    )
+    changed = changes(before.definition, view.definition)
+    for line in changed:
+        typer.echo(f"  {line}")
+    if not changed:
+        typer.echo(f"  the same definition as revision {before.revision}")
+
+
+@model_app.command("show")
+@friendly_errors
+def model_show(
+    tenant: TenantArg,
+    model: ModelArg,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the definition (or the history) as JSON.")
+    ] = False,
+    history: Annotated[
+        bool,
+        typer.Option("--history", help="Every revision, oldest first, with who, when, why and what changed."),
+    ] = False,
+) -> None:
+    """The model's definition in force (revision 0: never defined, the built-in default): who defined it and when,
+    features, target, loss, hyperparameters and trainer."""
+    svc = services()
+    try:
+        principal = operator(svc.settings)
+        check_model_name(model)
+        if not history:
+            view = svc.model_definitions.current(principal, tenant, model)
+            if as_json:
+                typer.echo(view.model_dump_json(indent=2))
+                return
+            typer.echo(_heading(view))
+            for line in _describe(view.definition):
+                typer.echo(line)
+            return
+        views = svc.model_definitions.history(principal, tenant, model)
+        if as_json:
+            typer.echo(json.dumps([v.model_dump(mode="json") for v in views], indent=2, ensure_ascii=False))
+            return
+        if not views:
+            typer.echo(_heading(svc.model_definitions.current(principal, tenant, model)))
+            return
+        reasons = _reasons(svc, principal, tenant, model)
+        previous = DEFAULT_DEFINITION
+        for view in views:
+            why = reasons.get(view.revision)
+            typer.echo(_heading(view) + (f" (reason: {why})" if why else ""))
+            for line in changes(previous, view.definition) or ["nothing changed"]:
+                typer.echo(f"  {line}")
+            previous = view.definition
+        typer.echo("in force:")
+        for line in _describe(views[-1].definition):
+            typer.echo(line)
+    finally:
+        svc.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(model_app, name="model")
