@@ -1,12 +1,19 @@
-"""`evolution demo`: one tenant from raw learning events to a new CHAMPION, on the real services, with progress."""
+"""`evolution demo`: one tenant from raw learning events to a new CHAMPION, on the real services, with progress.
+
+With ``--byo`` the tenant brings its own model: after the built-in first champion, the demo defines the tenant's
+model with the example trainer of examples/sklearn_pipeline (a scikit-learn pipeline exported to ONNX, run as a
+command under the training contract), so the candidate the drift calls for is the tenant's ONNX model.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import secrets
+import shlex
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -21,16 +28,20 @@ from evolution.contracts import (
     RolloutTiming,
 )
 from evolution.data.sources import create_source_key, load_source_key, records_to_events, source_key_path
+from evolution.demo.byo import EXAMPLE, TRAINER_FILE, check_example, example_definition
 from evolution.demo.scenario import HttpTransport, Scenario, TrafficDriver, history_records
 from evolution.demo.synthetic import TARGET, DriftSpec
 from evolution.errors import Conflict, EvolutionError
+from evolution.lifecycle import VersionView
 from evolution.platform.orchestrator import Orchestrator, connect_orchestrator, decide_as, start_retraining_as
 from evolution.platform.processes import ProcessGroup
+from evolution.platform.reproduction import lineage_of
 from evolution.platform.settings import Settings
 from evolution.platform.verification import verify_all
 from evolution.platform.wiring import Services, build_services
 from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
+from evolution.training.formats import ONNX_MODEL
 
 DEMO_ADMIN = "demo-admin"
 DEMO_MANAGER = "demo-manager"
@@ -78,11 +89,13 @@ async def _wait_phase(
     progress: Progress,
     driver: TrafficDriver | None,
     previous_version: str | None = None,
+    on_validated: Callable[[str], None] | None = None,
 ) -> None:
     """Drive traffic (if any) until the retraining waits for approval; fail if it ends without reaching it.
 
     ``previous_version``: the candidate of the run before. Until the new run has started, ``retrain/{tenant}``
-    still describes that finished run, which must not be mistaken for this one ending early.
+    still describes that finished run, which must not be mistaken for this one ending early. ``on_validated``
+    is called once with the candidate's version id when it has passed validation (before its shadow phase).
     """
     last = ""
     for _ in range(600):
@@ -90,6 +103,10 @@ async def _wait_phase(
         if status is not None and previous_version is not None and status.version_id == previous_version:
             status = None  # the previous run; the new one has not started yet
         if status is not None:
+            past_validation = status.phase in ("shadow", "canary") or status.awaiting_approval
+            if on_validated is not None and past_validation and status.version_id is not None:
+                on_validated(status.version_id)
+                on_validated = None
             line = f"retraining: {status.phase}"
             if status.shadow_pairs and status.phase == "shadow":
                 line += f" ({status.shadow_pairs} labelled shadow pairs)"
@@ -129,7 +146,76 @@ def _service_token(services: Services, admin: Principal, tenant: str) -> str:
     return issued.token.get_secret_value()
 
 
-async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[str, object]:
+def _define_tenant_model(
+    services: Services, admin: Principal, tenant: str, model: str, progress: Progress
+) -> None:
+    """--byo: the tenant's own trainer (the example) becomes the model's trainer; the next retraining runs it."""
+    definition = example_definition()
+    view = services.model_definitions.define(
+        admin, tenant, model, definition, f"the agronomists' own scikit-learn pipeline ({EXAMPLE})"
+    )
+    trainer = definition.trainer
+    assert trainer.kind == "command"
+    categorical = [f.name for f in definition.features if f.type == "categorical"]
+    hyperparameters = ", ".join(f"{k}={v}" for k, v in sorted(definition.hyperparameters.items()))
+    for line in (
+        f"bring your own model: {DEMO_ADMIN} defined {tenant}/{model} revision {view.revision}, trained from now "
+        f"on by the tenant's own trainer {EXAMPLE}/train.py",
+        "  a scikit-learn pipeline (median-imputed numbers, one-hot categories, gradient boosting) exported to "
+        "ONNX; it needs none of our code (docs/bring-your-own-model.md)",
+        f"  runs as a command (the package's copy of the example, {TRAINER_FILE.name}): {shlex.join(trainer.argv)}",
+        f"  {len(definition.features)} features ({', '.join(categorical)} categorical) -> {definition.target}; "
+        f"hyperparameters {hyperparameters}",
+        "  v1 (built-in) keeps serving until a candidate of the tenant's trainer beats it",
+    ):
+        progress.step(line)
+
+
+def _version_format(version: VersionView) -> str:
+    """onnx or builtin, from the files the version's signed manifest lists."""
+    files = (version.manifest or {}).get("manifest", {}).get("files", [])
+    return "onnx" if any(f.get("name") == ONNX_MODEL for f in files) else "builtin"
+
+
+def _describe_candidate(services: Services, version: VersionView, progress: Progress) -> dict[str, str]:
+    """--byo: what trained the candidate, its format and its lineage, as progress lines; the summary's too."""
+    lineage = lineage_of(services, version)  # verifies the signed manifest first
+    identity, manifest = lineage.identity, lineage.signed.manifest
+    model_format = _version_format(version)
+    trainer = identity.describe() if identity is not None else manifest.trainer
+    metrics = version.metrics
+    onnx = metrics.get("onnx") or {}
+    validation = metrics.get("validation") or {}
+    train_mae = (metrics.get("trainer") or {}).get("train_mae")
+    lines = [f"candidate v{version.number}: trained by the tenant's trainer, format {model_format}"]
+    if onnx:
+        lines.append(
+            f"  {ONNX_MODEL} ({onnx['size_bytes'] / 1024:.0f} KiB) passed the ONNX gate: loads in onnxruntime, "
+            f"one input per feature, {onnx['probe_rows']} held-out rows predicted; signed"
+        )
+    if validation:
+        lines.append(
+            f"  validated: MAE {validation['candidate_mae']:.3f} against the champion's "
+            f"{validation['champion_mae']:.3f} on the same {validation['n']} held-out rows"
+            + (f" (the trainer's own training MAE: {train_mae:.3f})" if isinstance(train_mae, float) else "")
+        )
+    lines.append(f"  lineage: {trainer}")
+    code = identity.code_files if identity is not None else []
+    lines += [f"  lineage: code {d.path} sha256 {d.sha256[:16]}…" for d in code]
+    lines.append(
+        f"  lineage: snapshot {manifest.dataset_snapshot_id}, seed {manifest.seed}, contract "
+        f"{identity.contract if identity else '?'} (`evolution versions -t {version.tenant_id} --lineage`)"
+    )
+    for line in lines:
+        progress.step(line)
+    return {
+        "trainer": trainer,
+        "format": model_format,
+        "code": ", ".join(f"{d.path} sha256 {d.sha256[:16]}…" for d in code) or "-",
+    }
+
+
+async def run_demo(cfg: Settings, size: DemoSize, progress: Progress, byo: bool = False) -> dict[str, object]:
     services = build_services(cfg)
     admin = Principal(user=DEMO_ADMIN, role=Role.ADMIN, tenants=("*",))
     scenario = Scenario(
@@ -182,7 +268,10 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
     )
     await _wait_phase(orchestrator, tenant, progress, None)
     first = await _approve(services, orchestrator, tenant, "first model for the agronomists")
-    progress.step(f"{DEMO_MANAGER} approved: {model} v1 is CHAMPION ({first.version_id})")
+    made_by = ", trained by the built-in trainer, built-in format" if byo else ""
+    progress.step(f"{DEMO_MANAGER} approved: {model} v1 is CHAMPION ({first.version_id}){made_by}")
+    if byo:
+        _define_tenant_model(services, admin, tenant, model, progress)
 
     drift_at: datetime = utcnow()
     token = _service_token(services, admin, tenant)
@@ -207,14 +296,34 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
     report = services.drift_reports.list_reports(admin, tenant, limit=1)[0]
     alerts = [f["feature"] for f in report.report["result"]["features"] if f["status"] == "alert"]
     progress.step(f"drift report {report.id}: level {report.level}; alerts on {', '.join(alerts)}; signed")
-    await _wait_phase(orchestrator, tenant, progress, driver, previous_version=first.version_id)
+    byo_lines: dict[str, str] = {}
+
+    def describe(version_id: str) -> None:
+        byo_lines.update(
+            _describe_candidate(services, services.registry.get_version(admin, version_id), progress)
+        )
+
+    await _wait_phase(
+        orchestrator,
+        tenant,
+        progress,
+        driver,
+        previous_version=first.version_id,
+        on_validated=describe if byo else None,
+    )
     status = await orchestrator.retraining_status(tenant)
     assert status is not None and status.guard is not None
     result = await _approve(services, orchestrator, tenant, "canary significantly better")
-    progress.step(f"{DEMO_MANAGER} approved: {model} v{status.version_number} is CHAMPION; v1 DEPRECATED")
+    served_as = f" ({byo_lines['format']}, the tenant's model)" if byo else ""
+    progress.step(
+        f"{DEMO_MANAGER} approved: {model} v{status.version_number}{served_as} is CHAMPION; v1 DEPRECATED"
+    )
     # The new champion at work, so the executive view has forecasts to credit it with.
     await asyncio.to_thread(driver.round, 2 * size.round_rows)
-    progress.step(f"v{status.version_number} served {2 * size.round_rows} forecasts; their outcomes arrived")
+    through = " through onnxruntime" if byo and byo_lines["format"] == "onnx" else ""
+    progress.step(
+        f"v{status.version_number} served {2 * size.round_rows} forecasts{through}; their outcomes arrived"
+    )
     transport.close()
     await orchestrator.close()
 
@@ -229,6 +338,19 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress) -> dict[st
         "canary": f"{guard.action} after {guard.n} labelled requests, always-valid p = {guard.p_promote:.3g} "
         f"(candidate MAE lower by {guard.theta_hat:.3f} t/ha)",
         "outcome": f"{result.outcome}; approved by {DEMO_MANAGER}",
+        **(
+            {
+                "champion": f"v{status.version_number}, the tenant's own model, format {byo_lines['format']}"
+                + (", served through onnxruntime" if byo_lines["format"] == "onnx" else "")
+                + "; v1 was the built-in model",
+                "trainer": byo_lines["trainer"],
+                "code": byo_lines["code"],
+                "lineage": f"`evolution versions -t {tenant} --lineage`; `evolution verify --reproduce {tenant} "
+                f"{model} {status.version_number}` re-runs the trainer and compares digests",
+            }
+            if byo
+            else {}
+        ),
         "versions": ", ".join(f"v{v.number} {v.state.value}" for v in versions),
         "traffic": ", ".join(f"{count} {role}" for role, count in sorted(driver.roles.items())),
         "audit entries": f"{len(services.registry.audit_trail(admin, tenant))}, chain intact",
@@ -249,9 +371,21 @@ def demo(
         bool, typer.Option("--keep-running", help="Leave the services up afterwards.")
     ] = False,
     no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="Do not start the dashboard.")] = False,
+    byo: Annotated[
+        bool,
+        typer.Option(
+            "--byo",
+            help="Bring your own model: after the built-in first champion, the tenant's model is defined with "
+            f"the example trainer of {EXAMPLE} (scikit-learn pipeline -> ONNX, run as a command under the "
+            "training contract of docs/bring-your-own-model.md), so the retrained champion is the tenant's ONNX "
+            "model. Needs scikit-learn and skl2onnx in this Python (pip install 'controlled-evolution\\[examples]').",
+        ),
+    ] = False,
 ) -> None:
     """Seed a tenant, inject drift, and drive the whole lifecycle to a new CHAMPION on the real services."""
     cfg = settings()
+    if byo:
+        check_example()  # before any service starts: say what is missing now, not after the drift
     progress = Progress()
     group = ProcessGroup(cfg, dashboard=not no_dashboard)
     # Ctrl-C, and SIGTERM, stop the services even when a shell started the demo in the background (which would
@@ -261,7 +395,7 @@ def demo(
     try:
         for child in group.start():
             progress.step(f"{child.name:<10} up at {child.address}")
-        result = asyncio.run(run_demo(cfg, FAST if fast else FULL, progress))
+        result = asyncio.run(run_demo(cfg, FAST if fast else FULL, progress, byo=byo))
         typer.echo("\nsummary")
         for key, value in result.items():
             typer.echo(f"  {key:<15} {value}")

@@ -1,8 +1,8 @@
 """A tenant's image trainer run by the Kubernetes Job backend, against the fake API server whose kubelet runs each
 container as a local process: our image's init container (``python -m evolution.training.stage_input``) stages and
-checks the input, then the tenant's "image" (a PATH holding tests/support/sklearn_contract_trainer.py, a real
-scikit-learn trainer exported with skl2onnx) trains; volumes are emulated, so the containers see the pod's paths,
-not the worker's. The manifest that reached the API server is checked field by field. The command trainer the local
+checks the input, then the tenant's "image" (a PATH holding tests/support/sklearn_contract_trainer.py, which runs
+the example trainer examples/sklearn_pipeline/train.py, a real scikit-learn pipeline exported with skl2onnx)
+trains; volumes are emulated, so the containers see the pod's paths, not the worker's. The manifest that reached the API server is checked field by field. The command trainer the local
 backend's tests run (tests/support/contract_trainers.py, "linear") runs unchanged as an image too."""
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ async def test_an_image_trainer_job_stages_its_input_runs_the_tenant_image_and_i
     assert seen["argv"][1] == seen["env"]["EVOLUTION_INPUT_DIR"]
     assert seen["argv"][2] == f"--output={seen['env']['EVOLUTION_OUTPUT_DIR']}"
     assert seen["env"]["EVOLUTION_TRAINING_CONTRACT"] == CONTRACT and seen["env"]["EVOLUTION_SEED"] == "42"
-    assert "trainer: fitted" in result.log_tail
+    assert "train.py: fitted GradientBoostingRegressor" in result.log_tail, result.log_tail
     (pod,) = kube.pods(NAMESPACE, job_name(JOB_ID))
     (staged,) = pod["status"]["initContainerStatuses"]
     assert staged["name"] == "stage-input" and staged["state"]["terminated"]["exitCode"] == 0

@@ -1,0 +1,1 @@
+../../evolution/demo/sklearn_trainer.py
