@@ -3,7 +3,8 @@
     python bench/bench_drift.py [--rows 1000000] [--features 20] [--stream-rows 10000000]
 
 Figures, all measured in this run on this machine:
-  * rows x features per second of our scan of a shifted window against a frozen baseline;
+  * rows x features per second of our scan of a shifted window against a frozen baseline, drift statistics and the
+    data-quality checks of statistics.md 1b together (they are counted in the same pass);
   * the same bytes through ``numpy.sum`` (the memory-bandwidth reference) and our time as a multiple of it
     (target: within 10x);
   * ``searchsorted`` + ``bincount`` on row-major data, the approach the column-major kernel replaces;
@@ -98,10 +99,16 @@ def bench_in_memory(args: argparse.Namespace) -> Any:
     statuses = {s: sum(f.status == s for f in result.features) for s in ("ok", "warn", "alert")}
     print(f"numpy sum over the same bytes:    {t_sum * 1e3:8.1f} ms  ({resident / t_sum / 1e9:.1f} GB/s)")
     print(
-        f"our scan (PSI, KL, chi2, BH):     {t_scan * 1e3:8.1f} ms  ({cells / t_scan / 1e6:,.0f} M cells/s)"
+        f"our scan (PSI, KL, chi2, BH, 1b): {t_scan * 1e3:8.1f} ms  ({cells / t_scan / 1e6:,.0f} M cells/s)"
     )
     print(f"  scan / numpy sum:               {t_scan / t_sum:8.1f} x   (target <= 10x)")
     print(f"  verdicts on the shifted window (0, 0.4, 0.8 sd shifts): {statuses}, level {result.level}")
+    quality = result.quality
+    if quality is not None:
+        fired = [f"{c.feature}:{c.check}" for c in quality.alerts]
+        print(
+            f"  data-quality checks: {len(quality.checks)}, level {quality.level}, alerts {fired or 'none'}"
+        )
 
     row_major = np.column_stack(list(cur_cols.values()))
     edges = [np.asarray(f.edges) for f in baseline.features]

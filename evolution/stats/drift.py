@@ -17,7 +17,7 @@ import numpy as np
 from scipy import stats
 
 from evolution.errors import InvalidInput
-from evolution.stats.binning import counter_for, fit_feature
+from evolution.stats.binning import Tally, fit_feature, tallier_for
 from evolution.stats.divergence import (
     active_bins,
     kl_divergence,
@@ -41,6 +41,8 @@ from evolution.stats.drift_models import (
 )
 from evolution.stats.moments import EMPTY, Moments, merge, moments_of
 from evolution.stats.multiple_testing import benjamini_hochberg
+from evolution.stats.quality import judge_quality
+from evolution.stats.quality_models import FeatureQuality, QualityCheck, QualityConfig, QualityResult
 
 __all__ = [
     "MISSING",
@@ -51,7 +53,11 @@ __all__ = [
     "ErrorBaseline",
     "FeatureBaseline",
     "FeatureDrift",
+    "FeatureQuality",
     "MaeDrift",
+    "QualityCheck",
+    "QualityConfig",
+    "QualityResult",
     "WindowAccumulator",
     "benjamini_hochberg",
     "build_baseline",
@@ -62,7 +68,7 @@ __all__ = [
     "smoothed_shares",
 ]
 
-_SEVERITY: dict[str, int] = {"insufficient_data": -1, "ok": 0, "warn": 1, "alert": 2}
+_SEVERITY: dict[str, int] = {"insufficient_data": -1, "not_measured": -1, "ok": 0, "warn": 1, "alert": 2}
 
 
 def _abs_errors(values: object, what: str) -> np.ndarray:
@@ -103,12 +109,17 @@ def build_baseline(
 
 
 class WindowAccumulator:
-    """Counts a window chunk by chunk against a frozen baseline; ``result()`` may be called at any time."""
+    """Counts a window chunk by chunk against a frozen baseline; ``result()`` may be called at any time.
+
+    The same pass that counts each column into its drift bins tallies the data-quality checks (statistics.md 1b);
+    ``result().quality`` holds their verdicts, a Benjamini-Hochberg family apart from the drift features'.
+    """
 
     def __init__(self, baseline: Baseline) -> None:
         self._baseline = baseline
-        self._counters = {f.name: counter_for(f) for f in baseline.features}
+        self._counters = {f.name: tallier_for(f) for f in baseline.features}
         self._counts = {f.name: np.zeros(len(f.counts), dtype=np.int64) for f in baseline.features}
+        self._tallies = {f.name: Tally(others=None if f.kind == "numeric" else {}) for f in baseline.features}
         self._errors: Moments = EMPTY
 
     @property
@@ -120,7 +131,7 @@ class WindowAccumulator:
         missing = [name for name in self._counters if name not in chunk]
         if missing:
             raise InvalidInput(f"window chunk lacks baseline column(s): {', '.join(map(repr, missing))}")
-        added = {name: counter(chunk[name]) for name, counter in self._counters.items()}
+        added = {name: counter.tally(chunk[name]) for name, counter in self._counters.items()}
         err = EMPTY
         if abs_errors is not None:
             if self._baseline.errors is None:
@@ -128,8 +139,9 @@ class WindowAccumulator:
                     "abs_errors given but the baseline has no error statistics (build it with them)"
                 )
             err = moments_of(_abs_errors(abs_errors, "window abs_errors"))
-        for name, c in added.items():
+        for name, (c, tally) in added.items():
             self._counts[name] += c
+            self._tallies[name].add(tally)
         self._errors = merge(self._errors, err)
 
     def window_counts(self) -> dict[str, list[int]]:
@@ -137,7 +149,8 @@ class WindowAccumulator:
 
     def result(self) -> DriftResult:
         cfg = self._baseline.config
-        judged = [_judge_feature(f, self._counts[f.name], cfg) for f in self._baseline.features]
+        features = self._baseline.features
+        judged = [_judge_feature(f, self._counts[f.name], cfg) for f in features]
         sufficient = [i for i, d in enumerate(judged) if d.p_value is not None]
         if sufficient:
             adjusted = benjamini_hochberg([judged[i].p_value for i in sufficient])  # type: ignore[misc]
@@ -148,7 +161,10 @@ class WindowAccumulator:
             if self._baseline.errors is not None
             else None
         )
-        return DriftResult(features=judged, mae=mae, level=_overall_level(judged, mae), config=cfg)
+        quality = judge_quality(features, self._counts, self._tallies, cfg)
+        return DriftResult(
+            features=judged, mae=mae, level=_overall_level(judged, mae), config=cfg, quality=quality
+        )
 
 
 def scan(
@@ -173,6 +189,16 @@ def _judge_feature(f: FeatureBaseline, window: np.ndarray, cfg: DriftConfig) -> 
         "baseline_counts": list(f.counts),
         "window_counts": window.tolist(),
     }
+    if f.high_cardinality(cfg.quality.high_cardinality_share):
+        return FeatureDrift(
+            status="not_measured",
+            psi=None,
+            kl=None,
+            p_value=None,
+            p_adjusted=None,
+            reason="high_cardinality: free text or identifiers, most baseline values distinct",
+            **common,
+        )
     if m < cfg.min_window or f.n < cfg.min_window:
         return FeatureDrift(
             status="insufficient_data", psi=None, kl=None, p_value=None, p_adjusted=None, **common
@@ -250,7 +276,7 @@ def _judge_mae(base: ErrorBaseline, window: Moments, cfg: DriftConfig) -> MaeDri
 
 def _overall_level(features: list[FeatureDrift], mae: MaeDrift | None) -> Status:
     statuses = [d.status for d in features] + ([mae.status] if mae is not None else [])
-    judged = [s for s in statuses if s != "insufficient_data"]
+    judged = [s for s in statuses if s not in ("insufficient_data", "not_measured")]
     if not judged:
         return "insufficient_data"
     return max(judged, key=lambda s: _SEVERITY[s])

@@ -11,10 +11,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from evolution.stats.quality_models import FeatureQuality, QualityConfig, QualityResult
+
 OTHER = "__other__"
 MISSING = "__missing__"
 
-Status = Literal["ok", "warn", "alert", "insufficient_data"]
+Status = Literal["ok", "warn", "alert", "insufficient_data", "not_measured"]
 FeatureKind = Literal["numeric", "categorical"]
 
 
@@ -36,6 +38,9 @@ class DriftConfig(BaseModel):
         20, ge=0, description="numeric with at most this many values is categorical"
     )
     mae_material_change: float = Field(0.10, gt=0.0, description="relative MAE increase that matters")
+    quality: QualityConfig = Field(
+        default_factory=QualityConfig, description="floors of the data-quality checks (statistics.md 1b)"
+    )
 
     @model_validator(mode="after")
     def _ordered_thresholds(self) -> DriftConfig:
@@ -70,6 +75,9 @@ class FeatureBaseline(BaseModel):
     missing_rate: float = Field(ge=0.0, le=1.0)
     mean: float | None = None
     std: float | None = None
+    quality: FeatureQuality | None = Field(
+        None, description="frozen for the data-quality checks; None in a baseline made before them"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureBaseline:
@@ -93,7 +101,21 @@ class FeatureBaseline(BaseModel):
             raise ValueError(f"feature {self.name!r}: expected {expected} counts, got {len(self.counts)}")
         if any(c < 0 for c in self.counts) or sum(self.counts) != self.n:
             raise ValueError(f"feature {self.name!r}: counts must be non-negative and sum to n={self.n}")
+        if self.quality is not None and self.quality.present != self.n - self.counts[-1]:
+            raise ValueError(
+                f"feature {self.name!r}: quality data must count the non-missing baseline values"
+            )
         return self
+
+    @property
+    def numeric_values(self) -> bool:
+        """Whether the feature's values are numbers (numeric bins, or categories matched by value)."""
+        return self.kind == "numeric" or self.category_values is not None
+
+    def high_cardinality(self, share: float) -> bool:
+        """A non-numeric feature with more than ``share`` of its baseline values distinct (identifiers, free text)."""
+        q = self.quality
+        return not self.numeric_values and q is not None and q.present > 0 and q.distinct > share * q.present
 
     def bin_labels(self) -> list[str]:
         if self.kind == "numeric":
@@ -140,7 +162,9 @@ class Baseline(BaseModel):
 
 
 class FeatureDrift(BaseModel):
-    """One feature's verdict. ``psi``/``kl``/p-values are None when the window is too small to judge."""
+    """One feature's verdict. ``psi``/``kl``/p-values are None when the window is too small to judge, or the
+    feature is not measured (a non-numeric feature whose baseline values are mostly distinct: binning it would
+    put nearly every value in ``__other__`` on both sides and read PSI 0)."""
 
     feature: str
     kind: FeatureKind
@@ -160,6 +184,7 @@ class FeatureDrift(BaseModel):
     bin_labels: list[str]
     baseline_counts: list[int]
     window_counts: list[int]
+    reason: str | None = Field(None, description="why the feature is not_measured")
 
 
 class MaeDrift(BaseModel):
@@ -180,6 +205,9 @@ class DriftResult(BaseModel):
     mae: MaeDrift | None
     level: Status
     config: DriftConfig
+    quality: QualityResult | None = Field(
+        None, description="data-quality checks (statistics.md 1b); None in reports made before them"
+    )
     kl_direction: str = "KL(current||baseline)"
     method: str = (
         "PSI and KL on baseline-quantile bins with +0.5 smoothing; p from PSI/(1/n+1/m) ~ chi2(B-1) "
