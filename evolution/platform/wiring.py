@@ -43,6 +43,7 @@ from evolution.registry.stranded import CandidateReconciler
 from evolution.registry.tenants import TenantService
 from evolution.registry.versions import ModelRegistryService
 from evolution.serving.auth import DEFAULT_FRESH_S, TokenAuthenticator
+from evolution.serving.buffer import PredictionBuffer
 from evolution.serving.predictor import Predictor
 from evolution.training.candidates import CandidateBuilder
 from evolution.training.compute import ComputeBackend
@@ -177,11 +178,43 @@ class Services:
     def retention(self) -> RetentionService:
         return RetentionService(self.factory, self.store)
 
-    def predictor(self, *, canary_share: float | None = None, refresh_s: float = 1.0) -> Predictor:
+    def predictor(
+        self,
+        *,
+        canary_share: float | None = None,
+        refresh_s: float = 1.0,
+        records_write_behind_s: float | None = None,
+    ) -> Predictor:
         """A serving predictor (each holds its own model cache); the canary share defaults to the settings'."""
         share = self.settings.canary_share if canary_share is None else canary_share
         return Predictor(
-            self.registry, self.loader, self.outcomes, share, refresh_s=refresh_s, tenants=self.tenants
+            self.registry,
+            self.loader,
+            self.outcomes,
+            share,
+            refresh_s=refresh_s,
+            records=PredictionBuffer(
+                self.prediction_writer.record_predictions, write_behind_s=records_write_behind_s
+            ),
+            tenants=self.tenants,
+        )
+
+    @cached_property
+    def prediction_writer(self) -> OutcomeJoiner:
+        """Where a predictor writes its prediction records, in the request. On PostgreSQL, through a pool of its own
+        whose connections are not pinged at each checkout (a round trip on every request's path): a connection the
+        database dropped fails that write, the buffer keeps the records and writes them again on a fresh one (the
+        pool is invalidated on a disconnect), so no request fails for it."""
+        if self.records_engine is None:
+            return self.outcomes
+        return OutcomeJoiner(make_session_factory(self.records_engine))
+
+    @cached_property
+    def records_engine(self) -> Engine | None:
+        if self.engine.dialect.name != "postgresql":
+            return None
+        return make_engine(
+            self.settings.resolved_database_url, pool_pre_ping=False, pool_size=4, max_overflow=16
         )
 
     def token_authenticator(self, fresh_s: float = DEFAULT_FRESH_S) -> TokenAuthenticator:
@@ -214,6 +247,9 @@ class Services:
 
     def close(self) -> None:
         self.engine.dispose()
+        records_engine = self.__dict__.get("records_engine")
+        if records_engine is not None:
+            records_engine.dispose()
 
 
 def build_artifact_store(settings: Settings) -> ArtifactStore:

@@ -80,6 +80,18 @@ class TokenAuthenticator:
         self._refused: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
+    def cached(self, token: str) -> UserAccess | None:
+        """The token's user and roles if a positive answer is fresh in the cache (what :meth:`authenticate` would
+        return without asking the registry), else None. Never blocks on the registry: the event loop may call it."""
+        key = token_digest(token)
+        now = self._clock()
+        with self._lock:
+            cached = self._verified.get(key)
+            if cached is not None and now - cached.at < self._fresh_s:
+                self._verified.move_to_end(key)
+                return cached.access
+        return None
+
     def authenticate(self, token: str) -> UserAccess:
         """The token's user and roles; PermissionDenied when refused, AuthenticationUnavailable when unknowable."""
         key = token_digest(token)

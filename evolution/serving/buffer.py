@@ -3,8 +3,12 @@
 Every served prediction is recorded (``predictions`` table) so that the outcome arriving later as a learning event
 joins to it (the canary's paired errors). :class:`PredictionBuffer` does that:
 
-* while the registry answers and nothing is pending, a request's records are written at once, in the request (as
-  before: a learning event sent right after the answer finds its prediction);
+* while the registry answers and nothing is pending, a request's records are written at once, in the request (a
+  learning event sent right after the answer finds its prediction); or, with ``write_behind_s`` (what the serving
+  process uses), never in the request: a background writer collects what arrived within ``write_behind_s`` and
+  writes it in one transaction. The outcome joins its prediction when the canary reads paired errors, not when
+  the event is ingested, so a record that lands a few milliseconds after the answer loses nothing, and the
+  request path pays for no database round trip (bench/bench_serving.py);
 * when a write fails, the records go to a bounded in-memory queue and a background writer retries, oldest first,
   in batches, with a growing pause (0.2 s doubling to 5 s); requests meanwhile only append to the queue, never touch
   the registry. When the queue is empty again, requests write directly once more. One warning when an outage
@@ -52,6 +56,7 @@ class PredictionBuffer:
         batch_size: int = DEFAULT_BATCH,
         retry_first_s: float = RETRY_FIRST_S,
         retry_max_s: float = RETRY_MAX_S,
+        write_behind_s: float | None = None,
     ) -> None:
         if capacity < 1 or batch_size < 1:
             raise ValueError(
@@ -62,6 +67,9 @@ class PredictionBuffer:
         self._batch_size = batch_size
         self._retry_first_s = retry_first_s
         self._retry_max_s = max(retry_first_s, retry_max_s)
+        if write_behind_s is not None and write_behind_s < 0:
+            raise ValueError(f"prediction buffer: write_behind_s ({write_behind_s}) must be >= 0")
+        self._write_behind_s = write_behind_s
         self._queue: deque[PredictionRecord] = deque()
         self._in_flight = 0
         self._writer: threading.Thread | None = None
@@ -74,6 +82,11 @@ class PredictionBuffer:
         self.dropped = 0
 
     @property
+    def writes_behind(self) -> bool:
+        """Whether records are written by the background writer only (``record`` never touches the registry)."""
+        return self._write_behind_s is not None
+
+    @property
     def pending(self) -> int:
         """Records not yet written: queued, or in the batch being written."""
         with self._cond:
@@ -84,7 +97,12 @@ class PredictionBuffer:
         if not records:
             return
         with self._cond:
-            direct = not self._queue and not self._in_flight and not self._outage.down
+            direct = (
+                self._write_behind_s is None
+                and not self._queue
+                and not self._in_flight
+                and not self._outage.down
+            )
         if direct:
             try:
                 self._write(records)
@@ -119,6 +137,7 @@ class PredictionBuffer:
         with self._cond:
             self._closing = True
             self._wake.set()
+            self._cond.notify_all()  # a write-behind writer waiting for records
             writer = self._writer
         if writer is not None:
             writer.join(timeout=1.0)
@@ -131,6 +150,7 @@ class PredictionBuffer:
             if self._writer is None and not self._closing:
                 self._writer = threading.Thread(target=self._drain, name="prediction-records", daemon=True)
                 self._writer.start()
+            self._cond.notify_all()  # a write-behind writer waiting for records
         self._count_dropped(dropped, "buffer_full")
 
     def _trim(self) -> list[PredictionRecord]:
@@ -162,6 +182,18 @@ class PredictionBuffer:
         pause = self._retry_first_s
         while True:
             with self._cond:
+                if self._write_behind_s is not None:
+                    # A long-lived writer: wait for records, then let a batch gather (never while closing).
+                    while not self._queue and not self._closing:
+                        self._cond.wait()
+                    gathered_by = time.monotonic() + self._write_behind_s
+                    while (
+                        0 < len(self._queue) < self._batch_size
+                        and not self._closing
+                        and not self._outage.down
+                        and (left := gathered_by - time.monotonic()) > 0
+                    ):
+                        self._cond.wait(left)
                 if not self._queue or self._closing:
                     self._writer = None
                     self._cond.notify_all()

@@ -315,6 +315,16 @@ class Predictor:
         )
 
     # ------------------------------------------------------------------ cache
+    def answers_without_io(self, tenant_id: str, model_name: str) -> bool:
+        """True when a prediction for this model would be answered from memory: the models loaded (no registry
+        read) and the records written behind (no registry write)."""
+        if not self._records.writes_behind:
+            return False
+        slot = self._slots.get((tenant_id, model_name))
+        return slot is not None and (
+            self._refresher is not None or time.monotonic() - slot.checked_at < self._refresh_s
+        )
+
     def _slot(self, tenant_id: str, model_name: str) -> _Slot:
         key = (tenant_id, model_name)
         slot = self._slots.get(key)

@@ -44,6 +44,7 @@ from evolution.training.columns import (
     split_digests,
 )
 from evolution.training.design_matrix import design_matrix, fit_encoders
+from evolution.training.fast_predict import FastPredictor, fast_predictor
 
 MODEL_PICKLE = "model.pkl"
 MODEL_JSON = "model.json"
@@ -144,6 +145,7 @@ class TrainedModel:
         self.metrics = metrics
         self.feature_stats = feature_stats
         self.library_versions = library_versions
+        self._fast: FastPredictor | bool | None = False  # False: not tried yet (see fast_predict)
 
     @property
     def features(self) -> list[str]:
@@ -164,6 +166,11 @@ class TrainedModel:
         if n == 0:
             return np.empty(0, dtype=np.float64)
         matrix = design_matrix(columns, self.config, self.encoders, n)
+        fast = self._fast
+        if fast is False:
+            fast = self._fast = fast_predictor(self.estimator)
+        if isinstance(fast, FastPredictor):
+            return fast.predict(matrix)  # the same numbers, without scikit-learn's per-call overhead
         # One thread: the estimator opens an OpenMP region per tree, and waking a team of threads 200 times
         # costs ~35 ms per call on a busy 2-core machine against ~4 ms single-threaded.
         with _single_threaded():

@@ -313,3 +313,29 @@ def test_inline_refresh_keeps_the_cache_and_a_never_loaded_model_fails_fast_duri
         with pytest.raises(ModelUnavailable):
             predictor.predict(VIEWER, "globex", "yield", ONE)
     assert registry.calls == calls + 1  # the first failure; the others do not wait for the registry to fail
+
+
+def test_written_behind_records_never_touch_the_request_thread_and_land_in_one_batch(store: Store) -> None:
+    buf = PredictionBuffer(store.write, batch_size=100, write_behind_s=0.2)
+    try:
+        for i in range(5):
+            buf.record([record(i)])  # returns at once: nothing written yet, in this thread or any
+        assert not store.rows and buf.pending == 5
+        assert buf.flush(10.0)
+        assert list(store.rows) == [f"p-{i}" for i in range(5)]
+        assert store.calls == 1, "what arrived within the window went in one transaction"
+        assert threading.current_thread().name not in store.threads
+    finally:
+        buf.close(5.0)
+
+
+def test_a_write_behind_buffer_keeps_records_through_an_outage_and_closes_promptly(store: Store) -> None:
+    buf = PredictionBuffer(store.write, write_behind_s=0.0, retry_first_s=0.01, retry_max_s=0.05)
+    store.down = True
+    buf.record([record(1)])
+    wait_for(lambda: store.calls >= 2)
+    store.down = False
+    assert buf.flush(10.0) and "p-1" in store.rows
+    started = time.monotonic()
+    buf.close(5.0)
+    assert time.monotonic() - started < 1.0, "the idle writer wakes up to close"
