@@ -69,13 +69,12 @@ from evolution.training.kubernetes_api import (
     terminal_outcome,
     v1_job,
 )
+from evolution.training.kubernetes_image_job import CONTRACT_INPUT_FILES, image_trainer_job_manifest
 from evolution.training.kubernetes_manifest import (
     CONTAINER_NAME,
-    CONTRACT_INPUT_FILES,
     JOB_DIGEST_ANNOTATION,
     KubernetesBackendConfig,
     build_job,
-    image_trainer_job_manifest,
     job_digest,
     job_name,
 )

@@ -31,8 +31,9 @@ from evolution.training import kubernetes_backend
 from evolution.training.compute import THREAD_CAPS, ContractRun, TrainingJob, sha256_file
 from evolution.training.contract import CONTRACT
 from evolution.training.kubernetes_backend import KubernetesJobBackend
+from evolution.training.kubernetes_image_job import image_trainer_job_manifest
 from evolution.training.kubernetes_labels import MODEL_LABEL, TENANT_LABEL, TENANT_TRAINER_POD_LABELS
-from evolution.training.kubernetes_manifest import image_trainer_job_manifest, job_name
+from evolution.training.kubernetes_manifest import job_name
 from evolution.training.trainer import TrainingConfig
 from tests.support.contract_trainers import write_trainer
 from tests.support.fake_kube_api import NAMESPACE, FakeKube, backend_config

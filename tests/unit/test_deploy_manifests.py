@@ -825,7 +825,7 @@ def test_the_job_backends_tenant_trainer_pods_fit_these_manifests(
     # container too) passes the restricted checks, and it is a valid Job.
     from evolution.registry.model_definitions import ImageTrainer
     from evolution.training.compute import ContractRun, TrainingJob
-    from evolution.training.kubernetes_manifest import CONTRACT_INPUT_FILES, image_trainer_job_manifest
+    from evolution.training.kubernetes_image_job import CONTRACT_INPUT_FILES, image_trainer_job_manifest
     from evolution.training.trainer import TrainingConfig
 
     worker = production["Deployment", "evolution-worker"]["spec"]["template"]["spec"]["containers"][0]

@@ -12,6 +12,11 @@ from pydantic import ValidationError
 from evolution.errors import InvalidInput
 from evolution.registry.model_definitions import CommandTrainer, ImageTrainer, Resources
 from evolution.training.compute import JOB_FILE, RUNNER_MODULE, THREAD_CAPS, ContractRun, TrainingJob
+from evolution.training.kubernetes_image_job import (
+    CONTRACT_INPUT_FILES,
+    contract_argument,
+    image_trainer_job_manifest,
+)
 from evolution.training.kubernetes_labels import (
     MODEL_LABEL,
     TENANT_LABEL,
@@ -19,14 +24,11 @@ from evolution.training.kubernetes_labels import (
     TRAINING_POD_LABELS,
 )
 from evolution.training.kubernetes_manifest import (
-    CONTRACT_INPUT_FILES,
     JOB_DIGEST_ANNOTATION,
     JOB_ID_ANNOTATION,
     KubernetesBackendConfig,
     Toleration,
     build_job,
-    contract_argument,
-    image_trainer_job_manifest,
     job_digest,
     job_name,
     label_value,
