@@ -41,6 +41,7 @@ from evolution.observability import metrics
 from evolution.observability.tracing import span
 from evolution.registry.model_definitions import (
     MAX_REASON_CHARS,
+    CommandTrainer,
     DefinitionView,
     ModelDefinition,
     ModelDefinitions,
@@ -451,7 +452,10 @@ def _definition_routes(app: FastAPI, definitions: ModelDefinitions) -> None:
         responses={
             **AUTH_RESPONSES,
             201: {"model": DefinitionView, "description": "The model's first definition: revision 1"},
-            403: _error("The token's user is not an admin of this tenant"),
+            403: _error(
+                "The token's user is not an admin of this tenant, or the trainer is a command (which runs on the "
+                "worker's host: the platform operator's CLI only)"
+            ),
             404: _error("No such tenant"),
             413: _error(f"The request body is larger than {MAX_DEFINITION_BYTES} bytes; nothing was read"),
             422: _error("A field of the definition is bad (`errors` names each one), or the body is not one"),
@@ -466,8 +470,17 @@ def _definition_routes(app: FastAPI, definitions: ModelDefinitions) -> None:
     ) -> DefinitionView:
         """Admins: a new revision of the model's definition (features, target, loss, hyperparameters, trainer),
         audited with the revision before it. The next retraining uses it; a running one keeps the revision it
-        started with. 201 for the model's first definition, 200 for a later one."""
-        view = definitions.define(principal, tenant_id, model_name, body.definition(), body.reason)
+        started with. 201 for the model's first definition, 200 for a later one. A `command` trainer is refused
+        here (403): it runs on the worker's own host, which a tenant's admin does not control; the platform's
+        operator defines one with the CLI on that host, and tenants use `image` trainers."""
+        definition = body.definition()
+        if isinstance(definition.trainer, CommandTrainer):
+            raise PermissionDenied(
+                "a command trainer runs on the worker's own host: only the platform's operator may define one, "
+                "with `evolution model define` on that host; over the API, use an image trainer "
+                "(an OCI image pinned by digest, run as a Kubernetes Job)"
+            )
+        view = definitions.define(principal, tenant_id, model_name, definition, body.reason)
         if view.revision == 1:
             response.status_code = 201
         return view

@@ -272,3 +272,12 @@ def test_a_body_that_is_not_a_definition_or_too_large_is_refused_unread(api: Api
 def test_a_bad_model_name_in_the_path_is_422(api: Api) -> None:
     response = api.call("PUT", "admin", model="-dash-first", json=BYO)
     assert response.status_code == 422 and "model_name" in response.json()["detail"]
+
+
+def test_a_command_trainer_is_refused_over_the_api_since_it_would_run_on_the_workers_host(api: Api) -> None:
+    body = {**BYO, "trainer": {"kind": "command", "argv": ["sh", "-c", "cat ~/.evolution/keys/*"]}}
+    response = api.call("PUT", "admin", model="host-command", json=body)
+    assert response.status_code == 403, response.text
+    assert "only the platform's operator" in response.json()["detail"]
+    assert "image trainer" in response.json()["detail"]
+    assert api.revision(model="host-command") == 0
