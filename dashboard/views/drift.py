@@ -1,4 +1,5 @@
-"""Drift: PSI and KL per feature over time, a feature's distribution, missing rates, the MAE trend, verification."""
+"""Drift: PSI and KL per feature over time, the data-quality checks per window (apart from drift), a feature's
+distribution, missing rates, the MAE trend, verification."""
 
 from __future__ import annotations
 
@@ -40,6 +41,30 @@ st.altair_chart(
     .encode(x="window end:T", y="KL(current‖baseline):Q", color="feature:N"),
     width="stretch",
 )
+unmeasured = drift_history.not_measured(latest)
+if unmeasured:
+    st.caption(f"Not measured for drift (no PSI or KL): {'; '.join(unmeasured)}.")
+
+st.divider()
+st.subheader("Data quality (separate from drift)")
+st.caption(drift_history.QUALITY_INTRO)
+st.info(drift_history.NO_RETRAINING)
+windows = drift_history.quality_by_window(items)
+for i, window in enumerate(windows):
+    with st.expander(window.title, expanded=i == 0 or bool(window.alerts)):
+        if window.level is None:
+            st.info(f"{drift_history.NOT_RUN.capitalize()} (report {window.report_id} was made before them).")
+            continue
+        for alert in window.alerts:
+            st.warning(f"**Data-quality alert** · {alert.feature}, {alert.check_words}: {alert.description}")
+        if not window.alerts:
+            st.success(f"No data-quality alert: {window.ok} check(s) ok.")
+        if window.unjudged:
+            st.caption("Not judged in this window:")
+            st.dataframe(drift_history.findings_table(window.unjudged), hide_index=True, width="stretch")
+if len(items) > len(windows):
+    st.caption(f"The newest {len(windows)} windows are listed.")
+st.divider()
 
 st.subheader("Distribution: baseline vs latest window")
 feature = st.selectbox("Feature", drift_history.features(latest), key="drift_feature")

@@ -14,12 +14,16 @@ import numpy as np
 import typer
 
 from evolution.canonical import canonical_json
+from evolution.cli.drift_output import compare_text
 from evolution.errors import InvalidInput
 from evolution.stats.canary_plan import PlanResult, ScenarioPlan, expected_labels
-from evolution.stats.drift import DriftConfig, DriftResult, build_baseline, scan
+from evolution.stats.drift import DriftConfig, build_baseline, scan
 
 drift_app = typer.Typer(
-    help="Compare a data window with a baseline: PSI, KL(current||baseline), chi-square p (BH-adjusted).",
+    help=(
+        "Compare a data window with a baseline: PSI, KL(current||baseline), chi-square p (BH-adjusted), and the "
+        "data-quality checks (out of range, missing rate, unseen categories, stuck)."
+    ),
     no_args_is_help=True,
 )
 canary_app = typer.Typer(
@@ -80,46 +84,6 @@ def read_columns(path: Path, names: list[str] | None) -> dict[str, np.ndarray]:
     return {name: _column_to_numpy(table.column(name)) for name in wanted}
 
 
-def _fmt(x: float | None, spec: str = ".4f") -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def _drift_table(result: DriftResult) -> str:
-    header = ("feature", "kind", "psi", "kl", "p_adj", "missing% base->cur", "status")
-    rows = [
-        (
-            f.feature,
-            f.kind,
-            _fmt(f.psi),
-            _fmt(f.kl),
-            _fmt(f.p_adjusted, ".3g"),
-            f"{_pct(f.baseline_missing_rate)} -> {_pct(f.window_missing_rate)}",
-            f.status,
-        )
-        for f in result.features
-    ]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
-    ]
-    if result.mae is not None:
-        m = result.mae
-        lines.append(
-            f"MAE: baseline {m.baseline_mae:.4g} -> window {_fmt(m.window_mae, '.4g')} "
-            f"(ratio {_fmt(m.ratio, '.3f')}, z {_fmt(m.z, '.2f')}, p {_fmt(m.p_value, '.3g')}): {m.status}"
-        )
-    cfg = result.config
-    lines.append(
-        f"level: {result.level}   (alpha {cfg.alpha}, warn PSI {cfg.warn_psi}, alert PSI {cfg.alert_psi}, "
-        f"KL is {result.kl_direction})"
-    )
-    return "\n".join(lines)
-
-
 @drift_app.command("compare")
 def compare(
     baseline: Annotated[Path, typer.Argument(help="baseline data, CSV or Parquet")],
@@ -136,7 +100,11 @@ def compare(
         ),
     ] = None,
 ) -> None:
-    """Per-feature drift of CURRENT against BASELINE. Exit 0 whatever the drift; 2 on bad input."""
+    """Per-feature drift of CURRENT against BASELINE, then the data-quality checks that are not plainly ok.
+
+    Exit 0 whatever the drift or the data quality; 2 on bad input. ``--json`` prints the whole result, the
+    checks under ``quality``.
+    """
     try:
         config = DriftConfig(alpha=alpha) if alpha is not None else DriftConfig()
     except ValueError as exc:
@@ -168,7 +136,7 @@ def compare(
     if as_json:
         typer.echo(canonical_json(result.model_dump(mode="json")).decode())
     else:
-        typer.echo(_drift_table(result))
+        typer.echo(compare_text(result))
 
 
 def _scenario_text(s: ScenarioPlan, unit: str) -> str:

@@ -14,6 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from evolution.cli.drift_output import compare_text
 from evolution.cli.stats_commands import canary_app, drift_app
 from evolution.stats.drift import DriftResult
 
@@ -173,3 +174,114 @@ def test_canary_plan_rejects_bad_input_with_exit_2() -> None:
     assert code == 2 and "sigma" in out
     code, out = _run("canary", "plan", "--sigma", "0.6", "--effect", "0")
     assert code == 2 and "effect" in out
+
+
+@pytest.fixture()
+def broken(tmp_path: Path) -> dict[str, Path]:
+    """A window with the field failures of statistics.md 1b: a rain sensor writing 9999 for 5 % of rows, a stuck
+    soil-temperature sensor, a renamed soil category, and a free-text column whose values are all new."""
+    rng = np.random.default_rng(1)
+    n, m = 4000, 1000
+    base = pa.table(
+        {
+            "rain_mm": rng.gamma(2.0, 12.0, n),
+            "soil_temp": rng.normal(18.0, 3.0, n),
+            "soil": rng.choice(["clay", "loam", "sand"], n),
+            "notes": [f"visit {i}: {rng.integers(10**9)}" for i in range(n)],
+        }
+    )
+    rain = rng.gamma(2.0, 12.0, m)
+    rain[rng.choice(m, m // 20, replace=False)] = 9999.0
+    cur = pa.table(
+        {
+            "rain_mm": rain,
+            "soil_temp": np.full(m, 21.5),
+            "soil": rng.choice(["clay", "loam", "sandy soil"], m),
+            "notes": [f"call {i}: {rng.integers(10**9)}" for i in range(m)],
+        }
+    )
+    paths = {"base": tmp_path / "base.csv", "cur": tmp_path / "cur.parquet", "cur_csv": tmp_path / "cur.csv"}
+    pacsv.write_csv(base, paths["base"])
+    pq.write_table(cur, paths["cur"])
+    pacsv.write_csv(cur, paths["cur_csv"])
+    return paths
+
+
+def _section(out: str, first: str) -> list[str]:
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first))
+    return lines[start:]
+
+
+@pytest.mark.parametrize("window", ["cur", "cur_csv"])
+def test_compare_prints_the_data_quality_checks_beside_psi(broken: dict[str, Path], window: str) -> None:
+    code, out = _run("drift", "compare", str(broken["base"]), str(broken[window]))
+    assert code == 0, out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:5]}
+    # PSI reads ok for rain_mm (the 9999s fall into the open top bin) ...
+    assert rows["rain_mm"][-1] == "ok" and float(rows["rain_mm"][2]) < 0.1
+    # ... and the free-text column says it is not measured, and why, instead of a PSI.
+    assert rows["notes"][2:4] == ["not", "measured"] and rows["notes"][-1] == "not_measured"
+    assert "notes: not measured for drift: high_cardinality: free text or identifiers" in out
+
+    quality = _section(out, "data quality:")
+    assert quality[0].startswith("data quality: alert") and "3 alert" in quality[0]
+    assert quality[1].split() == ["feature", "check", "status", "k/m", "p_adj", "what"]
+    checks = {
+        (line.split()[0], line.split()[1]): line for line in quality[2:] if not line.startswith("note:")
+    }
+    out_of_range = checks[("rain_mm", "out_of_range")]
+    assert out_of_range.split()[2:4] == ["alert", "50/1000"]
+    assert "5.0 % of rain_mm values are above the usual maximum of" in out_of_range
+    assert float(out_of_range.split()[4]) < 1e-10
+    stuck = checks[("soil_temp", "stuck")]
+    assert stuck.split()[2:4] == ["alert", "1000/1000"] and "100.0 % of soil_temp values" in stuck
+    unseen = checks[("soil", "unseen_categories")]
+    assert unseen.split()[2] == "alert" and "'sandy soil'" in unseen
+    free_text = checks[("notes", "unseen_categories")]
+    assert free_text.split()[2:5] == ["not_measured", "-", "-"] and "free text or an identifier" in free_text
+    # Checks that are plainly ok are counted, not listed.
+    assert ("rain_mm", "missing_rate") not in checks and "8 ok" in quality[0]
+    assert quality[-1] == "note: a data-quality alert does not start a retraining by itself " + (
+        "(retraining on broken data teaches the model the breakage)"
+    )
+
+
+def test_compare_json_holds_the_checks_as_structured_data(broken: dict[str, Path]) -> None:
+    code, out = _run("drift", "compare", str(broken["base"]), str(broken["cur"]), "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["quality"]["level"] == "alert"
+    result = DriftResult.model_validate(data)
+    assert result.quality is not None
+    fired = {(c.feature, c.check) for c in result.quality.alerts}
+    assert fired == {("rain_mm", "out_of_range"), ("soil_temp", "stuck"), ("soil", "unseen_categories")}
+    by_key = {(c.feature, c.check): c for c in result.quality.checks}
+    rain = by_key[("rain_mm", "out_of_range")]
+    assert (rain.k, rain.m, rain.direction) == (50, 1000, "above") and rain.bounds is not None
+    assert rain.p_adjusted is not None and rain.p_adjusted < 1e-10
+    assert by_key[("soil", "unseen_categories")].examples[0] == "sandy soil"
+    notes = by_key[("notes", "unseen_categories")]
+    assert notes.status == "not_measured" and notes.reason == "high_cardinality"
+    drift = {f.feature: f for f in result.features}
+    assert drift["rain_mm"].status == "ok"
+    assert drift["notes"].status == "not_measured" and drift["notes"].psi is None and drift["notes"].reason
+
+
+def test_compare_of_a_clean_window_says_every_check_is_ok(files: dict[str, Path]) -> None:
+    code, out = _run("drift", "compare", str(files["base"]), str(files["base"]))
+    assert code == 0, out
+    quality = _section(out, "data quality:")
+    assert quality[0].startswith("data quality: ok") and quality[1] == "every check ok"
+    assert "does not start a retraining" not in out
+
+
+def test_a_result_made_before_the_checks_says_they_were_not_run(files: dict[str, Path]) -> None:
+    code, out = _run("drift", "compare", str(files["base"]), str(files["cur"]), "--json")
+    assert code == 0, out
+    older = DriftResult.model_validate_json(out.strip()).model_copy(update={"quality": None})
+    text = compare_text(older)
+    assert (
+        text.splitlines()[-1] == "data quality: checks not run (a result made before the data-quality checks)"
+    )
+    assert "level: alert" in text
