@@ -64,6 +64,10 @@ class RetrainingInput(BaseModel):
     trigger: Literal["drift", "manual", "bootstrap"] = "manual"
     reason: str = ""
     drift_report_id: str | None = None
+    snapshot_id: str | None = Field(
+        default=None,
+        description="The window whose drift started this run: held for data quality, the run waits for an admin.",
+    )
     seed: int = 42
     timing: RolloutTiming = Field(default_factory=RolloutTiming)
     requested_by: PrincipalRef | None = None
@@ -87,9 +91,26 @@ class RetrainingStatus(BaseModel):
         default=0, description="Approvals and rejections refused by the ticket checks."
     )
     last_refusal: str | None = None
+    held_windows: list[str] = Field(
+        default_factory=list,
+        description="Snapshots held for data quality this run waits on (evolution snapshot accept lets it go on).",
+    )
 
 
-BlockCode = Literal["BLOCK_RETRAINING", "CIRCUIT_OPEN"]
+BlockCode = Literal["BLOCK_RETRAINING", "CIRCUIT_OPEN", "DATA_QUALITY_HOLD"]
+
+
+class HoldCheckIn(BaseModel):
+    tenant_id: str
+    snapshot_id: str = Field(description="The window whose drift started the retraining.")
+
+
+class HoldCheckOut(BaseModel):
+    held: list[str] = Field(
+        default_factory=list,
+        description="Held windows among it and the latest one (what training would read).",
+    )
+    reason: str = ""
 
 
 class RetrainingResult(BaseModel):
@@ -101,7 +122,9 @@ class RetrainingResult(BaseModel):
     reason: str
     guard: Decision | None = None
     blocked_by: BlockCode | None = Field(
-        default=None, description="Outcome 'blocked': quota/budget (BLOCK_RETRAINING) or the circuit breaker."
+        default=None,
+        description="Outcome 'blocked': quota/budget (BLOCK_RETRAINING), the circuit breaker, or a window held for "
+        "data quality that no admin accepted in time (DATA_QUALITY_HOLD).",
     )
 
 
@@ -430,6 +453,10 @@ class ScanOut(BaseModel):
     report_id: str | None
     level: str
     alerts: list[str] = Field(default_factory=list)
+    quality_alerts: list[str] = Field(
+        default_factory=list,
+        description="'feature: check' of each data-quality check that fired (its window is then held)",
+    )
     message: str = ""
 
 
@@ -455,6 +482,10 @@ class DriftScanResult(BaseModel):
     report_id: str | None
     level: str
     retraining: Literal["started", "already_running", "not_needed", "disabled"] = "not_needed"
+    quality_alerts: list[str] = Field(
+        default_factory=list,
+        description="data-quality checks that fired: they alone never start a retraining",
+    )
     message: str = ""
 
 

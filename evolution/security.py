@@ -41,6 +41,7 @@ class Action(StrEnum):
     MANAGE_USERS = "manage_users"
     ACKNOWLEDGE_RESTORE = "acknowledge_restore"
     DEFINE_MODEL = "define_model"
+    ACCEPT_SNAPSHOT = "accept_snapshot"
 
 
 R = Role
@@ -67,6 +68,8 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.ACKNOWLEDGE_RESTORE: frozenset({R.ADMIN}),
     # Says what trains the tenant's model and so what runs on the cluster: admins only.
     Action.DEFINE_MODEL: frozenset({R.ADMIN}),
+    # Lets a retraining train on a window whose data-quality checks fired: admins only.
+    Action.ACCEPT_SNAPSHOT: frozenset({R.ADMIN}),
 }
 
 ALL_TENANTS = "*"

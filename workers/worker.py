@@ -19,6 +19,7 @@ from activities.canary import CanaryActivities
 from activities.drift import DriftActivities
 from activities.escalations import EscalationActivities
 from activities.gc import GcActivities
+from activities.quality import QualityHoldActivities
 from activities.reconciler import ReconcilerActivities
 from activities.registry import RegistryActivities
 from activities.training import TrainingActivities
@@ -54,6 +55,7 @@ def activity_objects(
         EscalationActivities(services.escalator),
         ApprovalActivities(services.approval_tickets),
         ReconcilerActivities(services.reconciler, liveness),
+        QualityHoldActivities(services.snapshot_holds),
     ]
 
 

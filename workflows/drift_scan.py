@@ -90,8 +90,11 @@ class DriftScanWorkflow:
             snapshot_id=sealed.snapshot_id,
             report_id=scan.report_id,
             level=scan.level,
+            quality_alerts=scan.quality_alerts,
             message=scan.message,
         )
+        # Data-quality alerts alone never start a retraining (the level is drift's); the scan marked the window held,
+        # so a retraining that drift on it starts waits for an admin to accept it.
         if scan.level != "alert":
             return result
         if not inp.auto_retrain:
@@ -106,6 +109,7 @@ class DriftScanWorkflow:
                     trigger="drift",
                     reason=f"drift alert in report {scan.report_id}: {', '.join(scan.alerts)[:300]}",
                     drift_report_id=scan.report_id,
+                    snapshot_id=sealed.snapshot_id,
                     timing=inp.retraining_timing,
                 ),
                 id=retraining_workflow_id(inp.tenant_id),

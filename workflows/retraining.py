@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.approvals import ApprovalActivities
     from activities.breaker import BreakerActivities
     from activities.canary import CanaryActivities
+    from activities.quality import QualityHoldActivities
     from activities.reconciler import ReconcilerActivities
     from activities.registry import RegistryActivities
     from activities.training import TrainingActivities
@@ -35,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         BreakerCheckIn,
         BreakerRecordIn,
         CurrentVersionIn,
+        HoldCheckIn,
         LookIn,
         NotifyIn,
         PairsIn,
@@ -71,12 +73,16 @@ from workflows.policies import (
 
 BLOCK_RETRAINING = "BLOCK_RETRAINING"
 CIRCUIT_OPEN = "CIRCUIT_OPEN"
+DATA_QUALITY_HOLD = "DATA_QUALITY_HOLD"
 # Patch ids (workflow.patched): executions recorded before a change replay along the old path.
 PATCH_GATES = "circuit-breaker"  # breaker check, audited blocks, quota re-checked per training attempt
 PATCH_BREAKER_RECORD = "circuit-breaker-record"  # each finished run reports its outcome to the breaker
 PATCH_OUTCOME_METRICS = "record-outcome-metrics"  # each finished run records its outcome in the metrics
 PATCH_APPROVAL_TICKETS = "approval-tickets"  # a decision needs a signed ticket, checked by an activity
 PATCH_RECONCILE = "reconcile-stranded-candidates"  # first fail what runs ended from outside left behind
+PATCH_QUALITY_HOLD = (
+    "data-quality-hold"  # a drift-started run waits while its window is held for data quality
+)
 
 
 @dataclass(frozen=True)
@@ -228,6 +234,11 @@ class RetrainingWorkflow:
                 ReconcilerActivities.reconcile_candidates,
                 ReconcileIn(tenant_id=inp.tenant_id, except_run=info.run_id),
             )
+        if inp.snapshot_id is not None and workflow.patched(PATCH_QUALITY_HOLD):
+            # A window whose data-quality checks fired is not trained on until an admin accepts it.
+            held = await self._await_window_acceptance(inp, inp.snapshot_id)
+            if held is not None:
+                return held
         gates = workflow.patched(PATCH_GATES)
         if gates:
             breaker = await self._activity(
@@ -286,6 +297,40 @@ class RetrainingWorkflow:
                 return self._finish("failed", reason)
             await self._fail(f"{_error_type(error) or 'error'}: {_error_message(error)}")
             return self._finish("failed", _error_message(error))
+
+    async def _await_window_acceptance(
+        self, inp: RetrainingInput, snapshot_id: str
+    ) -> RetrainingResult | None:
+        """Wait, looking every ``look_interval_s``, until no window training would read is held for data quality.
+
+        None once none is (the run goes on); a ``blocked`` result (DATA_QUALITY_HOLD) when no admin accepted the
+        window within the approval deadline. Nothing is registered or trained while it waits.
+        """
+        deadline = workflow.now() + timedelta(seconds=inp.timing.approval_timeout_s)
+        told = False
+        while True:
+            hold = await self._activity(
+                QualityHoldActivities.check_quality_hold,
+                HoldCheckIn(tenant_id=inp.tenant_id, snapshot_id=snapshot_id),
+            )
+            self._status.held_windows = hold.held
+            if not hold.held:
+                if told:
+                    self._set("starting", "the held window was accepted")
+                return None
+            self._set("awaiting_snapshot_acceptance", hold.reason)
+            if not told:
+                await self._notify(
+                    "warning",
+                    "retraining.held_for_data_quality",
+                    f"Retraining of {inp.model_name} waits: {hold.reason}"[:900],
+                )
+                told = True
+            if workflow.now() >= deadline:
+                return await self._blocked(
+                    DATA_QUALITY_HOLD, f"{DATA_QUALITY_HOLD}: no admin accepted in time: {hold.reason}"[:900]
+                )
+            await workflow.sleep(timedelta(seconds=inp.timing.look_interval_s))
 
     async def _lifecycle(self, inp: RetrainingInput, champion: VersionView | None) -> RetrainingResult:
         await self._move("TRAINING", "training started")

@@ -86,6 +86,9 @@ def status(tenant: TenantOpt) -> None:
         )
     if current.refused_approvals:
         typer.echo(f"refused approvals: {current.refused_approvals} (last: {current.last_refusal})")
+    if current.held_windows and current.phase == "awaiting_snapshot_acceptance":
+        # Why the retraining waits: the drift's window (or the latest) has data-quality alerts, and how to go on.
+        typer.echo(f"waiting: {current.message}")
     if current.awaiting_approval:
         model = current.model_name or "<model>"
         typer.echo(f"waiting for approval: evolution approve --tenant {tenant} --model {model}")

@@ -69,8 +69,51 @@ def tenant_configure(
         int | None,
         typer.Option(help="Consecutive failed retrainings that open the circuit breaker (default 3)."),
     ] = None,
+    out_of_range_min_share: Annotated[
+        float | None,
+        typer.Option(
+            help="Data quality: share of values outside the usual range that alerts (default 0.01)."
+        ),
+    ] = None,
+    out_of_range_baseline_multiple: Annotated[
+        float | None,
+        typer.Option(
+            help="Data quality: and at least this multiple of the baseline's share outside (default 5)."
+        ),
+    ] = None,
+    missing_rate_min_increase: Annotated[
+        float | None,
+        typer.Option(help="Data quality: rise of the missing share that alerts (default 0.05 = 5 points)."),
+    ] = None,
+    unseen_min_share: Annotated[
+        float | None,
+        typer.Option(help="Data quality: share of never-seen categories that alerts (default 0.05)."),
+    ] = None,
+    stuck_min_share: Annotated[
+        float | None,
+        typer.Option(
+            help="Data quality: share of one repeated value that alerts as stuck (> 0.5; default 0.95)."
+        ),
+    ] = None,
+    high_cardinality_share: Annotated[
+        float | None,
+        typer.Option(
+            help="Data quality: a text feature with more distinct values is not measured (default 0.5)."
+        ),
+    ] = None,
+    quality_min_values: Annotated[
+        int | None,
+        typer.Option(help="Data quality: fewer window values report insufficient_data (default 50)."),
+    ] = None,
+    hold_on: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Data quality: a check whose alert holds the window from retraining until an admin accepts it "
+            "(repeatable; default missing_rate, unseen_categories, stuck)."
+        ),
+    ] = None,
 ) -> None:
-    """Admin: change a tenant's drift thresholds or identifier columns (validated and audited)."""
+    """Admin: change a tenant's drift thresholds, data-quality floors or identifier columns (validated, audited)."""
     drift = {
         k: v
         for k, v in {
@@ -83,6 +126,23 @@ def tenant_configure(
         if v is not None
     }
     patch: dict[str, Any] = {"drift": drift} if drift else {}
+    floors = {
+        k: v
+        for k, v in {
+            "out_of_range_min_share": out_of_range_min_share,
+            "out_of_range_baseline_multiple": out_of_range_baseline_multiple,
+            "missing_rate_min_increase": missing_rate_min_increase,
+            "unseen_min_share": unseen_min_share,
+            "stuck_min_share": stuck_min_share,
+            "high_cardinality_share": high_cardinality_share,
+            "min_values": quality_min_values,
+        }.items()
+        if v is not None
+    }
+    if floors:
+        patch["quality"] = floors
+    if hold_on:
+        patch["quality_hold_checks"] = hold_on
     if id_column:
         patch["id_columns"] = id_column
     if breaker_threshold is not None:
@@ -297,6 +357,24 @@ def snapshot_seal(tenant: TenantOpt) -> None:
     snap = svc.snapshots.seal(operator(svc.settings), tenant, utcnow())
     typer.echo(
         f"{snap.id}: {snap.row_count} events, {snap.leaf_count} leaves, merkle root {snap.merkle_root}"
+    )
+
+
+@snapshot_app.command("accept")
+@friendly_errors
+def snapshot_accept(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant id.")],
+    snapshot_id: Annotated[
+        str, typer.Argument(help="The window held for data quality (see evolution status).")
+    ],
+    reason: Annotated[str, typer.Option(help="Why this window may be trained on (audited).")] = "",
+) -> None:
+    """Admin: accept a window whose data-quality checks fired, so a retraining may train on it (audited)."""
+    svc = services()
+    window = svc.snapshot_holds.accept(operator(svc.settings), tenant_id, snapshot_id, reason)
+    typer.echo(
+        f"snapshot {window.snapshot_id} accepted by {window.accepted_by}: {window.accept_reason} "
+        f"(it was held for: {'; '.join(window.checks) or 'data-quality alerts'})"
     )
 
 

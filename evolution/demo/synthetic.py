@@ -103,6 +103,37 @@ class DriftSpec(BaseModel):
         return as_utc(value)
 
 
+class SensorFaults(BaseModel):
+    """Field failures the drift scan's data-quality checks must catch: a sensor stuck, categories renamed.
+
+    Unlike drift they are breakage, not a new world: the scan alerts on them, and no retraining trains on them until an
+    admin accepts the window.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stuck: dict[str, float] = Field(
+        default_factory=dict, description="feature -> the value its sensor is stuck on (every row)"
+    )
+    renamed: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="feature -> {old label: new label} (e.g. an upstream rename)"
+    )
+
+
+def inject_faults(rows: Iterable[Mapping[str, Any]], faults: SensorFaults) -> list[dict[str, Any]]:
+    """Copies of ``rows`` with ``faults`` applied (a missing value stays missing under a rename)."""
+    out = []
+    for row in rows:
+        faulty = dict(row)
+        faulty.update(faults.stuck)
+        for feature, mapping in faults.renamed.items():
+            value = faulty.get(feature)
+            if isinstance(value, str) and value in mapping:
+                faulty[feature] = mapping[value]
+        out.append(faulty)
+    return out
+
+
 def generate_rows(
     n: int,
     seed: int,

@@ -106,6 +106,13 @@ class BaselineService:
         self, tenant_id: str, model_name: str, champion_version_id: str, keyring: KeyRing
     ) -> Baseline | None:
         """The verified reset baseline for this champion, or None when the champion's own baseline applies."""
+        found = self.effective_source(tenant_id, model_name, champion_version_id, keyring)
+        return found[0] if found else None
+
+    def effective_source(
+        self, tenant_id: str, model_name: str, champion_version_id: str, keyring: KeyRing
+    ) -> tuple[Baseline, str] | None:
+        """:meth:`effective` with the id of the snapshot the reset baseline was taken from."""
         settings = self._tenants.tenant_settings(Principal.system(tenant_id), tenant_id)
         raw = settings.baseline_overrides.get(model_name)
         if raw is None:
@@ -116,7 +123,7 @@ class BaselineService:
         verify_override(tenant_id, model_name, override, keyring)
         body = self._store.read_bytes(tenant_id, override.digest)
         try:
-            return Baseline.model_validate_json(body)
+            return Baseline.model_validate_json(body), override.snapshot_id
         except ValueError as error:
             raise IntegrityViolation(
                 f"reset baseline of {tenant_id}/{model_name} is malformed: {error}"

@@ -55,6 +55,29 @@ class DriftReportView(BaseModel):
         )
 
 
+def data_quality_summary(result: DriftResult) -> dict[str, Any]:
+    """The report's ``data_quality`` section: the level and every firing check (reason code, counts, p)."""
+    assert result.quality is not None
+    return {
+        "level": result.quality.level,
+        "starts_retraining": False,
+        "alerts": [
+            {
+                "feature": c.feature,
+                "reason_code": c.check,
+                "k": c.k,
+                "m": c.m,
+                "p_value": c.p_value,
+                "p_adjusted": c.p_adjusted,
+                "effect": c.effect,
+                "floor": c.floor,
+                "description": c.description,
+            }
+            for c in result.quality.alerts
+        ],
+    }
+
+
 class DriftReportService:
     def __init__(self, factory: sessionmaker[Session], store: ArtifactStore, signer: Signer) -> None:
         self._factory = factory
@@ -77,7 +100,7 @@ class DriftReportService:
         authorize(principal, Action.WRITE_DRIFT_REPORT, tenant_id)
         report_id = f"dr-{uuid.uuid4().hex[:20]}"
         now = utcnow()
-        document = {
+        document: dict[str, Any] = {
             "schema": REPORT_SCHEMA,
             "id": report_id,
             "tenant": tenant_id,
@@ -95,6 +118,11 @@ class DriftReportService:
             "level": result.level,
             "result": result.model_dump(mode="json"),
         }
+        if result.quality is not None:
+            # The data-quality verdict (statistics.md 1b) beside the drift level it never raises, and each firing
+            # check with its reason code, counts and p: signed with the rest of the document.
+            document["method"]["quality"] = result.quality.method
+            document["data_quality"] = data_quality_summary(result)
         body = canonical_json(document)
         digest = hashlib.sha256(body).hexdigest()
         signature = self._signer.sign(body)
@@ -122,7 +150,11 @@ class DriftReportService:
                 subject_type="drift_report",
                 subject_id=report_id,
                 at=now,
-                details={"level": result.level, "snapshot_id": snapshot_id},
+                details={
+                    "level": result.level,
+                    "snapshot_id": snapshot_id,
+                    **({"quality_level": result.quality.level} if result.quality is not None else {}),
+                },
             )
             return DriftReportView.of(row)
 

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 
 from evolution.contracts import ScanOut, SealOut, SealScanOut
+from evolution.data.quality_holds import SnapshotHolds
 from evolution.data.snapshots import DatasetSnapshotService, SnapshotView
 from evolution.drift.baselines import BaselineService
+from evolution.drift.quality_backfill import BaselineQualityService
 from evolution.drift.reports import DriftReportService
 from evolution.errors import InsufficientData, InvalidInput
 from evolution.integrity.signing import KeyRing
@@ -24,12 +26,25 @@ from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal
 from evolution.stats.drift import scan
 from evolution.stats.drift_models import DriftResult
+from evolution.stats.quality_models import QualityCheck, ReasonCode
 from evolution.timeutil import as_utc, utcnow
 from evolution.training.formats import ServedModel
 from evolution.training.loader import ModelLoader
 
 log = logging.getLogger(__name__)
 DRIFT_DETECTION_SLO_S = 4 * 3600.0
+# What each data-quality check found, in words for the notification (the check's own description says how much).
+CHECK_WORDS: dict[ReasonCode, str] = {
+    "out_of_range": "values outside their usual range",
+    "missing_rate": "more values missing than usual",
+    "unseen_categories": "values never seen before (renamed or new categories)",
+    "stuck": "stuck on one value",
+}
+NO_RETRAINING = (
+    "A data-quality alert does not start a retraining: training on broken data would teach the model the breakage. "
+    "A retraining that drift on this window starts waits until an admin accepts the window "
+    "(evolution snapshot accept TENANT SNAPSHOT_ID --reason ...)."
+)
 
 
 class DriftScanner:
@@ -43,8 +58,14 @@ class DriftScanner:
         keyring: KeyRing,
         notifier: Notifier,
         baselines: BaselineService | None = None,
+        quality: BaselineQualityService | None = None,
+        holds: SnapshotHolds | None = None,
     ) -> None:
-        """Thresholds come from the tenant's current settings; binning stays as frozen in the champion's baseline."""
+        """Thresholds come from the tenant's current settings; binning stays as frozen in the champion's baseline.
+
+        ``quality`` completes a baseline made before the data-quality checks (once, from its snapshot); ``holds``
+        marks a window whose data-quality checks fired, so that a retraining on it waits for an admin.
+        """
         self._registry = registry
         self._tenants = tenants
         self._snapshots = snapshots
@@ -53,6 +74,8 @@ class DriftScanner:
         self._keyring = keyring
         self._notifier = notifier
         self._baselines = baselines
+        self._quality = quality
+        self._holds = holds
 
     def seal_latest_window(
         self, tenant_id: str, min_rows: int, window_end: datetime | None = None
@@ -87,7 +110,13 @@ class DriftScanner:
                 return SealScanOut(
                     sealed=sealed,
                     scan=self._announce(
-                        tenant_id, model_name, result, reported.id, reported.window_start, sealed.rows
+                        tenant_id,
+                        model_name,
+                        result,
+                        reported.id,
+                        reported.window_start,
+                        sealed.rows,
+                        sealed.snapshot_id,
                     ),
                 )
         return SealScanOut(sealed=sealed, scan=self._scan(tenant_id, model_name, sealed.snapshot_id, window))
@@ -130,15 +159,18 @@ class DriftScanner:
             )
         champion = self._loader.load(champion_view)
         reset = (
-            self._baselines.effective(tenant_id, model_name, champion.version_id, self._keyring)
+            self._baselines.effective_source(tenant_id, model_name, champion.version_id, self._keyring)
             if self._baselines
             else None
         )
-        frozen = reset or champion.baseline
+        frozen, source = reset or (champion.baseline, champion_view.dataset_snapshot_id)
         if frozen is None:
             return ScanOut(
                 report_id=None, level="no_baseline", message=f"champion v{champion.number} has no baseline"
             )
+        if self._quality is not None:
+            # A baseline made before the data-quality checks gets their data once, from its snapshot (audited).
+            frozen = self._quality.complete(tenant_id, model_name, frozen, source)
         if window is None:
             snapshot = self._snapshots.get(system, snapshot_id)
             rows = self._snapshots.load_rows(snapshot, self._keyring)
@@ -175,7 +207,9 @@ class DriftScanner:
             result.level,
             extra={"tenantId": tenant_id, "modelHash": champion.model_hash},
         )
-        return self._announce(tenant_id, model_name, result, report.id, snapshot.window_start, len(rows))
+        return self._announce(
+            tenant_id, model_name, result, report.id, snapshot.window_start, len(rows), snapshot.id
+        )
 
     def _announce(
         self,
@@ -185,8 +219,12 @@ class DriftScanner:
         report_id: str,
         window_start: datetime,
         rows: int,
+        snapshot_id: str,
     ) -> ScanOut:
-        """Metrics and, on warn or alert, a notification for a written report; the step's answer."""
+        """Metrics and, on warn or alert, a notification for a written report; the step's answer.
+
+        Data-quality alerts mark the window held and notify on their own: they never raise the drift level.
+        """
         self._record(tenant_id, model_name, result, window_start)
         alerts = [f.feature for f in result.features if f.status == "alert"]
         warnings = [f.feature for f in result.features if f.status == "warn"]
@@ -202,7 +240,49 @@ class DriftScanner:
                     body={"report_id": report_id, "alerts": alerts, "warnings": warnings},
                 )
             )
-        return ScanOut(report_id=report_id, level=result.level, alerts=alerts, message=f"{rows} rows scanned")
+        quality = self._quality_alerts(tenant_id, model_name, result, report_id, snapshot_id)
+        return ScanOut(
+            report_id=report_id,
+            level=result.level,
+            alerts=alerts,
+            quality_alerts=quality,
+            message=f"{rows} rows scanned",
+        )
+
+    def _quality_alerts(
+        self, tenant_id: str, model_name: str, result: DriftResult, report_id: str, snapshot_id: str
+    ) -> list[str]:
+        """Hold the window and notify when data-quality checks fired; their 'feature: check' names."""
+        fired = result.quality.alerts if result.quality is not None else []
+        if not fired:
+            return []
+        names = [f"{c.feature}: {c.check}" for c in fired]
+        words = [f"{c.feature} {CHECK_WORDS[c.check]}" for c in fired]
+        settings = self._tenants.tenant_settings(Principal.system(tenant_id), tenant_id)
+        holding = [
+            f"{c.feature} {CHECK_WORDS[c.check]}" for c in fired if c.check in settings.quality_hold_checks
+        ]
+        if holding and self._holds is not None:
+            self._holds.hold(
+                Principal.system(tenant_id, "drift-scan"), tenant_id, snapshot_id, report_id, holding
+            )
+        self._notifier.notify(
+            NotificationIn(
+                tenant_id=tenant_id,
+                severity="alert",
+                kind="data_quality.alert",
+                subject=f"Data-quality alert for {model_name}: {'; '.join(words)[:300]} "
+                "(this does not start a retraining)",
+                body={
+                    "report_id": report_id,
+                    "snapshot_id": snapshot_id,
+                    "checks": [_check_summary(c) for c in fired],
+                    "retraining": NO_RETRAINING if holding else NO_RETRAINING.split(" A retraining")[0],
+                    "window_held": bool(holding),
+                },
+            )
+        )
+        return names
 
     def _record(self, tenant_id: str, model_name: str, result: DriftResult, window_start: datetime) -> None:
         metrics.DRIFT_SCANS.labels(tenant_id, result.level).inc()
@@ -225,6 +305,19 @@ class DriftScanner:
                     body={"latency_s": latency},
                 )
             )
+
+
+def _check_summary(c: QualityCheck) -> dict[str, Any]:
+    return {
+        "feature": c.feature,
+        "check": c.check,
+        "what": CHECK_WORDS[c.check],
+        "description": c.description,
+        "k": c.k,
+        "m": c.m,
+        "p_value": c.p_value,
+        "p_adjusted": c.p_adjusted,
+    }
 
 
 def _columns(rows: list[dict[str, Any]], names: list[str]) -> dict[str, np.ndarray]:

@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from evolution.canary.service import CanaryService
 from evolution.data.events import EventIngestor
 from evolution.data.outcomes import OutcomeJoiner
+from evolution.data.quality_holds import SnapshotHolds
 from evolution.data.snapshots import DatasetSnapshotService
 from evolution.drift.baselines import BaselineService
+from evolution.drift.quality_backfill import BaselineQualityService
 from evolution.drift.reports import DriftReportService
 from evolution.drift.scanner import DriftScanner
 from evolution.governance.approval_tickets import ApprovalTickets
@@ -160,7 +162,17 @@ class Services:
             self.keyring,
             self.notifier,
             self.baselines,
+            quality=self.baseline_quality,
+            holds=self.snapshot_holds,
         )
+
+    @cached_property
+    def baseline_quality(self) -> BaselineQualityService:
+        return BaselineQualityService(self.factory, self.snapshots, self.signer, self.keyring)
+
+    @cached_property
+    def snapshot_holds(self) -> SnapshotHolds:
+        return SnapshotHolds(self.factory)
 
     @cached_property
     def approval_tickets(self) -> ApprovalTickets:

@@ -17,7 +17,15 @@ POLICY = "tenant_isolation"
 IDENTITY_TABLES = frozenset({"users", "user_roles", "api_tokens", "alembic_version"})
 # Rows that are never changed once written: the application may not even ask.
 APPEND_ONLY_TABLES = frozenset(
-    {"audit_log", "dataset_snapshots", "drift_reports", "learning_events", "model_definitions"}
+    {
+        "audit_log",
+        "dataset_snapshots",
+        "drift_reports",
+        "learning_events",
+        "model_definitions",
+        "snapshot_quality_marks",
+        "baseline_quality",
+    }
 )
 
 _CURRENT_TENANT = f"current_setting('{TENANT_SETTING}', true)"

@@ -203,6 +203,54 @@ class DriftReport(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class SnapshotQualityMark(Base):
+    """A window's data-quality verdict for retraining (evolution/data/quality_holds.py); never changed.
+
+    ``kind`` 'held': the window's data-quality checks fired, so a retraining started by drift on it waits; 'accepted':
+    an admin accepted the window with a reason. A window is held while it has a 'held' row and no 'accepted' one.
+    """
+
+    __tablename__ = "snapshot_quality_marks"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "snapshot_id", "kind"),
+        CheckConstraint("kind IN ('held', 'accepted')", name="kind_known"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    snapshot_id: Mapped[str] = mapped_column(ForeignKey("dataset_snapshots.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    report_id: Mapped[str | None] = mapped_column(String(40))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BaselineQualityRecord(Base):
+    """Quality data computed once for a baseline made before the checks (evolution/drift/quality_backfill.py).
+
+    'computed': ``quality`` holds the per-feature data, ``quality_digest`` its canonical SHA-256, and ``signature``
+    signs the statement tying that digest to the baseline's; 'unavailable': it could not be computed (``reason``
+    says why), and is not retried.
+    """
+
+    __tablename__ = "baseline_quality"
+    __table_args__ = (UniqueConstraint("tenant_id", "baseline_digest"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    model_name: Mapped[str] = mapped_column(String(100))
+    baseline_digest: Mapped[str] = mapped_column(String(64))
+    snapshot_id: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    quality_digest: Mapped[str | None] = mapped_column(String(64))
+    signature: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class AuditEntry(Base):
     __tablename__ = "audit_log"
     __table_args__ = (

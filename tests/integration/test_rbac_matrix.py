@@ -299,6 +299,16 @@ def _new_source_key(_w: World, _tenant: str) -> tuple[str, bytes]:
     return key_id_for_public_pem(public), public
 
 
+def _accept_held_window(w: World, p: Principal | None, tenant: str, _: Any) -> object:
+    """Accept the tenant's latest window, first held (as a scan whose data-quality checks fired would hold it)."""
+    snapshot = w.services.snapshots.latest(Principal.system(tenant), tenant)
+    assert snapshot is not None
+    w.services.snapshot_holds.hold(
+        Principal.system(tenant), tenant, snapshot.id, "dr-matrix", ["crop: renamed"]
+    )
+    return w.services.snapshot_holds.accept(p, tenant, snapshot.id, "matrix")  # type: ignore[arg-type]
+
+
 def _checkpoint_beyond_the_chain(w: World, tenant: str) -> None:
     """What a restore to an earlier point leaves: the store holds a signed checkpoint of a longer chain."""
     pending = w.services.audit_checkpoints.pending_restore(tenant)
@@ -487,6 +497,8 @@ TABLE: dict[Action, Row] = {
             prepare=_checkpoint_beyond_the_chain,
         )
     ),
+    # `evolution snapshot accept` is its only door: the dashboard offers no control and the API no operation.
+    Action.ACCEPT_SNAPSHOT: Row(ServiceCall("snapshot_holds.accept", _accept_held_window)),
 }
 
 
