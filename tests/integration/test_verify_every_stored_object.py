@@ -97,14 +97,20 @@ class S3Access:
         # Object lock kept the original version: read it by its version id and put it back on top, metadata and all.
         bucket = self.store.bucket_name(tenant)
         versions = self.client.list_object_versions(Bucket=bucket, Prefix=name)["Versions"]
-        mine = [v for v in versions if v["Key"] == name]
-        assert len(mine) >= 2, "the tampered PUT added a version; the original is still there"
-        oldest = min(mine, key=lambda v: v["LastModified"])
-        kept = self.client.get_object(Bucket=bucket, Key=name, VersionId=oldest["VersionId"])
+        mine = [v for v in versions if v["Key"] == name and not v["IsLatest"]]
+        assert mine, "the tampered PUT added a version; the original is still there"
+        # Found by its bytes, not by LastModified: whole seconds, so the original and the tampered copy may tie.
+        for version in mine:
+            kept = self.client.get_object(Bucket=bucket, Key=name, VersionId=version["VersionId"])
+            body = kept["Body"].read()
+            if body == original:
+                break
+        else:
+            raise AssertionError(f"no kept version of {name} holds the original bytes")
         self.client.put_object(
             Bucket=bucket,
             Key=name,
-            Body=kept["Body"].read(),
+            Body=body,
             ChecksumAlgorithm="SHA256",  # object lock asks for a checksum on every write
             Metadata=kept["Metadata"],
         )
