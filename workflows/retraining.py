@@ -13,6 +13,7 @@ no longer show in one place.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, TypeVar, overload
@@ -52,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         RetrainingStatus,
         ShadowOut,
         TicketCheckIn,
+        TicketCheckOut,
         TrainIn,
         TransitionIn,
         ValidateIn,
@@ -80,6 +82,8 @@ PATCH_BREAKER_RECORD = "circuit-breaker-record"  # each finished run reports its
 PATCH_OUTCOME_METRICS = "record-outcome-metrics"  # each finished run records its outcome in the metrics
 PATCH_APPROVAL_TICKETS = "approval-tickets"  # a decision needs a signed ticket, checked by an activity
 PATCH_RECONCILE = "reconcile-stranded-candidates"  # first fail what runs ended from outside left behind
+# One ticket check at a time, so that a replay sent while the first check runs finds the nonce spent.
+PATCH_SERIAL_TICKET_CHECKS = "serial-ticket-checks"
 PATCH_QUALITY_HOLD = (
     "data-quality-hold"  # a drift-started run waits while its window is held for data quality
 )
@@ -121,6 +125,9 @@ class RetrainingWorkflow:
         self._approval_answer: ApprovalResponse | None = None
         self._version: VersionView | None = None
         self._used_nonces: set[str] = set()
+        # Two checks of one ticket in flight at once would both find its nonce unused (a signal and an update sent
+        # together): the lock makes the second wait until the first has spent it.
+        self._ticket_check_lock = asyncio.Lock()
 
     # --------------------------------------------------------------- queries, updates and signals
     @workflow.query(name="status")
@@ -168,6 +175,20 @@ class RetrainingWorkflow:
     ) -> ApprovalResponse:
         """Decide only on a ticket the check accepts; a refusal is audited there and shows in the status."""
         await workflow.wait_condition(lambda: self._input is not None)
+        if not workflow.patched(PATCH_SERIAL_TICKET_CHECKS):
+            return await self._check_and_decide(channel, request)
+        async with self._ticket_check_lock:
+            checked = await self._check_ticket(channel, request)
+        return await self._decide(channel, request, checked)
+
+    async def _check_and_decide(
+        self, channel: Literal["update", "approve", "reject"], request: ApprovalRequest
+    ) -> ApprovalResponse:
+        return await self._decide(channel, request, await self._check_ticket(channel, request))
+
+    async def _check_ticket(
+        self, channel: Literal["update", "approve", "reject"], request: ApprovalRequest
+    ) -> TicketCheckOut:
         assert self._input is not None
         info = workflow.info()
         check = await self._activity(
@@ -186,6 +207,11 @@ class RetrainingWorkflow:
         )
         if check.nonce:
             self._used_nonces.add(check.nonce)
+        return check
+
+    async def _decide(
+        self, channel: Literal["update", "approve", "reject"], request: ApprovalRequest, check: TicketCheckOut
+    ) -> ApprovalResponse:
         refusal = check.reason if not check.accepted else None
         if refusal is None and self._decision is not None:  # two tickets checked at once: the first decides
             refusal = "a decision was already taken for this candidate"

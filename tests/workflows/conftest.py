@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from evolution.platform.settings import Settings
@@ -46,7 +49,20 @@ async def worker(
 ) -> AsyncIterator[None]:
     with ThreadPoolExecutor(max_workers=16) as executor:
         async with build_worker(temporal_env.client, services, task_queue, executor, max_cached_workflows=0):
-            yield
+            try:
+                yield
+            finally:
+                await terminate_leftovers(temporal_env.client, task_queue)
+
+
+async def terminate_leftovers(client: Client, task_queue: str) -> None:
+    """A test that failed half-way leaves its run (``retrain/acme``) open; the next test would find the id taken."""
+    query = f'TaskQueue = "{task_queue}" AND ExecutionStatus = "Running"'
+    async for execution in client.list_workflows(query):
+        with contextlib.suppress(RPCError):  # it ended meanwhile
+            await client.get_workflow_handle(execution.id, run_id=execution.run_id).terminate(
+                reason="test teardown: left running"
+            )
 
 
 @pytest.fixture

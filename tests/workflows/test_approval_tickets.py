@@ -215,6 +215,27 @@ async def test_a_replayed_ticket_counts_once(
     assert (await orchestrator.retraining_result("acme")).outcome == "rejected"
 
 
+async def test_one_ticket_sent_twice_at_once_decides_once_and_the_other_is_a_replay(
+    services: Services, worker: None, orchestrator: TemporalOrchestrator, temporal_env: WorkflowEnvironment
+) -> None:
+    status = await waiting_candidate(services, orchestrator)
+    handle = temporal_env.client.get_workflow_handle(WORKFLOW_ID)
+    ticket = services.approval_tickets.ticket_for(MANAGER, "acme", status, "approve", "ship it")
+    request = ApprovalRequest.of(ticket).model_dump(mode="json")
+    answers = await asyncio.gather(
+        *(handle.execute_update("approval", request, result_type=dict) for _ in range(2))
+    )
+    accepted = [a for a in answers if a["accepted"]]
+    refused = [a for a in answers if not a["accepted"]]
+    assert len(accepted) == 1 and accepted[0]["final_state"] == "CHAMPION", answers
+    assert len(refused) == 1 and "already used" in refused[0]["message"], answers
+    assert [r["reason"].split(":")[0] for r in refusals(services)] == [
+        "ticket " + ticket.claims.nonce[:8] + " was already used"
+    ]
+    assert (await orchestrator.retraining_result("acme")).outcome == "promoted"
+    await replay_and_keep(await handle.fetch_history(), "retraining-ticket-checked-once")
+
+
 async def test_a_signal_rejection_with_a_ticket_fails_the_candidate_and_names_the_manager(
     services: Services, worker: None, orchestrator: TemporalOrchestrator, temporal_env: WorkflowEnvironment
 ) -> None:
