@@ -8,13 +8,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from dashboard.state import with_orchestrator
-from evolution.contracts import ApprovalDecision, ApprovalResponse, RetrainingStatus
+from evolution.contracts import DAY_S, ApprovalDecision, ApprovalResponse, RetrainingStatus
 from evolution.drift.baselines import BaselineOverride
 from evolution.lifecycle import TransitionResult
 from evolution.platform.orchestrator import decide_as
 from evolution.platform.wiring import Services
 from evolution.security import Principal
 from evolution.stats.canary_models import GuardConfig
+from evolution.timeutil import utcnow
 
 # The canary runs on GuardConfig's defaults for these: the workflow fixes only tau, tau_harm and the winsorizing
 # bounds from shadow data, and the live status carries the guard's decision but not its configuration.
@@ -50,6 +51,26 @@ def version_rows(services: Services, principal: Principal, tenant_id: str) -> li
             }
         )
     return rows
+
+
+def watch_rows(services: Services, principal: Principal, tenant_id: str) -> list[dict[str, Any]]:
+    """Post-promotion watches, the newest first: what is watched against what, how far, and how each ended."""
+    now = utcnow()
+    return [
+        {
+            "model": w.model_name,
+            "champion": f"v{w.champion_number}",
+            "watched against": f"v{w.previous_number}",
+            "status": w.status.replace("_", " "),
+            "days": round((min(now, w.ended_at or now) - w.started_at).total_seconds() / DAY_S, 1),
+            "of days": round((w.min_until - w.started_at).total_seconds() / DAY_S, 1),
+            "labels": w.labels,
+            "of labels": w.min_labels,
+            "harm q": round(w.q_harm, 4),
+            "why": w.reason,
+        }
+        for w in services.watches.progress(principal, tenant_id)
+    ]
 
 
 class FailedCandidate(BaseModel):

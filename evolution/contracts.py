@@ -37,6 +37,23 @@ class PrincipalRef(BaseModel):
     tenant_id: str
 
 
+DAY_S = 86_400.0
+
+
+class WatchPolicy(BaseModel):
+    """How long a promoted champion is watched: until both the period and the labels are reached, at most max_s."""
+
+    enabled: bool = Field(default=True, description="start a watch after every promotion that had a canary")
+    min_s: float = Field(default=14 * DAY_S, gt=0, description="the shortest watch")
+    min_labels: int = Field(default=5_000, ge=0, description="labelled requests the watch waits for at least")
+    max_s: float = Field(
+        default=60 * DAY_S,
+        gt=0,
+        description="the longest watch: it ends 'expired' here if the labels never came (a notification says so)",
+    )
+    look_interval_s: float = Field(default=600.0, gt=0, description="how often the harm test looks")
+
+
 class RolloutTiming(BaseModel):
     look_interval_s: float = Field(default=60.0, gt=0)
     training_timeout_s: float = Field(
@@ -55,6 +72,9 @@ class RolloutTiming(BaseModel):
         description="How long a step whose worker died is waited for before it is retried elsewhere: caps the "
         "start-to-close timeout of the short steps and every step's heartbeat timeout. None: the policies' "
         "defaults (workflows/policies.py: heartbeats within 30 s, start-to-close 60 s and more).",
+    )
+    watch: WatchPolicy = Field(
+        default_factory=WatchPolicy, description="the post-promotion watch a promotion after a canary starts"
     )
 
 

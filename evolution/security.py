@@ -42,6 +42,7 @@ class Action(StrEnum):
     ACKNOWLEDGE_RESTORE = "acknowledge_restore"
     DEFINE_MODEL = "define_model"
     ACCEPT_SNAPSHOT = "accept_snapshot"
+    WATCH_ROLLBACK = "watch_rollback"
 
 
 R = Role
@@ -70,6 +71,9 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.DEFINE_MODEL: frozenset({R.ADMIN}),
     # Lets a retraining train on a window whose data-quality checks fired: admins only.
     Action.ACCEPT_SNAPSHOT: frozenset({R.ADMIN}),
+    # The post-promotion watch restores the previous champion when its harm test fires: the orchestrator only
+    # (a person uses FORCE_ROLLBACK, which needs no test).
+    Action.WATCH_ROLLBACK: frozenset({R.SYSTEM}),
 }
 
 ALL_TENANTS = "*"

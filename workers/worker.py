@@ -23,6 +23,7 @@ from activities.quality import QualityHoldActivities
 from activities.reconciler import ReconcilerActivities
 from activities.registry import RegistryActivities
 from activities.training import TrainingActivities
+from activities.watch import WatchActivities
 from evolution.observability.logs import configure_logging
 from evolution.platform.settings import Settings, load_settings
 from evolution.platform.wiring import Services, build_services
@@ -35,10 +36,17 @@ from workers.temporal_client import connect_client, metrics_runtime
 from workflows.drift_scan import DriftScanWorkflow
 from workflows.escalations import EscalationWorkflow
 from workflows.gc import GcWorkflow
+from workflows.post_promotion_watch import PostPromotionWatchWorkflow
 from workflows.retraining import RetrainingWorkflow
 
 log = logging.getLogger(__name__)
-WORKFLOWS = [RetrainingWorkflow, DriftScanWorkflow, GcWorkflow, EscalationWorkflow]
+WORKFLOWS = [
+    RetrainingWorkflow,
+    DriftScanWorkflow,
+    GcWorkflow,
+    EscalationWorkflow,
+    PostPromotionWatchWorkflow,
+]
 
 
 def activity_objects(
@@ -56,6 +64,7 @@ def activity_objects(
         ApprovalActivities(services.approval_tickets),
         ReconcilerActivities(services.reconciler, liveness),
         QualityHoldActivities(services.snapshot_holds),
+        WatchActivities(services.watches),
     ]
 
 

@@ -19,9 +19,10 @@ from datetime import timedelta
 from typing import Any, Literal, TypeVar, overload
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 from temporalio.types import MethodAsyncSingleParam, MethodSyncSingleParam
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.approvals import ApprovalActivities
@@ -31,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.reconciler import ReconcilerActivities
     from activities.registry import RegistryActivities
     from activities.training import TrainingActivities
+    from evolution.canary.watch_models import WatchInput, watch_workflow_id
     from evolution.contracts import (
         ApprovalRequest,
         ApprovalResponse,
@@ -59,7 +61,7 @@ with workflow.unsafe.imports_passed_through():
         ValidateIn,
     )
     from evolution.lifecycle import VersionView
-    from evolution.stats.canary_models import Decision, GuardState
+    from evolution.stats.canary_models import Decision, GuardConfig, GuardState
 
 from workflows.policies import (
     HEARTBEAT_TIMEOUT,
@@ -73,6 +75,7 @@ from workflows.policies import (
     VALIDATION_TIMEOUT,
 )
 
+WATCH_START_ATTEMPTS = 3
 BLOCK_RETRAINING = "BLOCK_RETRAINING"
 CIRCUIT_OPEN = "CIRCUIT_OPEN"
 DATA_QUALITY_HOLD = "DATA_QUALITY_HOLD"
@@ -84,6 +87,8 @@ PATCH_APPROVAL_TICKETS = "approval-tickets"  # a decision needs a signed ticket,
 PATCH_RECONCILE = "reconcile-stranded-candidates"  # first fail what runs ended from outside left behind
 # One ticket check at a time, so that a replay sent while the first check runs finds the nonce spent.
 PATCH_SERIAL_TICKET_CHECKS = "serial-ticket-checks"
+# A promotion after a canary starts the post-promotion watch of the new champion (watch/{tenant}/{model}).
+PATCH_POST_PROMOTION_WATCH = "post-promotion-watch"
 PATCH_QUALITY_HOLD = (
     "data-quality-hold"  # a drift-started run waits while its window is held for data quality
 )
@@ -124,6 +129,7 @@ class RetrainingWorkflow:
         self._decision: _Decided | None = None
         self._approval_answer: ApprovalResponse | None = None
         self._version: VersionView | None = None
+        self._guard_config: GuardConfig | None = None  # the canary's, which the post-promotion watch reuses
         self._used_nonces: set[str] = set()
         # Two checks of one ticket in flight at once would both find its nonce unused (a signal and an update sent
         # together): the lock makes the second wait until the first has spent it.
@@ -453,6 +459,7 @@ class RetrainingWorkflow:
             self._status.shadow_pairs = pairs
             if shadow.guard_config is not None:
                 cursor = shadow.cursor
+                self._guard_config = shadow.guard_config
                 break
             if (workflow.now() - started).total_seconds() > timing.shadow_max_s:
                 return Decision(
@@ -555,7 +562,42 @@ class RetrainingWorkflow:
             f"candidate.{outcome}",
             f"Candidate {self._label()} of {inp.model_name} {outcome}: {reason}",
         )
+        demoted = result.result.demoted
+        if approved and demoted is not None and workflow.patched(PATCH_POST_PROMOTION_WATCH):
+            await self._start_watch(inp, demoted)
         return self._finish(outcome, reason, decision)  # type: ignore[arg-type]
+
+    async def _start_watch(self, inp: RetrainingInput, previous: VersionView) -> None:
+        """Start watching the new champion against ``previous`` (a child that outlives this run)."""
+        assert self._version is not None
+        if not inp.timing.watch.enabled or self._guard_config is None:
+            return
+        watch = WatchInput(
+            tenant_id=inp.tenant_id,
+            model_name=inp.model_name,
+            champion_version_id=self._version.id,
+            previous_version_id=previous.id,
+            config=self._guard_config,
+            policy=inp.timing.watch,
+        )
+        for _ in range(WATCH_START_ATTEMPTS):
+            try:
+                await workflow.start_child_workflow(
+                    "PostPromotionWatch",
+                    watch,
+                    id=watch_workflow_id(inp.tenant_id, inp.model_name),
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                )
+                return
+            except WorkflowAlreadyStartedError:
+                # The previous champion's watch ends at its next look (its champion changed): wait for it.
+                await workflow.sleep(timedelta(seconds=inp.timing.watch.look_interval_s))
+        await self._notify(
+            "warning",
+            "watch.not_started",
+            f"{inp.model_name}: the post-promotion watch of {self._label()} could not start: an older watch of "
+            "the model is still running",
+        )
 
     # --------------------------------------------------------------- helpers
     @overload

@@ -29,6 +29,16 @@ if failures:
         with st.expander(f"{failure.model} v{failure.number} · {failure.at} · {failure.headline}"):
             st.code(failure.reason, language=None)  # a trainer's last output lines keep their line breaks
 
+watches = governance.watch_rows(services, principal, tenant)
+if watches:
+    st.subheader("Post-promotion watch")
+    st.caption(
+        "After a promotion the previous champion keeps scoring the same requests; the harm test (always-valid q) "
+        "rolls the new champion back if its error is significantly higher. A watch ends kept once both its days "
+        "and its labels are reached."
+    )
+    st.dataframe(watches, hide_index=True, width="stretch")
+
 st.subheader("Live retraining")
 try:
     status = governance.live_status(tenant)

@@ -19,6 +19,9 @@ from evolution.stats.canary import (
 
 SHADOW_ROLE = "shadow"
 CANARY_ROLE = "canary"
+WATCH_ROLE = (
+    "watch"  # after a promotion: the champion served, the previous champion scored (a post-promotion watch)
+)
 
 
 class CanaryService:

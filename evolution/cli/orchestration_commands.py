@@ -70,6 +70,7 @@ def status(tenant: TenantOpt) -> None:
     stranded, current = run_async(_with_orchestrator(look))
     for version in stranded:
         typer.echo(f"v{version.number} of {version.model_name} failed: {STRANDED_REASON}")
+    _echo_watches(tenant)
     if current is None:
         typer.echo(f"no retraining recorded for {tenant}")
         return
@@ -92,6 +93,17 @@ def status(tenant: TenantOpt) -> None:
     if current.awaiting_approval:
         model = current.model_name or "<model>"
         typer.echo(f"waiting for approval: evolution approve --tenant {tenant} --model {model}")
+
+
+def _echo_watches(tenant: str) -> None:
+    """The latest post-promotion watch of each model: its progress while it runs, how it ended after."""
+    from evolution.timeutil import utcnow
+
+    latest: dict[str, str] = {}
+    for watch in services().watches.progress(operator(settings()), tenant):
+        latest.setdefault(watch.model_name, watch.summary(utcnow()))
+    for model_name, line in sorted(latest.items()):
+        typer.echo(f"post-promotion watch of {model_name}: {line}")
 
 
 def _decide(tenant: str, model: str, decision: ApprovalDecision, reason: str, ticket_only: bool) -> None:

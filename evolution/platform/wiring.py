@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.canary.service import CanaryService
+from evolution.canary.watch import PostPromotionWatches
 from evolution.data.events import EventIngestor
 from evolution.data.outcomes import OutcomeJoiner
 from evolution.data.quality_holds import SnapshotHolds
@@ -209,7 +210,12 @@ class Services:
                 self.prediction_writer.record_predictions, write_behind_s=records_write_behind_s
             ),
             tenants=self.tenants,
+            watched_predecessor=self.watches.watched_predecessor,
         )
+
+    @cached_property
+    def watches(self) -> PostPromotionWatches:
+        return PostPromotionWatches(self.factory, self.registry, self.outcomes, self.notifier)
 
     @cached_property
     def prediction_writer(self) -> OutcomeJoiner:

@@ -227,6 +227,42 @@ class SnapshotQualityMark(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class PostPromotionWatch(Base):
+    """A promoted champion watched against the one it replaced (evolution/canary/watch.py).
+
+    While ``status`` is 'watching', serving scores the previous champion beside the champion on every request
+    (role 'watch') and the harm test runs on the paired errors; the row keeps the test's progress. It ends 'kept'
+    (the period passed without harm), 'rolled_back' (harm: the previous champion restored), 'superseded' (the
+    champion changed meanwhile) or 'expired' (the period's longest bound passed without enough labels).
+    """
+
+    __tablename__ = "post_promotion_watches"
+    __table_args__ = (
+        Index("ix_post_promotion_watches_tenant_model_status", "tenant_id", "model_name", "status"),
+        CheckConstraint(
+            "status IN ('watching', 'kept', 'rolled_back', 'superseded', 'expired')", name="status_known"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    model_name: Mapped[str] = mapped_column(String(100))
+    champion_version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"))
+    previous_version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"))
+    workflow_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    min_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    max_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    min_labels: Mapped[int] = mapped_column(Integer)
+    labels: Mapped[int] = mapped_column(Integer)
+    q_harm: Mapped[float] = mapped_column(Float)
+    theta_hat: Mapped[float] = mapped_column(Float)
+    last_look_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(Text)
+
+
 class BaselineQualityRecord(Base):
     """Quality data computed once for a baseline made before the checks (evolution/drift/quality_backfill.py).
 

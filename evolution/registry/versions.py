@@ -182,11 +182,64 @@ class ModelRegistryService:
         authorize(principal, Action.FORCE_ROLLBACK, tenant_id)
         if not reason.strip():
             raise InvalidInput("reason: a forced rollback needs a reason for the audit log")
+        result = self._restore_previous(
+            principal, tenant_id, model_name, request_id, reason, "force_rollback", None
+        )
+        metrics.ROLLBACKS.labels(tenant_id, "forced").inc()
+        return result
+
+    def watch_rollback(
+        self,
+        principal: Principal,
+        tenant_id: str,
+        model_name: str,
+        champion_version_id: str,
+        request_id: str,
+        reason: str,
+    ) -> TransitionResult:
+        """The post-promotion watch found harm: restore the previous champion, if ``champion_version_id`` is still
+        the champion (a champion changed meanwhile is not the watch's to roll back: Conflict)."""
+        authorize(principal, Action.WATCH_ROLLBACK, tenant_id)
+        result = self._restore_previous(
+            principal,
+            tenant_id,
+            model_name,
+            request_id,
+            reason,
+            "watch_rollback",
+            champion_version_id,
+        )
+        metrics.ROLLBACKS.labels(tenant_id, "watch").inc()
+        return result
+
+    def _restore_previous(
+        self,
+        principal: Principal,
+        tenant_id: str,
+        model_name: str,
+        request_id: str,
+        reason: str,
+        operation: str,
+        expected_champion_id: str | None,
+    ) -> TransitionResult:
+        # The audit says which door it came through: an admin's forced rollback or the watch's.
+        door = {
+            "force_rollback": ("forced_rollback", "forced rollback: "),
+            "watch_rollback": ("watch_rollback", "post-promotion watch: "),
+        }
+        detail_key, prefix = door[operation]
+        details = {detail_key: True}
+        audit_reason = prefix + reason
 
         def work(session: Session) -> dict[str, Any]:
             champion = self._current(session, tenant_id, model_name, ModelState.CHAMPION)
             if champion is None:
                 raise NotFound(f"{tenant_id}/{model_name} has no CHAMPION to roll back")
+            if expected_champion_id is not None and champion.id != expected_champion_id:
+                raise Conflict(
+                    f"{tenant_id}/{model_name}: v{champion.number} ({champion.id}) is the champion now, not "
+                    f"{expected_champion_id}; nothing to roll back"
+                )
             previous = session.scalars(
                 select(ModelVersion)
                 .where(
@@ -208,9 +261,9 @@ class ModelRegistryService:
                 ModelState.DEPRECATED,
                 champion.lock_version,
                 request_id,
-                "forced rollback: " + reason,
+                audit_reason,
                 None,
-                {"forced_rollback": True},
+                details,
             )
             restored, seq = self._apply_with_seq(
                 session,
@@ -219,9 +272,9 @@ class ModelRegistryService:
                 ModelState.CHAMPION,
                 previous.lock_version,
                 request_id,
-                "forced rollback: " + reason,
+                audit_reason,
                 None,
-                {"forced_rollback": True, "replaces": champion.id},
+                {**details, "replaces": champion.id},
             )
             return TransitionResult(
                 version=version_view(restored),
@@ -230,18 +283,16 @@ class ModelRegistryService:
                 demoted=version_view(demoted),
             ).model_dump(mode="json")
 
-        result = TransitionResult.model_validate(
+        return TransitionResult.model_validate(
             run_idempotent(
                 self._factory,
                 tenant_id=tenant_id,
                 request_id=request_id,
-                operation="force_rollback",
+                operation=operation,
                 payload={"model_name": model_name, "reason": reason},
                 work=work,
             )
         )
-        metrics.ROLLBACKS.labels(tenant_id, "forced").inc()
-        return result
 
     # ----------------------------------------------------------------- queries
     def get_version(self, principal: Principal, version_id: str) -> VersionView:

@@ -1,5 +1,6 @@
 """Answers predictions from cached, verified models: champion serves, a SHADOW candidate scores alongside, a CANARY
-candidate serves a deterministic share of requests (by request id) while the champion shadow-scores them.
+candidate serves a deterministic share of requests (by request id) while the champion shadow-scores them; after a
+promotion, the previous champion scores beside the champion while a post-promotion watch runs.
 
 Serving outlives registry outages. The models of each tenant and model name are loaded on first use and kept in
 memory; which versions serve is re-read from the registry every ``refresh_s``:
@@ -82,6 +83,9 @@ class UnknownFeatures(InvalidInput):
         self.problems = problems
 
 
+WatchedPredecessor = Callable[[str, str], VersionView | None]
+"""Given a tenant and a model name, the previous champion a post-promotion watch has scored beside the champion."""
+
 ExtraFeatures = Literal["refuse", "ignore"]
 ExtraFeaturesPolicy = Callable[[str, str], ExtraFeatures]
 """Given a tenant and a model name, what a feature the model does not know gets: refused (422) or ignored."""
@@ -128,7 +132,10 @@ class PredictOut(BaseModel):
     prediction: float
     served_by: str = Field(description="model version id")
     version_number: int
-    role: str = Field(description="champion, shadow (champion served, candidate scored) or canary")
+    role: str = Field(
+        description="champion, shadow (champion served, candidate scored), canary, or watch (champion served, the "
+        "previous champion scored: a post-promotion watch)"
+    )
 
 
 class ServingModel(BaseModel):
@@ -140,7 +147,9 @@ class ServingModel(BaseModel):
 class CurrentModels(BaseModel):
     champion: ServingModel | None
     candidate: ServingModel | None
-    candidate_state: ModelState | None = Field(description="SHADOW or CANARY when a candidate serves")
+    candidate_state: ModelState | None = Field(
+        description="SHADOW or CANARY when a candidate serves; DEPRECATED when the previous champion is watched"
+    )
     canary_share: float
 
 
@@ -178,12 +187,14 @@ class Predictor:
         records: PredictionBuffer | None = None,
         tenants: TenantService | None = None,
         extra_features: ExtraFeaturesPolicy = refuse_extra_features,
+        watched_predecessor: WatchedPredecessor | None = None,
     ) -> None:
         """``tenants`` tells each tenant's identifier columns (accepted in instances, never used); without it only
         the models' own features are accepted."""
         self._registry = registry
         self._tenants = tenants
         self._extra_features = extra_features
+        self._watched_predecessor = watched_predecessor
         self._loader = loader
         self._outcomes = outcomes
         self._canary_share = canary_share
@@ -247,6 +258,8 @@ class Predictor:
             served, served_by = champ, slot.champion
             if slot.candidate is not None and slot.candidate_state == ModelState.SHADOW:
                 role = "shadow"
+            elif slot.candidate is not None and slot.candidate_state == ModelState.DEPRECATED:
+                role = "watch"
             elif slot.candidate is not None and slot.candidate_state == ModelState.CANARY:
                 if cand_valid and canary_bucket(tenant_id, model_name, inst.request_id) < self._canary_share:
                     role, served, served_by = "canary", cand, slot.candidate  # type: ignore[assignment]
@@ -395,9 +408,13 @@ class Predictor:
                     break  # the registry is down: one attempt per interval is enough
 
     def _serving_versions(self, tenant_id: str, model_name: str) -> list[VersionView]:
-        return self._registry.in_states(
+        versions = self._registry.in_states(
             Principal.system(tenant_id, "serving"), tenant_id, model_name, SERVING_STATES
         )
+        if self._watched_predecessor is None or any(v.state != ModelState.CHAMPION for v in versions):
+            return versions  # a candidate in SHADOW or CANARY takes the scoring slot; the watch waits for it
+        previous = self._watched_predecessor(tenant_id, model_name)
+        return versions if previous is None else [*versions, previous]
 
     def _id_columns(self, tenant_id: str) -> frozenset[str]:
         if self._tenants is None:

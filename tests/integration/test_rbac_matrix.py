@@ -499,6 +499,22 @@ TABLE: dict[Action, Row] = {
     ),
     # `evolution snapshot accept` is its only door: the dashboard offers no control and the API no operation.
     Action.ACCEPT_SNAPSHOT: Row(ServiceCall("snapshot_holds.accept", _accept_held_window)),
+    # The orchestrator's alone (its post-promotion watch): every person is refused, an admin included, and no API
+    # operation or dashboard control performs it (a person rolls back with FORCE_ROLLBACK).
+    Action.WATCH_ROLLBACK: Row(
+        ServiceCall(
+            "registry.watch_rollback",
+            lambda w, p, t, _: w.services.registry.watch_rollback(
+                p,  # type: ignore[arg-type]
+                t,
+                "rollback-m",
+                "mv-watched",
+                w.rid("wr"),
+                "matrix",
+            ),
+            prepare=lambda w, t: w.rollback_ready(t, "rollback-m"),
+        )
+    ),
 }
 
 

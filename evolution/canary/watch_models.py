@@ -1,0 +1,134 @@
+"""What the post-promotion watch carries between its steps: the policy, each step's input and output, its progress.
+
+Plain pydantic (no numpy, no database) so that the watch workflow can carry them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from evolution.contracts import DAY_S, WatchPolicy
+from evolution.stats.canary_models import GuardConfig, GuardState
+
+WatchStatus = Literal["watching", "kept", "rolled_back", "superseded", "expired"]
+Verdict = Literal["continue", "harm", "kept", "superseded", "expired"]
+
+
+def watch_workflow_id(tenant_id: str, model_name: str) -> str:
+    return f"watch/{tenant_id}/{model_name}"
+
+
+class WatchInput(BaseModel):
+    tenant_id: str
+    model_name: str
+    champion_version_id: str = Field(description="the promoted version under watch")
+    previous_version_id: str = Field(description="the champion it replaced, which shadow-scores meanwhile")
+    config: GuardConfig = Field(
+        description="the canary's guard configuration (tau fixed before, never on live data)"
+    )
+    policy: WatchPolicy = Field(default_factory=WatchPolicy)
+    carried: WatchCarry | None = Field(default=None, description="set when the workflow continued as new")
+
+
+class WatchCarry(BaseModel):
+    watch_id: str
+    cursor: int = 0
+    state: GuardState = Field(default_factory=GuardState)
+
+
+class WatchStartIn(BaseModel):
+    tenant_id: str
+    model_name: str
+    champion_version_id: str
+    previous_version_id: str
+    workflow_id: str
+    policy: WatchPolicy
+
+
+class WatchStartOut(BaseModel):
+    watch_id: str
+
+
+class WatchLookIn(BaseModel):
+    tenant_id: str
+    model_name: str
+    watch_id: str
+    champion_version_id: str
+    previous_version_id: str
+    cursor: int
+    config: GuardConfig
+    state: GuardState
+
+
+class WatchLookOut(BaseModel):
+    verdict: Verdict
+    reason: str
+    cursor: int
+    state: GuardState
+    labels: int
+    q_harm: float
+
+
+class WatchEndIn(BaseModel):
+    tenant_id: str
+    model_name: str
+    watch_id: str
+    champion_version_id: str
+    verdict: Verdict
+    reason: str
+    request_id: str
+
+
+class WatchEndOut(BaseModel):
+    status: WatchStatus
+    message: str
+
+
+class WatchResult(BaseModel):
+    tenant_id: str
+    model_name: str
+    watch_id: str
+    status: WatchStatus
+    reason: str
+    labels: int
+    q_harm: float
+
+
+class WatchProgress(BaseModel):
+    """A watch as `evolution status` and the Governance page show it."""
+
+    watch_id: str
+    model_name: str
+    status: WatchStatus
+    champion_version_id: str
+    champion_number: int
+    previous_version_id: str
+    previous_number: int
+    started_at: datetime
+    min_until: datetime
+    max_until: datetime
+    labels: int
+    min_labels: int
+    q_harm: float
+    theta_hat: float
+    last_look_at: datetime | None
+    ended_at: datetime | None
+    reason: str
+
+    def summary(self, now: datetime) -> str:
+        """One line: where the watch stands."""
+        head = f"v{self.champion_number} watched against v{self.previous_number}"
+        if self.status != "watching":
+            return f"{head}: {self.status.replace('_', ' ')} ({self.reason})"
+        days = (now - self.started_at).total_seconds() / DAY_S
+        period = (self.min_until - self.started_at).total_seconds() / DAY_S
+        return (
+            f"{head}: {days:.1f}/{period:g} days, {self.labels:,}/{self.min_labels:,} labels, "
+            f"harm q = {self.q_harm:.3g}"
+        )
+
+
+WatchInput.model_rebuild()

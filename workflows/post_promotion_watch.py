@@ -1,0 +1,106 @@
+"""The post-promotion watch (``watch/{tenant}/{model}``): started by a promotion that had a canary, it looks every
+``look_interval_s`` at the paired errors of the champion and the one it replaced, and ends kept (the period passed
+without harm), rolled back (harm: the previous champion restored through the registry), superseded (the champion
+changed meanwhile) or expired (the longest period passed without enough labels). Every end is audited and notified.
+
+The harm test's state is small and carried; the workflow continues as new every ``LOOKS_PER_RUN`` looks so that a
+watch of weeks keeps a short history.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.watch import WatchActivities
+    from evolution.canary.watch_models import (
+        WatchCarry,
+        WatchEndIn,
+        WatchInput,
+        WatchLookIn,
+        WatchLookOut,
+        WatchResult,
+        WatchStartIn,
+    )
+
+from workflows.policies import HEARTBEAT_TIMEOUT, LOOK_TIMEOUT, REGISTRY_TIMEOUT, TRANSIENT_RETRY
+
+LOOKS_PER_RUN = 500
+
+
+@workflow.defn(name="PostPromotionWatch")
+class PostPromotionWatchWorkflow:
+    def __init__(self) -> None:
+        self._last: WatchLookOut | None = None
+
+    @workflow.query(name="last_look")
+    def last_look(self) -> WatchLookOut | None:
+        return self._last
+
+    @workflow.run
+    async def run(self, inp: WatchInput) -> WatchResult:
+        carry = inp.carried
+        if carry is None:
+            started = await workflow.execute_activity_method(
+                WatchActivities.start_watch,
+                WatchStartIn(
+                    tenant_id=inp.tenant_id,
+                    model_name=inp.model_name,
+                    champion_version_id=inp.champion_version_id,
+                    previous_version_id=inp.previous_version_id,
+                    workflow_id=workflow.info().workflow_id,
+                    policy=inp.policy,
+                ),
+                start_to_close_timeout=REGISTRY_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=TRANSIENT_RETRY,
+            )
+            carry = WatchCarry(watch_id=started.watch_id)
+        for _ in range(LOOKS_PER_RUN):
+            await workflow.sleep(timedelta(seconds=inp.policy.look_interval_s))
+            look = await workflow.execute_activity_method(
+                WatchActivities.watch_look,
+                WatchLookIn(
+                    tenant_id=inp.tenant_id,
+                    model_name=inp.model_name,
+                    watch_id=carry.watch_id,
+                    champion_version_id=inp.champion_version_id,
+                    previous_version_id=inp.previous_version_id,
+                    cursor=carry.cursor,
+                    config=inp.config,
+                    state=carry.state,
+                ),
+                start_to_close_timeout=LOOK_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=TRANSIENT_RETRY,
+            )
+            self._last = look
+            carry = WatchCarry(watch_id=carry.watch_id, cursor=look.cursor, state=look.state)
+            if look.verdict != "continue":
+                ended = await workflow.execute_activity_method(
+                    WatchActivities.end_watch,
+                    WatchEndIn(
+                        tenant_id=inp.tenant_id,
+                        model_name=inp.model_name,
+                        watch_id=carry.watch_id,
+                        champion_version_id=inp.champion_version_id,
+                        verdict=look.verdict,
+                        reason=look.reason,
+                        request_id=f"{workflow.info().workflow_id}/{carry.watch_id}/end",
+                    ),
+                    start_to_close_timeout=REGISTRY_TIMEOUT,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    retry_policy=TRANSIENT_RETRY,
+                )
+                return WatchResult(
+                    tenant_id=inp.tenant_id,
+                    model_name=inp.model_name,
+                    watch_id=carry.watch_id,
+                    status=ended.status,
+                    reason=ended.message,
+                    labels=look.labels,
+                    q_harm=look.q_harm,
+                )
+        workflow.continue_as_new(inp.model_copy(update={"carried": carry}))
