@@ -11,10 +11,10 @@ from activities.heartbeat import heartbeats
 from evolution.canary.watch_models import (
     WatchEndIn,
     WatchEndOut,
-    WatchLookIn,
     WatchLookOut,
     WatchStartIn,
     WatchStartOut,
+    WatchStepIn,
 )
 from evolution.observability.tracing import span
 
@@ -35,14 +35,8 @@ class WatchActivities:
     @activity.defn(name="watch_look")
     @domain_errors_are_final
     @heartbeats
-    def watch_look(self, inp: WatchLookIn) -> WatchLookOut:
-        with span(
-            "Serving",
-            tenant=inp.tenant_id,
-            model=inp.model_name,
-            version_id=inp.champion_version_id,
-            role="watch",
-        ):
+    def watch_look(self, inp: WatchStepIn) -> WatchLookOut:
+        with span("Serving", tenant=inp.tenant_id, watch_id=inp.watch_id, role="watch"):
             return self._watches.look(inp)
 
     @activity.defn(name="end_watch")

@@ -3,8 +3,9 @@
 without harm), rolled back (harm: the previous champion restored through the registry), superseded (the champion
 changed meanwhile) or expired (the longest period passed without enough labels). Every end is audited and notified.
 
-The harm test's state is small and carried; the workflow continues as new every ``LOOKS_PER_RUN`` looks so that a
-watch of weeks keeps a short history.
+The harm test (its configuration, state and cursor) lives in the watch's row, not here: a watch started by hand
+through the Temporal client names ids and a period, nothing that could decide. The workflow continues as new every
+``LOOKS_PER_RUN`` looks so that a watch of weeks keeps a short history.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.watch import WatchActivities
     from evolution.canary.watch_models import (
-        WatchCarry,
         WatchEndIn,
         WatchInput,
-        WatchLookIn,
         WatchLookOut,
         WatchResult,
         WatchStartIn,
+        WatchStepIn,
     )
 
 from workflows.policies import HEARTBEAT_TIMEOUT, LOOK_TIMEOUT, REGISTRY_TIMEOUT, TRANSIENT_RETRY
@@ -41,8 +41,8 @@ class PostPromotionWatchWorkflow:
 
     @workflow.run
     async def run(self, inp: WatchInput) -> WatchResult:
-        carry = inp.carried
-        if carry is None:
+        watch_id = inp.watch_id
+        if watch_id is None:
             started = await workflow.execute_activity_method(
                 WatchActivities.start_watch,
                 WatchStartIn(
@@ -57,38 +57,25 @@ class PostPromotionWatchWorkflow:
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=TRANSIENT_RETRY,
             )
-            carry = WatchCarry(watch_id=started.watch_id)
+            watch_id = started.watch_id
+        step = WatchStepIn(tenant_id=inp.tenant_id, watch_id=watch_id)
         for _ in range(LOOKS_PER_RUN):
             await workflow.sleep(timedelta(seconds=inp.policy.look_interval_s))
             look = await workflow.execute_activity_method(
                 WatchActivities.watch_look,
-                WatchLookIn(
-                    tenant_id=inp.tenant_id,
-                    model_name=inp.model_name,
-                    watch_id=carry.watch_id,
-                    champion_version_id=inp.champion_version_id,
-                    previous_version_id=inp.previous_version_id,
-                    cursor=carry.cursor,
-                    config=inp.config,
-                    state=carry.state,
-                ),
+                step,
                 start_to_close_timeout=LOOK_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=TRANSIENT_RETRY,
             )
             self._last = look
-            carry = WatchCarry(watch_id=carry.watch_id, cursor=look.cursor, state=look.state)
             if look.verdict != "continue":
                 ended = await workflow.execute_activity_method(
                     WatchActivities.end_watch,
                     WatchEndIn(
                         tenant_id=inp.tenant_id,
-                        model_name=inp.model_name,
-                        watch_id=carry.watch_id,
-                        champion_version_id=inp.champion_version_id,
-                        verdict=look.verdict,
-                        reason=look.reason,
-                        request_id=f"{workflow.info().workflow_id}/{carry.watch_id}/end",
+                        watch_id=watch_id,
+                        request_id=f"{workflow.info().workflow_id}/{watch_id}/end",
                     ),
                     start_to_close_timeout=REGISTRY_TIMEOUT,
                     heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -97,10 +84,10 @@ class PostPromotionWatchWorkflow:
                 return WatchResult(
                     tenant_id=inp.tenant_id,
                     model_name=inp.model_name,
-                    watch_id=carry.watch_id,
+                    watch_id=watch_id,
                     status=ended.status,
                     reason=ended.message,
-                    labels=look.labels,
-                    q_harm=look.q_harm,
+                    labels=ended.labels,
+                    q_harm=ended.q_harm,
                 )
-        workflow.continue_as_new(inp.model_copy(update={"carried": carry}))
+        workflow.continue_as_new(inp.model_copy(update={"watch_id": watch_id}))

@@ -61,7 +61,7 @@ with workflow.unsafe.imports_passed_through():
         ValidateIn,
     )
     from evolution.lifecycle import VersionView
-    from evolution.stats.canary_models import Decision, GuardConfig, GuardState
+    from evolution.stats.canary_models import Decision, GuardState
 
 from workflows.policies import (
     HEARTBEAT_TIMEOUT,
@@ -129,7 +129,7 @@ class RetrainingWorkflow:
         self._decision: _Decided | None = None
         self._approval_answer: ApprovalResponse | None = None
         self._version: VersionView | None = None
-        self._guard_config: GuardConfig | None = None  # the canary's, which the post-promotion watch reuses
+        self._had_canary = False  # only a promotion after a canary is watched: the watch reuses its guard
         self._used_nonces: set[str] = set()
         # Two checks of one ticket in flight at once would both find its nonce unused (a signal and an update sent
         # together): the lock makes the second wait until the first has spent it.
@@ -459,7 +459,7 @@ class RetrainingWorkflow:
             self._status.shadow_pairs = pairs
             if shadow.guard_config is not None:
                 cursor = shadow.cursor
-                self._guard_config = shadow.guard_config
+                self._had_canary = True
                 break
             if (workflow.now() - started).total_seconds() > timing.shadow_max_s:
                 return Decision(
@@ -570,14 +570,13 @@ class RetrainingWorkflow:
     async def _start_watch(self, inp: RetrainingInput, previous: VersionView) -> None:
         """Start watching the new champion against ``previous`` (a child that outlives this run)."""
         assert self._version is not None
-        if not inp.timing.watch.enabled or self._guard_config is None:
+        if not inp.timing.watch.enabled or not self._had_canary:
             return
         watch = WatchInput(
             tenant_id=inp.tenant_id,
             model_name=inp.model_name,
             champion_version_id=self._version.id,
             previous_version_id=previous.id,
-            config=self._guard_config,
             policy=inp.timing.watch,
         )
         for _ in range(WATCH_START_ATTEMPTS):

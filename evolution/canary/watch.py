@@ -20,22 +20,23 @@ from evolution.canary.watch_models import (
     Verdict,
     WatchEndIn,
     WatchEndOut,
-    WatchLookIn,
     WatchLookOut,
     WatchProgress,
     WatchStartIn,
     WatchStartOut,
     WatchStatus,
+    WatchStepIn,
 )
 from evolution.data.outcomes import OutcomeJoiner
-from evolution.errors import Conflict, NotFound
+from evolution.errors import Conflict, InvalidInput, NotFound
 from evolution.lifecycle import ModelState, VersionView
 from evolution.notifications.port import NotificationIn, Notifier
 from evolution.registry.audit import append_audit
 from evolution.registry.db import reading, transaction
-from evolution.registry.schema import ModelVersion, PostPromotionWatch
+from evolution.registry.schema import AuditEntry, ModelVersion, PostPromotionWatch
 from evolution.registry.versions import ModelRegistryService
 from evolution.security import Action, Principal, authorize
+from evolution.stats.canary_models import GuardConfig, GuardState
 from evolution.stats.watch import harm_look, observe_watch
 from evolution.timeutil import as_utc, utcnow
 
@@ -62,7 +63,9 @@ class PostPromotionWatches:
 
     # ------------------------------------------------------------------ the workflow's steps
     def start(self, inp: WatchStartIn) -> WatchStartOut:
-        """Record the watch (a retried step finds the one it made); an older watch of the model ends superseded."""
+        """Record the watch of a real promotion (a retried step finds the one it made); an older watch of the model
+        ends superseded. The champion must be the model's current one and the previous version the champion it
+        replaced; the harm test takes the canary's configuration from the audit log, never from the caller."""
         principal = Principal.system(inp.tenant_id, "watch")
         authorize(principal, Action.TRANSITION, inp.tenant_id)
         now = utcnow()
@@ -76,6 +79,7 @@ class PostPromotionWatches:
             ).first()
             if existing is not None:
                 return WatchStartOut(watch_id=existing.id)
+            config = self._promotion_guard(session, inp)
             for older in self._watching(session, inp.tenant_id, inp.model_name):
                 self._end_row(session, principal, older, "superseded", "a newer champion was promoted", now)
             row = PostPromotionWatch(
@@ -93,6 +97,9 @@ class PostPromotionWatches:
                 labels=0,
                 q_harm=1.0,
                 theta_hat=0.0,
+                guard_config=config.model_dump(mode="json"),
+                guard_state=GuardState().model_dump(mode="json"),
+                cursor=0,
                 last_look_at=None,
                 ended_at=None,
                 reason="watching",
@@ -115,76 +122,86 @@ class PostPromotionWatches:
             )
         return WatchStartOut(watch_id=row.id)
 
-    def look(self, inp: WatchLookIn) -> WatchLookOut:
-        """Join the outcomes that arrived since ``cursor``, run the harm test, and say whether the watch goes on."""
+    def look(self, inp: WatchStepIn) -> WatchLookOut:
+        """Join the outcomes that arrived since the last look, run the harm test, and say whether the watch goes on."""
         principal = Principal.system(inp.tenant_id, "watch")
-        champion = self._registry.current(principal, inp.tenant_id, inp.model_name, ModelState.CHAMPION)
-        pairs = self._outcomes.paired_errors(
-            principal, inp.tenant_id, inp.previous_version_id, inp.cursor, [WATCH_ROLE]
-        )
-        state = inp.state
+        with reading(self._factory, inp.tenant_id) as session:
+            row = self._row(session, inp.tenant_id, inp.watch_id)
+            if row.status != "watching":
+                return WatchLookOut(
+                    verdict=ENDED_AS[row.status], reason=row.reason, labels=row.labels, q_harm=row.q_harm
+                )
+            model_name, champion_id, previous_id = (
+                row.model_name,
+                row.champion_version_id,
+                row.previous_version_id,
+            )
+            config = GuardConfig.model_validate(row.guard_config)
+            state = GuardState.model_validate(row.guard_state)
+            cursor = row.cursor
+        champion = self._registry.current(principal, inp.tenant_id, model_name, ModelState.CHAMPION)
+        pairs = self._outcomes.paired_errors(principal, inp.tenant_id, previous_id, cursor, [WATCH_ROLE])
         if pairs.pairs:
             # The served champion is the "candidate" of the mirror test: harm means its MAE is the higher one.
             state = observe_watch(
                 state,
-                inp.config,
+                config,
                 np.asarray(pairs.candidate_abs_errors, dtype=float),
                 np.asarray(pairs.champion_abs_errors, dtype=float),
             )
-        decision = harm_look(state, inp.config)
+        decision = harm_look(state, config)
         state = decision.state or state
         now = utcnow()
         with transaction(self._factory, inp.tenant_id) as session:
             row = self._row(session, inp.tenant_id, inp.watch_id)
-            if row.status == "watching":
+            if row.status == "watching" and row.cursor == cursor:  # else a retried look already counted these
+                row.guard_state = state.model_dump(mode="json")
+                row.cursor = pairs.cursor
                 row.labels = decision.n
                 row.q_harm = decision.q_rollback
                 row.theta_hat = decision.theta_hat
                 row.last_look_at = now
-            verdict, reason = verdict_of(
-                row, champion, inp.champion_version_id, decision.action, decision.reason, now
-            )
+            verdict, reason = verdict_of(row, champion, champion_id, now)
             if verdict == "continue":
                 row.reason = reason
-        return WatchLookOut(
-            verdict=verdict,
-            reason=reason,
-            cursor=pairs.cursor,
-            state=state,
-            labels=decision.n,
-            q_harm=decision.q_rollback,
-        )
+            return WatchLookOut(verdict=verdict, reason=reason, labels=row.labels, q_harm=row.q_harm)
 
     def end(self, inp: WatchEndIn) -> WatchEndOut:
-        """End the watch as its last look said: on harm, restore the previous champion first. Notified."""
+        """End the watch as its row says (harm only if its own test decided so): on harm, restore the previous
+        champion first. Audited and notified; a watch that should go on, or already ended, is left as it is."""
         principal = Principal.system(inp.tenant_id, "watch")
-        status = ENDINGS[inp.verdict]
-        reason = inp.reason
-        message = f"{inp.model_name}: post-promotion watch ended {status.replace('_', ' ')}: {reason}"
-        severity = "info"
+        with reading(self._factory, inp.tenant_id) as session:
+            row = self._row(session, inp.tenant_id, inp.watch_id)
+            model_name, champion_id = row.model_name, row.champion_version_id
+            labels, q_harm = row.labels, row.q_harm
+        champion = self._registry.current(principal, inp.tenant_id, model_name, ModelState.CHAMPION)
+        verdict, reason = verdict_of(row, champion, champion_id, utcnow())
+        if row.status != "watching" or verdict == "continue":
+            status: WatchStatus = row.status  # type: ignore[assignment]
+            return WatchEndOut(status=status, message=row.reason, labels=labels, q_harm=q_harm)
+        status = ENDINGS[verdict]
+        message = f"{model_name}: post-promotion watch ended {status.replace('_', ' ')}: {reason}"
+        severity = "warning" if status == "expired" else "info"
         if status == "rolled_back":
             try:
                 result = self._registry.watch_rollback(
-                    principal, inp.tenant_id, inp.model_name, inp.champion_version_id, inp.request_id, reason
+                    principal, inp.tenant_id, model_name, champion_id, inp.request_id, reason
                 )
             except (Conflict, NotFound) as error:  # the champion changed meanwhile: not this watch's to undo
                 status, reason = "superseded", f"harm found, but {error}"
-                message = f"{inp.model_name}: post-promotion watch ended superseded: {reason}"
+                message = f"{model_name}: post-promotion watch ended superseded: {reason}"
             else:
                 restored, demoted = result.version, result.demoted
                 severity = "critical"
                 message = (
-                    f"{inp.model_name} rolled back by the post-promotion watch: v{restored.number} is CHAMPION again, "
+                    f"{model_name} rolled back by the post-promotion watch: v{restored.number} is CHAMPION again, "
                     f"v{demoted.number if demoted else '?'} deprecated ({reason})"
                 )
-        elif status == "expired":
-            severity = "warning"
         with transaction(self._factory, inp.tenant_id) as session:
             row = self._row(session, inp.tenant_id, inp.watch_id)
-            if row.status == "watching":
-                self._end_row(session, principal, row, status, reason, utcnow())
-            else:
-                status = row.status  # type: ignore[assignment]  # ended by a retried step already
+            if row.status != "watching":  # ended by a retried step already
+                return WatchEndOut(status=row.status, message=row.reason, labels=labels, q_harm=q_harm)  # type: ignore[arg-type]
+            self._end_row(session, principal, row, status, reason, utcnow())
         self._notifier.notify(
             NotificationIn(
                 tenant_id=inp.tenant_id,
@@ -194,7 +211,44 @@ class PostPromotionWatches:
                 body={"watch_id": inp.watch_id, "reason": reason},
             )
         )
-        return WatchEndOut(status=status, message=message)
+        return WatchEndOut(status=status, message=message, labels=labels, q_harm=q_harm)
+
+    def _promotion_guard(self, session: Session, inp: WatchStartIn) -> GuardConfig:
+        """The canary's guard configuration of a real promotion of ``champion`` over ``previous``; else InvalidInput."""
+        champion = session.get(ModelVersion, inp.champion_version_id)
+        previous = session.get(ModelVersion, inp.previous_version_id)
+        named = f"{inp.tenant_id}/{inp.model_name}"
+        if (
+            champion is None
+            or champion.tenant_id != inp.tenant_id
+            or champion.model_name != inp.model_name
+            or champion.state != ModelState.CHAMPION.value
+        ):
+            raise InvalidInput(f"{inp.champion_version_id} is not the champion of {named}: nothing to watch")
+        if (
+            previous is None
+            or previous.tenant_id != inp.tenant_id
+            or previous.model_name != inp.model_name
+            or previous.state != ModelState.DEPRECATED.value
+            or not previous.was_champion
+            or previous.number >= champion.number
+        ):
+            raise InvalidInput(
+                f"{inp.previous_version_id} is not a former champion of {named} before the current one"
+            )
+        promoted = session.scalars(
+            select(AuditEntry.details)
+            .where(
+                AuditEntry.tenant_id == inp.tenant_id,
+                AuditEntry.subject_id == champion.id,
+                AuditEntry.to_state == ModelState.CANARY.value,
+            )
+            .order_by(AuditEntry.seq.desc())
+        ).first()
+        guard = (promoted or {}).get("guard_config")
+        if guard is None:
+            raise InvalidInput(f"v{champion.number} of {named} had no canary: nothing to compare it with")
+        return GuardConfig.model_validate(guard)
 
     # ------------------------------------------------------------------ what serving and people read
     def watched_predecessor(self, tenant_id: str, model_name: str) -> VersionView | None:
@@ -305,21 +359,18 @@ class PostPromotionWatches:
 
 
 def verdict_of(
-    row: PostPromotionWatch,
-    champion: VersionView | None,
-    watched_id: str,
-    action: str,
-    reason: str,
-    now: datetime,
+    row: PostPromotionWatch, champion: VersionView | None, watched_id: str, now: datetime
 ) -> tuple[Verdict, str]:
-    """Harm first; then a champion that changed; then the period: kept once both bounds passed, expired at max."""
+    """Harm (the row's own test decided it) first; then a champion that changed; then the period: kept once both
+    its bounds passed, expired at its longest."""
     if row.status != "watching":
         return ENDED_AS[row.status], row.reason
+    state = GuardState.model_validate(row.guard_state)
     if champion is None or champion.id != watched_id:
         now_serving = f"v{champion.number}" if champion else "no version"
         return "superseded", f"{now_serving} is the champion now"
-    if action == "rollback":
-        return "harm", reason
+    if state.decided == "rollback":
+        return "harm", state.decided_reason or "harm test fired"
     labels_due = row.labels < row.min_labels
     if now >= as_utc(row.max_until):
         if labels_due:
@@ -329,7 +380,7 @@ def verdict_of(
         return "kept", f"no harm found in {row.labels:,} labels (q = {row.q_harm:.3g})"
     if now >= as_utc(row.min_until) and not labels_due:
         return "kept", f"no harm found in {row.labels:,} labels over the watch period (q = {row.q_harm:.3g})"
-    return "continue", reason
+    return "continue", f"{row.labels:,} labels: q = {row.q_harm:.3g}; no harm found"
 
 
 ENDED_AS: dict[str, Verdict] = {

@@ -11,7 +11,6 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from evolution.contracts import DAY_S, WatchPolicy
-from evolution.stats.canary_models import GuardConfig, GuardState
 
 WatchStatus = Literal["watching", "kept", "rolled_back", "superseded", "expired"]
 Verdict = Literal["continue", "harm", "kept", "superseded", "expired"]
@@ -22,21 +21,15 @@ def watch_workflow_id(tenant_id: str, model_name: str) -> str:
 
 
 class WatchInput(BaseModel):
+    """Names only: the harm test's configuration, state and cursor live in the watch's row, so that a watch started
+    by hand through the Temporal client cannot bring a test of its own making."""
+
     tenant_id: str
     model_name: str
     champion_version_id: str = Field(description="the promoted version under watch")
     previous_version_id: str = Field(description="the champion it replaced, which shadow-scores meanwhile")
-    config: GuardConfig = Field(
-        description="the canary's guard configuration (tau fixed before, never on live data)"
-    )
     policy: WatchPolicy = Field(default_factory=WatchPolicy)
-    carried: WatchCarry | None = Field(default=None, description="set when the workflow continued as new")
-
-
-class WatchCarry(BaseModel):
-    watch_id: str
-    cursor: int = 0
-    state: GuardState = Field(default_factory=GuardState)
+    watch_id: str | None = Field(default=None, description="set when the workflow continued as new")
 
 
 class WatchStartIn(BaseModel):
@@ -52,39 +45,29 @@ class WatchStartOut(BaseModel):
     watch_id: str
 
 
-class WatchLookIn(BaseModel):
+class WatchStepIn(BaseModel):
     tenant_id: str
-    model_name: str
     watch_id: str
-    champion_version_id: str
-    previous_version_id: str
-    cursor: int
-    config: GuardConfig
-    state: GuardState
 
 
 class WatchLookOut(BaseModel):
     verdict: Verdict
     reason: str
-    cursor: int
-    state: GuardState
     labels: int
     q_harm: float
 
 
 class WatchEndIn(BaseModel):
     tenant_id: str
-    model_name: str
     watch_id: str
-    champion_version_id: str
-    verdict: Verdict
-    reason: str
     request_id: str
 
 
 class WatchEndOut(BaseModel):
     status: WatchStatus
     message: str
+    labels: int
+    q_harm: float
 
 
 class WatchResult(BaseModel):
@@ -129,6 +112,3 @@ class WatchProgress(BaseModel):
             f"{head}: {days:.1f}/{period:g} days, {self.labels:,}/{self.min_labels:,} labels, "
             f"harm q = {self.q_harm:.3g}"
         )
-
-
-WatchInput.model_rebuild()

@@ -231,7 +231,9 @@ class PostPromotionWatch(Base):
     """A promoted champion watched against the one it replaced (evolution/canary/watch.py).
 
     While ``status`` is 'watching', serving scores the previous champion beside the champion on every request
-    (role 'watch') and the harm test runs on the paired errors; the row keeps the test's progress. It ends 'kept'
+    (role 'watch') and the harm test runs on the paired errors; the row keeps the test: its configuration (the
+    canary's, read from the audit log), its state and its cursor, so the workflow carries nothing it could forge. It
+    ends 'kept'
     (the period passed without harm), 'rolled_back' (harm: the previous champion restored), 'superseded' (the
     champion changed meanwhile) or 'expired' (the period's longest bound passed without enough labels).
     """
@@ -258,6 +260,9 @@ class PostPromotionWatch(Base):
     labels: Mapped[int] = mapped_column(Integer)
     q_harm: Mapped[float] = mapped_column(Float)
     theta_hat: Mapped[float] = mapped_column(Float)
+    guard_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    guard_state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    cursor: Mapped[int] = mapped_column(BigInteger)
     last_look_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     reason: Mapped[str] = mapped_column(Text)

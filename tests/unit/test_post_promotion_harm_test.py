@@ -68,6 +68,7 @@ def row(**changes: object) -> PostPromotionWatch:
         "min_labels": 5_000,
         "labels": 6_000,
         "q_harm": 0.7,
+        "guard_state": GuardState().model_dump(mode="json"),
         "reason": "watching",
         **changes,
     }
@@ -88,20 +89,25 @@ def champion(version_id: str = "mv-2") -> VersionView:
     )
 
 
+HARMED = GuardState(decided="rollback", decided_reason="harm test: q = 0.001").model_dump(mode="json")
+
+
 @pytest.mark.parametrize(
-    ("changes", "current", "action", "verdict"),
+    ("changes", "current", "verdict"),
     [
-        ({}, champion(), "continue", "kept"),
-        ({"labels": 4_999}, champion(), "continue", "continue"),  # the labels come later than the days
-        ({"min_until": utcnow() + timedelta(days=1)}, champion(), "continue", "continue"),
-        ({"labels": 10, "max_until": utcnow() - timedelta(seconds=1)}, champion(), "continue", "expired"),
-        ({}, champion("mv-3"), "continue", "superseded"),
-        ({}, None, "continue", "superseded"),
-        ({}, champion(), "rollback", "harm"),
+        ({}, champion(), "kept"),
+        ({"labels": 4_999}, champion(), "continue"),  # the labels come later than the days
+        ({"min_until": utcnow() + timedelta(days=1)}, champion(), "continue"),
+        ({"labels": 10, "max_until": utcnow() - timedelta(seconds=1)}, champion(), "expired"),
+        ({}, champion("mv-3"), "superseded"),
+        ({}, None, "superseded"),
+        ({"guard_state": HARMED}, champion(), "harm"),
+        ({"guard_state": HARMED}, champion("mv-3"), "superseded"),  # not this watch's champion to roll back
+        ({"status": "rolled_back", "reason": "harm"}, champion(), "harm"),
     ],
 )
 def test_a_watch_ends_kept_only_when_both_its_days_and_its_labels_are_reached(
-    changes: dict[str, object], current: VersionView | None, action: str, verdict: str
+    changes: dict[str, object], current: VersionView | None, verdict: str
 ) -> None:
-    got, reason = verdict_of(row(**changes), current, "mv-2", action, "harm test: q = 0.001", utcnow())
+    got, reason = verdict_of(row(**changes), current, "mv-2", utcnow())
     assert got == verdict, reason

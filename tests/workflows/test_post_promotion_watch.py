@@ -1,6 +1,7 @@
 """The post-promotion watch on a real dev server: a champion promoted after a canary is watched against the one it
 replaced, which keeps scoring the same requests. One that turns out worse on the next traffic is rolled back to the
-previous champion (audited, notified, the reason names the watch); a good one is kept when the period ends.
+previous champion (audited, notified, the reason names the watch); a good one is kept when the period ends; a watch
+started by hand through the raw Temporal client for anything but a real promotion fails and moves nothing.
 """
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from temporalio.client import WorkflowHistory
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from dashboard import governance
-from evolution.canary.watch_models import WatchResult, watch_workflow_id
-from evolution.contracts import DriftScanInput, RolloutTiming, WatchPolicy
+from evolution.canary.watch_models import WatchInput, WatchResult, watch_workflow_id
+from evolution.contracts import DriftScanInput, RetrainingInput, RolloutTiming, WatchPolicy
 from evolution.demo.scenario import TrafficDriver
 from evolution.demo.synthetic import DriftSpec
 from evolution.lifecycle import ModelState, VersionView
@@ -22,11 +24,14 @@ from evolution.security import Principal
 from evolution.timeutil import utcnow
 from tests.support.approvals import decide
 from tests.support.histories import replay_and_keep
+from tests.support.scenario import seed_tenant
 from tests.workflows.test_lifecycle_end_to_end import (
+    SCENARIO,
     TIMING,
     champion_and_drifted_traffic,
     drive_until_approval,
 )
+from tests.workflows.test_retraining_approval import wait_for_approval
 from workers.orchestrator import TemporalOrchestrator
 
 WATCH = WatchPolicy(min_s=4, min_labels=300, max_s=600, look_interval_s=0.5)
@@ -112,3 +117,36 @@ async def test_a_champion_as_good_after_promotion_is_kept_when_the_watch_ends(
     assert (row["status"], row["champion"], row["labels"]) == ("kept", f"v{second.number}", result.labels)
     assert any(n["kind"] == "watch.kept" for n in services.notifier.recent("acme"))
     await replay_and_keep(history, "watch-kept")
+
+
+async def test_a_watch_started_by_hand_for_no_real_promotion_fails_and_rolls_nothing_back(
+    services: Services,
+    worker: None,
+    orchestrator: TemporalOrchestrator,
+    temporal_env: WorkflowEnvironment,
+    task_queue: str,
+) -> None:
+    seed_tenant(services, SCENARIO)
+    services.snapshots.seal(SYSTEM, "acme", utcnow())
+    await orchestrator.start_retraining(
+        RetrainingInput(tenant_id="acme", model_name="yield", trigger="bootstrap", timing=TIMING)
+    )
+    await wait_for_approval(orchestrator, "acme")
+    await decide(services, orchestrator, "acme")
+    first = services.registry.current(SYSTEM, "acme", "yield", ModelState.CHAMPION)
+    assert first is not None
+    forged = WatchInput(
+        tenant_id="acme",
+        model_name="yield",
+        champion_version_id=first.id,
+        previous_version_id=first.id,
+        policy=WatchPolicy(min_s=1, min_labels=0, look_interval_s=0.1),
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await temporal_env.client.execute_workflow(
+            "PostPromotionWatch", forged, id="watch/acme/forged", task_queue=task_queue
+        )
+    assert "is not a former champion" in str(failed.value.cause.cause)  # the start step's own error
+    assert services.watches.progress(SYSTEM, "acme") == []
+    champion = services.registry.current(SYSTEM, "acme", "yield", ModelState.CHAMPION)
+    assert champion is not None and champion.id == first.id

@@ -4,8 +4,8 @@ Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-21 00:00:00.000000
 
-``post_promotion_watches``: one row per watch, with the harm test's progress (labels, q, the last look) updated at
-every look, and how it ended. A tenant table under row-level security on PostgreSQL; rows change as the watch
+``post_promotion_watches``: one row per watch, with the harm test (its configuration, state and cursor) and its
+progress (labels, q, the last look) updated at every look, and how it ended. A tenant table under row-level security on PostgreSQL; rows change as the watch
 progresses, so the application role may update them (the audit log records the start and the end).
 """
 
@@ -47,6 +47,9 @@ def upgrade() -> None:
         sa.Column("labels", sa.Integer(), nullable=False),
         sa.Column("q_harm", sa.Float(), nullable=False),
         sa.Column("theta_hat", sa.Float(), nullable=False),
+        sa.Column("guard_config", sa.JSON(), nullable=False),
+        sa.Column("guard_state", sa.JSON(), nullable=False),
+        sa.Column("cursor", sa.BigInteger(), nullable=False),
         sa.Column("last_look_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("reason", sa.Text(), nullable=False),
