@@ -172,7 +172,11 @@ class PostPromotionWatches:
         principal = Principal.system(inp.tenant_id, "watch")
         with reading(self._factory, inp.tenant_id) as session:
             row = self._row(session, inp.tenant_id, inp.watch_id)
-            model_name, champion_id = row.model_name, row.champion_version_id
+            model_name, champion_id, previous_id = (
+                row.model_name,
+                row.champion_version_id,
+                row.previous_version_id,
+            )
             labels, q_harm = row.labels, row.q_harm
         champion = self._registry.current(principal, inp.tenant_id, model_name, ModelState.CHAMPION)
         verdict, reason = verdict_of(row, champion, champion_id, utcnow())
@@ -185,7 +189,7 @@ class PostPromotionWatches:
         if status == "rolled_back":
             try:
                 result = self._registry.watch_rollback(
-                    principal, inp.tenant_id, model_name, champion_id, inp.request_id, reason
+                    principal, inp.tenant_id, model_name, (champion_id, previous_id), inp.request_id, reason
                 )
             except (Conflict, NotFound) as error:  # the champion changed meanwhile: not this watch's to undo
                 status, reason = "superseded", f"harm found, but {error}"

@@ -193,21 +193,15 @@ class ModelRegistryService:
         principal: Principal,
         tenant_id: str,
         model_name: str,
-        champion_version_id: str,
+        watched: tuple[str, str],
         request_id: str,
         reason: str,
     ) -> TransitionResult:
-        """The post-promotion watch found harm: restore the previous champion, if ``champion_version_id`` is still
-        the champion (a champion changed meanwhile is not the watch's to roll back: Conflict)."""
+        """The post-promotion watch found harm: restore the previous champion, if ``watched`` (the champion's id and
+        the previous champion's) still holds (a champion changed meanwhile is not the watch's to undo: Conflict)."""
         authorize(principal, Action.WATCH_ROLLBACK, tenant_id)
         result = self._restore_previous(
-            principal,
-            tenant_id,
-            model_name,
-            request_id,
-            reason,
-            "watch_rollback",
-            champion_version_id,
+            principal, tenant_id, model_name, request_id, reason, "watch_rollback", watched
         )
         metrics.ROLLBACKS.labels(tenant_id, "watch").inc()
         return result
@@ -220,7 +214,7 @@ class ModelRegistryService:
         request_id: str,
         reason: str,
         operation: str,
-        expected_champion_id: str | None,
+        expected: tuple[str, str] | None,
     ) -> TransitionResult:
         # The audit says which door it came through: an admin's forced rollback or the watch's.
         door = {
@@ -235,10 +229,10 @@ class ModelRegistryService:
             champion = self._current(session, tenant_id, model_name, ModelState.CHAMPION)
             if champion is None:
                 raise NotFound(f"{tenant_id}/{model_name} has no CHAMPION to roll back")
-            if expected_champion_id is not None and champion.id != expected_champion_id:
+            if expected is not None and champion.id != expected[0]:
                 raise Conflict(
                     f"{tenant_id}/{model_name}: v{champion.number} ({champion.id}) is the champion now, not "
-                    f"{expected_champion_id}; nothing to roll back"
+                    f"{expected[0]}; nothing to roll back"
                 )
             previous = session.scalars(
                 select(ModelVersion)
@@ -254,6 +248,11 @@ class ModelRegistryService:
             ).first()
             if previous is None:
                 raise NotFound(f"{tenant_id}/{model_name} has no previous champion to restore")
+            if expected is not None and previous.id != expected[1]:
+                raise Conflict(
+                    f"{tenant_id}/{model_name}: the previous champion is v{previous.number} ({previous.id}), not "
+                    f"{expected[1]}; nothing to roll back"
+                )
             demoted = self._apply(
                 session,
                 principal,

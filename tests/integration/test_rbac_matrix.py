@@ -508,7 +508,7 @@ TABLE: dict[Action, Row] = {
                 p,  # type: ignore[arg-type]
                 t,
                 "rollback-m",
-                "mv-watched",
+                ("mv-watched", "mv-previous"),
                 w.rid("wr"),
                 "matrix",
             ),

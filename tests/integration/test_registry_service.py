@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution.errors import IdempotencyConflict, IllegalTransition, PermissionDenied, StaleVersion
+from evolution.errors import Conflict, IdempotencyConflict, IllegalTransition, PermissionDenied, StaleVersion
 from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, VersionView
 from evolution.registry.db import tenant_session
 from evolution.registry.tenants import TenantService
@@ -165,6 +165,28 @@ def test_force_rollback_restores_the_previous_champion(service: ModelRegistrySer
     assert service.audit_trail(ADMIN, "acme", subject_id=first.id)[-1].details["forced_rollback"] is True
     with pytest.raises(PermissionDenied):
         service.force_rollback(MANAGER, "acme", "yield", rid(), reason="x")
+
+
+def test_the_watch_rolls_back_only_the_champion_it_watches_and_only_to_the_one_it_replaced(
+    service: ModelRegistryService,
+) -> None:
+    first = walk(service, new_candidate(service), S.TRAINING, S.VALIDATED, S.SHADOW, S.CANARY)
+    service.promote(MANAGER, first.id, first.lock_version, rid())
+    second = walk(service, new_candidate(service), S.TRAINING, S.VALIDATED, S.SHADOW, S.CANARY)
+    service.promote(MANAGER, second.id, second.lock_version, rid())
+    with pytest.raises(PermissionDenied):  # a person, even an admin, rolls back by force_rollback
+        service.watch_rollback(ADMIN, "acme", "yield", (second.id, first.id), rid(), "harm")
+    with pytest.raises(Conflict, match="is the champion now"):
+        service.watch_rollback(SYSTEM, "acme", "yield", (first.id, second.id), rid(), "harm")
+    with pytest.raises(Conflict, match="the previous champion is"):
+        service.watch_rollback(SYSTEM, "acme", "yield", (second.id, "mv-elsewhere"), rid(), "harm")
+    result = service.watch_rollback(
+        SYSTEM, "acme", "yield", (second.id, first.id), rid(), "harm test: q = 0.001"
+    )
+    assert result.version.id == first.id and result.demoted is not None and result.demoted.id == second.id
+    restored = service.audit_trail(ADMIN, "acme", subject_id=first.id)[-1]
+    assert restored.details["watch_rollback"] is True
+    assert restored.details["reason"] == "post-promotion watch: harm test: q = 0.001"
 
 
 def test_database_allows_one_champion_and_one_canary_per_model(
