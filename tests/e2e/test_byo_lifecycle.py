@@ -148,14 +148,15 @@ def test_a_tenants_own_sklearn_trainer_goes_from_drift_to_an_onnx_champion_serve
         assert hashlib.sha256(model.read_bytes()).hexdigest() == files["model.onnx"]
 
         # Forecasts over the HTTP API come from v2, and are exactly what onnxruntime computes from its model.onnx,
-        # missing values included (NaN for a number, "" for a category).
+        # missing values included (NaN for a number, "" for a category). v2 was promoted after a canary, so its
+        # post-promotion watch runs: v2 serves, v1 scores beside it (role "watch").
         created = run(cli_env, "users", "token", "create", "demo-service", "--name", "byo e2e")
         assert created.returncode == 0, created.stderr
         rows = generate_rows(40, seed=99, start=utcnow() - timedelta(hours=1), period_s=60)
         rows[0]["rain_mm"], rows[1]["soil_texture"] = None, None
         served = predict(cli_env, created.stdout.strip(), rows)
         assert {(p["role"], p["version_number"], p["served_by"]) for p in served} == {
-            ("champion", 2, champion.id)
+            ("watch", 2, champion.id)
         }
         expected = onnxruntime_predictions(model.read_bytes(), rows)
         got = np.array([p["prediction"] for p in served])
