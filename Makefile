@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-fast up test test-fast lint bench bench-evidently bench-availability bench-serving bench-restore bench-load crash-test fuzz clean postgres-binaries promtool chromium
+.PHONY: install demo demo-fast up test test-fast lint bench bench-cli bench-evidently bench-availability bench-serving bench-restore bench-load crash-test fuzz clean postgres-binaries promtool chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_merkle.py
 	$(PY) bench/bench_drift.py
+
+## Start-up of the CLI against bare Python in the same run: `evolution --help` (target +0.3 s) and `evolution
+## versions` on a demo state (target +1 s).
+bench-cli: $(STAMP)
+	$(PY) bench/bench_cli.py
 
 ## The long runs; `make test` runs a short version of each.
 ## Lifecycle stateful fuzz (10,000 steps), every bit flip of every Merkle proof up to 64 leaves, schemathesis at

@@ -118,3 +118,7 @@ def audit_acknowledge_restore(
         for problem in report.problems[:5]:
             typer.secho(f"  {problem}", err=True, fg=typer.colors.RED)
         raise typer.Exit(EXIT_FAILURE)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(audit_app, name="audit")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,10 +15,11 @@ from evolution.backup.manifest import list_backups
 from evolution.backup.selection import check_backup, choose_backup
 from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
 from evolution.errors import InvalidInput
-from evolution.platform.restores import restore_and_verify
-from evolution.platform.verification import VerificationReport
 from evolution.platform.wiring import build_artifact_store, build_signer
 from evolution.timeutil import iso, parse_iso
+
+if TYPE_CHECKING:
+    from evolution.platform.verification import VerificationReport
 
 backup_app = typer.Typer(
     help="Backups of the registry, the artifact store and the keys (docs/backup-and-restore.md).",
@@ -179,6 +180,9 @@ def restore(
 ) -> None:
     """Restore a backup into the configured home and database, acknowledge a restore to an earlier point, then
     run `evolution verify` on it."""
+    # Verifying loads the numeric and training stack the backup commands do not need.
+    from evolution.platform.restores import restore_and_verify
+
     cfg = settings()
     principal = operator(cfg)
     target_time = None

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from evolution.cli.context import friendly_errors, operator, run_async, services, settings
+from evolution.cli.stats_commands import drift_app
 from evolution.contracts import (
     ApprovalDecision,
     ApprovalRequest,
@@ -230,10 +231,14 @@ def schedule(
     typer.echo(f"schedule {escalations_id}: the notification escalation policy (all tenants)")
 
 
-def register(app: typer.Typer, drift_app: typer.Typer) -> None:
+# Once, when this module is first imported: `register` runs for every app the CLI builds.
+drift_app.command("scan")(drift_scan)
+
+
+def register(app: typer.Typer) -> None:
     app.command("retrain")(retrain)
     app.command("status")(status)
     app.command("approve")(approve)
     app.command("reject")(reject)
     app.command("schedule")(schedule)
-    drift_app.command("scan")(drift_scan)
+    app.add_typer(drift_app, name="drift")

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
-from evolution.cli.lineage_output import print_lineage, run_reproduction
-from evolution.data.event_schema import IngestSummary, InputRecord, Reject
-from evolution.data.input_files import CsvRecords, event_lines, open_input, record_lines
-from evolution.data.sources import create_source_key, load_source_key, sign_records
 from evolution.errors import InvalidInput
-from evolution.platform.verification import verify_all
-from evolution.platform.wiring import Services
-from evolution.registry.circuit_breaker import CircuitBreaker
 from evolution.timeutil import utcnow
+
+# What only ingestion, sources or verification use is imported by those commands: the read commands start faster.
+if TYPE_CHECKING:
+    from evolution.data.event_schema import IngestSummary, InputRecord, Reject
+    from evolution.platform.wiring import Services
+    from evolution.registry.circuit_breaker import CircuitBreaker
 
 tenant_app = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
 source_app = typer.Typer(help="Event sources and their signing keys.", no_args_is_help=True)
@@ -244,6 +243,8 @@ def source_add(
     tenant: TenantOpt,
 ) -> None:
     """Create a signing key for a source and register its public key with the tenant."""
+    from evolution.data.sources import create_source_key
+
     svc = services()
     key_id, public_pem, path = create_source_key(svc.settings.keys_dir, tenant, name)
     svc.events.register_source_key(operator(svc.settings), tenant, key_id, public_pem)
@@ -267,6 +268,8 @@ INGEST_HELP = "\n\n".join(
 
 
 def _plain_records(handle: IO[bytes], file: Path, delimiter: str | None) -> Iterator[InputRecord]:
+    from evolution.data.input_files import CsvRecords, record_lines
+
     suffix = file.suffix.lower()
     if suffix in TABLE_SUFFIXES:
         chosen = delimiter or TABLE_SUFFIXES[suffix]
@@ -317,6 +320,9 @@ def ingest(
     ] = False,
 ) -> None:
     """Ingest learning events: verify each signature, keep rejects with a reason, accept duplicates once."""
+    from evolution.data.input_files import event_lines, open_input
+    from evolution.data.sources import load_source_key, sign_records
+
     if file.suffix.lower() in TABLE_SUFFIXES and not sign_with:
         raise InvalidInput(
             "CSV rows carry no signatures: pass --sign-with SOURCE to sign them with a local source key"
@@ -412,6 +418,9 @@ def versions(
     """Every model version with its state."""
     svc = services()
     if lineage:
+        # Checking a lineage loads the training stack; listing versions does not.
+        from evolution.cli.lineage_output import print_lineage
+
         print_lineage(svc, svc.registry.list_versions(operator(svc.settings), tenant, model))
         return
     rows = [
@@ -486,6 +495,9 @@ def verify(
 
     A stored object nothing references is listed as ORPHAN: worth a look, but not a failure.
     """
+    from evolution.cli.lineage_output import run_reproduction
+    from evolution.platform.verification import verify_all
+
     if reproduce is not None:
         svc = services()
         run_reproduction(svc, operator(svc.settings), *reproduce)
@@ -528,7 +540,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(snapshot_app, name="snapshot")
     app.command("ingest", help=INGEST_HELP)(ingest)
     app.command("versions")(versions)
-    app.command("audit")(audit)
     app.command("rollback")(rollback)
     app.command("verify")(verify)
     app.command("migrate")(migrate)

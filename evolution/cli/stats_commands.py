@@ -1,23 +1,24 @@
 """`evolution drift ...` and `evolution canary ...`: the statistics engine from the command line.
 
-Mounted by the main CLI as ``app.add_typer(drift_app, name="drift")`` and ``app.add_typer(canary_app,
-name="canary")``. Exit codes: 0 whenever the command ran (drift or not), 2 for bad input, with a message that
-names the file or column.
+``register`` mounts ``canary``; ``drift`` is mounted by orchestration_commands, which adds its ``scan``. Exit
+codes: 0 whenever the command ran (drift or not), 2 for bad input, with a message that names the file or column.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 
-from evolution.canonical import canonical_json
-from evolution.cli.drift_output import compare_text
 from evolution.errors import InvalidInput
-from evolution.stats.canary_plan import PlanResult, ScenarioPlan, expected_labels
-from evolution.stats.drift import DriftConfig, build_baseline, scan
+
+# numpy, scipy and pyarrow are imported by the commands that compute (`drift compare`, `canary plan`): the
+# orchestration commands import this module for its drift group alone.
+if TYPE_CHECKING:
+    import numpy as np
+
+    from evolution.stats.canary_plan import PlanResult, ScenarioPlan
 
 drift_app = typer.Typer(
     help=(
@@ -41,6 +42,7 @@ def _fail(message: str) -> typer.Exit:
 
 def _column_to_numpy(column: Any) -> np.ndarray:
     """A pyarrow column as float64 (numbers, booleans, times; null -> NaN) or objects (text; null -> None)."""
+    import numpy as np
     import pyarrow as pa
 
     t = column.type
@@ -105,6 +107,10 @@ def compare(
     Exit 0 whatever the drift or the data quality; 2 on bad input. ``--json`` prints the whole result, the
     checks under ``quality``.
     """
+    from evolution.canonical import canonical_json
+    from evolution.cli.drift_output import compare_text
+    from evolution.stats.drift import DriftConfig, build_baseline, scan
+
     try:
         config = DriftConfig(alpha=alpha) if alpha is not None else DriftConfig()
     except ValueError as exc:
@@ -195,6 +201,9 @@ def plan(
     the guard's own decision rule; V = sigma^2/n is taken as known, which is accurate once n is in the
     hundreds.
     """
+    from evolution.canonical import canonical_json
+    from evolution.stats.canary_plan import expected_labels
+
     try:
         result = expected_labels(
             sigma, effect, alpha=alpha, n_opt=n_opt, harm_n_opt=harm_n_opt, paired=paired, n_max=n_max
@@ -202,3 +211,8 @@ def plan(
     except (InvalidInput, ValueError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(canonical_json(result.model_dump(mode="json")).decode() if as_json else _plan_text(result))
+
+
+def register(app: typer.Typer) -> None:
+    # The drift group is mounted by orchestration_commands, which adds its `scan`.
+    app.add_typer(canary_app, name="canary")

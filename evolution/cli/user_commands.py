@@ -185,3 +185,7 @@ def token_revoke(
     svc = services()
     view = svc.tokens.revoke_token(operator(svc.settings), token_id)
     typer.echo(f"API token {view.id} ({view.name}) of {view.username} revoked")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(users_app, name="users")

@@ -17,11 +17,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from evolution.integrity.kms_signing import KmsSignerConfig
-from evolution.integrity.s3_buckets import S3StoreConfig
+from evolution.integrity.kms_config import KmsSignerConfig
+from evolution.integrity.s3_config import S3StoreConfig
 from evolution.notifications.config import NotificationsConfig
-from evolution.serving.body_limits import DEFAULT_MAX_INGEST_BYTES, DEFAULT_MAX_PREDICT_BYTES, MIB
-from evolution.training.kubernetes_manifest import KubernetesBackendConfig
+from evolution.serving.body_limit_defaults import DEFAULT_MAX_INGEST_BYTES, DEFAULT_MAX_PREDICT_BYTES, MIB
+from evolution.training.kubernetes_config import KubernetesBackendConfig
 
 NO_LIMIT_WORDS = frozenset({"", "none", "null", "unlimited"})
 

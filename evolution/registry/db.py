@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -10,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 # The Alembic scripts ship inside the package (evolution/registry/migrations/), so an installed wheel can migrate.
 # Alembic reads them from a directory, which a pip-installed package always is.
 MIGRATIONS_DIR = Path(str(resources.files("evolution.registry.migrations")))
+_REVISION = re.compile(r"""^revision(?:: str)? = ["']([^"']+)["']""", re.M)
+_DOWN_REVISION = re.compile(r"""^down_revision(?:: [^=]+)? = (?:["']([^"']+)["']|None)$""", re.M)
 # Set only while consistent_reading() begins: its SQLite transaction begins deferred (a WAL snapshot, no lock).
 _SQLITE_DEFERRED_BEGIN: ContextVar[bool] = ContextVar("sqlite_deferred_begin", default=False)
 
@@ -139,7 +143,49 @@ def alembic_config(url: str) -> Any:
 
 
 def upgrade_to_head(url: str) -> None:
-    """Apply every migration (the only way the schema is ever created)."""
+    """Apply every migration (the only way the schema is ever created).
+
+    A database already at the packaged head is left alone without loading Alembic: every process and CLI command
+    starts with this call, and Alembic would spend a quarter of a second finding nothing to do.
+    """
+    head = packaged_head()
+    if head is not None and database_revisions(url) == {head}:
+        return
     from alembic import command
 
     command.upgrade(alembic_config(url), "head")
+
+
+def packaged_head() -> str | None:
+    """The revision no packaged migration builds on, read from the scripts' text; None if that is not one revision
+    (then Alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        if script.name == "__init__.py":
+            continue
+        source = script.read_text(encoding="utf-8")
+        revision, down = _REVISION.search(source), _DOWN_REVISION.search(source)
+        if revision is None or down is None:
+            return None
+        revisions.add(revision.group(1))
+        if down.group(1):
+            parents.add(down.group(1))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def database_revisions(url: str) -> set[str] | None:
+    """The revisions the database is at (Alembic's own table), read without taking SQLite's write lock; None if
+    the table is not there yet. A database that cannot be reached raises, as Alembic would."""
+    engine = make_engine(url)
+    token = _SQLITE_DEFERRED_BEGIN.set(True)
+    try:
+        with engine.connect() as connection:
+            try:
+                return set(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+            except SQLAlchemyError:
+                return None
+    finally:
+        _SQLITE_DEFERRED_BEGIN.reset(token)
+        engine.dispose()

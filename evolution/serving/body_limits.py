@@ -23,11 +23,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-MIB = 1024 * 1024
-DEFAULT_MAX_PREDICT_BYTES = 1 * MIB
-"""1,000 instances of ten features (the most one request takes) are about 0.3 MiB of JSON."""
-DEFAULT_MAX_INGEST_BYTES = 16 * MIB
-"""5,000 signed learning events (the most one request takes) of ten features are about 2.6 MiB of JSON."""
+from evolution.serving.body_limit_defaults import DEFAULT_MAX_INGEST_BYTES, DEFAULT_MAX_PREDICT_BYTES, MIB
+
 CLOSE = (b"connection", b"close")
 
 

@@ -5,6 +5,8 @@ platform room.)"""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from alembic import context
 
 from evolution.registry.db import make_engine
@@ -32,7 +34,12 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     engine = make_engine(_url())
-    with engine.connect() as connection:
+    # SQLite: the whole upgrade is one transaction, begun IMMEDIATE (make_engine), so processes that start together
+    # (`evolution up`) migrate one after the other and the later ones find the head. Left to itself Alembic commits
+    # after each migration there, and a process could start from another's half-way revision while that one goes
+    # on, both running the next migration. (PostgreSQL: one transaction already.)
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection, connection.begin() if sqlite else nullcontext():
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()
