@@ -421,7 +421,7 @@ def versions(
         # Checking a lineage loads the training stack; listing versions does not.
         from evolution.cli.lineage_output import print_lineage
 
-        print_lineage(svc, svc.registry.list_versions(operator(svc.settings), tenant, model))
+        print_lineage(svc, svc.registry.list_versions(operator(svc.settings), tenant, model, strict=True))
         return
     rows = [
         {
@@ -433,7 +433,7 @@ def versions(
             "updated": v.updated_at.isoformat(timespec="seconds"),
             "holdout_mae": v.metrics.get("holdout_mae", ""),
         }
-        for v in svc.registry.list_versions(operator(svc.settings), tenant, model)
+        for v in svc.registry.list_versions(operator(svc.settings), tenant, model, strict=True)
     ]
     typer.echo(table(rows, ["model", "version", "state", "lock", "model_hash", "holdout_mae", "updated"]))
 

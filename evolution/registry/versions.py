@@ -326,17 +326,27 @@ class ModelRegistryService:
             return [version_view(r) for r in rows]
 
     def list_versions(
-        self, principal: Principal, tenant_id: str, model_name: str | None = None
+        self, principal: Principal, tenant_id: str, model_name: str | None = None, *, strict: bool = False
     ) -> list[VersionView]:
+        """The tenant's versions (of ``model_name``). ``strict``: NotFound instead of an empty list for a tenant that
+        does not exist or a model with no version, so that a typo is not mistaken for "nothing yet"."""
         authorize(principal, Action.VIEW, tenant_id)
         with reading(self._factory, tenant_id) as session:
             query = select(ModelVersion).where(ModelVersion.tenant_id == tenant_id)
             if model_name:
                 query = query.where(ModelVersion.model_name == model_name)
-            return [
+            found = [
                 version_view(r)
                 for r in session.scalars(query.order_by(ModelVersion.model_name, ModelVersion.number))
             ]
+            if strict and not found:
+                if session.get(Tenant, tenant_id) is None:
+                    raise NotFound(f"tenant {tenant_id!r} does not exist")
+                if model_name:
+                    raise NotFound(
+                        f"tenant {tenant_id!r} has no model {model_name!r} (no version registered)"
+                    )
+            return found
 
     def audit_trail(
         self, principal: Principal, tenant_id: str, subject_id: str | None = None

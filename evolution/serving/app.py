@@ -412,7 +412,7 @@ def create_app(
         "/v1/tenants/{tenant_id}/models/{model_name}",
         response_model=CurrentModels,
         tags=["predictions"],
-        responses=AUTH_RESPONSES,
+        responses={**AUTH_RESPONSES, 404: _error("No such tenant, or no version of this model")},
     )
     def current(tenant_id: TenantId, model_name: ModelName, principal: Caller) -> CurrentModels:
         """Which versions serve this model now (champion, and the candidate in shadow or canary, if any)."""

@@ -320,6 +320,9 @@ class Predictor:
     def current(self, principal: Principal, tenant_id: str, model_name: str) -> CurrentModels:
         authorize(principal, Action.VIEW, tenant_id)
         slot = self._slot(tenant_id, model_name)
+        if slot.champion is None and slot.candidate is None:
+            # Nothing serves: a model being trained for the first time answers with nulls, an unknown one is 404.
+            self._registry.list_versions(principal, tenant_id, model_name, strict=True)
         return CurrentModels(
             champion=_describe(slot.champion),
             candidate=_describe(slot.candidate),

@@ -41,6 +41,7 @@ def test_unknown_tenant_and_missing_file_are_clear_errors(cli_env: dict[str, str
     missing = run(cli_env, "ingest", str(tmp_path / "nope.jsonl"), "--tenant", "acme")
     assert missing.returncode == 2 and "no such file" in missing.stderr
     unknown = run(cli_env, "versions", "--tenant", "ghost")
-    assert unknown.returncode == 0  # an empty table, not a crash
+    assert unknown.returncode != 0 and "error: tenant 'ghost' does not exist" in unknown.stderr, unknown
+    assert "Traceback" not in unknown.stderr
     bad_tenant = run(cli_env, "tenant", "create", "Bad Name")
     assert bad_tenant.returncode == 2 and "tenant id" in bad_tenant.stderr

@@ -8,7 +8,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from evolution.errors import Conflict, IdempotencyConflict, IllegalTransition, PermissionDenied, StaleVersion
+from evolution.errors import (
+    Conflict,
+    IdempotencyConflict,
+    IllegalTransition,
+    NotFound,
+    PermissionDenied,
+    StaleVersion,
+)
 from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges, VersionView
 from evolution.registry.db import tenant_session
 from evolution.registry.tenants import TenantService
@@ -245,3 +252,14 @@ def test_tenant_settings_are_validated_and_audited(
         tenants.configure_tenant(MANAGER, "acme", {"drift": {"alpha": 0.05}})
     last = service.audit_trail(ADMIN, "acme")[-1]
     assert last.action == "tenant.configured" and last.details["after"]["drift"]["alpha"] == 0.05
+
+
+def test_a_strict_listing_says_which_of_tenant_or_model_is_unknown(service: ModelRegistryService) -> None:
+    walk(service, new_candidate(service), S.TRAINING)
+    assert [v.model_name for v in service.list_versions(ADMIN, "acme", "yield", strict=True)] == ["yield"]
+    with pytest.raises(NotFound, match="tenant 'acme' has no model 'yeild'"):
+        service.list_versions(ADMIN, "acme", "yeild", strict=True)
+    assert service.list_versions(ADMIN, "acme", "yeild") == []  # not strict: an empty list, as before
+    ghost = Principal.for_tenant("root", Role.ADMIN, "ghost")
+    with pytest.raises(NotFound, match="tenant 'ghost' does not exist"):
+        service.list_versions(ghost, "ghost", strict=True)
