@@ -53,6 +53,11 @@ def version_rows(services: Services, principal: Principal, tenant_id: str) -> li
     return rows
 
 
+def breaker_warning(services: Services, principal: Principal, tenant_id: str) -> str | None:
+    """Why retraining is disabled while the tenant's circuit breaker is open (and how to reset it); else None."""
+    return services.breaker.status(principal, tenant_id).blocked_reason
+
+
 def watch_rows(services: Services, principal: Principal, tenant_id: str) -> list[dict[str, Any]]:
     """Post-promotion watches, the newest first: what is watched against what, how far, and how each ended."""
     now = utcnow()

@@ -501,7 +501,7 @@ class DriftScanResult(BaseModel):
     snapshot_id: str | None
     report_id: str | None
     level: str
-    retraining: Literal["started", "already_running", "not_needed", "disabled"] = "not_needed"
+    retraining: Literal["started", "already_running", "not_needed", "disabled", "circuit_open"] = "not_needed"
     quality_alerts: list[str] = Field(
         default_factory=list,
         description="data-quality checks that fired: they alone never start a retraining",

@@ -9,12 +9,15 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.breaker import BreakerActivities
     from activities.drift import DriftActivities
     from activities.reconciler import ReconcilerActivities
     from evolution.contracts import (
+        BreakerCheckIn,
         DriftScanInput,
         DriftScanResult,
         ReconcileIn,
+        RetrainingBlockIn,
         RetrainingInput,
         ScanIn,
         ScanOut,
@@ -37,6 +40,10 @@ from workflows.retraining import RetrainingWorkflow, retraining_workflow_id
 SEAL_AND_SCAN_PATCH = "seal-and-scan-in-one-activity"
 # Each scan first fails the candidates that retraining runs ended from outside left behind.
 RECONCILE_PATCH = "reconcile-stranded-candidates"
+# A drift alert while the circuit breaker is open notifies "retraining disabled by the circuit breaker" (audited
+# once per scan) instead of starting a retraining that could only end CIRCUIT_OPEN.
+BREAKER_BEFORE_RETRAINING_PATCH = "breaker-before-retraining"
+CIRCUIT_OPEN = "CIRCUIT_OPEN"
 
 
 def drift_scan_schedule_id(tenant_id: str) -> str:
@@ -99,6 +106,8 @@ class DriftScanWorkflow:
             return result
         if not inp.auto_retrain:
             return result.model_copy(update={"retraining": "disabled"})
+        if workflow.patched(BREAKER_BEFORE_RETRAINING_PATCH) and not await self._breaker_allows(inp, scan):
+            return result.model_copy(update={"retraining": "circuit_open"})
         try:
             # The workflow id is the per-tenant mutex: a retraining already running is attached to, not repeated.
             await workflow.start_child_workflow(
@@ -118,6 +127,35 @@ class DriftScanWorkflow:
         except WorkflowAlreadyStartedError:
             return result.model_copy(update={"retraining": "already_running"})
         return result.model_copy(update={"retraining": "started"})
+
+    async def _breaker_allows(self, inp: DriftScanInput, scan: ScanOut) -> bool:
+        """False (after auditing and notifying it once) while the tenant's circuit breaker is open."""
+        breaker = await workflow.execute_activity_method(
+            BreakerActivities.check_circuit_breaker,
+            BreakerCheckIn(tenant_id=inp.tenant_id),
+            start_to_close_timeout=_capped(REGISTRY_TIMEOUT, inp.step_timeout_s),
+            heartbeat_timeout=_capped(HEARTBEAT_TIMEOUT, inp.step_timeout_s),
+            retry_policy=TRANSIENT_RETRY,
+        )
+        if breaker.allowed:
+            return True
+        await workflow.execute_activity_method(
+            BreakerActivities.record_retraining_block,
+            RetrainingBlockIn(
+                tenant_id=inp.tenant_id,
+                model_name=inp.model_name,
+                code=CIRCUIT_OPEN,
+                reason=(
+                    f"drift alert in report {scan.report_id}, but retraining disabled by the circuit breaker: "
+                    f"{breaker.reason}"
+                )[:900],
+                request_id=f"{workflow.info().run_id}/circuit-open",
+            ),
+            start_to_close_timeout=_capped(REGISTRY_TIMEOUT, inp.step_timeout_s),
+            heartbeat_timeout=_capped(HEARTBEAT_TIMEOUT, inp.step_timeout_s),
+            retry_policy=TRANSIENT_RETRY,
+        )
+        return False
 
     async def _seal_then_scan(
         self, inp: DriftScanInput, window_end: datetime

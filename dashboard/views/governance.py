@@ -19,6 +19,10 @@ st.title(f"Governance · {tenant}")
 intact, chain_text = governance.chain_status(services, principal, tenant)
 (st.success if intact else st.error)(chain_text)
 
+breaker = governance.breaker_warning(services, principal, tenant)
+if breaker:
+    st.error(f"**Retraining disabled by the circuit breaker.** {breaker}")
+
 st.subheader("Model versions")
 st.dataframe(governance.version_rows(services, principal, tenant), hide_index=True, width="stretch")
 

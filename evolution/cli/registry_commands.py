@@ -156,7 +156,7 @@ def tenant_configure(
 @tenant_app.command("show")
 @friendly_errors
 def tenant_show(tenant_id: Annotated[str, typer.Argument(help="Tenant id.")]) -> None:
-    """A tenant's settings and this month's quota use."""
+    """A tenant's settings, this month's quota use and whether the circuit breaker lets it retrain."""
     svc = services()
     principal = operator(svc.settings)
     typer.echo(svc.tenants.tenant_settings(principal, tenant_id).model_dump_json(indent=2))
@@ -164,6 +164,11 @@ def tenant_show(tenant_id: Annotated[str, typer.Argument(help="Tenant id.")]) ->
     typer.echo(
         f"{quota.month}: {quota.gpu_hours_used:.3f} of {quota.gpu_hours_quota:g} GPU-hours, "
         f"${quota.cost_usd:.2f} of ${quota.budget_cap_usd:g}"
+    )
+    breaker = _breaker(svc).status(principal, tenant_id)
+    typer.echo(
+        breaker.blocked_reason
+        or f"circuit breaker closed: {breaker.consecutive_failures} of {breaker.threshold} consecutive failures"
     )
 
 

@@ -61,6 +61,11 @@ ROLLOUT_WINDOW = Gauge(
 ROLLBACKS = Counter(
     "rollbacks_total", "Candidates rolled back, and forced rollbacks, by reason.", ["tenant", "reason"]
 )
+CIRCUIT_BREAKER_OPEN = Gauge(
+    "circuit_breaker_open",
+    "1 while the tenant's retraining circuit breaker is open (retraining disabled until an admin resets it), else 0.",
+    ["tenant"],
+)
 QUOTA_GPU_HOURS = Gauge("quota_gpu_hours_used", "GPU-hours charged this month.", ["tenant"])
 QUOTA_GPU_HOURS_LIMIT = Gauge("quota_gpu_hours_limit", "GPU-hours allowed per month.", ["tenant"])
 INFERENCE_REQUESTS = Counter(
@@ -100,6 +105,7 @@ EXPORTED_METRICS = (
     "canary_p_value",
     "rollout_window_seconds",
     "rollbacks_total",
+    "circuit_breaker_open",
     "quota_gpu_hours_used",
     "quota_gpu_hours_limit",
     "inference_requests_total",

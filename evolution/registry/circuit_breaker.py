@@ -33,6 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.errors import InvalidInput, NotFound
+from evolution.observability import metrics
 from evolution.registry.audit import append_audit, lock_tenant_chain
 from evolution.registry.db import reading, transaction
 from evolution.registry.schema import AuditEntry, CircuitBreakerState, Tenant
@@ -312,6 +313,10 @@ class CircuitBreaker:
     @staticmethod
     def _status(tenant: Tenant, row: CircuitBreakerState | None) -> BreakerStatus:
         threshold = threshold_for(TenantSettings.parse(tenant.config))
+        # Every read and write passes here: the gauge follows the state the process last saw.
+        metrics.CIRCUIT_BREAKER_OPEN.labels(tenant.id).set(
+            1 if row is not None and row.state == "open" else 0
+        )
         if row is None:
             return BreakerStatus(
                 tenant_id=tenant.id, state="closed", consecutive_failures=0, threshold=threshold

@@ -26,6 +26,8 @@ def test_an_admin_sets_quotas_and_resets_the_breaker_and_bad_input_changes_nothi
     assert reset.returncode == 0 and "breaker closed, retraining enabled" in reset.stdout
     status = run(cli_env, "tenant", "breaker", "status", "acme")
     assert "breaker closed, 0 of 3 consecutive failures" in status.stdout, status.stderr
+    shown = run(cli_env, "tenant", "show", "acme")  # the breaker is in the tenant's overview too
+    assert "circuit breaker closed: 0 of 3 consecutive failures" in shown.stdout, shown.stderr
 
     trail = run(cli_env, "audit", "--tenant", "acme").stdout
     assert trail.count("tenant.quota_set") == 1 and trail.count("breaker.reset") == 1

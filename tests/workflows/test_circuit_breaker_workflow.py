@@ -18,9 +18,10 @@ from sqlalchemy import select
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
-from evolution.contracts import RetrainingInput, RetrainingResult, RolloutTiming
+from evolution.contracts import DriftScanInput, RetrainingInput, RetrainingResult, RolloutTiming
 from evolution.demo.scenario import Scenario
 from evolution.notifications.outbox import OutboxNotifier
+from evolution.observability import metrics
 from evolution.platform.wiring import Services
 from evolution.registry.circuit_breaker import CircuitBreaker
 from evolution.registry.db import reading
@@ -32,8 +33,10 @@ from evolution.training.compute import Heartbeat, TrainingJob, TrainingJobResult
 from evolution.training.local_backend import LocalSubprocessBackend
 from tests.support.histories import replay_and_keep
 from tests.support.scenario import seed_tenant
+from tests.workflows.test_lifecycle_end_to_end import champion_and_drifted_traffic
 from workers.orchestrator import TemporalOrchestrator
 from workers.worker import build_worker
+from workflows.drift_scan import drift_scan_schedule_id
 from workflows.retraining import retraining_workflow_id
 
 SCENARIO = Scenario(tenant_id="acme", history_rows=600)
@@ -191,3 +194,31 @@ async def test_the_quota_is_checked_again_before_a_training_retry(
         f"\n[figure] quota: lost attempt charged {run.duration_s:.2f} s = {run.gpu_hours * 3600:.4f} GPU-s; "
         "retry blocked before starting a job (1 of 2 attempts ran)"
     )
+
+
+async def test_a_drift_alert_while_the_breaker_is_open_notifies_instead_of_starting_a_retraining(
+    services: Services, worker: None, orchestrator: TemporalOrchestrator, temporal_env: WorkflowEnvironment
+) -> None:
+    _, driver = await champion_and_drifted_traffic(services, orchestrator)
+    await asyncio.to_thread(driver.round, 1200)
+    breaker = CircuitBreaker(services.factory)
+    for run in range(3):
+        breaker.record(Principal.system("acme"), "acme", f"run-{run}", "failed", "trainer crashed")
+    assert breaker.status(ADMIN, "acme").state == "open"
+    assert metrics.CIRCUIT_BREAKER_OPEN.labels("acme")._value.get() == 1  # the gauge the alert rule reads
+
+    scan = await orchestrator.run_drift_scan(DriftScanInput(tenant_id="acme", model_name="yield"))
+    assert scan.level == "alert" and scan.retraining == "circuit_open", scan
+    status = await orchestrator.retraining_status("acme")
+    assert status is not None and status.phase == "finished"  # still the bootstrap run: nothing new started
+    (blocked,) = audited(services, "retraining.blocked")
+    assert (
+        blocked["code"] == "CIRCUIT_OPEN"
+        and "retraining disabled by the circuit breaker" in blocked["reason"]
+    )
+    told = [n for n in notifications(services) if n["kind"] == "retraining.blocked"]
+    assert told and "retraining disabled by the circuit breaker" in told[0]["subject"]
+    history = await temporal_env.client.get_workflow_handle(
+        f"{drift_scan_schedule_id('acme')}/manual"
+    ).fetch_history()
+    await replay_and_keep(history, "drift-scan-circuit-open")
