@@ -8,8 +8,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 
 from evolution.errors import EvolutionError, InvalidInput, NotFound, PermissionDenied
+from evolution.platform.secret_files import SecretFileError
 from evolution.platform.settings import Settings, load_settings
 from evolution.platform.wiring import Services, build_services
 from evolution.security import Principal, Role
@@ -22,7 +24,24 @@ EXIT_BAD_INPUT = 2
 
 
 def settings() -> Settings:
-    return load_settings()
+    """The settings, or one line naming what is wrong with them and exit 2 (never a traceback)."""
+    try:
+        return load_settings()
+    except (SecretFileError, ValidationError) as error:
+        typer.secho(f"error: invalid settings: {settings_error_line(error)}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def settings_error_line(error: BaseException) -> str | None:
+    """One line per settings problem: the setting and the complaint, never the value (it may be a secret)."""
+    if isinstance(error, SecretFileError):
+        return str(error)
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'settings'}: {e['msg']}"
+            for e in error.errors(include_input=False, include_url=False)
+        ).replace("\n", " ")
+    return None
 
 
 def services() -> Services:

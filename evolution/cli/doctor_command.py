@@ -14,7 +14,9 @@ def doctor(
     ),
 ) -> None:
     """Check the database (reachable, migrations at head, row-level security), Temporal, the artifact store,
-    the signer, the compute backend and the notification channels. Exit code 1 if anything fails."""
+    the signer, the compute backend and the notification channels. Exit code 1 if anything fails.
+
+    Also says where each secret setting came from (a file, the environment, the config file), never its value."""
     unknown = sorted(set(skip) - set(CHECKS))
     if unknown:
         typer.secho(f"error: --skip {', '.join(unknown)}: use one of {', '.join(CHECKS)}", err=True, fg="red")

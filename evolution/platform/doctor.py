@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import Engine, text
 
+from evolution.platform.secret_files import secret_origins
 from evolution.platform.settings import Settings
 from evolution.registry.db import MIGRATIONS_DIR, alembic_config, make_engine
 from evolution.registry.row_security import IDENTITY_TABLES
@@ -175,6 +176,29 @@ def notification_checks(settings: Settings) -> list[Check]:
     return checks
 
 
+ORIGINS = {
+    "file": "from file {file}",
+    "environment": "from the environment",
+    "config": "from the config file",
+}
+
+
+def secret_checks(settings: Settings) -> list[Check]:
+    """Where each secret that is set came from, so an operator can see the Secret volume is used: never a value."""
+    checks = [
+        Check(
+            component="secrets",
+            name=origin.setting.label,
+            ok=True,
+            detail=ORIGINS[origin.origin].format(file=origin.file) + " (set)",
+        )
+        for origin in secret_origins(settings)
+    ]
+    return checks or [
+        Check(component="secrets", name="none set", ok=True, detail="no secret setting is given")
+    ]
+
+
 def temporal_checks(settings: Settings) -> list[Check]:
     import asyncio
 
@@ -197,6 +221,7 @@ def temporal_checks(settings: Settings) -> list[Check]:
 
 
 CHECKS: dict[str, Callable[[Settings], list[Check]]] = {
+    "secrets": secret_checks,
     "database": database_checks,
     "temporal": temporal_checks,
     "artifacts": artifact_checks,
@@ -211,7 +236,9 @@ def run_checks(settings: Settings, skip: Iterable[str] = ()) -> list[Check]:
     results: list[Check] = []
     for component, check in CHECKS.items():
         if component not in skipped:
-            name = "reachable" if component in {"database", "temporal"} else "configured"
+            name = {"database": "reachable", "temporal": "reachable", "secrets": "sources"}.get(
+                component, "configured"
+            )
             results += _guarded(component, name, lambda check=check: check(settings))  # type: ignore[misc]
     return results
 

@@ -1,5 +1,8 @@
 """One settings object for every process, read from ``EVOLUTION_*`` variables and an optional TOML file.
 
+Every secret setting can also be given as ``EVOLUTION_<NAME>_FILE``, a file to read it from (see
+:mod:`evolution.platform.secret_files`).
+
 Nothing reads the environment at import time: entry points call :func:`load_settings` once and pass the result on.
 """
 
@@ -20,6 +23,7 @@ from pydantic_settings import (
 from evolution.integrity.kms_config import KmsSignerConfig
 from evolution.integrity.s3_config import S3StoreConfig
 from evolution.notifications.config import NotificationsConfig
+from evolution.platform.secret_files import EnvWithoutSecretFiles, SecretFilesSource
 from evolution.serving.body_limit_defaults import DEFAULT_MAX_INGEST_BYTES, DEFAULT_MAX_PREDICT_BYTES, MIB
 from evolution.training.kubernetes_config import KubernetesBackendConfig
 
@@ -30,14 +34,18 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVOLUTION_", env_nested_delimiter="__", extra="ignore")
 
     home: Path = Field(default=Path(".evolution"), description="State directory of the embedded defaults.")
+    # The URLs carry the database passwords: secret, so they can come from a file (EVOLUTION_DATABASE_URL_FILE).
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default: SQLite in the home dir."
+        default=None,
+        description="SQLAlchemy URL; default: SQLite in the home dir.",
+        json_schema_extra={"secret": True},
     )
     database_owner_url: str | None = Field(
         default=None,
         description="PostgreSQL: the URL of the role that owns the schema and runs the migrations; "
         "database_url then names the application's role (a member of evolution_app: no ownership, no "
         "BYPASSRLS), fenced by row-level security. Default: database_url.",
+        json_schema_extra={"secret": True},
     )
 
     artifact_backend: Literal["filesystem", "s3"] = Field(
@@ -225,7 +233,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        # A secret's _FILE ranks with its variable (giving both is refused), so above the TOML file.
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            EnvWithoutSecretFiles(settings_cls),
+            SecretFilesSource(settings_cls),
+        ]
         config_file = os.environ.get("EVOLUTION_CONFIG")
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))

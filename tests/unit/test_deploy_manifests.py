@@ -24,6 +24,7 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
+from evolution.platform.secret_files import secret_settings
 from evolution.platform.settings import Settings
 from evolution.registry import db as registry_db
 from evolution.training.kubernetes_labels import (
@@ -71,6 +72,8 @@ PENDING_SETTINGS: frozenset[str] = frozenset()
 SETTING_NAME = re.compile(r"^EVOLUTION_[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*(?:__[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)*$")
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "ACCESS_KEY", "PRIVATE", "DATABASE_URL", "OWNER_URL")
 CONFIG_MAPS = ("evolution-config", "evolution-worker-config")
+SECRET_FILE_VARIABLES = {s.file_variable: s for s in secret_settings(Settings)}
+SECRET_MOUNT = "/run/secrets/evolution"
 
 
 # ------------------------------------------------------------------------------------------------------ loading
@@ -647,6 +650,8 @@ def _env_names(index: dict[Any, Any]) -> set[str]:
 
 
 def _top_level(name: str) -> str:
+    if name in SECRET_FILE_VARIABLES:
+        return SECRET_FILE_VARIABLES[name].path[0]
     return name.removeprefix("EVOLUTION_").split("__")[0].lower()
 
 
@@ -657,13 +662,35 @@ SECRET_STAND_INS = {
 }
 
 
-def _container_environment(index: dict[Any, Any], container: dict[str, Any]) -> dict[str, str]:
-    """The variables a container starts with: its ConfigMaps, then its env (secrets as stand-ins)."""
+def _secret_file(index: dict[Any, Any], container: dict[str, Any], path: str) -> tuple[str, str]:
+    """(Secret name, key) of the file at ``path`` in the container: a read-only mount of a secret volume item."""
+    (spec,) = [spec for _, spec in _pod_specs(index) if any(c is container for c in spec["containers"])]
+    for mount in container.get("volumeMounts", []):
+        if path.startswith(mount["mountPath"] + "/"):
+            assert mount.get("readOnly") is True, f"{mount['name']}: secrets are mounted read-only"
+            (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+            relative = path.removeprefix(mount["mountPath"] + "/")
+            (item,) = [i for i in volume["secret"]["items"] if i["path"] == relative]
+            return volume["secret"]["secretName"], item["key"]
+    raise AssertionError(f"{path} is on no volume of the container")
+
+
+def _container_environment(
+    index: dict[Any, Any], container: dict[str, Any], files: Path | None = None
+) -> dict[str, str]:
+    """The variables a container starts with: its ConfigMaps, then its env (secrets as stand-ins; a secret file
+    as a stand-in file under ``files``)."""
     environment: dict[str, str] = {}
     for source in container.get("envFrom", []):
         environment.update(index["ConfigMap", source["configMapRef"]["name"]]["data"])
     for env in container.get("env", []):
-        if "value" in env:
+        if "value" in env and env["name"] in SECRET_FILE_VARIABLES:
+            assert files is not None, "a container with secret files needs a directory for their stand-ins"
+            _, key = _secret_file(index, container, env["value"])
+            stand_in = files / key
+            stand_in.write_text(SECRET_STAND_INS.get(key, f"stand-in-for-{key}-0123456789") + "\n")
+            environment[env["name"]] = str(stand_in)
+        elif "value" in env:
             environment[env["name"]] = env["value"]
         elif "secretKeyRef" in env["valueFrom"]:
             key = env["valueFrom"]["secretKeyRef"]["key"]
@@ -702,13 +729,15 @@ def test_configmap_keys_are_valid_non_secret_evolution_settings(production: dict
 
 
 def test_every_process_environment_loads_as_settings_with_the_production_backends(
-    production: dict[Any, Any], monkeypatch: pytest.MonkeyPatch
+    production: dict[Any, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Nested sections forbid unknown keys, so a misspelt EVOLUTION_S3__..., EVOLUTION_KUBERNETES__... or
     # EVOLUTION_NOTIFICATIONS__... fails here instead of in the pod.
     loaded: dict[str, Settings] = {}
     for name, spec in _pod_specs(production):
-        loaded[name] = _settings_of(_container_environment(production, spec["containers"][0]), monkeypatch)
+        loaded[name] = _settings_of(
+            _container_environment(production, spec["containers"][0], tmp_path), monkeypatch
+        )
     for settings in loaded.values():
         assert settings.home == Path("/var/lib/evolution") and settings.temporal_external
         assert settings.serve_host == "0.0.0.0" and settings.serve_port == 8088
@@ -731,12 +760,17 @@ def test_every_process_environment_loads_as_settings_with_the_production_backend
         assert loaded[other].notifications.smtp is None and loaded[other].compute_backend == "subprocess"
     migrate = _index(build(MIGRATE))
     (migrate_spec,) = [spec for _, spec in _pod_specs(migrate)]
-    owner = _settings_of(_container_environment(migrate, migrate_spec["containers"][0]), monkeypatch)
+    owner = _settings_of(
+        _container_environment(migrate, migrate_spec["containers"][0], tmp_path), monkeypatch
+    )
     assert owner.resolved_owner_database_url == SECRET_STAND_INS["database-owner-url"]
     assert migrate_spec["containers"][0]["args"] == ["db", "upgrade"]
 
 
-def test_secrets_reach_pods_only_through_secret_refs_to_template_keys(production: dict[Any, Any]) -> None:
+def test_secrets_reach_pods_only_as_files_of_secret_volumes_with_template_keys(
+    production: dict[Any, Any],
+) -> None:
+    # Never as environment variables: those leak into /proc/<pid>/environ, crash reports and `kubectl describe`.
     templates = {doc["metadata"]["name"]: doc for doc in _docs(SECRET_TEMPLATE)}
     for template in templates.values():
         assert "data" not in template
@@ -746,18 +780,22 @@ def test_secrets_reach_pods_only_through_secret_refs_to_template_keys(production
         for name, spec in _pod_specs(index):
             for container in spec["containers"]:
                 for env in container.get("env", []):
+                    assert "secretKeyRef" not in env.get("valueFrom", {}), (
+                        f"{name}: {env['name']} from the env"
+                    )
                     if any(word in env["name"] for word in SECRET_WORDS):
-                        assert "value" not in env, f"{name}: {env['name']} set in clear"
-                        ref = env["valueFrom"]["secretKeyRef"]
-                        assert ref["key"] in templates[ref["name"]]["stringData"], f"{name}: {ref}"
+                        assert env["name"] in SECRET_FILE_VARIABLES, f"{name}: {env['name']} is not a _FILE"
+                        assert env["value"].startswith(SECRET_MOUNT + "/"), f"{name}: {env['name']}"
+                        secret, key = _secret_file(index, container, env["value"])
+                        assert key in templates[secret]["stringData"], f"{name}: {secret} has no {key}"
                 for source in container.get("envFrom", []):
                     assert "secretRef" not in source, f"{name}: map secrets key by key"
+            for volume in spec["volumes"]:
+                if "secret" in volume:
+                    assert volume["secret"].get("items"), f"{name}: mount only the keys the process uses"
     for name, spec in _pod_specs(production):
-        for container in spec["containers"]:
-            refs = {
-                e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") for e in container.get("env", [])
-            }
-            assert "evolution-db-owner" not in refs, f"{name} must connect as the application role"
+        secrets = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+        assert "evolution-db-owner" not in secrets, f"{name} must connect as the application role"
 
 
 def test_production_doc_names_every_setting_the_manifests_set(production: dict[Any, Any]) -> None:
@@ -773,7 +811,7 @@ def test_production_doc_names_every_setting_the_manifests_set(production: dict[A
 
 
 def test_the_job_backends_training_pods_fit_these_manifests(
-    production: dict[Any, Any], monkeypatch: pytest.MonkeyPatch
+    production: dict[Any, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # The training Job the worker would create with its production settings: the training NetworkPolicy selects
     # it, its ServiceAccount and work claim exist here, it passes the restricted checks, and it is a valid Job.
@@ -782,7 +820,7 @@ def test_the_job_backends_training_pods_fit_these_manifests(
     from evolution.training.trainer import TrainingConfig
 
     container = production["Deployment", "evolution-worker"]["spec"]["template"]["spec"]["containers"][0]
-    settings = _settings_of(_container_environment(production, container), monkeypatch)
+    settings = _settings_of(_container_environment(production, container, tmp_path), monkeypatch)
     assert settings.kubernetes is not None
     work = settings.kubernetes.work_mount_path
     job = TrainingJob(
@@ -818,7 +856,7 @@ def test_the_job_backends_training_pods_fit_these_manifests(
 
 
 def test_the_job_backends_tenant_trainer_pods_fit_these_manifests(
-    production: dict[Any, Any], monkeypatch: pytest.MonkeyPatch
+    production: dict[Any, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # An image trainer's Job as the worker would create it with its production settings: only the tenant-trainer
     # NetworkPolicy selects it, its ServiceAccount and claim exist here, every container of it (the staging init
@@ -829,7 +867,7 @@ def test_the_job_backends_tenant_trainer_pods_fit_these_manifests(
     from evolution.training.trainer import TrainingConfig
 
     worker = production["Deployment", "evolution-worker"]["spec"]["template"]["spec"]["containers"][0]
-    settings = _settings_of(_container_environment(production, worker), monkeypatch)
+    settings = _settings_of(_container_environment(production, worker, tmp_path), monkeypatch)
     assert settings.kubernetes is not None
     job_dir = f"{settings.kubernetes.work_mount_path}/acme/yield-8"
     trainer = ImageTrainer(image=f"registry.example.com/acme/yield@sha256:{'c' * 64}", command=["train"])
