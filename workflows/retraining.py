@@ -328,7 +328,7 @@ class RetrainingWorkflow:
                 await self._fail(reason)
                 return self._finish("failed", reason)
             await self._fail(f"{_error_type(error) or 'error'}: {_error_message(error)}")
-            return self._finish("failed", _error_message(error))
+            return self._finish("failed", _error_message(error), error_type=_error_type(error))
 
     async def _await_window_acceptance(
         self, inp: RetrainingInput, snapshot_id: str
@@ -726,10 +726,16 @@ class RetrainingWorkflow:
             workflow.logger.error("could not record the outcome with the circuit breaker: %s", error)
 
     def _finish(
-        self, outcome: str, reason: str, decision: Decision | None = None, blocked_by: str | None = None
+        self,
+        outcome: str,
+        reason: str,
+        decision: Decision | None = None,
+        blocked_by: str | None = None,
+        error_type: str | None = None,
     ) -> RetrainingResult:
         assert self._input is not None
-        self._set("finished", f"{outcome}: {reason}")
+        # The status (what `evolution status` shows) names a failed step's error type, so its next step is known.
+        self._set("finished", f"{outcome}: {error_type}: {reason}" if error_type else f"{outcome}: {reason}")
         return RetrainingResult(
             tenant_id=self._input.tenant_id,
             model_name=self._input.model_name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 
 from evolution.errors import EvolutionError, InvalidInput, NotFound, PermissionDenied
 from evolution.platform.secret_files import SecretFileError
-from evolution.platform.settings import Settings, load_settings
+from evolution.platform.settings import HOME_DIR_NAME, Settings, find_home, home_is_configured, load_settings
 from evolution.platform.wiring import Services, build_services
 from evolution.security import Principal, Role
 
@@ -22,11 +23,34 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
+NO_HOME = (
+    f"no {HOME_DIR_NAME} home here or in any parent directory; "
+    "run evolution init (or up/demo) or set EVOLUTION_HOME"
+)
 
-def settings() -> Settings:
-    """The settings, or one line naming what is wrong with them and exit 2 (never a traceback)."""
+
+def settings(create_home: bool = False) -> Settings:
+    """The settings, with the home found as git finds ``.git``: ``EVOLUTION_HOME`` (or the config file) if set,
+    else the nearest ``.evolution`` in the current directory or a parent. Invalid settings are one line naming
+    the problem, exit 2 (never a traceback, never a value).
+
+    Only `init`, `up` and `demo` pass ``create_home``: any other command run in the wrong folder would otherwise
+    create an empty home there and then report every tenant as missing.
+    """
     try:
-        return load_settings()
+        cfg = load_settings()
+        if home_is_configured(cfg):
+            return cfg
+        found = find_home(Path.cwd())
+        if found is not None:
+            return load_settings(home=found)
+        if not create_home:
+            typer.secho(f"error: {NO_HOME}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(EXIT_FAILURE)
+        home = Path.cwd().resolve() / HOME_DIR_NAME
+        home.mkdir(parents=True, exist_ok=True)
+        typer.echo(f"created a new home at {home}", err=True)
+        return load_settings(home=home)
     except (SecretFileError, ValidationError) as error:
         typer.secho(f"error: invalid settings: {settings_error_line(error)}", err=True, fg=typer.colors.RED)
         raise typer.Exit(EXIT_BAD_INPUT) from None

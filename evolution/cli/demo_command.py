@@ -383,7 +383,7 @@ def demo(
     ] = False,
 ) -> None:
     """Seed a tenant, inject drift, and drive the whole lifecycle to a new CHAMPION on the real services."""
-    cfg = settings()
+    cfg = settings(create_home=True)
     if byo:
         check_example()  # before any service starts: say what is missing now, not after the drift
     progress = Progress()

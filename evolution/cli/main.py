@@ -68,6 +68,11 @@ COMMANDS: tuple[LazyCommand, ...] = (
         "Create the tenant's drift-scan schedule and its daily gc/{tenant} retention schedule (idempotent).",
     ),
     LazyCommand(
+        "init",
+        "evolution.cli.init_command",
+        "Create a new home (./.evolution, or $EVOLUTION_HOME if set) that later commands here or below find.",
+    ),
+    LazyCommand(
         "up",
         "evolution.cli.process_commands",
         "Start the Temporal dev server, a worker, the serving process and the dashboard; Ctrl-C stops them all.",

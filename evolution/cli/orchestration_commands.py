@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from evolution.cli.context import friendly_errors, operator, run_async, services, settings
+from evolution.cli.next_step import next_step
 from evolution.cli.stats_commands import drift_app
 from evolution.contracts import (
     ApprovalDecision,
@@ -55,6 +56,7 @@ def retrain(
     )
     workflow_id = run_async(_with_orchestrator(lambda o: start_retraining_as(principal, o, request)))
     typer.echo(f"started {workflow_id}")
+    typer.echo(f"follow it: evolution status --tenant {tenant}")
 
 
 @friendly_errors
@@ -79,6 +81,9 @@ def status(tenant: TenantOpt) -> None:
     if current.phase == "finished" and current.message:
         # How the run ended and why: a failed trainer's reason and its last output lines.
         typer.echo(f"outcome: {current.message}")
+        step = next_step(tenant, current.model_name, current.message, current.held_windows)
+        if step:
+            typer.echo(f"next: {step}")
     if current.shadow_pairs:
         typer.echo(f"shadow pairs: {current.shadow_pairs}")
     if current.guard:
@@ -91,6 +96,8 @@ def status(tenant: TenantOpt) -> None:
     if current.held_windows and current.phase == "awaiting_snapshot_acceptance":
         # Why the retraining waits: the drift's window (or the latest) has data-quality alerts, and how to go on.
         typer.echo(f"waiting: {current.message}")
+        window = current.held_windows[0]
+        typer.echo(f'next: accept it: evolution snapshot accept {tenant} {window} --reason "…"')
     if current.awaiting_approval:
         model = current.model_name or "<model>"
         typer.echo(f"waiting for approval: evolution approve --tenant {tenant} --model {model}")

@@ -19,7 +19,7 @@ def up(
     no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="Do not start the dashboard.")] = False,
 ) -> None:
     """Start the Temporal dev server, a worker, the serving process and the dashboard; Ctrl-C stops them all."""
-    group = ProcessGroup(settings(), dashboard=not no_dashboard)
+    group = ProcessGroup(settings(create_home=True), dashboard=not no_dashboard)
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -47,6 +47,8 @@ def up(
 
 
 def _exec_module(module: str) -> None:
+    # The module runs from the package root, so the home found from the caller's folder travels as EVOLUTION_HOME.
+    os.environ["EVOLUTION_HOME"] = str(settings().home.resolve())
     os.chdir(PACKAGES_ROOT)
     os.execv(sys.executable, [sys.executable, "-m", module])
 

@@ -28,12 +28,13 @@ from evolution.serving.body_limit_defaults import DEFAULT_MAX_INGEST_BYTES, DEFA
 from evolution.training.kubernetes_config import KubernetesBackendConfig
 
 NO_LIMIT_WORDS = frozenset({"", "none", "null", "unlimited"})
+HOME_DIR_NAME = ".evolution"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVOLUTION_", env_nested_delimiter="__", extra="ignore")
 
-    home: Path = Field(default=Path(".evolution"), description="State directory of the embedded defaults.")
+    home: Path = Field(default=Path(HOME_DIR_NAME), description="State directory of the embedded defaults.")
     # The URLs carry the database passwords: secret, so they can come from a file (EVOLUTION_DATABASE_URL_FILE).
     database_url: str | None = Field(
         default=None,
@@ -243,6 +244,24 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+
+def home_is_configured(settings: Settings) -> bool:
+    """Whether the home came from ``EVOLUTION_HOME``, the TOML file or an override, rather than the default."""
+    return "home" in settings.model_fields_set
+
+
+def find_home(start: Path) -> Path | None:
+    """The nearest ``.evolution`` directory in ``start`` or any parent (as git finds ``.git``), or None.
+
+    Only looks: whether a missing home may be created is the caller's policy.
+    """
+    here = start.resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / HOME_DIR_NAME
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -28,6 +28,7 @@ def test_retrain_status_and_approve_from_the_command_line(cli_env: dict[str, str
         seed_tenant_with_cli(cli_env, tmp_path, tenant="globex")
         started = run(cli_env, "retrain", "-t", "acme", "-m", "yield", "--reason", "first model")
         assert started.returncode == 0 and "retrain/acme" in started.stdout, started.stderr[:3000]
+        assert "follow it: evolution status --tenant acme" in started.stdout
         refused = run(cli_env, "retrain", "-t", "acme", "-m", "yield")
         assert refused.returncode == 1 and "already running" in refused.stderr
         assert run(cli_env, "retrain", "-t", "globex", "-m", "yield").returncode == 0

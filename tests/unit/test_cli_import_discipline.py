@@ -82,10 +82,10 @@ def test_help_lists_every_command_and_loads_no_heavy_library() -> None:
 
 
 def test_a_read_command_loads_the_database_but_no_numeric_cloud_or_engine_library(tmp_path: Path) -> None:
-    home = {"EVOLUTION_HOME": str(tmp_path)}
-    created, output, _ = run_cli("tenant", "create", "acme", env=home)
+    env = {"EVOLUTION_HOME": str(tmp_path)}
+    created, output, _ = run_cli("tenant", "create", "acme", env=env)  # an unknown tenant is an error now
     assert created == 0, output
-    status, output, loaded = run_cli("versions", "--tenant", "acme", env=home)
+    status, output, loaded = run_cli("versions", "--tenant", "acme", env=env)
     assert status == 0, output
     assert "sqlalchemy" in loaded
     assert sorted(loaded & HEAVY_BUT_THE_DATABASE) == []

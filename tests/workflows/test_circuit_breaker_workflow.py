@@ -18,6 +18,7 @@ from sqlalchemy import select
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
+from evolution.cli.next_step import next_step
 from evolution.contracts import DriftScanInput, RetrainingInput, RetrainingResult, RolloutTiming
 from evolution.demo.scenario import Scenario
 from evolution.notifications.outbox import OutboxNotifier
@@ -77,6 +78,12 @@ async def test_three_failed_retrainings_open_the_breaker_until_an_admin_resets_i
     failures = [await retrain(orchestrator) for _ in range(3)]
     assert [r.outcome for r in failures] == ["failed"] * 3
     assert all("no sealed snapshot" in r.reason and r.final_state == "FAILED" for r in failures)
+    # `evolution status` shows the failed step's error type and, from it, what to do next.
+    shown = await orchestrator.retraining_status("acme")
+    assert shown is not None and shown.message.startswith("failed: InsufficientData: "), shown
+    assert (next_step("acme", shown.model_name, shown.message) or "").startswith(
+        "seal a snapshot: evolution snapshot seal --tenant acme"
+    )
     breaker = CircuitBreaker(services.factory)
     status = breaker.status(ADMIN, "acme")
     assert (status.state, status.consecutive_failures) == ("open", 3)
