@@ -180,6 +180,11 @@ class PostPromotionWatches:
             labels, q_harm = row.labels, row.q_harm
         champion = self._registry.current(principal, inp.tenant_id, model_name, ModelState.CHAMPION)
         verdict, reason = verdict_of(row, champion, champion_id, utcnow())
+        harmed = GuardState.model_validate(row.guard_state)
+        if row.status == "watching" and harmed.decided == "rollback":
+            # Harm decided: the registry's own checks (and its request id, on a retry after the rollback but before
+            # the row was ended) settle whether the champion is still this watch's to roll back.
+            verdict, reason = "harm", harmed.decided_reason or reason
         if row.status != "watching" or verdict == "continue":
             status: WatchStatus = row.status  # type: ignore[assignment]
             return WatchEndOut(status=status, message=row.reason, labels=labels, q_harm=q_harm)
