@@ -202,17 +202,11 @@ async def test_a_memory_limit_too_small_for_training_fails_the_job(tmp_path: Pat
     result = await LocalSubprocessBackend().run(make_job(tmp_path, dataset, memory_limit_mb=64))
     assert result.status == "failed" and result.exit_code != 0
     assert result.output_files == {}
-    # At 64 MB the interpreter cannot even map numpy's BLAS library; larger limits fail later, in training. Where
-    # exactly the allocation fails varies from run to run: a C extension that cannot allocate may also leave
-    # CPython's "error return without exception set" SystemError.
+    # At 64 MB the interpreter cannot even start cleanly: where the allocation fails varies from run to run (numpy's
+    # BLAS library not mapped, MemoryError, CPython's "error return without exception set" or "lost sys.stderr",
+    # a crash by signal), so the test holds the job to what is stable: it failed, said how, and produced nothing.
     assert result.error is not None
-    failures = (
-        "failed to map segment",
-        "MemoryError",
-        "cannot allocate",
-        "error return without exception set",
-    )
-    assert any(s in result.error for s in failures), result.error
+    assert result.error.startswith(("the job exited with code", "the job was killed by")), result.error
 
 
 async def test_a_stale_result_from_an_earlier_attempt_is_never_reported(
