@@ -392,9 +392,5 @@ def verdict_of(
     return "continue", f"{row.labels:,} labels: q = {row.q_harm:.3g}; no harm found"
 
 
-ENDED_AS: dict[str, Verdict] = {
-    "kept": "kept",
-    "rolled_back": "harm",
-    "superseded": "superseded",
-    "expired": "expired",
-}
+# How an ended watch's status reads as a verdict (a look at a watch already ended says how it ended).
+ENDED_AS: dict[str, Verdict] = {status: verdict for verdict, status in ENDINGS.items()}
