@@ -143,7 +143,7 @@ class TemporalOrchestrator:
             )
         return status
 
-    async def run_is_open(self, workflow_id: str, run_id: str) -> bool:
+    async def run_is_open(self, workflow_id: str, run_id: str | None) -> bool:
         try:
             description = await self._client.get_workflow_handle(workflow_id, run_id=run_id).describe()
         except RPCError as error:

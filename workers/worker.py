@@ -62,7 +62,7 @@ def activity_objects(
         GcActivities(services.retention),
         EscalationActivities(services.escalator),
         ApprovalActivities(services.approval_tickets),
-        ReconcilerActivities(services.reconciler, liveness),
+        ReconcilerActivities(services.reconciler, services.stranded_watches, liveness),
         QualityHoldActivities(services.snapshot_holds),
         WatchActivities(services.watches),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -12,6 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.breaker import BreakerActivities
     from activities.drift import DriftActivities
     from activities.reconciler import ReconcilerActivities
+    from evolution.canary.watch_models import StrandedWatchesIn, watch_workflow_id
     from evolution.contracts import (
         BreakerCheckIn,
         DriftScanInput,
@@ -43,6 +45,9 @@ RECONCILE_PATCH = "reconcile-stranded-candidates"
 # A drift alert while the circuit breaker is open notifies "retraining disabled by the circuit breaker" (audited
 # once per scan) instead of starting a retraining that could only end CIRCUIT_OPEN.
 BREAKER_BEFORE_RETRAINING_PATCH = "breaker-before-retraining"
+# Each scan starts again the post-promotion watches whose workflow ended from outside while their row still watches
+# (terminating the workflow must not switch the automatic rollback off).
+RESUME_WATCHES_PATCH = "resume-stranded-watches"
 CIRCUIT_OPEN = "CIRCUIT_OPEN"
 
 
@@ -68,6 +73,8 @@ class DriftScanWorkflow:
                 heartbeat_timeout=_capped(HEARTBEAT_TIMEOUT, inp.step_timeout_s),
                 retry_policy=TRANSIENT_RETRY,
             )
+        if workflow.patched(RESUME_WATCHES_PATCH):
+            await self._resume_stranded_watches(inp)
         if workflow.patched(SEAL_AND_SCAN_PATCH):
             both = await workflow.execute_activity_method(
                 DriftActivities.seal_and_scan_window,
@@ -127,6 +134,24 @@ class DriftScanWorkflow:
         except WorkflowAlreadyStartedError:
             return result.model_copy(update={"retraining": "already_running"})
         return result.model_copy(update={"retraining": "started"})
+
+    async def _resume_stranded_watches(self, inp: DriftScanInput) -> None:
+        stranded = await workflow.execute_activity_method(
+            ReconcilerActivities.stranded_watches,
+            StrandedWatchesIn(tenant_id=inp.tenant_id),
+            start_to_close_timeout=_capped(REGISTRY_TIMEOUT, inp.step_timeout_s),
+            heartbeat_timeout=_capped(HEARTBEAT_TIMEOUT, inp.step_timeout_s),
+            retry_policy=TRANSIENT_RETRY,
+        )
+        for watch in stranded.resume:
+            # Started meanwhile (a retraining promoted again)? That run owns the model's watch now.
+            with suppress(WorkflowAlreadyStartedError):
+                await workflow.start_child_workflow(
+                    "PostPromotionWatch",
+                    watch,
+                    id=watch_workflow_id(watch.tenant_id, watch.model_name),
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                )
 
     async def _breaker_allows(self, inp: DriftScanInput, scan: ScanOut) -> bool:
         """False (after auditing and notifying it once) while the tenant's circuit breaker is open."""

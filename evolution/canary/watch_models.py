@@ -32,6 +32,14 @@ class WatchInput(BaseModel):
     watch_id: str | None = Field(default=None, description="set when the workflow continued as new")
 
 
+class StrandedWatchesIn(BaseModel):
+    tenant_id: str
+
+
+class StrandedWatchesOut(BaseModel):
+    resume: list[WatchInput] = Field(description="watches whose workflow ended from outside, to start again")
+
+
 class WatchStartIn(BaseModel):
     tenant_id: str
     model_name: str

@@ -68,8 +68,8 @@ class Orchestrator(Protocol):
 
     async def send_approval(self, tenant_id: str, request: ApprovalRequest) -> ApprovalResponse: ...
 
-    async def run_is_open(self, workflow_id: str, run_id: str) -> bool:
-        """Whether that workflow run still runs (the stranded-candidate reconciler's question)."""
+    async def run_is_open(self, workflow_id: str, run_id: str | None) -> bool:
+        """Whether that workflow run (None: the id's latest) still runs (the reconcilers' question)."""
         ...
 
     async def close(self) -> None: ...

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from evolution.canary.service import CanaryService
     from evolution.canary.watch import PostPromotionWatches
+    from evolution.canary.watch_resume import StrandedWatches
     from evolution.data.events import EventIngestor
     from evolution.data.outcomes import OutcomeJoiner
     from evolution.data.quality_holds import SnapshotHolds
@@ -263,6 +264,12 @@ class Services:
             tenants=self.tenants,
             watched_predecessor=self.watches.watched_predecessor,
         )
+
+    @cached_property
+    def stranded_watches(self) -> StrandedWatches:
+        from evolution.canary.watch_resume import StrandedWatches
+
+        return StrandedWatches(self.factory, self.notifier)
 
     @cached_property
     def watches(self) -> PostPromotionWatches:

@@ -35,9 +35,10 @@ _REGISTERED_BY_RUN = re.compile(r"^(?P<workflow>retrain/[^/]+)/(?P<run>[^/]+)/re
 
 
 class RunLiveness(Protocol):
-    """Port: whether a workflow run is still open (the Temporal adapter is workers/orchestrator.py)."""
+    """Port: whether a workflow run is still open (the Temporal adapter is workers/orchestrator.py); ``run_id`` None
+    asks about the id's latest run (a workflow that continues as new changes runs but stays open)."""
 
-    async def run_is_open(self, workflow_id: str, run_id: str) -> bool: ...
+    async def run_is_open(self, workflow_id: str, run_id: str | None) -> bool: ...
 
 
 @dataclass(frozen=True)
