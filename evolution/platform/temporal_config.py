@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from evolution.errors import InvalidInput
 
@@ -46,18 +46,6 @@ class TemporalTlsConfig(BaseModel):
         default=None,
         description="The name the server's certificate must carry when it differs from the address's host.",
     )
-
-    @model_validator(mode="after")
-    def _cert_with_key(self) -> TemporalTlsConfig:
-        if (self.client_cert is None) != (self.client_key is None):
-            given, missing = (
-                ("CLIENT_CERT", "CLIENT_KEY") if self.client_key is None else ("CLIENT_KEY", "CLIENT_CERT")
-            )
-            raise ValueError(
-                f"{TLS_VARIABLE}{given} is set without {TLS_VARIABLE}{missing} (or {TLS_VARIABLE}{missing}"
-                f"{'_FILE' if missing == 'CLIENT_KEY' else ''}): mutual TLS needs both"
-            )
-        return self
 
 
 Auth = Literal["none", "TLS", "mutual TLS", "API key", "API key + mutual TLS"]
@@ -121,6 +109,15 @@ def _read(field: str, path: Path) -> bytes:
 
 
 def tls_material(config: TemporalTlsConfig) -> TlsMaterial:
+    # Checked here rather than by a model validator: pydantic's error would echo the section, key included.
+    if config.client_cert is not None and config.client_key is None:
+        raise TemporalConfigError(
+            f"{TLS_VARIABLE}CLIENT_CERT is set without {TLS_VARIABLE}CLIENT_KEY_FILE: mutual TLS needs both"
+        )
+    if config.client_key is not None and config.client_cert is None:
+        raise TemporalConfigError(
+            f"{TLS_VARIABLE}CLIENT_KEY is set without {TLS_VARIABLE}CLIENT_CERT: mutual TLS needs both"
+        )
     key = config.client_key.get_secret_value().encode() if config.client_key is not None else None
     if key is not None and b"PRIVATE KEY-----" not in key:
         raise TemporalConfigError(f"{TLS_VARIABLE}CLIENT_KEY: holds no PEM private key")
