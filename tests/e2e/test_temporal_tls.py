@@ -266,6 +266,19 @@ def test_worker_with_a_foreign_certificate_exits_in_one_line(world: TlsWorld) ->
     assert_refused(result, "refused the client certificate")
 
 
+def test_the_dashboard_names_a_refused_certificate(world: TlsWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard's pages catch this error and show it as one warning (dashboard/views/governance.py)."""
+    from dashboard.state import with_orchestrator
+
+    for key, value in mtls_env(world, world.pki.foreign_client).items():
+        if key.startswith("EVOLUTION_"):
+            monkeypatch.setenv(key, value)
+    started = time.monotonic()
+    with pytest.raises(OrchestratorUnavailable, match="refused the client certificate"):
+        with_orchestrator(lambda orchestrator: orchestrator.retraining_status("acme"))
+    assert time.monotonic() - started < 30
+
+
 def test_the_api_key_reaches_the_proxy_and_a_wrong_one_is_refused_clearly(world: TlsWorld) -> None:
     let_in, rows = doctor(api_key_env(world, API_KEY))
     assert let_in.returncode == 0, let_in.stdout + let_in.stderr
