@@ -272,9 +272,8 @@ def temporal_reachable(settings: Settings) -> Check:
 
     try:
         asyncio.run(probe())
-    except (
-        EvolutionError
-    ) as error:  # the adapter names the problem: unreachable, wrong CA, refused credentials
+    except EvolutionError as error:
+        # The adapter names the problem: unreachable, wrong CA, refused certificate or key.
         return Check(component="temporal", name="reachable", ok=False, detail=str(error))
     mode = "cluster" if settings.temporal_external else "dev server of `evolution up`"
     return Check(

@@ -233,7 +233,15 @@ def failure_reason(connection: TemporalConnection, raw: str) -> str:
                 "the server refused the API key (EVOLUTION_TEMPORAL_API_KEY): wrong, expired or revoked, or "
                 "not allowed in this namespace"
             )
-        return "the server refused an unauthenticated client: it needs an API key (EVOLUTION_TEMPORAL_API_KEY_FILE)"
+        if cert_set:
+            return (
+                f"the server took the client certificate{_client_cert_name(connection)} but refused it access to "
+                f"namespace {connection.namespace}: its authorizer grants this certificate no role there"
+            )
+        return (
+            "the server refused an unauthenticated client: it needs an API key (EVOLUTION_TEMPORAL_API_KEY_FILE) "
+            f"or a client certificate ({TLS_VARIABLE}CLIENT_CERT, {TLS_VARIABLE}CLIENT_KEY_FILE)"
+        )
     if _said(raw, _CLIENT_CERT_REFUSED):
         if not cert_set:
             return (

@@ -138,6 +138,13 @@ SERVER_CA = TlsMaterial(
             "k",
             "refused the API key",
         ),
+        # A self-hosted cluster's authorizer refuses a certificate without a role in the namespace.
+        (
+            'Status { code: PermissionDenied, message: "Request unauthorized." }',
+            "mtls",
+            None,
+            "refused it access to namespace prod",
+        ),
         (
             "ConnectError(Custom { kind: InvalidData, error: InvalidContentType })",
             SERVER_CA,
