@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-fast up test test-fast lint bench bench-cli bench-evidently bench-availability bench-serving bench-restore bench-load crash-test fuzz clean postgres-binaries promtool chromium
+.PHONY: install demo demo-fast up test test-fast lint bench bench-cli bench-evidently bench-availability bench-serving bench-restore bench-load crash-test fuzz clean postgres-binaries promtool chromium nginx
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,17 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
 
+## Debian's nginx for the Temporal mutual-TLS and API-key tests (a TLS-terminating gRPC proxy the tests start on
+## free ports as a non-daemon); the package's own server is not wanted, so it is stopped where systemd started it.
+nginx:
+	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then \
+		echo "nginx present"; \
+	else \
+		echo "installing Debian's nginx for the Temporal TLS tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null; \
+		systemctl disable --now nginx >/dev/null 2>&1 || true; \
+	fi
+
 ## Style, types, and the layers of docs/architecture.md (import-linter contracts in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -60,7 +71,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy evolution workflows activities workers dashboard
 	$(VENV)/bin/lint-imports --no-cache
 
-test: $(STAMP) postgres-binaries promtool chromium lint
+test: $(STAMP) postgres-binaries promtool chromium nginx lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=25
 
 test-fast: $(STAMP)

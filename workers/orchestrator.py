@@ -176,11 +176,5 @@ class TemporalOrchestrator:
 
 
 async def connect(settings: Settings) -> TemporalOrchestrator:
-    try:
-        client = await connect_client(settings)
-    except RuntimeError as error:  # the SDK reports an unreachable server as a RuntimeError
-        raise OrchestratorUnavailable(
-            f"cannot reach Temporal at {settings.temporal_address} ({error}); is `evolution up` running, "
-            "or EVOLUTION_TEMPORAL_ADDRESS set to your cluster?"
-        ) from None
-    return TemporalOrchestrator(client, settings.task_queue)
+    """Raises :class:`OrchestratorUnavailable` naming the problem (unreachable, wrong CA, refused credentials)."""
+    return TemporalOrchestrator(await connect_client(settings), settings.task_queue)

@@ -24,6 +24,7 @@ from activities.reconciler import ReconcilerActivities
 from activities.registry import RegistryActivities
 from activities.training import TrainingActivities
 from activities.watch import WatchActivities
+from evolution.errors import EvolutionError
 from evolution.observability.logs import configure_logging
 from evolution.platform.settings import Settings, load_settings
 from evolution.platform.wiring import Services, build_services
@@ -123,7 +124,12 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings, "worker", context=ActivityContext())
     configure_tracing(settings, "worker")
-    asyncio.run(run_worker(settings))
+    try:
+        asyncio.run(run_worker(settings))
+    except EvolutionError as error:
+        # Cannot start (Temporal refuses the CA, the certificate or the key, or is not there): one line, no traceback.
+        log.error("worker cannot start: %s", error)
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

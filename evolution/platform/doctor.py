@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import Engine, text
 
+from evolution.errors import EvolutionError
 from evolution.platform.secret_files import secret_origins
 from evolution.platform.settings import Settings
 from evolution.registry.db import MIGRATIONS_DIR, alembic_config, make_engine
@@ -200,6 +201,67 @@ def secret_checks(settings: Settings) -> list[Check]:
 
 
 def temporal_checks(settings: Settings) -> list[Check]:
+    """How this installation authenticates to Temporal, whether its client certificate is still valid, and
+    whether Temporal lets it in (each refusal named: wrong CA, refused certificate or key)."""
+    checks = temporal_auth_checks(settings)
+    if any(check.name == TLS_FILES for check in checks):
+        return checks  # a missing or unusable file: connecting would only repeat it
+    return [*checks, temporal_reachable(settings)]
+
+
+CERT_RENEW_DAYS = 14
+TLS_FILES = "TLS files"
+
+
+def temporal_auth_checks(settings: Settings) -> list[Check]:
+    from evolution.platform.temporal_config import TemporalConfigError, auth_of, certificate_validity
+    from evolution.timeutil import utcnow
+
+    tls = settings.temporal_tls
+    cert_set = tls is not None and tls.client_cert is not None
+    auth = auth_of(tls is not None, cert_set, settings.temporal_api_key)
+    parts = []
+    if tls is not None:
+        parts.append(f"server CA {tls.server_ca}" if tls.server_ca else "server CA: the system's roots")
+        if tls.server_name:
+            parts.append(f"server name {tls.server_name}")
+        if tls.client_cert:
+            parts.append(f"client certificate {tls.client_cert}")
+    elif settings.temporal_api_key is not None:
+        parts.append("TLS with the system's roots")
+    if settings.temporal_api_key is not None:
+        parts.append("API key set (never shown)")
+    if auth == "none":
+        parts.append("plaintext, unauthenticated: only for the dev server of `evolution up`")
+    checks = [Check(component="temporal", name="auth", ok=True, detail=f"{auth}: {'; '.join(parts)}")]
+    try:
+        connection = settings.temporal_connection()
+    except TemporalConfigError as error:
+        return [*checks, Check(component="temporal", name=TLS_FILES, ok=False, detail=str(error))]
+    material = connection.tls
+    if material is None or material.client_cert is None:
+        return checks
+    try:
+        validity = certificate_validity(material.client_cert)
+    except ValueError as error:
+        return [*checks, Check(component="temporal", name="client certificate", ok=False, detail=str(error))]
+    now = utcnow()
+    days = validity.days_left(now)
+    until = (
+        f"{validity.subject}, issued by {validity.issuer}, valid until {validity.not_after:%Y-%m-%d %H:%M}Z"
+    )
+    if validity.not_before > now:
+        ok, detail = False, f"not valid yet (from {validity.not_before:%Y-%m-%d %H:%M}Z): {until}"
+    elif days <= 0:
+        ok, detail = False, f"EXPIRED {-days:.0f} days ago: {until}; issue a new one (docs/production.md)"
+    elif days <= CERT_RENEW_DAYS:
+        ok, detail = True, f"expires in {days:.1f} days, renew now: {until}"
+    else:
+        ok, detail = True, f"{until} ({days:.0f} days left)"
+    return [*checks, Check(component="temporal", name="client certificate", ok=ok, detail=detail)]
+
+
+def temporal_reachable(settings: Settings) -> Check:
     import asyncio
 
     from evolution.platform.orchestrator import connect_orchestrator
@@ -208,16 +270,18 @@ def temporal_checks(settings: Settings) -> list[Check]:
         orchestrator = await connect_orchestrator(settings)
         await orchestrator.close()
 
-    asyncio.run(probe())
+    try:
+        asyncio.run(probe())
+    except EvolutionError as error:
+        # The adapter names the problem: unreachable, wrong CA, refused certificate or key.
+        return Check(component="temporal", name="reachable", ok=False, detail=str(error))
     mode = "cluster" if settings.temporal_external else "dev server of `evolution up`"
-    return [
-        Check(
-            component="temporal",
-            name="reachable",
-            ok=True,
-            detail=f"{settings.temporal_address} namespace {settings.temporal_namespace} ({mode})",
-        )
-    ]
+    return Check(
+        component="temporal",
+        name="reachable",
+        ok=True,
+        detail=f"{settings.temporal_address} namespace {settings.temporal_namespace} ({mode}), let in",
+    )
 
 
 CHECKS: dict[str, Callable[[Settings], list[Check]]] = {

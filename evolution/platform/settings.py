@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,7 @@ from evolution.integrity.kms_config import KmsSignerConfig
 from evolution.integrity.s3_config import S3StoreConfig
 from evolution.notifications.config import NotificationsConfig
 from evolution.platform.secret_files import EnvWithoutSecretFiles, SecretFilesSource
+from evolution.platform.temporal_config import TemporalConnection, TemporalTlsConfig, temporal_connection
 from evolution.serving.body_limit_defaults import DEFAULT_MAX_INGEST_BYTES, DEFAULT_MAX_PREDICT_BYTES, MIB
 from evolution.training.kubernetes_config import KubernetesBackendConfig
 
@@ -79,6 +80,22 @@ class Settings(BaseSettings):
         default=False, description="True: do not start a dev server, connect only."
     )
     temporal_ui_port: int = 8233
+    temporal_tls: TemporalTlsConfig | None = Field(
+        default=None,
+        description="TLS to Temporal: EVOLUTION_TEMPORAL_TLS__SERVER_CA, __CLIENT_CERT, __CLIENT_KEY_FILE, "
+        "__SERVER_NAME (mutual TLS to a self-hosted cluster or Temporal Cloud).",
+    )
+    temporal_api_key: SecretStr | None = Field(
+        default=None,
+        description="Temporal Cloud API key (sent as a bearer token, over TLS only); usually "
+        "EVOLUTION_TEMPORAL_API_KEY_FILE.",
+    )
+    temporal_connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="How long a process may take to reach Temporal and be let in before it gives up with the reason.",
+    )
     task_queue: str = "evolution"
 
     serve_host: str = "127.0.0.1"
@@ -196,6 +213,16 @@ class Settings(BaseSettings):
         if missing:
             raise ValueError("; ".join(missing))
         return self
+
+    def temporal_connection(self) -> TemporalConnection:
+        """The Temporal address, TLS material and API key, read now (certificate files may have been rotated)."""
+        return temporal_connection(
+            self.temporal_address,
+            self.temporal_namespace,
+            self.temporal_tls,
+            self.temporal_api_key,
+            self.temporal_connect_timeout_s,
+        )
 
     @property
     def resolved_owner_database_url(self) -> str:

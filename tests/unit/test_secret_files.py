@@ -60,6 +60,8 @@ def test_the_secret_settings_are_derived_from_the_model() -> None:
         "EVOLUTION_KMS__SESSION_TOKEN_FILE",
         "EVOLUTION_NOTIFICATIONS__SMTP__PASSWORD_FILE",
         "EVOLUTION_NOTIFICATIONS__WEBHOOK__SECRET_FILE",
+        "EVOLUTION_TEMPORAL_TLS__CLIENT_KEY_FILE",
+        "EVOLUTION_TEMPORAL_API_KEY_FILE",
     ]
 
 
