@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,6 +28,7 @@ from activities.watch import WatchActivities
 from evolution.observability.logs import configure_logging
 from evolution.platform.settings import Settings, load_settings
 from evolution.platform.wiring import Services, build_services
+from evolution.registry.pg_tls import DatabaseUnreachable
 from evolution.registry.stranded import RunLiveness
 from evolution.training.compute import ComputeBackend
 from workers.activity_journal import journal_interceptors
@@ -123,7 +125,10 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings, "worker", context=ActivityContext())
     configure_tracing(settings, "worker")
-    asyncio.run(run_worker(settings))
+    try:
+        asyncio.run(run_worker(settings))
+    except DatabaseUnreachable as error:  # a wrong CA, a refused login...: one line, no traceback
+        sys.exit(f"evolution worker: {error}")
 
 
 if __name__ == "__main__":

@@ -111,8 +111,9 @@ def test_the_settings_reach_every_connection_verified_and_authenticated_by_certi
     assert PASSWORD not in repr(checks)
 
 
-def test_a_wrong_ca_stops_a_cli_command_with_one_line_naming_the_ca(
-    app: tuple[str, dict[str, str]], foreign: CertificateAuthority, tmp_path: Path
+@pytest.mark.parametrize("command", [["tenant", "list"], ["serve"], ["worker"]], ids=" ".join)
+def test_a_wrong_ca_stops_the_cli_and_the_processes_with_one_line_naming_the_ca(
+    command: list[str], app: tuple[str, dict[str, str]], foreign: CertificateAuthority, tmp_path: Path
 ) -> None:
     url, tls = app
     env = {
@@ -122,7 +123,7 @@ def test_a_wrong_ca_stops_a_cli_command_with_one_line_naming_the_ca(
         "EVOLUTION_DATABASE_URL": url,
         "EVOLUTION_DATABASE_SSLROOTCERT": str(foreign.cert_path),
     }
-    run = subprocess.run([EVOLUTION, "tenant", "list"], env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run([EVOLUTION, *command], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
