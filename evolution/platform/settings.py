@@ -228,15 +228,13 @@ class Settings(BaseSettings):
 
     @property
     def resolved_owner_database_url(self) -> str:
-        return (
-            with_tls_defaults(self.database_owner_url, self.database_tls)
-            if self.database_owner_url
-            else (self.resolved_database_url)
-        )
+        if not self.database_owner_url:
+            return self.resolved_database_url
+        return with_tls_defaults(self.database_owner_url, self.database_tls)
 
     @property
     def resolved_database_url(self) -> str:
-        if self.database_url is None:
+        if not self.database_url:
             return f"sqlite:///{(self.home / 'registry.db').resolve()}"
         return with_tls_defaults(self.database_url, self.database_tls)
 

@@ -381,8 +381,12 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     if engine.dialect.name == "postgresql":
         # The application's role may connect differently from the owner's (its own certificate): a wrong CA or
         # a refused login is one line here, at start, rather than a traceback at the first query.
-        with connected(engine, settings.resolved_database_url):
-            pass
+        try:
+            with connected(engine, settings.resolved_database_url):
+                pass
+        except BaseException:
+            engine.dispose()
+            raise
     services = Services(
         settings=settings,
         engine=engine,
