@@ -18,6 +18,7 @@ from evolution.observability.logs import configure_logging
 from evolution.observability.tracing import configure_tracing
 from evolution.platform.settings import Settings, load_settings
 from evolution.platform.wiring import build_services
+from evolution.registry.pg_tls import DatabaseUnreachable
 from evolution.serving.app import create_app
 from evolution.serving.body_limits import BodyLimits
 from evolution.serving.predictor import Predictor
@@ -54,7 +55,10 @@ def main() -> None:
     configure_logging(settings, "serving")
     configure_tracing(settings, "serving")
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    app, predictor = build(settings)
+    try:
+        app, predictor = build(settings)
+    except DatabaseUnreachable as error:  # a wrong CA, a refused login...: one line, no traceback
+        sys.exit(f"evolution serve: {error}")
     # What start-up loaded (the libraries, the app) stays for the process's life: out of the collector's way, so
     # its full collections, which would pause a request for milliseconds, have little left to walk.
     gc.freeze()

@@ -28,6 +28,7 @@ from evolution.errors import EvolutionError
 from evolution.observability.logs import configure_logging
 from evolution.platform.settings import Settings, load_settings
 from evolution.platform.wiring import Services, build_services
+from evolution.registry.pg_tls import DatabaseUnreachable
 from evolution.registry.stranded import RunLiveness
 from evolution.training.compute import ComputeBackend
 from workers.activity_journal import journal_interceptors
@@ -126,8 +127,9 @@ def main() -> None:
     configure_tracing(settings, "worker")
     try:
         asyncio.run(run_worker(settings))
-    except EvolutionError as error:
-        # Cannot start (Temporal refuses the CA, the certificate or the key, or is not there): one line, no traceback.
+    except (EvolutionError, DatabaseUnreachable) as error:
+        # Cannot start (Temporal refuses the CA, the certificate or the key, or is not there; the database refuses
+        # the CA or the login): one line, no traceback.
         log.error("worker cannot start: %s", error)
         raise SystemExit(f"error: {error}") from None
 

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from evolution.backup.manifest import BackupFailed
 from evolution.errors import InvalidInput, NotFound
+from evolution.registry.pg_tls import libpq_environment, tls_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,9 @@ class PgConnection:
     user: str
     database: str
     password: str | None = field(default=None, repr=False)
+    # libpq's TLS parameters from the URL (sslmode, sslrootcert, sslcert, sslkey): the backup's programs and
+    # connections reach the server as the registry does.
+    tls: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_url(cls, url: str) -> PgConnection:
@@ -139,6 +143,7 @@ class PgConnection:
             user=parsed.username or pwd.getpwuid(os.geteuid()).pw_name,
             database=parsed.database or "postgres",
             password=parsed.password if isinstance(parsed.password, str) else None,
+            tls=tuple(sorted(tls_parameters(url).items())),
         )
 
     def env(self) -> dict[str, str]:
@@ -147,6 +152,7 @@ class PgConnection:
             "PGPORT": str(self.port),
             "PGUSER": self.user,
             "PGDATABASE": self.database,
+            **libpq_environment(dict(self.tls)),
         }
         if self.password:
             env["PGPASSWORD"] = self.password
@@ -156,19 +162,21 @@ class PgConnection:
     def connect(self, database: str | None = None) -> Iterator[Any]:
         import psycopg
 
-        with psycopg.connect(
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self.password,
-            dbname=database or self.database,
-            autocommit=True,
-            connect_timeout=10,
-        ) as conn:
+        # libpq keywords (the TLS ones among them) go in as one mapping; psycopg's own options stay typed.
+        keywords: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "dbname": database or self.database,
+            "connect_timeout": 10,
+            **dict(self.tls),
+        }
+        with psycopg.connect(autocommit=True, **keywords) as conn:
             yield conn
 
     def with_port(self, port: int, host: str | None = None) -> PgConnection:
-        return PgConnection(host or self.host, port, self.user, self.database, self.password)
+        return PgConnection(host or self.host, port, self.user, self.database, self.password, self.tls)
 
     def sqlalchemy_url(self) -> str:
         from sqlalchemy.engine import URL
@@ -180,6 +188,7 @@ class PgConnection:
             host=self.host,
             port=self.port,
             database=self.database,
+            query=dict(self.tls),
         ).render_as_string(hide_password=False)
 
 

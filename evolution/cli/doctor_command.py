@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from evolution.cli.context import settings
+from evolution.cli.context import friendly_errors, settings
 from evolution.platform.doctor import CHECKS, render_table, run_checks
 
 
@@ -33,6 +33,7 @@ db_app = typer.Typer(help="The registry database's schema.", no_args_is_help=Tru
 
 
 @db_app.command("upgrade")
+@friendly_errors
 def db_upgrade() -> None:
     """Apply every pending migration, as the schema's owner (EVOLUTION_DATABASE_OWNER_URL, else DATABASE_URL)."""
     from evolution.registry.db import upgrade_to_head

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -18,7 +19,8 @@ from sqlalchemy import Engine, text
 from evolution.errors import EvolutionError
 from evolution.platform.secret_files import secret_origins
 from evolution.platform.settings import Settings
-from evolution.registry.db import MIGRATIONS_DIR, alembic_config, make_engine
+from evolution.registry.db import MIGRATIONS_DIR, alembic_config, connected, make_engine
+from evolution.registry.pg_tls import SETTING_OF, DatabaseUnreachable, Endpoint, sslmode_of, tls_parameters
 from evolution.registry.row_security import IDENTITY_TABLES
 
 
@@ -43,11 +45,17 @@ def _guarded(component: str, name: str, run: Callable[[], list[Check]]) -> list[
 
 def database_checks(settings: Settings) -> list[Check]:
     url = settings.resolved_database_url
+    checks = database_tls_file_checks(url, "")
     engine = make_engine(url)
     try:
-        return _database_checks(engine, url)
+        checks += _database_checks(engine, url)
+    except DatabaseUnreachable as error:
+        checks.append(Check(component="database", name="reachable", ok=False, detail=str(error)))
     finally:
         engine.dispose()
+    if settings.database_owner_url and settings.resolved_owner_database_url != url:
+        checks += database_owner_checks(settings.resolved_owner_database_url)
+    return checks
 
 
 def _database_checks(engine: Engine, url: str) -> list[Check]:
@@ -56,8 +64,10 @@ def _database_checks(engine: Engine, url: str) -> list[Check]:
 
     backend = engine.dialect.name
     checks: list[Check] = []
-    with engine.connect() as connection:
+    with connected(engine, url) as connection:
         connection.execute(text("SELECT 1"))
+        if backend == "postgresql":
+            checks.append(database_tls_in_use(connection, url, ""))
         checks.append(Check(component="database", name="reachable", ok=True, detail=f"{backend} answered"))
         head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
         current = MigrationContext.configure(connection).get_current_revision()
@@ -117,6 +127,81 @@ def _row_security_checks(connection: Any) -> list[Check]:
         )
     )
     return checks
+
+
+def database_owner_checks(url: str) -> list[Check]:
+    """The schema owner's URL (set where migrations run): its TLS files, and whether it connects over TLS."""
+    checks = database_tls_file_checks(url, " (owner)")
+    engine = make_engine(url)
+    try:
+        with connected(engine, url) as connection:
+            checks.append(database_tls_in_use(connection, url, " (owner)"))
+    except DatabaseUnreachable as error:
+        checks.append(Check(component="database", name="reachable (owner)", ok=False, detail=str(error)))
+    finally:
+        engine.dispose()
+    return checks
+
+
+def database_tls_file_checks(url: str, role: str) -> list[Check]:
+    """The CA and the client certificate a PostgreSQL URL names: whose, signed by whom, until when (failed if
+    expired, not yet valid or unreadable). A missing file is reported by the connection ("reachable")."""
+    import datetime as dt
+
+    from evolution.platform.pem_certificates import CertificateFileError, read_certificate_file
+
+    parameters = tls_parameters(url)
+    now = dt.datetime.now(dt.UTC)
+    checks: list[Check] = []
+    for parameter, name in (("sslrootcert", "server CA"), ("sslcert", "client certificate")):
+        value = parameters.get(parameter)
+        if value is None or value == "system" or not Path(value).is_file():
+            continue
+        try:
+            summary = read_certificate_file(Path(value))
+        except CertificateFileError as error:
+            checks.append(Check(component="database", name=name + role, ok=False, detail=str(error)))
+            continue
+        problem = summary.problem(now)
+        detail = f"{value}: " + (
+            f"{problem}: renew it ({SETTING_OF[parameter]})" if problem else summary.describe(now)
+        )
+        checks.append(Check(component="database", name=name + role, ok=problem is None, detail=detail))
+    return checks
+
+
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def database_tls_in_use(connection: Any, url: str, role: str) -> Check:
+    """The TLS the connection actually has (pg_stat_ssl), beside the mode asked for. Unencrypted fails except to
+    this host (loopback or a socket); encrypted without verify-full passes with a warning."""
+    parameters = tls_parameters(url)
+    mode = sslmode_of(parameters)
+    row = connection.execute(
+        text("SELECT ssl, version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+    ).one_or_none()
+    encrypted = bool(row and row[0])
+    endpoint = Endpoint.of(url)
+    if not encrypted:
+        local = endpoint.host in _LOOPBACK or endpoint.host.startswith("/")
+        return Check(
+            component="database",
+            name="TLS" + role,
+            ok=local,
+            detail=f"sslmode={mode}: not encrypted"
+            + ("" if local else f" to {endpoint.host}")
+            + ": set EVOLUTION_DATABASE_SSLMODE=verify-full and EVOLUTION_DATABASE_SSLROOTCERT",
+        )
+    assert row is not None
+    detail = f"sslmode={mode}, {row[1]} {row[2]}"
+    if mode == "verify-full":
+        detail += f", server certificate verified for {endpoint.host}"
+    else:
+        detail += ": the server's identity is not verified (use sslmode=verify-full)"
+    if "sslcert" in parameters:
+        detail += ", client certificate presented"
+    return Check(component="database", name="TLS" + role, ok=True, detail=detail)
 
 
 def artifact_checks(settings: Settings) -> list[Check]:

@@ -25,6 +25,7 @@ from evolution.integrity.s3_config import S3StoreConfig
 from evolution.notifications.config import NotificationsConfig
 from evolution.platform.secret_files import EnvWithoutSecretFiles, SecretFilesSource
 from evolution.platform.temporal_config import TemporalConnection, TemporalTlsConfig, temporal_connection
+from evolution.registry.pg_tls import SslMode, with_tls_defaults
 from evolution.serving.body_limit_defaults import DEFAULT_MAX_INGEST_BYTES, DEFAULT_MAX_PREDICT_BYTES, MIB
 from evolution.training.kubernetes_config import KubernetesBackendConfig
 
@@ -48,6 +49,23 @@ class Settings(BaseSettings):
         "database_url then names the application's role (a member of evolution_app: no ownership, no "
         "BYPASSRLS), fenced by row-level security. Default: database_url.",
         json_schema_extra={"secret": True},
+    )
+    # TLS to PostgreSQL (libpq's parameter names); defaults for both URLs, which may state their own.
+    database_sslmode: SslMode | None = Field(
+        default=None,
+        description="PostgreSQL: libpq's sslmode for both URLs; production: verify-full (TLS, the server's "
+        "certificate signed by database_sslrootcert and naming the host). None: libpq's default (prefer).",
+    )
+    database_sslrootcert: str | None = Field(
+        default=None,
+        description="PostgreSQL: the CA file (PEM) that signed the server's certificate ('system': the system's "
+        "trust store).",
+    )
+    database_sslcert: str | None = Field(
+        default=None, description="PostgreSQL: the client certificate (PEM) for certificate authentication."
+    )
+    database_sslkey: str | None = Field(
+        default=None, description="PostgreSQL: the client certificate's private key (PEM, mode 0600)."
     )
 
     artifact_backend: Literal["filesystem", "s3"] = Field(
@@ -224,13 +242,38 @@ class Settings(BaseSettings):
             self.temporal_connect_timeout_s,
         )
 
+    @model_validator(mode="after")
+    def _database_client_certificate_whole(self) -> Settings:
+        if (self.database_sslcert is None) != (self.database_sslkey is None):
+            given, other = (
+                ("database_sslcert", "database_sslkey")
+                if self.database_sslkey is None
+                else ("database_sslkey", "database_sslcert")
+            )
+            raise ValueError(f"{given} is set without {other}: a client certificate needs both")
+        return self
+
     @property
     def resolved_owner_database_url(self) -> str:
-        return self.database_owner_url or self.resolved_database_url
+        if not self.database_owner_url:
+            return self.resolved_database_url
+        return with_tls_defaults(self.database_owner_url, self.database_tls)
 
     @property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.home / 'registry.db').resolve()}"
+        if not self.database_url:
+            return f"sqlite:///{(self.home / 'registry.db').resolve()}"
+        return with_tls_defaults(self.database_url, self.database_tls)
+
+    @property
+    def database_tls(self) -> dict[str, str | None]:
+        """The TLS settings as libpq parameters, added to each PostgreSQL URL that does not state them."""
+        return {
+            "sslmode": self.database_sslmode,
+            "sslrootcert": self.database_sslrootcert,
+            "sslcert": self.database_sslcert,
+            "sslkey": self.database_sslkey,
+        }
 
     @property
     def artifacts_dir(self) -> Path:

@@ -379,12 +379,21 @@ def build_compute_backend(settings: Settings) -> ComputeBackend:
 def build_services(settings: Settings, migrate: bool = True) -> Services:
     """The backends the settings choose: embedded defaults (SQLite, the home dir, a local Ed25519 key) or
     PostgreSQL, S3/MinIO and AWS KMS. Migrations run as the schema's owner; the services use the app's role."""
-    from evolution.registry.db import make_engine, make_session_factory, upgrade_to_head
+    from evolution.registry.db import connected, make_engine, make_session_factory, upgrade_to_head
 
     settings.home.mkdir(parents=True, exist_ok=True)
     if migrate:
         upgrade_to_head(settings.resolved_owner_database_url)
     engine = make_engine(settings.resolved_database_url)
+    if engine.dialect.name == "postgresql":
+        # The application's role may connect differently from the owner's (its own certificate): a wrong CA or
+        # a refused login is one line here, at start, rather than a traceback at the first query.
+        try:
+            with connected(engine, settings.resolved_database_url):
+                pass
+        except BaseException:
+            engine.dispose()
+            raise
     services = Services(
         settings=settings,
         engine=engine,

@@ -10,8 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 # The Alembic scripts ship inside the package (evolution/registry/migrations/), so an installed wheel can migrate.
@@ -132,6 +132,26 @@ def consistent_reading(factory: sessionmaker[Session], tenant_id: str | None) ->
         yield session
 
 
+@contextmanager
+def connected(engine: Engine, url: str) -> Iterator[Connection]:
+    """``engine.connect()``; on PostgreSQL, TLS files are checked first and a failure to connect becomes one
+    :class:`~evolution.registry.pg_tls.DatabaseUnreachable` line (a wrong CA, a host-name mismatch, a refused
+    certificate…) instead of the driver's multi-line report."""
+    if engine.dialect.name != "postgresql":
+        with engine.connect() as connection:
+            yield connection
+        return
+    from evolution.registry.pg_tls import DatabaseUnreachable, check_files, explain_connection_failure
+
+    check_files(url)
+    try:
+        connection = engine.connect()
+    except OperationalError as error:
+        raise DatabaseUnreachable(explain_connection_failure(error, url)) from None
+    with connection:
+        yield connection
+
+
 def alembic_config(url: str) -> Any:
     """The Alembic configuration, built here rather than read from an alembic.ini (an installed wheel has none)."""
     from alembic.config import Config
@@ -177,11 +197,13 @@ def packaged_head() -> str | None:
 
 def database_revisions(url: str) -> set[str] | None:
     """The revisions the database is at (Alembic's own table), read without taking SQLite's write lock; None if
-    the table is not there yet. A database that cannot be reached raises, as Alembic would."""
+    the table is not there yet. A PostgreSQL server that cannot be connected to raises
+    :class:`~evolution.registry.pg_tls.DatabaseUnreachable` naming the cause (this is every process's first
+    contact with the database)."""
     engine = make_engine(url)
     token = _SQLITE_DEFERRED_BEGIN.set(True)
     try:
-        with engine.connect() as connection:
+        with connected(engine, url) as connection:
             try:
                 return set(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
             except SQLAlchemyError:

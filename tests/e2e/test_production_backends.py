@@ -17,7 +17,7 @@ from evolution.integrity.kms_signing import create_signing_key
 from evolution.registry.db import upgrade_to_head
 from tests.e2e.conftest import cli
 from tests.support.moto_server import FAKE_AWS_ENV, moto_server
-from tests.support.postgres import app_role_url, create_database
+from tests.support.postgres import app_role_url, create_database, tls_as_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -46,11 +46,14 @@ def production_env(cli_env: dict[str, str], pg_server: str, aws_endpoint: str) -
     owner_url = create_database(pg_server)
     upgrade_to_head(owner_url)  # the owner migrates; the processes below connect as the application role
     key_arn = create_signing_key(_client("kms", aws_endpoint), KEY_ALIAS)
+    # TLS by the settings, as in production: verify-full against the test CA, the app role by its certificate.
+    app_url, tls_settings = tls_as_settings(app_role_url(owner_url))
     return {
         **cli_env,
         **FAKE_AWS_ENV,
-        "EVOLUTION_DATABASE_URL": app_role_url(owner_url),
-        "EVOLUTION_DATABASE_OWNER_URL": owner_url,
+        **tls_settings,
+        "EVOLUTION_DATABASE_URL": app_url,
+        "EVOLUTION_DATABASE_OWNER_URL": tls_as_settings(owner_url)[0],
         "EVOLUTION_ARTIFACT_BACKEND": "s3",
         "EVOLUTION_S3__ENDPOINT_URL": aws_endpoint,
         "EVOLUTION_S3__BUCKET_PREFIX": BUCKET_PREFIX,
@@ -67,6 +70,8 @@ def test_demo_runs_on_postgres_s3_and_kms_and_verify_catches_an_s3_tamper(
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     for line in ("row-level security forced", "application role fenced", "s3 credentials", "kms"):
         assert line in doctor.stdout.lower(), doctor.stdout
+    for line in ("sslmode=verify-full", "client certificate presented", "CN=evolution_app_login"):
+        assert line in doctor.stdout, doctor.stdout
 
     demo = cli(production_env, "demo", "--fast", timeout=600)
     assert demo.returncode == 0, demo.stdout[-4000:] + demo.stderr[-4000:]

@@ -23,6 +23,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from argon2 import PasswordHasher
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -40,6 +41,7 @@ from evolution.timeutil import utcnow
 from tests.integration.test_serving_http import instances
 from tests.support.http_server import serving
 from tests.support.models import install_model
+from tests.support.postgres import libpq_dsn, with_database
 
 ROOT = Principal(user="root", role=Role.ADMIN, tenants=("*",))
 ACME_ADMIN = Principal.for_tenant("acme-boss", Role.ADMIN, "acme")
@@ -379,8 +381,8 @@ def test_predictions_keep_flowing_on_cached_tokens_while_the_registry_is_down(
     seen = {"Authorization": f"Bearer {token_for(services, 'vic', Role.VIEWER, 'acme')}"}
     unseen = {"Authorization": f"Bearer {token_for(services, 'ana', Role.VIEWER, 'acme')}"}
     body = {"instances": instances(3)}
-    database = pg_url.rsplit("/", 1)[1]
-    admin_dsn = pg_url.rsplit("/", 1)[0].replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    database = make_url(pg_url).database
+    admin_dsn = libpq_dsn(with_database(pg_url, "postgres"))
     try:
         with serve(services, fresh_s=0.0) as url:  # every request asks the registry while it can
             assert httpx.post(url + PREDICT, json=body, headers=seen).status_code == 200

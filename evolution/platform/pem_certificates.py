@@ -1,0 +1,65 @@
+"""What `evolution doctor` says about a certificate file: whose it is, who signed it, and when it expires.
+
+Reads PEM files only (public certificates, never keys); a file of several certificates (a CA bundle) is summed up
+by the one that expires first, since that is the one that will break connections.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+# Renew before this: a certificate rotated on the last day leaves no time to roll it out.
+EXPIRY_WARNING = dt.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class CertificateSummary:
+    subject: str
+    issuer: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    count: int
+
+    def problem(self, now: dt.datetime) -> str | None:
+        if now >= self.not_after:
+            return f"expired on {self.not_after:%Y-%m-%d %H:%M} UTC"
+        if now < self.not_before:
+            return f"not valid before {self.not_before:%Y-%m-%d %H:%M} UTC"
+        return None
+
+    def describe(self, now: dt.datetime) -> str:
+        left = self.not_after - now
+        when = f"expires {self.not_after:%Y-%m-%d} ({left.days} days)"
+        if left < EXPIRY_WARNING:
+            when += ", renew it soon"
+        several = f", first to expire of {self.count}" if self.count > 1 else ""
+        return f"{self.subject}, issued by {self.issuer}, {when}{several}"
+
+
+class CertificateFileError(ValueError):
+    """A certificate file that cannot be read or is not PEM; the message names the path."""
+
+
+def read_certificate_file(path: Path) -> CertificateSummary:
+    from cryptography import x509
+
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CertificateFileError(
+            f"{path}: cannot be read ({error.strerror or type(error).__name__})"
+        ) from None
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise CertificateFileError(f"{path}: not a PEM certificate") from None
+    first = min(certificates, key=lambda c: c.not_valid_after_utc)
+    return CertificateSummary(
+        subject=first.subject.rfc4514_string(),
+        issuer=first.issuer.rfc4514_string(),
+        not_before=first.not_valid_before_utc,
+        not_after=first.not_valid_after_utc,
+        count=len(certificates),
+    )
