@@ -59,7 +59,8 @@ class RichMeter:
 
     @contextmanager
     def _task(self, description: str, total: int, unit: Unit) -> Iterator[Advance]:
-        task_id = self._bars.add_task(description, total=max(total, 0), unit=unit)
+        # A task with nothing to do (gc with nothing to collect) is not drawn: an empty bar would only be noise.
+        task_id = self._bars.add_task(description, total=max(total, 0), unit=unit, visible=total > 0)
 
         def advance(done: int) -> None:
             self._bars.advance(task_id, done)

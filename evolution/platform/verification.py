@@ -7,6 +7,7 @@ see :mod:`evolution.platform.stored_objects`) is reported on a line of its own a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from pydantic import BaseModel
 
@@ -112,11 +113,11 @@ def _record_checks(
     planned: list[tuple[str, str, Callable[[], object]]] = []
     for snapshot in services.snapshots.list_snapshots(auditor, tenant_id):
         planned.append(
-            ("snapshot", snapshot.id, lambda s=snapshot: services.snapshots.verify(s, services.keyring))
+            ("snapshot", snapshot.id, partial(services.snapshots.verify, snapshot, services.keyring))
         )
     for report in services.drift_reports.list_reports(auditor, tenant_id, limit=100_000):
         planned.append(
-            ("drift-report", report.id, lambda r=report: services.drift_reports.verify(r, services.keyring))
+            ("drift-report", report.id, partial(services.drift_reports.verify, report, services.keyring))
         )
     for model_name, raw in services.tenants.tenant_settings(auditor, tenant_id).baseline_overrides.items():
         champion = raw.get("champion_version_id", "")
@@ -124,9 +125,7 @@ def _record_checks(
             (
                 "baseline-reset",
                 f"{model_name} (champion {champion})",
-                lambda m=model_name, c=champion: services.baselines.effective(
-                    tenant_id, m, c, services.keyring
-                ),
+                partial(services.baselines.effective, tenant_id, model_name, champion, services.keyring),
             )
         )
     collected = gc_history(services.factory, tenant_id)
@@ -142,13 +141,13 @@ def _record_checks(
                 (
                     "model",
                     label,
-                    lambda v=version: verify_collected_version(
-                        v, services.store, services.keyring, collected.digests
+                    partial(
+                        verify_collected_version, version, services.store, services.keyring, collected.digests
                     ),
                 )
             )
             continue
-        planned.append(("model", label, lambda v=version: services.loader.verify(v)))
+        planned.append(("model", label, partial(services.loader.verify, version)))
     return planned
 
 

@@ -1,12 +1,15 @@
-"""Progress on long work (issue 17, item 3), without a terminal: the CLI's meter draws rich bars only on a terminal and
-never with --json; the work reports tasks whose advances add up to their totals (the ingest reader by bytes, the
-drift comparison by bytes or rows and by feature)."""
+"""Progress on long work (issue 17, item 3), in process: the CLI's meter draws rich bars only on a terminal and never
+with --json (`drift compare` piped, and with --json on a pseudo-terminal, writes no bar and no escape code); the work
+reports tasks whose advances add up to their totals (the ingest reader by bytes, the drift comparison by bytes or
+rows and by feature). A bar drawn by the real command on a terminal: tests/e2e/test_progress_bars.py."""
 
 from __future__ import annotations
 
 import gzip
 import io
 import json
+import os
+import pty
 import re
 import subprocess
 import sys
@@ -19,7 +22,7 @@ import pytest
 from rich.console import Console
 
 from evolution.cli.progress import RichMeter, progress_meter
-from evolution.cli.stats_commands import read_columns
+from evolution.cli.stats_commands import compare, read_columns
 from evolution.data.input_files import event_lines, open_input
 from evolution.progress import metered
 from evolution.stats.drift import build_baseline, scan
@@ -70,7 +73,10 @@ def test_the_ingest_reader_advances_by_every_byte_of_the_file(tmp_path: Path) ->
     path = tmp_path / "events.jsonl"
     path.write_text("".join(json.dumps({"n": i, "pad": "x" * (i % 50)}) + "\n" for i in range(ROWS)))
     meter = RecordingMeter()
-    with metered(meter, "ingest", path.stat().st_size, "bytes") as advance, open_input(path, advance) as handle:
+    with (
+        metered(meter, "ingest", path.stat().st_size, "bytes") as advance,
+        open_input(path, advance) as handle,
+    ):
         assert sum(1 for _ in event_lines(handle)) == ROWS
     assert meter.unbalanced() == [] and meter.tasks[0].total == path.stat().st_size
 
@@ -116,3 +122,48 @@ def test_the_drift_comparison_advances_feature_by_feature() -> None:
         ("compare the window", 2),
     ]
     assert meter.unbalanced() == []
+
+
+@pytest.fixture(scope="module")
+def windows(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("windows")
+    frame = _frame()
+    paths = []
+    for name, shift in (("baseline.csv", 0.0), ("current.csv", 8.0)):
+        rows = zip(frame["rain_mm"] + shift, frame["soil"], strict=True)
+        path = root / name
+        path.write_text("rain_mm,soil\n" + "".join(f"{r:.3f},{s}\n" for r, s in rows))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def test_piped_drift_compare_writes_its_result_without_a_bar_or_an_escape_code(
+    windows: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    compare(*windows)  # stdout and stderr are pytest's pipes
+    out, err = capsys.readouterr()
+    assert "rain_mm" in out
+    assert "━" not in out + err and "\x1b" not in out + err
+
+
+def test_drift_compare_with_json_draws_no_bar_even_on_a_terminal(
+    windows: tuple[Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller, child_side = pty.openpty()
+    terminal = os.fdopen(child_side, "w")
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert sys.stderr.isatty()
+    try:
+        compare(*windows, as_json=True)
+        terminal.flush()
+        os.set_blocking(controller, False)
+        try:
+            drawn = os.read(controller, 65536)
+        except BlockingIOError:
+            drawn = b""
+    finally:
+        terminal.close()
+        os.close(controller)
+    out = capsys.readouterr().out
+    assert drawn == b""
+    assert json.loads(out)["level"] in ("ok", "warn", "alert") and "\x1b" not in out
