@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from evolution.stats.canary_models import Decision
 
 ROLE_MEANINGS: dict[str, str] = {
-    "champion": "the champion answered: there was no candidate, or the request fell outside the canary's share",
-    "shadow": "the champion answered; the candidate was scored on the same request, its answer not served",
+    "champion": "the champion answered; no candidate, or outside the canary's share",
+    "shadow": "the champion answered, the candidate was scored alongside, not served",
     "canary": "the candidate answered",
-    "watch": "the new champion answered; the previous one was scored beside it (post-promotion watch)",
+    "watch": "the new champion answered, the old one scored alongside",
 }
 
 

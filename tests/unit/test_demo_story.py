@@ -36,8 +36,12 @@ def test_the_ledger_adds_up_and_explains_each_role() -> None:
     assert out["traffic"] == (
         "4,200 predictions = 1,500 after the drift + 1,700 during shadow and canary + 1,000 after the promotion"
     )
-    assert out["served as"].startswith("2,190 champion (the champion answered")
-    assert "700 shadow (the champion answered; the candidate was scored" in out["served as"]
+    assert out["served as"].startswith("2,190 champion (the champion answered; no candidate")
+    assert (
+        "700 shadow (the champion answered, the candidate was scored alongside, not served)"
+        in out["served as"]
+    )
+    assert out["served as"].endswith("1,000 watch (the new champion answered, the old one scored alongside)")
     assert role_split({"canary": 310, "shadow": 0, "champion": 690}) == "690 champion, 310 canary"
 
 
