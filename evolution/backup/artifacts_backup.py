@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -37,6 +37,7 @@ from evolution.backup.manifest import (
 from evolution.errors import Conflict, EvolutionError, IntegrityViolation, NotFound
 from evolution.integrity.artifacts import TENANT_PATTERN, ArtifactStore, FilesystemArtifactStore
 from evolution.integrity.digest_checks import verify_artifact
+from evolution.progress import Advance, ProgressMeter, metered
 
 logger = logging.getLogger(__name__)
 
@@ -93,57 +94,23 @@ def backup_artifacts(
     pool_root: Path,
     *,
     progress: Progress = no_progress,
+    meter: ProgressMeter | None = None,
 ) -> ArtifactsPart:
     """Copy every blob and named object of ``tenants`` into the pool; reuse what the pool already has.
 
     A corrupted artifact in the source is not copied: it is listed in ``problems`` (and the backup as a whole
-    reported as failed by the caller), while everything else is still backed up.
+    reported as failed by the caller), while everything else is still backed up. ``meter``: a task over them all.
     """
     pool = FilesystemArtifactStore(pool_root)
     tmp_dir = pool_root / ".staging"
     tmp_dir.mkdir(exist_ok=True)
     tenant_list = list(tenants)
     part = ArtifactsPart(source=describe_store(store), tenants=tenant_list, entries=[])
-    seen = 0
-    for tenant in tenant_list:
-        for digest in store.list_digests(tenant):
-            seen += 1
-            try:
-                if pool.exists(tenant, digest):
-                    with pool.open(tenant, digest) as reader:  # its size only: not read again
-                        size = reader.seek(0, os.SEEK_END)
-                    part.reused += 1
-                else:
-                    size = _copy_blob(store, tenant, digest, pool, tmp_dir)
-                    part.copied += 1
-                    part.bytes_copied += size
-            except (IntegrityViolation, NotFound) as error:
-                part.problems.append(str(error))
-                continue
-            part.bytes_total += size
-            part.entries.append(
-                ArtifactRecord(tenant=tenant, kind="blob", name=digest, sha256=digest, size=size)
-            )
-            if seen % PROGRESS_EVERY == 0:
-                progress(f"  artifacts: {seen} seen, {part.copied} copied, {part.reused} already in the pool")
-        for key in store.list_objects(tenant):
-            seen += 1
-            try:
-                data = store.get_object(tenant, key)
-            except EvolutionError as error:
-                part.problems.append(f"object {tenant}/{key}: {error}")
-                continue
-            digest = hashlib.sha256(data).hexdigest()
-            if pool.exists(tenant, digest):
-                part.reused += 1
-            else:
-                pool.put_bytes(tenant, data)
-                part.copied += 1
-                part.bytes_copied += len(data)
-            part.bytes_total += len(data)
-            part.entries.append(
-                ArtifactRecord(tenant=tenant, kind="object", name=key, sha256=digest, size=len(data))
-            )
+    listed = [(tenant, store.list_digests(tenant), store.list_objects(tenant)) for tenant in tenant_list]
+    total = sum(len(digests) + len(keys) for _, digests, keys in listed)
+    with metered(meter, "back up artifacts", total) as advance:
+        for tenant, digests, keys in listed:
+            _copy_tenant(store, tenant, digests, keys, pool, tmp_dir, part, progress, advance)
     with contextlib.suppress(OSError):  # left behind if another backup is writing into the pool
         tmp_dir.rmdir()
     progress(
@@ -153,24 +120,81 @@ def backup_artifacts(
     return part
 
 
+def _copy_tenant(
+    store: ArtifactStore,
+    tenant: str,
+    digests: list[str],
+    keys: list[str],
+    pool: FilesystemArtifactStore,
+    tmp_dir: Path,
+    part: ArtifactsPart,
+    progress: Progress,
+    advance: Advance,
+) -> None:
+    """One tenant's blobs and named objects into the pool, each recorded in ``part`` (or as a problem)."""
+    for digest in digests:
+        try:
+            if pool.exists(tenant, digest):
+                with pool.open(tenant, digest) as reader:  # its size only: not read again
+                    size = reader.seek(0, os.SEEK_END)
+                part.reused += 1
+            else:
+                size = _copy_blob(store, tenant, digest, pool, tmp_dir)
+                part.copied += 1
+                part.bytes_copied += size
+        except (IntegrityViolation, NotFound) as error:
+            part.problems.append(str(error))
+            advance(1)
+            continue
+        part.bytes_total += size
+        part.entries.append(ArtifactRecord(tenant=tenant, kind="blob", name=digest, sha256=digest, size=size))
+        advance(1)
+        seen = len(part.entries) + len(part.problems)
+        if seen % PROGRESS_EVERY == 0:
+            progress(f"  artifacts: {seen} seen, {part.copied} copied, {part.reused} already in the pool")
+    for key in keys:
+        advance(1)
+        try:
+            data = store.get_object(tenant, key)
+        except EvolutionError as error:
+            part.problems.append(f"object {tenant}/{key}: {error}")
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        if pool.exists(tenant, digest):
+            part.reused += 1
+        else:
+            pool.put_bytes(tenant, data)
+            part.copied += 1
+            part.bytes_copied += len(data)
+        part.bytes_total += len(data)
+        part.entries.append(
+            ArtifactRecord(tenant=tenant, kind="object", name=key, sha256=digest, size=len(data))
+        )
+
+
 def check_pool(
-    pool_root: Path, entries: Iterable[ArtifactRecord], progress: Progress = no_progress
+    pool_root: Path,
+    entries: Sequence[ArtifactRecord],
+    progress: Progress = no_progress,
+    meter: ProgressMeter | None = None,
 ) -> list[str]:
-    """Re-hash every pool copy the entries name; the problems found."""
+    """Re-hash every pool copy the entries name; the problems found. ``meter``: a task over the entries."""
     pool = FilesystemArtifactStore(pool_root)
     problems = []
-    for i, entry in enumerate(entries, start=1):
-        try:
-            size = verify_artifact(pool, entry.tenant, entry.sha256)
-        except (IntegrityViolation, NotFound) as error:
-            problems.append(f"{entry.kind} {entry.tenant}/{entry.name}: {error}")
-            continue
-        if size != entry.size:
-            problems.append(
-                f"{entry.kind} {entry.tenant}/{entry.name}: {size} bytes, manifest says {entry.size}"
-            )
-        if i % PROGRESS_EVERY == 0:
-            progress(f"  checked {i} artifacts")
+    with metered(meter, "check the backup's artifacts", len(entries)) as advance:
+        for i, entry in enumerate(entries, start=1):
+            advance(1)
+            try:
+                size = verify_artifact(pool, entry.tenant, entry.sha256)
+            except (IntegrityViolation, NotFound) as error:
+                problems.append(f"{entry.kind} {entry.tenant}/{entry.name}: {error}")
+                continue
+            if size != entry.size:
+                problems.append(
+                    f"{entry.kind} {entry.tenant}/{entry.name}: {size} bytes, manifest says {entry.size}"
+                )
+            if i % PROGRESS_EVERY == 0:
+                progress(f"  checked {i} artifacts")
     return problems
 
 
@@ -184,41 +208,55 @@ class ArtifactsRestore(BaseModel):
 
 def restore_artifacts(
     pool_root: Path,
-    entries: Iterable[ArtifactRecord],
+    entries: Sequence[ArtifactRecord],
     store: ArtifactStore,
     *,
     repair: bool = False,
     progress: Progress = no_progress,
+    meter: ProgressMeter | None = None,
 ) -> ArtifactsRestore:
     """Write every entry into ``store`` through the port; what is already there (and sound) is kept.
 
     An artifact present in ``store`` but corrupted is replaced from the backup when ``repair`` is set (a restore
     over a live home with --yes), otherwise reported. A named object present with other bytes is reported: named
-    objects are write-once.
+    objects are write-once. ``meter``: a task over the entries.
     """
     pool = FilesystemArtifactStore(pool_root)
     result = ArtifactsRestore()
-    for i, entry in enumerate(entries, start=1):
-        try:
-            if entry.kind == "blob":
-                _restore_blob(pool, entry, store, repair, result)
-            else:
-                data = pool.read_bytes(entry.tenant, entry.sha256)  # re-hashed against the manifest's digest
-                try:
-                    existing: bytes | None = store.get_object(entry.tenant, entry.name)
-                except NotFound:
-                    existing = None
-                if existing == data:
-                    result.present += 1
-                else:
-                    store.put_object(entry.tenant, entry.name, data)
-                    result.written += 1
-                    result.bytes_written += len(data)
-        except (IntegrityViolation, Conflict, NotFound) as error:
-            result.problems.append(f"{entry.kind} {entry.tenant}/{entry.name}: {error}")
-        if i % PROGRESS_EVERY == 0:
-            progress(f"  artifacts: {i} restored or present")
+    with metered(meter, "restore artifacts", len(entries)) as advance:
+        for i, entry in enumerate(entries, start=1):
+            _restore_entry(pool, entry, store, repair, result)
+            advance(1)
+            if i % PROGRESS_EVERY == 0:
+                progress(f"  artifacts: {i} restored or present")
     return result
+
+
+def _restore_entry(
+    pool: FilesystemArtifactStore,
+    entry: ArtifactRecord,
+    store: ArtifactStore,
+    repair: bool,
+    result: ArtifactsRestore,
+) -> None:
+    """One entry written into ``store``, kept as present, or recorded as a problem."""
+    try:
+        if entry.kind == "blob":
+            _restore_blob(pool, entry, store, repair, result)
+            return
+        data = pool.read_bytes(entry.tenant, entry.sha256)  # re-hashed against the manifest's digest
+        try:
+            existing: bytes | None = store.get_object(entry.tenant, entry.name)
+        except NotFound:
+            existing = None
+        if existing == data:
+            result.present += 1
+        else:
+            store.put_object(entry.tenant, entry.name, data)
+            result.written += 1
+            result.bytes_written += len(data)
+    except (IntegrityViolation, Conflict, NotFound) as error:
+        result.problems.append(f"{entry.kind} {entry.tenant}/{entry.name}: {error}")
 
 
 def _restore_blob(

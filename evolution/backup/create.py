@@ -43,6 +43,7 @@ from evolution.backup.postgres_server import PgConnection, PgTools
 from evolution.backup.sqlite_backup import backup_sqlite, sqlite_path
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.signing import Signer
+from evolution.progress import ProgressMeter
 from evolution.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
@@ -72,11 +73,12 @@ def create_backup(
     pg_url: str | None = None,
     pg_tools: PgTools | None = None,
     progress: Progress = no_progress,
+    meter: ProgressMeter | None = None,
 ) -> BackupResult:
     """Back up ``parts`` of the home ``settings`` describes into a new backup below ``dest``.
 
     ``pg_url``: the PostgreSQL role to take the base backup as (it needs REPLICATION); default: the schema
-    owner's URL, else the configured one.
+    owner's URL, else the configured one. ``meter``: a task over the artifacts backed up.
     """
     started = time.monotonic()
     url = settings.resolved_database_url
@@ -105,7 +107,7 @@ def create_backup(
     if "artifacts" in parts:
         progress("artifacts …")
         tenants = store_tenants(store, registry_tenants)
-        manifest.artifacts = backup_artifacts(store, tenants, pool_of(work), progress=progress)
+        manifest.artifacts = backup_artifacts(store, tenants, pool_of(work), progress=progress, meter=meter)
     if "keys" in parts:
         progress("keys (private: keep this backup in a secret store) …")
         manifest.keys = backup_keys(settings.keys_dir, work)

@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import os
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from evolution.errors import EvolutionError, IntegrityViolation, InvalidInput, NotFound
 from evolution.integrity.manifest import validate_relative_name
 from evolution.integrity.signing import Signature, Signer, key_id_for_public_pem, verify_signature
+from evolution.progress import Advance, ProgressMeter, metered
 from evolution.timeutil import utcnow
 
 BACKUP_FORMAT = 1
@@ -276,24 +277,37 @@ def verify_manifest_signature(backup_dir: Path) -> tuple[BackupManifest, str]:
 
 
 def check_files(
-    backup_dir: Path, records: Iterable[FileRecord], progress: Progress = no_progress
+    backup_dir: Path,
+    records: Sequence[FileRecord],
+    progress: Progress = no_progress,
+    meter: ProgressMeter | None = None,
 ) -> list[str]:
-    """Re-hash every file; the problems found (empty: all match)."""
+    """Re-hash every file; the problems found (empty: all match). ``meter``: a task over their bytes."""
     problems = []
-    for record in records:
-        path = safe_join(backup_dir, record.path)
-        if not path.is_file() or path.is_symlink():
-            problems.append(f"{record.path}: missing (or not a regular file)")
-            continue
-        size, digest = file_digest(path)
-        if size != record.size or digest != record.sha256:
-            problems.append(
-                f"{record.path}: sha256 {digest[:16]}… ({size} bytes), manifest says "
-                f"{record.sha256[:16]}… ({record.size} bytes)"
-            )
-        elif record.size > 64 * 1024 * 1024:
-            progress(f"  checked {record.path} ({record.size / 1e6:.0f} MB)")
+    with metered(meter, "check the backup's files", sum(r.size for r in records), "bytes") as advance:
+        for record in records:
+            problem = _check_file(backup_dir, record, progress, advance)
+            if problem:
+                problems.append(problem)
     return problems
+
+
+def _check_file(backup_dir: Path, record: FileRecord, progress: Progress, advance: Advance) -> str | None:
+    """What is wrong with one file of the backup (None: it matches); ``advance`` is told its recorded size."""
+    path = safe_join(backup_dir, record.path)
+    if not path.is_file() or path.is_symlink():
+        advance(record.size)
+        return f"{record.path}: missing (or not a regular file)"
+    size, digest = file_digest(path)
+    advance(record.size)
+    if size != record.size or digest != record.sha256:
+        return (
+            f"{record.path}: sha256 {digest[:16]}… ({size} bytes), manifest says "
+            f"{record.sha256[:16]}… ({record.size} bytes)"
+        )
+    if record.size > 64 * 1024 * 1024:
+        progress(f"  checked {record.path} ({record.size / 1e6:.0f} MB)")
+    return None
 
 
 # -- a backup root holding several backups ----------------------------------------------------------------

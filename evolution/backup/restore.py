@@ -26,6 +26,7 @@ from evolution.backup.selection import artifact_entries, check_backup, choose_ba
 from evolution.backup.sqlite_backup import restore_sqlite, sqlite_path
 from evolution.errors import Conflict, IntegrityViolation, InvalidInput
 from evolution.integrity.artifacts import ArtifactStore
+from evolution.progress import ProgressMeter
 from evolution.timeutil import as_utc, utcnow
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "")
@@ -81,6 +82,7 @@ def restore_backup(
     pg_tools: PgTools | None = None,
     signer_key_id: str | None = None,
     progress: Progress = no_progress,
+    meter: ProgressMeter | None = None,
 ) -> RestoreResult:
     """Restore a backup into the home and database ``settings`` describe; see the module docs.
 
@@ -90,7 +92,8 @@ def restore_backup(
     running; the caller verifies through it.
 
     ``signer_key_id``: the key id of the home's signer when it is not a local key file (a KMS key); a local
-    key is read from the key directory (or the backup, when its keys are restored).
+    key is read from the key directory (or the backup, when its keys are restored). ``meter``: tasks over the
+    backup's checks and the artifacts restored.
     """
     started = time.monotonic()
     to_time = as_utc(to_time) if to_time is not None else None
@@ -147,7 +150,7 @@ def restore_backup(
             f"{settings.home} is not empty ({'; '.join(live)}): pass --yes to restore over it "
             "(the current registry and keys are kept aside, not deleted)"
         )
-    problems = check_backup(chosen, parts, entries, progress)
+    problems = check_backup(chosen, parts, entries, progress, meter)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; … {len(problems) - 5} more" if len(problems) > 5 else "")
         raise IntegrityViolation(
@@ -219,7 +222,7 @@ def restore_backup(
     if "artifacts" in parts and manifest.artifacts is not None:
         progress(f"artifacts → {settings.artifacts_dir} ({len(entries)}) …")
         result.artifacts = restore_artifacts(
-            pool_of(chosen.listing.path), entries, store, repair=overwrite, progress=progress
+            pool_of(chosen.listing.path), entries, store, repair=overwrite, progress=progress, meter=meter
         )
         a = result.artifacts
         progress(

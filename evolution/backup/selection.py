@@ -28,6 +28,7 @@ from evolution.backup.manifest import (
     verify_manifest_signature,
 )
 from evolution.errors import IntegrityViolation, InvalidInput, NotFound
+from evolution.progress import ProgressMeter
 from evolution.timeutil import as_utc
 
 
@@ -98,8 +99,12 @@ def check_backup(
     parts: Sequence[Part],
     entries: Sequence[ArtifactRecord] = (),
     progress: Progress = no_progress,
+    meter: ProgressMeter | None = None,
 ) -> list[str]:
-    """Signatures and digests of everything a restore of ``parts`` would use; the problems (empty: sound)."""
+    """Signatures and digests of everything a restore of ``parts`` would use; the problems (empty: sound).
+
+    ``meter``: a task over the files' bytes, then one over the artifacts.
+    """
     backup_dir = chosen.listing.path
     problems = []
     used = {chosen.manifest.backup_id} | {e_id for e_id in _sources_of(chosen, entries)}
@@ -117,10 +122,10 @@ def check_backup(
     if "keys" in parts and manifest.keys:
         records += manifest.keys.files
     progress(f"checking {len(records)} files of backup {manifest.backup_id} …")
-    problems += check_files(backup_dir, records, progress)
+    problems += check_files(backup_dir, records, progress, meter)
     if "artifacts" in parts:
         progress(f"checking {len(entries)} artifacts in the pool …")
-        problems += check_pool(pool_of(backup_dir), entries, progress)
+        problems += check_pool(pool_of(backup_dir), entries, progress, meter)
     return problems
 
 

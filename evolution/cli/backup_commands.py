@@ -14,6 +14,7 @@ from evolution.backup.home import parse_parts
 from evolution.backup.manifest import list_backups
 from evolution.backup.selection import check_backup, choose_backup
 from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
+from evolution.cli.progress import progress_meter
 from evolution.errors import InvalidInput
 from evolution.platform.wiring import build_artifact_store, build_signer
 from evolution.timeutil import iso, parse_iso
@@ -59,18 +60,20 @@ def backup_create(
         raise InvalidInput(f"--pg-format is tar or plain, not {pg_format!r}")
     parts = parse_parts(what)
     svc = services()
-    result = create_backup(
-        svc.settings,
-        dest,
-        parts,
-        signer=svc.signer,
-        store=svc.store,
-        registry_tenants=svc.tenants.tenant_ids(),
-        wal_archive=wal_archive,
-        pg_format="tar" if pg_format == "tar" else "plain",
-        pg_url=pg_url,
-        progress=typer.echo,
-    )
+    with progress_meter() as meter:
+        result = create_backup(
+            svc.settings,
+            dest,
+            parts,
+            signer=svc.signer,
+            store=svc.store,
+            registry_tenants=svc.tenants.tenant_ids(),
+            wal_archive=wal_archive,
+            pg_format="tar" if pg_format == "tar" else "plain",
+            pg_url=pg_url,
+            progress=typer.echo,
+            meter=meter,
+        )
     if "keys" in parts:
         typer.echo(
             "note: this backup holds private keys: keep it in a secret store, apart from the other backups",
@@ -127,7 +130,8 @@ def backup_check(
     chosen = choose_backup(src)
     parts = list(chosen.manifest.parts)
     entries = chosen.manifest.artifacts.entries if chosen.manifest.artifacts else []
-    problems = check_backup(chosen, parts, entries, progress=typer.echo)
+    with progress_meter() as meter:
+        problems = check_backup(chosen, parts, entries, progress=typer.echo, meter=meter)
     for problem in problems:
         typer.secho(f"  {problem}", err=True, fg=typer.colors.RED)
     if problems:
@@ -194,22 +198,24 @@ def restore(
     started = time.monotonic()
     # The local signer is not built before the keys are restored: it would create a new key in an empty home.
     kms_key_id = build_signer(cfg).key_id if cfg.signer_backend == "kms" else None
-    outcome = restore_and_verify(
-        cfg,
-        src,
-        store=build_artifact_store(cfg),
-        principal=principal,
-        acknowledge=acknowledge,
-        signer_key_id=kms_key_id,
-        parts=parse_parts(what) if what else None,
-        to_time=target_time,
-        overwrite=yes,
-        pg_data_dir=pg_data_dir,
-        wal_archive=wal_archive,
-        pg_socket_dir=pg_socket_dir,
-        pg_settings=None if archiving else {"archive_mode": "off"},
-        progress=typer.echo,
-    )
+    with progress_meter() as meter:
+        outcome = restore_and_verify(
+            cfg,
+            src,
+            store=build_artifact_store(cfg),
+            principal=principal,
+            acknowledge=acknowledge,
+            signer_key_id=kms_key_id,
+            parts=parse_parts(what) if what else None,
+            to_time=target_time,
+            overwrite=yes,
+            pg_data_dir=pg_data_dir,
+            wal_archive=wal_archive,
+            pg_socket_dir=pg_socket_dir,
+            pg_settings=None if archiving else {"archive_mode": "off"},
+            progress=typer.echo,
+            meter=meter,
+        )
     result, report = outcome.result, outcome.report
     for note in result.notes:
         typer.echo(f"note: {note}")

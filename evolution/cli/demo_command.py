@@ -25,11 +25,13 @@ from evolution.contracts import (
     DriftScanInput,
     RetrainingInput,
     RetrainingResult,
+    RetrainingStatus,
     RolloutTiming,
 )
 from evolution.data.sources import create_source_key, load_source_key, records_to_events, source_key_path
 from evolution.demo.byo import EXAMPLE, TRAINER_FILE, check_example, example_definition
 from evolution.demo.scenario import HttpTransport, Scenario, TrafficDriver, history_records
+from evolution.demo.story import TrafficLedger, decision_text, role_split
 from evolution.demo.synthetic import TARGET, DriftSpec
 from evolution.errors import Conflict, EvolutionError
 from evolution.lifecycle import VersionView
@@ -90,8 +92,11 @@ async def _wait_phase(
     driver: TrafficDriver | None,
     previous_version: str | None = None,
     on_validated: Callable[[str], None] | None = None,
-) -> None:
+) -> RetrainingStatus:
     """Drive traffic (if any) until the retraining waits for approval; fail if it ends without reaching it.
+
+    Returns the status that waits for approval: its guard is the decision the run stands on, which the last
+    progress line states (a canary look before it printed the figures of a look that decided nothing yet).
 
     ``previous_version``: the candidate of the run before. Until the new run has started, ``retrain/{tenant}``
     still describes that finished run, which must not be mistaken for this one ending early. ``on_validated``
@@ -113,11 +118,13 @@ async def _wait_phase(
             if status.guard and status.phase == "canary":
                 g = status.guard
                 line += f" (n={g.n}, p={g.p_promote:.3g}, q={g.q_rollback:.3g})"
+            if status.awaiting_approval and status.guard is not None and status.guard.n > 0:
+                line = f"retraining: awaiting approval; the canary decided {decision_text(status.guard)}"
             if line != last:
                 progress.step(line)
                 last = line
             if status.awaiting_approval:
-                return
+                return status
             if status.phase == "finished":
                 raise EvolutionError(f"retraining ended before approval: {status.message}")
         if driver is not None and status is not None and status.phase in ("shadow", "canary"):
@@ -281,9 +288,12 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress, byo: bool 
     progress.step(
         f"drift injected at {drift_at.isoformat(timespec='seconds')}: drier, hotter season; nitrogen response changed"
     )
+    traffic = TrafficLedger()
     summary = await asyncio.to_thread(driver.round, size.drift_rows)
+    served = traffic.add("after the drift", driver.last_roles)
     progress.step(
-        f"served {size.drift_rows} live predictions, outcomes arrived: accepted {summary.accepted}, rejected {summary.rejected}"
+        f"served {served:,} live predictions ({role_split(driver.last_roles)}), outcomes arrived: "
+        f"accepted {summary.accepted}, rejected {summary.rejected}"
     )
 
     await orchestrator.trigger_drift_scan(tenant)
@@ -303,7 +313,8 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress, byo: bool 
             _describe_candidate(services, services.registry.get_version(admin, version_id), progress)
         )
 
-    await _wait_phase(
+    before_rollout = dict(driver.roles)
+    status = await _wait_phase(
         orchestrator,
         tenant,
         progress,
@@ -311,8 +322,10 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress, byo: bool 
         previous_version=first.version_id,
         on_validated=describe if byo else None,
     )
-    status = await orchestrator.retraining_status(tenant)
-    assert status is not None and status.guard is not None
+    assert status.guard is not None
+    during = {role: count - before_rollout.get(role, 0) for role, count in driver.roles.items()}
+    served = traffic.add("during shadow and canary", during)
+    progress.step(f"served {served:,} predictions during shadow and canary ({role_split(during)})")
     result = await _approve(services, orchestrator, tenant, "canary significantly better")
     served_as = f" ({byo_lines['format']}, the tenant's model)" if byo else ""
     progress.step(
@@ -320,9 +333,11 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress, byo: bool 
     )
     # The new champion at work, so the executive view has forecasts to credit it with.
     await asyncio.to_thread(driver.round, 2 * size.round_rows)
+    served = traffic.add("after the promotion", driver.last_roles)
     through = " through onnxruntime" if byo and byo_lines["format"] == "onnx" else ""
     progress.step(
-        f"v{status.version_number} served {2 * size.round_rows} forecasts{through}; their outcomes arrived"
+        f"v{status.version_number} served {served:,} forecasts{through} ({role_split(driver.last_roles)}); "
+        "their outcomes arrived"
     )
     transport.close()
     await orchestrator.close()
@@ -335,8 +350,7 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress, byo: bool 
         "tenant": tenant,
         "drift injected": drift_at.isoformat(timespec="seconds"),
         "drift detected": f"{latency:.1f} s later, report {report.id} ({report.level}: {', '.join(alerts)})",
-        "canary": f"{guard.action} after {guard.n} labelled requests, always-valid p = {guard.p_promote:.3g} "
-        f"(candidate MAE lower by {guard.theta_hat:.3f} t/ha)",
+        "canary": decision_text(guard),
         "outcome": f"{result.outcome}; approved by {DEMO_MANAGER}",
         **(
             {
@@ -352,7 +366,7 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress, byo: bool 
             else {}
         ),
         "versions": ", ".join(f"v{v.number} {v.state.value}" for v in versions),
-        "traffic": ", ".join(f"{count} {role}" for role, count in sorted(driver.roles.items())),
+        **traffic.summary(),
         "audit entries": f"{len(services.registry.audit_trail(admin, tenant))}, chain intact",
         "verify": f"{len(verification.checks)} checks, {len(verification.failures)} failed",
     }

@@ -146,9 +146,12 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan or report as JSON.")] = False,
 ) -> None:
     """Collect the tenant's old DRAFT/FAILED model artifacts now (admin), or show the plan (--dry-run)."""
+    from evolution.cli.progress import progress_meter
+
     svc = services()
     try:
-        report = svc.retention.run(operator(settings()), tenant, model, dry_run=dry_run)
+        with progress_meter(as_json) as meter:
+            report = svc.retention.run(operator(settings()), tenant, model, dry_run=dry_run, meter=meter)
     finally:
         svc.close()
     if as_json:

@@ -325,8 +325,10 @@ def ingest(
     ] = False,
 ) -> None:
     """Ingest learning events: verify each signature, keep rejects with a reason, accept duplicates once."""
+    from evolution.cli.progress import progress_meter
     from evolution.data.input_files import event_lines, open_input
     from evolution.data.sources import load_source_key, sign_records
+    from evolution.progress import metered
 
     if file.suffix.lower() in TABLE_SUFFIXES and not sign_with:
         raise InvalidInput(
@@ -338,7 +340,12 @@ def ingest(
     try:
         principal = operator(svc.settings)
         key = load_source_key(svc.settings.keys_dir, tenant, sign_with) if sign_with else None
-        with open_input(file) as handle:
+        size = file.stat().st_size if file.is_file() else 0
+        with (
+            progress_meter(as_json) as meter,
+            metered(meter, f"ingest {file.name}", size, "bytes") as advance,
+            open_input(file, advance) as handle,
+        ):
             records = (
                 event_lines(handle)
                 if key is None
@@ -364,8 +371,11 @@ def ingest(
 @friendly_errors
 def snapshot_seal(tenant: TenantOpt) -> None:
     """Seal every event since the last snapshot into a new signed snapshot."""
+    from evolution.cli.progress import progress_meter
+
     svc = services()
-    snap = svc.snapshots.seal(operator(svc.settings), tenant, utcnow())
+    with progress_meter() as meter:
+        snap = svc.snapshots.seal(operator(svc.settings), tenant, utcnow(), meter=meter)
     typer.echo(
         f"{snap.id}: {snap.row_count} events, {snap.leaf_count} leaves, merkle root {snap.merkle_root}"
     )
@@ -501,13 +511,15 @@ def verify(
     A stored object nothing references is listed as ORPHAN: worth a look, but not a failure.
     """
     from evolution.cli.lineage_output import run_reproduction
+    from evolution.cli.progress import progress_meter
     from evolution.platform.verification import verify_all
 
     if reproduce is not None:
         svc = services()
         run_reproduction(svc, operator(svc.settings), *reproduce)
         return
-    report = verify_all(services(), [tenant] if tenant else None)
+    with progress_meter() as meter:
+        report = verify_all(services(), [tenant] if tenant else None, meter=meter)
     rows = [
         {
             "tenant": c.tenant_id,

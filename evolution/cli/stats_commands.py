@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from evolution.errors import InvalidInput
+from evolution.progress import MeteredFile, ProgressMeter, metered
 
 # numpy, scipy and pyarrow are imported by the commands that compute (`drift compare`, `canary plan`): the
 # orchestration commands import this module for its drift group alone.
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from evolution.stats.canary_plan import PlanResult, ScenarioPlan
+    from evolution.stats.drift import DriftConfig, DriftResult
 
 drift_app = typer.Typer(
     help=(
@@ -60,8 +62,13 @@ def _column_to_numpy(column: Any) -> np.ndarray:
     return np.array(column.to_pylist(), dtype=object)
 
 
-def read_columns(path: Path, names: list[str] | None) -> dict[str, np.ndarray]:
-    """Read a CSV or Parquet file into named 1-D columns (only ``names`` when given)."""
+def read_columns(
+    path: Path, names: list[str] | None, meter: ProgressMeter | None = None
+) -> dict[str, np.ndarray]:
+    """Read a CSV or Parquet file into named 1-D columns (only ``names`` when given).
+
+    ``meter``: a task over the file's bytes (CSV) or rows (Parquet, read row group by row group).
+    """
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -71,9 +78,9 @@ def read_columns(path: Path, names: list[str] | None) -> dict[str, np.ndarray]:
     suffixes = "".join(path.suffixes[-2:]).lower()
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            table = pq.read_table(path)
+            table = pq.read_table(path) if meter is None else _read_parquet_metered(path, meter)
         elif path.suffix.lower() == ".csv" or suffixes.endswith(".csv.gz"):
-            table = pacsv.read_csv(path)
+            table = pacsv.read_csv(path) if meter is None else _read_csv_metered(path, meter)
         else:
             raise _fail(f"{path}: unknown format (expected .csv, .csv.gz, .parquet or .pq)")
     except (pa.ArrowInvalid, OSError) as exc:
@@ -84,6 +91,35 @@ def read_columns(path: Path, names: list[str] | None) -> dict[str, np.ndarray]:
     if absent:
         raise _fail(f"{path}: no column {', '.join(map(repr, absent))} (it has {', '.join(available)})")
     return {name: _column_to_numpy(table.column(name)) for name in wanted}
+
+
+def _read_parquet_metered(path: Path, meter: ProgressMeter) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    groups = []
+    with metered(meter, f"read {path.name}", parquet.metadata.num_rows) as advance:
+        for i in range(parquet.num_row_groups):
+            groups.append(parquet.read_row_group(i))
+            advance(groups[-1].num_rows)
+    return pa.concat_tables(groups) if groups else parquet.schema_arrow.empty_table()
+
+
+def _read_csv_metered(path: Path, meter: ProgressMeter) -> Any:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    with (
+        metered(meter, f"read {path.name}", path.stat().st_size, "bytes") as advance,
+        io.BufferedReader(MeteredFile(path, advance)) as handle,
+    ):
+        source: Any = handle
+        if path.suffix.lower() == ".gz":
+            source = pa.CompressedInputStream(pa.PythonFile(handle, mode="r"), "gzip")
+        return pacsv.read_csv(source)
 
 
 @drift_app.command("compare")
@@ -109,7 +145,8 @@ def compare(
     """
     from evolution.canonical import canonical_json
     from evolution.cli.drift_output import compare_text
-    from evolution.stats.drift import DriftConfig, build_baseline, scan
+    from evolution.cli.progress import progress_meter
+    from evolution.stats.drift import DriftConfig
 
     try:
         config = DriftConfig(alpha=alpha) if alpha is not None else DriftConfig()
@@ -120,11 +157,30 @@ def compare(
         raise _fail("--features: no column names given")
     if names is not None and abs_error_column is not None and abs_error_column not in names:
         names = [*names, abs_error_column]
-    base_cols = read_columns(baseline, names)
+    with progress_meter(as_json) as meter:
+        result = _compare(baseline, current, names, abs_error_column, config, meter)
+    if as_json:
+        typer.echo(canonical_json(result.model_dump(mode="json")).decode())
+    else:
+        typer.echo(compare_text(result))
+
+
+def _compare(
+    baseline: Path,
+    current: Path,
+    names: list[str] | None,
+    abs_error_column: str | None,
+    config: DriftConfig,
+    meter: ProgressMeter | None,
+) -> DriftResult:
+    """Read both files, fit the baseline, scan the current window; each a task of ``meter``."""
+    from evolution.stats.drift import build_baseline, scan
+
+    base_cols = read_columns(baseline, names, meter)
     if abs_error_column is not None and abs_error_column not in base_cols:
         raise _fail(f"{baseline}: no column {abs_error_column!r}")
     wanted = list(base_cols.keys())
-    cur_cols = read_columns(current, wanted)
+    cur_cols = read_columns(current, wanted, meter)
     base_err = cur_err = None
     if abs_error_column is not None:
         base_err = base_cols.pop(abs_error_column)
@@ -132,17 +188,13 @@ def compare(
     if not base_cols:
         raise _fail(f"{baseline}: no feature columns to compare")
     try:
-        ref = build_baseline(base_cols, abs_errors=base_err, config=config)
+        ref = build_baseline(base_cols, abs_errors=base_err, config=config, meter=meter)
     except InvalidInput as exc:
         raise _fail(f"{baseline}: {exc}") from exc
     try:
-        result = scan(ref, cur_cols, abs_errors=cur_err)
+        return scan(ref, cur_cols, abs_errors=cur_err, meter=meter)
     except InvalidInput as exc:
         raise _fail(f"{current}: {exc}") from exc
-    if as_json:
-        typer.echo(canonical_json(result.model_dump(mode="json")).decode())
-    else:
-        typer.echo(compare_text(result))
 
 
 def _scenario_text(s: ScenarioPlan, unit: str) -> str:

@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from evolution.data.event_schema import MAX_EVENT_BYTES, InputRecord, RejectedEvent, parse_json
 from evolution.errors import InvalidInput
+from evolution.progress import Advance, MeteredFile
 
 SNIFF_BYTES = 8192
 NUL = b"\x00"
@@ -79,15 +80,19 @@ class Line:
         )
 
 
-def open_input(path: Path) -> IO[bytes]:
-    """The file opened for reading bytes, once it looks like text; InvalidInput naming the problem if it does not."""
+def open_input(path: Path, advance: Advance | None = None) -> IO[bytes]:
+    """The file opened for reading bytes, once it looks like text; InvalidInput naming the problem if it does not.
+
+    ``advance``: called with the bytes read from disk as they are read (a progress task of the file's size).
+    """
     if not path.exists():
         raise InvalidInput(f"{path}: no such file")
     if path.is_dir():
         raise InvalidInput(f"{path}: is a directory, not a file: give the JSON Lines or CSV file to ingest")
     try:
         # A buffer larger than the head, so that one peek sees it, and whether the file goes on, unconsumed.
-        handle = io.BufferedReader(io.FileIO(path, "r"), buffer_size=2 * SNIFF_BYTES)
+        raw = io.FileIO(path, "r") if advance is None else MeteredFile(path, advance)
+        handle = io.BufferedReader(raw, buffer_size=2 * SNIFF_BYTES)
         start = handle.peek(SNIFF_BYTES + 1)
     except OSError as error:
         raise InvalidInput(f"{path}: cannot be read ({error.strerror or error})") from None

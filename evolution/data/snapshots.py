@@ -29,6 +29,7 @@ from evolution.errors import InsufficientData, IntegrityViolation, InvalidInput,
 from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.merkle import CHUNK_SIZE, ChunkedMerkle, leaf_hash, verify_inclusion
 from evolution.integrity.signing import KeyRing, Signature, Signer
+from evolution.progress import Advance, ProgressMeter, metered
 from evolution.registry.audit import append_audit, lock_tenant_chain
 from evolution.registry.db import consistent_reading, reading, transaction
 from evolution.registry.schema import DatasetSnapshot, LearningEvent
@@ -276,10 +277,19 @@ class DatasetSnapshotService:
         self._signer = signer
 
     def seal(
-        self, principal: Principal, tenant_id: str, window_end: datetime, min_rows: int = 1
+        self,
+        principal: Principal,
+        tenant_id: str,
+        window_end: datetime,
+        min_rows: int = 1,
+        *,
+        meter: ProgressMeter | None = None,
     ) -> SnapshotView:
-        """Seal the next window: from the end of the last snapshot (or the first event) up to ``window_end``."""
-        return self._seal(principal, tenant_id, window_end, min_rows, None)
+        """Seal the next window: from the end of the last snapshot (or the first event) up to ``window_end``.
+
+        ``meter``: a task over the window's events as they are encoded and hashed.
+        """
+        return self._seal(principal, tenant_id, window_end, min_rows, None, meter)
 
     def seal_for_scan(
         self, principal: Principal, tenant_id: str, window_end: datetime, min_rows: int = 1
@@ -299,6 +309,7 @@ class DatasetSnapshotService:
         window_end: datetime,
         min_rows: int,
         scan_rows: list[dict[str, Any]] | None,
+        meter: ProgressMeter | None = None,
     ) -> SnapshotView:
         authorize(principal, Action.CREATE_SNAPSHOT, tenant_id)
         window_end = as_utc(window_end)
@@ -308,7 +319,12 @@ class DatasetSnapshotService:
             # it for the whole encoding would stall ingestion, and on SQLite every other tenant's writes.
             with consistent_reading(self._factory, tenant_id) as session:
                 start = self._window_start(session, tenant_id, window_end)
-                encoded = self._encode(session, tenant_id, start, window_end, encoding, scan_rows)
+                # Counting is an extra query: made only for a meter to show.
+                total = self._count(session, tenant_id, start, window_end) if meter is not None else 0
+                with metered(meter, f"seal {tenant_id}", total) as advance:
+                    encoded = self._encode(
+                        session, tenant_id, start, window_end, encoding, scan_rows, advance=advance
+                    )
             self._require_rows(encoded[0], min_rows, start, window_end)
             with transaction(self._factory, tenant_id) as session:
                 # Exclusive against ingestion batches (which hold the tenant row shared) and other seals: nothing
@@ -352,16 +368,22 @@ class DatasetSnapshotService:
     def _unchanged(cls, session: Session, tenant_id: str, start: datetime, end: datetime, rows: int) -> bool:
         if cls._window_start(session, tenant_id, end) != start:
             return False  # another seal committed meanwhile
-        count = session.scalar(
-            select(func.count())
-            .select_from(LearningEvent)
-            .where(
-                LearningEvent.tenant_id == tenant_id,
-                LearningEvent.event_time >= start,
-                LearningEvent.event_time < end,
+        return cls._count(session, tenant_id, start, end) == rows
+
+    @staticmethod
+    def _count(session: Session, tenant_id: str, start: datetime, end: datetime) -> int:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(LearningEvent)
+                .where(
+                    LearningEvent.tenant_id == tenant_id,
+                    LearningEvent.event_time >= start,
+                    LearningEvent.event_time < end,
+                )
             )
+            or 0
         )
-        return count == rows
 
     @staticmethod
     def _require_rows(rows: int, min_rows: int, start: datetime, end: datetime) -> None:
@@ -430,11 +452,16 @@ class DatasetSnapshotService:
         end: datetime,
         path: Path,
         scan_rows: list[dict[str, Any]] | None = None,
+        *,
+        advance: Advance | None = None,
     ) -> tuple[int, int, ChunkedMerkle]:
-        """Stream the window's canonical encoding to ``path`` and the Merkle tree in bounded memory."""
+        """Stream the window's canonical encoding to ``path`` and the Merkle tree in bounded memory.
+
+        ``advance`` is told the rows encoded at each flush of the buffer (a call per row would slow the loop).
+        """
         merkle = ChunkedMerkle()
         buffer = bytearray()
-        rows = size = 0
+        rows = size = reported = 0
         with path.open("wb") as out:
             for event in window_events(session, tenant_id, start, end):
                 buffer += event.encode()
@@ -447,9 +474,14 @@ class DatasetSnapshotService:
                     out.write(buffer)
                     size += len(buffer)
                     buffer.clear()
+                    if advance is not None:
+                        advance(rows - reported)
+                        reported = rows
             merkle.update(bytes(buffer))
             out.write(buffer)
             size += len(buffer)
+        if advance is not None and rows > reported:
+            advance(rows - reported)
         return rows, size, merkle
 
     def get(self, principal: Principal, snapshot_id: str) -> SnapshotView:

@@ -109,6 +109,7 @@ class TrafficDriver:
     rounds: int = 0
     sent: int = 0
     roles: dict[str, int] = field(default_factory=dict)
+    last_roles: dict[str, int] = field(default_factory=dict)  # the latest round's predictions by serving role
 
     def round(self, rows: int | None = None) -> IngestSummary:
         count = rows or self.scenario.round_rows
@@ -125,8 +126,10 @@ class TrafficDriver:
             for batch in _batches(instances, 500)
             for p in self.transport.predict(self.scenario.tenant_id, self.scenario.model_name, batch)
         ]
+        self.last_roles = {}
         for p in predictions:
             self.roles[p["role"]] = self.roles.get(p["role"], 0) + 1
+            self.last_roles[p["role"]] = self.last_roles.get(p["role"], 0) + 1
         for record, instance, prediction in zip(records, instances, predictions, strict=True):
             record["request_id"] = instance["request_id"]
             record["prediction_id"] = prediction["prediction_id"]

@@ -42,6 +42,7 @@ from evolution.integrity.artifacts import ArtifactStore
 from evolution.integrity.manifest import SignedManifest, verify_manifest
 from evolution.integrity.signing import KeyRing
 from evolution.lifecycle import ModelState, VersionView
+from evolution.progress import ProgressMeter, metered
 from evolution.registry.audit import append_audit, lock_tenant_chain
 from evolution.registry.db import reading, transaction
 from evolution.registry.schema import AuditEntry, DatasetSnapshot, DriftReport, ModelVersion, Tenant
@@ -206,6 +207,7 @@ class RetentionService:
         *,
         dry_run: bool = False,
         progress: Progress | None = None,
+        meter: ProgressMeter | None = None,
     ) -> GcReport:
         """Plan, and unless ``dry_run``, collect what the plan says (see :meth:`execute`)."""
         if not dry_run:
@@ -213,15 +215,20 @@ class RetentionService:
         plan = self.plan(principal, tenant_id, model_name)
         if dry_run:
             return GcReport(tenant_id=tenant_id, dry_run=True, plan=plan)
-        return self.execute(principal, plan, progress=progress)
+        return self.execute(principal, plan, progress=progress, meter=meter)
 
     def execute(
-        self, principal: Principal, plan: RetentionPlan, progress: Progress | None = None
+        self,
+        principal: Principal,
+        plan: RetentionPlan,
+        progress: Progress | None = None,
+        meter: ProgressMeter | None = None,
     ) -> GcReport:
         """Delete the plan's entries, version by version, each re-checked under the tenant's lock.
 
         Deletes only what a fresh plan, made in the same transaction with the same clock, still collects; one
         ``gc.collected`` audit row per version. A store error stops the run after recording what was deleted.
+        ``meter``: a task over the plan's artifacts, advanced a version at a time.
         """
         tenant_id = plan.tenant_id
         authorize(principal, Action.TRANSITION, tenant_id)
@@ -231,29 +238,44 @@ class RetentionService:
         by_version: dict[str, list[PlanEntry]] = defaultdict(list)
         for entry in plan.entries:
             by_version[entry.version_id].append(entry)
-        for version_id, entries in by_version.items():
-            label = version_label(entries[0])
-            try:
-                collected, note = self._collect(principal, plan, version_id, entries)
-            except EvolutionError as error:
-                report.errors.append(f"{label}: {error}")
-                log.warning("gc of %s/%s failed: %s", tenant_id, label, error, extra={"tenantId": tenant_id})
-                continue
-            if collected is not None:
-                report.collected.append(collected)
-                log.info(
-                    "gc collected %s/%s: %d artifacts, %d bytes",
-                    tenant_id,
-                    label,
-                    len(collected.digests),
-                    collected.bytes,
-                    extra={"tenantId": tenant_id},
-                )
-            if note:
-                report.left_alone.append(f"{label}: {note}")
-            if progress is not None:
-                progress(f"{label}: {'collected' if collected else note}")
+        with metered(meter, f"gc {tenant_id}", len(plan.entries)) as advance:
+            for version_id, entries in by_version.items():
+                self._collect_version(principal, plan, version_id, entries, report, progress)
+                advance(len(entries))
         return report
+
+    def _collect_version(
+        self,
+        principal: Principal,
+        plan: RetentionPlan,
+        version_id: str,
+        entries: list[PlanEntry],
+        report: GcReport,
+        progress: Progress | None,
+    ) -> None:
+        """One version of the plan collected (or left alone, or failed), as ``report`` records it."""
+        tenant_id = plan.tenant_id
+        label = version_label(entries[0])
+        try:
+            collected, note = self._collect(principal, plan, version_id, entries)
+        except EvolutionError as error:
+            report.errors.append(f"{label}: {error}")
+            log.warning("gc of %s/%s failed: %s", tenant_id, label, error, extra={"tenantId": tenant_id})
+            return
+        if collected is not None:
+            report.collected.append(collected)
+            log.info(
+                "gc collected %s/%s: %d artifacts, %d bytes",
+                tenant_id,
+                label,
+                len(collected.digests),
+                collected.bytes,
+                extra={"tenantId": tenant_id},
+            )
+        if note:
+            report.left_alone.append(f"{label}: {note}")
+        if progress is not None:
+            progress(f"{label}: {'collected' if collected else note}")
 
     # ----------------------------------------------------------------------------------------- internals
     def _plan(

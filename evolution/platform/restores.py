@@ -23,6 +23,7 @@ from evolution.integrity.artifacts import ArtifactStore
 from evolution.platform.settings import Settings
 from evolution.platform.verification import VerificationReport, verify_all
 from evolution.platform.wiring import Services, build_services
+from evolution.progress import ProgressMeter
 from evolution.registry.audit_checkpoints import Acknowledged
 from evolution.security import Principal
 from evolution.timeutil import as_utc
@@ -106,6 +107,7 @@ def restore_and_verify(
     pg_settings: Mapping[str, str] | None = None,
     signer_key_id: str | None = None,
     progress: Progress = no_progress,
+    meter: ProgressMeter | None = None,
 ) -> RestoreOutcome:
     """:func:`~evolution.backup.restore.restore_backup`, then (unless ``acknowledge`` is off) the restore
     acknowledgements, then ``verify`` of the whole restored home. A PostgreSQL server it recovered keeps running."""
@@ -122,12 +124,13 @@ def restore_and_verify(
         pg_settings=pg_settings,
         signer_key_id=signer_key_id,
         progress=progress,
+        meter=meter,
     )
     services = build_services(settings)
     try:
         acknowledgements = acknowledge_restored(services, principal, result) if acknowledge else []
         progress("verify: re-checking every signature, Merkle root and audit chain …")
-        report = verify_all(services)
+        report = verify_all(services, meter=meter)
     finally:
         services.close()
     return RestoreOutcome(result=result, acknowledgements=acknowledgements, report=report)

@@ -43,6 +43,7 @@ from evolution.integrity.manifest import SignedManifest, verify_manifest
 from evolution.integrity.signing import KeyRing
 from evolution.lifecycle import ModelState, VersionView
 from evolution.platform.wiring import Services
+from evolution.progress import ProgressMeter, metered
 from evolution.registry.audit_checkpoints import CHECKPOINT_PREFIX, parse_stored_object
 from evolution.security import Principal
 from evolution.timeutil import as_utc, utcnow
@@ -103,21 +104,28 @@ class _References:
         return digest in self.by_digest or digest in self.collected
 
 
-def check_stored_objects(services: Services, tenant_id: str, auditor: Principal) -> StoredObjectsReport:
-    """Every object the store lists for ``tenant_id``: its content, what references it, and the orphans."""
+def check_stored_objects(
+    services: Services, tenant_id: str, auditor: Principal, *, meter: ProgressMeter | None = None
+) -> StoredObjectsReport:
+    """Every object the store lists for ``tenant_id``: its content, what references it, and the orphans.
+
+    ``meter``: a task over the content-addressed objects, each read and hashed (the long part on a large store).
+    """
     report = StoredObjectsReport(tenant_id=tenant_id)
     references = _read_references(services, tenant_id, auditor)
     store = services.store
     unreferenced: list[tuple[str, str | None]] = []  # (where it is, its digest if content-addressed)
     listed = store.list_digests(tenant_id)
     report.digests = len(listed)
-    for digest in listed:
-        refs = references.by_digest.get(digest, [])
-        problem = _check_digest(services, tenant_id, digest, refs)
-        if problem:
-            report.failures.append(ObjectFinding(digest_location(digest), problem))
-        elif not references.accounts_for(digest):
-            unreferenced.append((digest_location(digest), digest))
+    with metered(meter, f"verify {tenant_id}: stored objects", len(listed)) as advance:
+        for digest in listed:
+            refs = references.by_digest.get(digest, [])
+            problem = _check_digest(services, tenant_id, digest, refs)
+            if problem:
+                report.failures.append(ObjectFinding(digest_location(digest), problem))
+            elif not references.accounts_for(digest):
+                unreferenced.append((digest_location(digest), digest))
+            advance(1)
     present = set(listed)
     for digest, refs in references.by_digest.items():
         required = [r.label for r in refs if r.required]

@@ -6,7 +6,8 @@ see :mod:`evolution.platform.stored_objects`) is reported on a line of its own a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 
 from pydantic import BaseModel
 
@@ -15,6 +16,7 @@ from evolution.governance.garbage_collection import gc_history, verify_collected
 from evolution.governance.retention import COLLECTABLE_STATES
 from evolution.platform.stored_objects import check_stored_objects
 from evolution.platform.wiring import Services
+from evolution.progress import ProgressMeter, metered
 from evolution.registry.audit_checkpoints import AuditCheckpointer
 from evolution.security import ALL_TENANTS, Principal, Role
 
@@ -47,10 +49,14 @@ class VerificationReport(BaseModel):
         return [c for c in self.checks if c.orphan]
 
 
-def verify_all(services: Services, tenants: Iterable[str] | None = None) -> VerificationReport:
+def verify_all(
+    services: Services, tenants: Iterable[str] | None = None, *, meter: ProgressMeter | None = None
+) -> VerificationReport:
+    """``meter``: per tenant, a task over its signed records (snapshots, reports, resets, versions) and one over
+    the objects its store holds (the longest part on a large store: each object is read and hashed)."""
     checks: list[Check] = []
     for tenant_id in tenants or services.tenants.tenant_ids():
-        checks.extend(verify_tenant(services, tenant_id))
+        checks.extend(verify_tenant(services, tenant_id, meter=meter))
     if tenants is None:
         checks.extend(_all_tenants_chain(services))
     return VerificationReport(checks=checks)
@@ -74,7 +80,9 @@ def _all_tenants_chain(services: Services) -> list[Check]:
     ]
 
 
-def verify_tenant(services: Services, tenant_id: str) -> list[Check]:
+def verify_tenant(services: Services, tenant_id: str, *, meter: ProgressMeter | None = None) -> list[Check]:
+    """The audit chain and its checkpoints, every snapshot, drift report, baseline reset and version, then every
+    stored object (``meter``: a task over the records, then one over the objects)."""
     auditor = Principal(user=AUDITOR, role=Role.SYSTEM, tenants=(tenant_id,))
     checks: list[Check] = []
 
@@ -89,34 +97,35 @@ def verify_tenant(services: Services, tenant_id: str) -> list[Check]:
         )
     )
     checks.append(_audit_checkpoints(services, tenant_id))
+    records = _record_checks(services, tenant_id, auditor)
+    with metered(meter, f"verify {tenant_id}: signed records", len(records)) as advance:
+        for kind, subject, check in records:
+            checks.append(_run(tenant_id, kind, subject, check))
+            advance(1)
+    checks.extend(_stored_objects(services, tenant_id, auditor, meter))
+    return checks
+
+
+def _record_checks(
+    services: Services, tenant_id: str, auditor: Principal
+) -> list[tuple[str, str, Callable[[], object]]]:
+    """(kind, subject, the check) for every snapshot, drift report, baseline reset and version with a manifest."""
+    planned: list[tuple[str, str, Callable[[], object]]] = []
     for snapshot in services.snapshots.list_snapshots(auditor, tenant_id):
-        checks.append(
-            _run(
-                tenant_id,
-                "snapshot",
-                snapshot.id,
-                lambda s=snapshot: services.snapshots.verify(s, services.keyring),
-            )
+        planned.append(
+            ("snapshot", snapshot.id, partial(services.snapshots.verify, snapshot, services.keyring))
         )
     for report in services.drift_reports.list_reports(auditor, tenant_id, limit=100_000):
-        checks.append(
-            _run(
-                tenant_id,
-                "drift-report",
-                report.id,
-                lambda r=report: services.drift_reports.verify(r, services.keyring),
-            )
+        planned.append(
+            ("drift-report", report.id, partial(services.drift_reports.verify, report, services.keyring))
         )
     for model_name, raw in services.tenants.tenant_settings(auditor, tenant_id).baseline_overrides.items():
         champion = raw.get("champion_version_id", "")
-        checks.append(
-            _run(
-                tenant_id,
+        planned.append(
+            (
                 "baseline-reset",
                 f"{model_name} (champion {champion})",
-                lambda m=model_name, c=champion: services.baselines.effective(
-                    tenant_id, m, c, services.keyring
-                ),
+                partial(services.baselines.effective, tenant_id, model_name, champion, services.keyring),
             )
         )
     collected = gc_history(services.factory, tenant_id)
@@ -128,26 +137,26 @@ def verify_tenant(services: Services, tenant_id: str) -> list[Check]:
             # Files a gc.collected audit row names may be gone; every other file must still verify.
             if version.id in collected.versions:
                 label = f"{version.model_name} v{version.number} ({version.state}, artifacts collected)"
-            checks.append(
-                _run(
-                    tenant_id,
+            planned.append(
+                (
                     "model",
                     label,
-                    lambda v=version: verify_collected_version(
-                        v, services.store, services.keyring, collected.digests
+                    partial(
+                        verify_collected_version, version, services.store, services.keyring, collected.digests
                     ),
                 )
             )
             continue
-        checks.append(_run(tenant_id, "model", label, lambda v=version: services.loader.verify(v)))
-    checks.extend(_stored_objects(services, tenant_id, auditor))
-    return checks
+        planned.append(("model", label, partial(services.loader.verify, version)))
+    return planned
 
 
-def _stored_objects(services: Services, tenant_id: str, auditor: Principal) -> list[Check]:
+def _stored_objects(
+    services: Services, tenant_id: str, auditor: Principal, meter: ProgressMeter | None = None
+) -> list[Check]:
     """One line for the store as a whole, then one per object that failed and one per orphan, each naming it."""
     try:
-        found = check_stored_objects(services, tenant_id, auditor)
+        found = check_stored_objects(services, tenant_id, auditor, meter=meter)
     except EvolutionError as error:
         return [
             Check(
@@ -214,9 +223,9 @@ def _audit_checkpoints(services: Services, tenant_id: str) -> Check:
     )
 
 
-def _run(tenant_id: str, kind: str, subject: str, check: object) -> Check:
+def _run(tenant_id: str, kind: str, subject: str, check: Callable[[], object]) -> Check:
     try:
-        check()  # type: ignore[operator]
+        check()
     except EvolutionError as error:
         return Check(tenant_id=tenant_id, kind=kind, subject=subject, ok=False, detail=str(error))
     return Check(tenant_id=tenant_id, kind=kind, subject=subject, ok=True)

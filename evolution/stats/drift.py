@@ -17,6 +17,7 @@ import numpy as np
 from scipy import stats
 
 from evolution.errors import InvalidInput
+from evolution.progress import Advance, ProgressMeter, metered
 from evolution.stats.binning import Tally, fit_feature, tallier_for
 from evolution.stats.divergence import (
     active_bins,
@@ -83,6 +84,8 @@ def build_baseline(
     columns: Mapping[str, np.ndarray | Sequence[Any]],
     abs_errors: np.ndarray | None = None,
     config: DriftConfig | None = None,
+    *,
+    meter: ProgressMeter | None = None,
 ) -> Baseline:
     """Freeze bins and counts for every column, and the champion's error statistics if given.
 
@@ -95,7 +98,11 @@ def build_baseline(
     cfg = config or DriftConfig()
     if not columns:
         raise InvalidInput("build_baseline: no columns given")
-    features = [fit_feature(str(name), values, cfg) for name, values in columns.items()]
+    features = []
+    with metered(meter, "fit the baseline", len(columns)) as advance:
+        for name, values in columns.items():
+            features.append(fit_feature(str(name), values, cfg))
+            advance(1)
     errors = None
     if abs_errors is not None:
         e = _abs_errors(abs_errors, "baseline abs_errors")
@@ -126,12 +133,24 @@ class WindowAccumulator:
     def baseline(self) -> Baseline:
         return self._baseline
 
-    def update(self, chunk: Mapping[str, np.ndarray], abs_errors: np.ndarray | None = None) -> None:
-        """Add one chunk. All of it is validated before any count changes, so a bad chunk leaves no trace."""
+    def update(
+        self,
+        chunk: Mapping[str, np.ndarray],
+        abs_errors: np.ndarray | None = None,
+        advance: Advance | None = None,
+    ) -> None:
+        """Add one chunk. All of it is validated before any count changes, so a bad chunk leaves no trace.
+
+        ``advance`` is told each column as it is counted.
+        """
         missing = [name for name in self._counters if name not in chunk]
         if missing:
             raise InvalidInput(f"window chunk lacks baseline column(s): {', '.join(map(repr, missing))}")
-        added = {name: counter.tally(chunk[name]) for name, counter in self._counters.items()}
+        added = {}
+        for name, counter in self._counters.items():
+            added[name] = counter.tally(chunk[name])
+            if advance is not None:
+                advance(1)
         err = EMPTY
         if abs_errors is not None:
             if self._baseline.errors is None:
@@ -168,11 +187,17 @@ class WindowAccumulator:
 
 
 def scan(
-    baseline: Baseline, columns: Mapping[str, np.ndarray], abs_errors: np.ndarray | None = None
+    baseline: Baseline,
+    columns: Mapping[str, np.ndarray],
+    abs_errors: np.ndarray | None = None,
+    *,
+    meter: ProgressMeter | None = None,
 ) -> DriftResult:
-    """Scan one in-memory window (the single-chunk case of ``WindowAccumulator``)."""
+    """Scan one in-memory window (the single-chunk case of ``WindowAccumulator``); ``meter``: a task over the
+    baseline's features."""
     acc = WindowAccumulator(baseline)
-    acc.update(columns, abs_errors)
+    with metered(meter, "compare the window", len(baseline.features)) as advance:
+        acc.update(columns, abs_errors, advance)
     return acc.result()
 
 

@@ -31,6 +31,7 @@ from evolution.security import Principal
 from evolution.timeutil import utcnow
 from tests.e2e.conftest import EVOLUTION
 from tests.e2e.conftest import cli as run
+from tests.support.demo_story import story_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_TRAINER = ROOT / "examples" / "sklearn_pipeline" / "train.py"
@@ -108,6 +109,7 @@ def test_a_tenants_own_sklearn_trainer_goes_from_drift_to_an_onnx_champion_serve
         assert "model.onnx" in output and "passed the ONNX gate" in output, output
         assert "promoted; approved by demo-manager" in output and ", 0 failed" in output, output
         assert "v2, the tenant's own model, format onnx, served through onnxruntime" in output, output
+        assert story_problems(output) == [], output  # the same one consistent story as the built-in demo
 
         # The definition in force: the example as a command trainer.
         shown = run(cli_env, "model", "show", TENANT, MODEL)

@@ -1,6 +1,7 @@
 """The CLI as a user runs it: the demo reaches a new champion with a full audit trail; while it keeps running, every
 process exports its metrics; afterwards verify is clean, no secret leaked (neither a private key nor any of the canary
-secrets planted by tests/e2e/test_secret_canary.py), and a tampered artifact fails verify."""
+secrets planted by tests/e2e/test_secret_canary.py), and a tampered artifact fails verify. Its output tells one
+consistent story (tests/support/demo_story.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from tests.e2e.test_secret_canary import (
     plant_user_secrets,
     search,
 )
+from tests.support.demo_story import story_problems
 
 
 def samples(text: str) -> dict[str, float]:
@@ -109,6 +111,8 @@ def test_demo_promotes_exports_metrics_leaks_no_secret_and_verify_catches_tamper
         )
     canaries.outputs["demo output"] = output
     assert "promoted; approved by demo-manager" in output and ", 0 failed" in output
+    # One consistent story: the last canary figures printed are the summary's decision; the traffic adds up.
+    assert story_problems(output) == [], output
 
     everything = "\n".join(texts.values())
     declared = {line.split()[2] for line in everything.splitlines() if line.startswith("# TYPE ")}

@@ -47,6 +47,7 @@ from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal
 from evolution.timeutil import utcnow
 from tests.support.models import install_model
+from tests.support.progress import RecordingMeter
 from tests.support.scenario import ADMIN, seed_tenant
 
 TENANTS = ("acme", "beta")
@@ -75,7 +76,12 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build_demo_home(tmp_path_factory.mktemp("demo"))
 
 
-def _backup(home: Path, dest: Path, parts: tuple[str, ...] = ("registry", "artifacts", "keys")) -> Path:
+def _backup(
+    home: Path,
+    dest: Path,
+    parts: tuple[str, ...] = ("registry", "artifacts", "keys"),
+    meter: RecordingMeter | None = None,
+) -> Path:
     svc = build_services(Settings(home=home), migrate=False)
     try:
         result = create_backup(
@@ -85,6 +91,7 @@ def _backup(home: Path, dest: Path, parts: tuple[str, ...] = ("registry", "artif
             signer=svc.signer,
             store=svc.store,
             registry_tenants=svc.tenants.tenant_ids(),
+            meter=meter,
         )
     finally:
         svc.close()
@@ -97,10 +104,10 @@ def _restore(home: Path, source: Path, **kwargs: object) -> None:
     restore_backup(settings, source, store=FilesystemArtifactStore(settings.artifacts_dir), **kwargs)  # type: ignore[arg-type]
 
 
-def _verify(home: Path) -> tuple[bool, dict[str, int], list[str]]:
+def _verify(home: Path, meter: RecordingMeter | None = None) -> tuple[bool, dict[str, int], list[str]]:
     svc = build_services(Settings(home=home))
     try:
-        report = verify_all(svc)
+        report = verify_all(svc, meter=meter)
     finally:
         svc.close()
     kinds: dict[str, int] = {}
@@ -190,12 +197,13 @@ def test_sqlite_backup_taken_while_a_writer_appends_audit_rows_is_consistent_and
 # -- full restore -----------------------------------------------------------------------------------------
 
 
-def test_full_restore_into_a_fresh_home_has_every_row_artifact_and_key_and_verifies(
+def test_full_restore_into_a_fresh_home_has_every_row_artifact_and_key_and_verifies_with_progress_that_adds_up(
     demo_home: Path, tmp_path: Path
 ) -> None:
-    backup = _backup(demo_home, tmp_path / "backups")
+    meter = RecordingMeter()
+    backup = _backup(demo_home, tmp_path / "backups", meter=meter)
     fresh = tmp_path / "fresh"
-    _restore(fresh, tmp_path / "backups")
+    _restore(fresh, tmp_path / "backups", meter=meter)
 
     source_rows, restored_rows = _rows(demo_home / "registry.db"), _rows(fresh / "registry.db")
     assert source_rows.keys() == restored_rows.keys()
@@ -212,10 +220,27 @@ def test_full_restore_into_a_fresh_home_has_every_row_artifact_and_key_and_verif
     for key in (backup / KEYS_SUBDIR).rglob("*"):  # in the backup too
         assert stat.S_IMODE(key.stat().st_mode) == (0o700 if key.is_dir() else 0o600), key
 
-    ok, kinds, failures = _verify(fresh)
+    ok, kinds, failures = _verify(fresh, meter)
     assert ok, failures
     assert kinds["snapshot"] == 2 and kinds["model"] == 1 and kinds["drift-report"] >= 1
     assert kinds["baseline-reset"] == 1 and kinds["audit-chain"] >= 2
+
+    # Each stage reported a task, and every task's advances add up to its total (issue 17, item 3).
+    assert meter.unbalanced() == [], meter.tasks
+    artifacts = len(_files(demo_home / "artifacts"))
+    totals = {t.description: t.total for t in meter.tasks}
+    assert totals["back up artifacts"] == artifacts
+    assert totals["check the backup's files"] == sum(
+        p.stat().st_size
+        for p in [*backup.joinpath("registry").rglob("*"), *backup.joinpath(KEYS_SUBDIR).rglob("*")]
+        if p.is_file()
+    )
+    assert totals["check the backup's artifacts"] == totals["restore artifacts"] == artifacts
+    signed = kinds["snapshot"] + kinds["model"] + kinds["drift-report"] + kinds["baseline-reset"]
+    assert sum(t.total for t in meter.named("verify ") if t.description.endswith("signed records")) == signed
+    assert {t.description for t in meter.named("verify ")} == {
+        f"verify {tenant}: {what}" for tenant in TENANTS for what in ("signed records", "stored objects")
+    }
 
 
 def test_second_backup_copies_only_new_artifacts_and_each_manifest_lists_all(

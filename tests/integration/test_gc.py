@@ -29,6 +29,7 @@ from evolution.registry.versions import ModelRegistryService
 from evolution.security import Role
 from evolution.timeutil import utcnow
 from tests.support.postgres import app_role_url, create_database
+from tests.support.progress import RecordingMeter
 from tests.support.retention_world import (
     COLLECTED,
     DELETED,
@@ -75,16 +76,21 @@ def world(backend: Backend, tmp_path: Path) -> World:
     return build_world(backend.services, backend.registry, backend.clock, tmp_path)
 
 
-def test_the_dry_run_lists_exactly_what_the_real_run_deletes_and_a_second_run_deletes_nothing(
+def test_the_dry_run_lists_exactly_what_the_real_run_deletes_with_progress_and_a_second_run_deletes_nothing(
     world: World,
 ) -> None:
+    meter = RecordingMeter()
     before = world.digests()
     dry = world.gc().run(world.person(Role.ADMIN), world.tenant, MODEL, dry_run=True)
     assert world.digests() == before and world.gc_rows() == [], "a dry run changes nothing"
     listed = {e.digest for e in dry.plan.entries}
 
-    real = world.gc().run(world.system, world.tenant, MODEL)
+    real = world.gc().run(world.system, world.tenant, MODEL, meter=meter)
     deleted = before - world.digests()
+    # Its progress: one task over the plan's artifacts, advanced to the end.
+    assert [(t.description, t.total, t.done) for t in meter.tasks] == [
+        (f"gc {world.tenant}", DELETED, DELETED)
+    ]
     assert deleted == listed == expected_deletions(world)
     assert len(deleted) == DELETED
     assert sorted(c.number for c in real.collected) == list(COLLECTED)

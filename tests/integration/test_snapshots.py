@@ -24,6 +24,7 @@ from evolution.platform.verification import verify_all
 from evolution.platform.wiring import Services, build_services
 from evolution.security import Principal
 from evolution.timeutil import iso, utcnow
+from tests.support.progress import RecordingMeter
 from tests.support.scenario import seed_tenant
 
 SYSTEM = Principal.system("acme")
@@ -36,8 +37,12 @@ def services(tmp_path: Path) -> Services:
     return svc
 
 
-def test_a_multi_megabyte_window_hashes_to_the_root_of_its_stored_bytes(services: Services) -> None:
-    snapshot = services.snapshots.seal(SYSTEM, "acme", utcnow())
+def test_a_multi_megabyte_window_hashes_to_the_root_of_its_stored_bytes_and_reports_every_row_sealed(
+    services: Services,
+) -> None:
+    meter = RecordingMeter()
+    snapshot = services.snapshots.seal(SYSTEM, "acme", utcnow(), meter=meter)
+    assert [(t.description, t.total, t.done) for t in meter.tasks] == [("seal acme", 6000, 6000)]
     data = services.store.read_bytes("acme", snapshot.artifact_digest)
     assert snapshot.row_count == 6000 and snapshot.byte_size == len(data) > 2 * CHUNK_SIZE * 8
     assert snapshot.merkle_root == chunked_merkle_root(data).hex()
