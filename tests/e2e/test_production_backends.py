@@ -57,6 +57,7 @@ def production_env(cli_env: dict[str, str], pg_server: str, aws_endpoint: str) -
         "EVOLUTION_SIGNER_BACKEND": "kms",
         "EVOLUTION_KMS__KEY_ID": key_arn,
         "EVOLUTION_KMS__ENDPOINT_URL": aws_endpoint,
+        "EVOLUTION_KMS__DIGEST_SIGNING": "false",  # moto hashes a DIGEST message again
     }
 
 
