@@ -21,8 +21,8 @@ from evolution.integrity.signing import (
     LocalKeyKind,
     LocalSigner,
     Signer,
-    new_private_key,
     key_id_for_public_pem,
+    new_private_key,
     private_key_pem,
     write_private_file,
 )
@@ -48,7 +48,9 @@ def verify_only_keys(key_dir: Path) -> dict[str, bytes]:
         pem = path.read_bytes()[:_MAX_PUBLIC_KEY_FILE]
         key_id = key_id_for_public_pem(pem)
         if _file_name(key_id) != path.name:
-            raise IntegrityViolation(f"verify-only key {path} holds the key {key_id}, not the one its name says")
+            raise IntegrityViolation(
+                f"verify-only key {path} holds the key {key_id}, not the one its name says"
+            )
         keys[key_id] = pem
     return keys
 

@@ -128,7 +128,9 @@ class KmsSigner:
 
     algorithm: str = "ecdsa-p256-sha256"
 
-    def __init__(self, client: Any, key: str, *, check_state: bool = True, digest_signing: bool = True) -> None:
+    def __init__(
+        self, client: Any, key: str, *, check_state: bool = True, digest_signing: bool = True
+    ) -> None:
         if not isinstance(key, str) or not key:
             raise InvalidInput("KMS key reference must be a non-empty key id, key ARN, alias or alias ARN")
         self.client = client

@@ -80,7 +80,9 @@ def statement_for(manifest: ModelManifest) -> dict[str, Any]:
                 "allow_symlinks": False,
                 "ignore_paths": list(IGNORED_PATHS),
             },
-            "resources": [{"name": f.name, "algorithm": "sha256", "digest": f.sha256} for f in manifest.files],
+            "resources": [
+                {"name": f.name, "algorithm": "sha256", "digest": f.sha256} for f in manifest.files
+            ],
             PROVENANCE_KEY: provenance(manifest),
         },
     }

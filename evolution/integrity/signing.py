@@ -220,7 +220,9 @@ def new_private_key(kind: LocalKeyKind) -> LocalPrivateKey:
 
 def _sign_with(key: LocalPrivateKey, payload: bytes) -> Signature:
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        return Signature(algorithm="ed25519", key_id=_key_id_of(key.public_key()), value=_b64(key.sign(payload)))
+        return Signature(
+            algorithm="ed25519", key_id=_key_id_of(key.public_key()), value=_b64(key.sign(payload))
+        )
     raw = key.sign(payload, ec.ECDSA(hashes.SHA256()))  # DER-encoded (r, s), like AWS KMS and DSSE verifiers
     return Signature(algorithm="ecdsa-p256-sha256", key_id=_key_id_of(key.public_key()), value=_b64(raw))
 
@@ -272,7 +274,9 @@ class LocalSigner:
     forge models.
     """
 
-    def __init__(self, key_dir: Path, name: str = "signing", *, new_key: LocalKeyKind = "ecdsa-p256-sha256") -> None:
+    def __init__(
+        self, key_dir: Path, name: str = "signing", *, new_key: LocalKeyKind = "ecdsa-p256-sha256"
+    ) -> None:
         if not _KEY_NAME.match(name):
             raise InvalidInput(f"key name {name!r} must match {_KEY_NAME.pattern}")
         self.key_dir = Path(key_dir)

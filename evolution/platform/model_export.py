@@ -29,7 +29,9 @@ class Export:
     """The key that signed the bundle (its public key: ``evolution keys export-public FILE --key-id KEY_ID``)."""
 
 
-def find_version(services: Services, principal: Principal, tenant: str, model: str, version: str) -> VersionView:
+def find_version(
+    services: Services, principal: Principal, tenant: str, model: str, version: str
+) -> VersionView:
     """Version ``version`` of the model: a number, or ``champion`` for the one in force."""
     versions = services.registry.list_versions(principal, tenant, model, strict=True)
     if version.lower() == "champion":

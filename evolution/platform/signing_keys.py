@@ -52,7 +52,9 @@ def rotate_signing_key(services: Services, principal: Principal, reason: str = "
     return rotation
 
 
-def trust_public_key(services: Services, principal: Principal, public_key_pem: bytes, reason: str = "") -> str:
+def trust_public_key(
+    services: Services, principal: Principal, public_key_pem: bytes, reason: str = ""
+) -> str:
     """Trust a public key for verification only (a retired KMS key, a key moved from another home); audited.
     Returns its key id."""
     authorize(principal, Action.ROTATE_SIGNING_KEY, ALL_TENANTS)

@@ -28,6 +28,7 @@ from evolution.integrity.manifest import (
     verify_manifest,
     verify_model_files,
 )
+from evolution.integrity.model_signature import bundle_json
 from evolution.integrity.signing import (
     PREHASH_PREFIX,
     KeyRing,
@@ -37,7 +38,6 @@ from evolution.integrity.signing import (
     key_id_for_public_pem,
     verify_signature,
 )
-from evolution.integrity.model_signature import bundle_json
 from tests.contracts.conftest import aws_client, make_kms_signer
 from tests.support.model_signing_verifier import verify_with_api
 

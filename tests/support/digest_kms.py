@@ -20,7 +20,7 @@ class DigestKms:
         self.private = ec.generate_private_key(ec.SECP256R1())
         self.sent: list[dict[str, Any]] = []
 
-    def describe_key(self, KeyId: str) -> dict[str, Any]:  # noqa: N803 - boto3's parameter names
+    def describe_key(self, KeyId: str) -> dict[str, Any]:
         return {
             "KeyMetadata": {
                 "KeyId": "digest-stand-in",
@@ -32,14 +32,16 @@ class DigestKms:
             }
         }
 
-    def get_public_key(self, KeyId: str) -> dict[str, Any]:  # noqa: N803
+    def get_public_key(self, KeyId: str) -> dict[str, Any]:
         der = self.private.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         return {"PublicKey": der}
 
-    def sign(self, KeyId: str, Message: bytes, MessageType: str, SigningAlgorithm: str) -> dict[str, Any]:  # noqa: N803
-        self.sent.append({"MessageType": MessageType, "Message": Message, "SigningAlgorithm": SigningAlgorithm})
+    def sign(self, KeyId: str, Message: bytes, MessageType: str, SigningAlgorithm: str) -> dict[str, Any]:
+        self.sent.append(
+            {"MessageType": MessageType, "Message": Message, "SigningAlgorithm": SigningAlgorithm}
+        )
         assert SigningAlgorithm == "ECDSA_SHA_256"
         if MessageType == "DIGEST":
             assert len(Message) == 32, "KMS takes a DIGEST of exactly the hash's length"

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from evolution.errors import IntegrityViolation, PermissionDenied
-from evolution.integrity.key_rotation import VERIFY_ONLY_DIR, rotate_local_key, trusted_keyring, verify_only_keys
+from evolution.integrity.key_rotation import (
+    VERIFY_ONLY_DIR,
+    rotate_local_key,
+    trusted_keyring,
+    verify_only_keys,
+)
 from evolution.integrity.signing import LocalEd25519Signer, LocalSigner
 from evolution.platform.settings import Settings
 from evolution.platform.signing_keys import rotate_signing_key

@@ -18,7 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from evolution.canonical import canonical_json
 from evolution.errors import IntegrityViolation
 from evolution.integrity.kms_signing import KmsSigner
-from evolution.integrity.manifest import SignedManifest, build_manifest_from_dir, sign_manifest, verify_manifest
+from evolution.integrity.manifest import (
+    SignedManifest,
+    build_manifest_from_dir,
+    sign_manifest,
+    verify_manifest,
+)
 from evolution.integrity.model_signature import (
     PREDICATE_TYPE,
     PROVENANCE_KEY,
@@ -120,7 +125,9 @@ def test_model_signing_accepts_a_kms_bundle_signed_as_a_digest_when_large(
         )
     else:
         assert (bundle_request["MessageType"], bundle_request["Message"]) == ("RAW", pae(statement))
-    assert files == 1 or bundle_request["MessageType"] == "DIGEST", "50 files make a statement above 4096 bytes"
+    assert files == 1 or bundle_request["MessageType"] == "DIGEST", (
+        "50 files make a statement above 4096 bytes"
+    )
 
 
 def test_the_kms_digest_path_is_an_ordinary_ecdsa_signature_over_the_payload(
@@ -142,19 +149,26 @@ def test_the_kms_digest_path_is_an_ordinary_ecdsa_signature_over_the_payload(
     public.verify(base64.b64decode(empty.value), b"", ec.ECDSA(hashes.SHA256()))
 
 
-def test_the_statement_is_model_signings_format_with_our_provenance(local: LocalSigner, tmp_path: Path) -> None:
+def test_the_statement_is_model_signings_format_with_our_provenance(
+    local: LocalSigner, tmp_path: Path
+) -> None:
     signed = signed_export(model_dir(tmp_path, 3), local)
     bundle = signed.bundle
     assert bundle is not None
     assert bundle["mediaType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
     assert bundle["dsseEnvelope"]["payloadType"] == "application/vnd.in-toto+json"
     assert bundle["dsseEnvelope"]["signatures"][0]["keyid"] == local.key_id
-    assert bundle["verificationMaterial"]["publicKey"]["hint"] == hashlib.sha256(local.public_key_pem()).hexdigest()
+    assert (
+        bundle["verificationMaterial"]["publicKey"]["hint"]
+        == hashlib.sha256(local.public_key_pem()).hexdigest()
+    )
     statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == PREDICATE_TYPE
     assert [r["name"] for r in statement["predicate"]["resources"]] == [f.name for f in signed.manifest.files]
-    assert [r["digest"] for r in statement["predicate"]["resources"]] == [f.sha256 for f in signed.manifest.files]
+    assert [r["digest"] for r in statement["predicate"]["resources"]] == [
+        f.sha256 for f in signed.manifest.files
+    ]
     provenance = statement["predicate"][PROVENANCE_KEY]
     assert provenance["manifest_digest"] == signed.digest
     assert (provenance["dataset_snapshot_id"], provenance["dataset_merkle_root"]) == ("snap-1", "ab" * 32)
@@ -162,7 +176,9 @@ def test_the_statement_is_model_signings_format_with_our_provenance(local: Local
     assert provenance["training_config"] == {"features": ["rain", "sun"], "max_depth": 3}
 
 
-def test_a_bundle_that_does_not_match_its_manifest_fails_our_verification(local: LocalSigner, tmp_path: Path) -> None:
+def test_a_bundle_that_does_not_match_its_manifest_fails_our_verification(
+    local: LocalSigner, tmp_path: Path
+) -> None:
     signed = signed_export(model_dir(tmp_path, 2), local)
     ring = KeyRing.of(local)
     # Re-signed by the same key over a statement with another seed: a valid signature, but not this manifest's.
