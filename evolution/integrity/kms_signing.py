@@ -204,7 +204,10 @@ class KmsSigner:
             if self.digest_signing
             else "prehash envelope (digest_signing=false): no OpenSSF model signature above 4096 bytes"
         )
-        return [*check_kms_key(self.client, self.key_arn), CheckResult("kms payloads above 4096 bytes", True, large)]
+        return [
+            *check_kms_key(self.client, self.key_arn),
+            CheckResult("kms payloads above 4096 bytes", True, large),
+        ]
 
     def __repr__(self) -> str:
         return f"KmsSigner(key_id={self.key_id!r}, key_arn={self.key_arn!r})"

@@ -9,6 +9,9 @@ Schema v2 adds the trainer's identity (:mod:`evolution.integrity.trainer_identit
 command's argv and code file digests, or an image's digest) to the signed bytes. A v1 manifest has none, and its
 canonical encoding leaves the field out, so every manifest signed before v2 keeps verifying.
 
+A manifest signed by an ECDSA P-256 key also carries an OpenSSF model signature over the same files
+(:mod:`evolution.integrity.model_signature`), stored with it and checked with it.
+
 Loading goes in one direction only: signature first, then each file against its entry, and only then are bytes
 handed out. Nothing that failed a check is ever returned, so nothing unverified can reach a deserializer.
 """
