@@ -43,7 +43,6 @@ class Action(StrEnum):
     DEFINE_MODEL = "define_model"
     ACCEPT_SNAPSHOT = "accept_snapshot"
     WATCH_ROLLBACK = "watch_rollback"
-    ROTATE_SIGNING_KEY = "rotate_signing_key"
 
 
 R = Role
@@ -75,8 +74,6 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     # The post-promotion watch restores the previous champion when its harm test fires: the orchestrator only
     # (a person uses FORCE_ROLLBACK, which needs no test).
     Action.WATCH_ROLLBACK: frozenset({R.SYSTEM}),
-    # A new key signs every tenant's models from then on: an admin of every tenant ("*") only.
-    Action.ROTATE_SIGNING_KEY: frozenset({R.ADMIN}),
 }
 
 ALL_TENANTS = "*"

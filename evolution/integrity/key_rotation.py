@@ -24,6 +24,7 @@ from evolution.integrity.signing import (
     key_id_for_public_pem,
     new_private_key,
     private_key_pem,
+    public_pem_of,
     write_private_file,
 )
 
@@ -81,21 +82,37 @@ class Rotation:
     algorithm: str
 
 
+def prepare_rotation(
+    key_dir: Path, name: str = "signing", *, kind: LocalKeyKind = "ecdsa-p256-sha256"
+) -> tuple[Rotation, bytes]:
+    """The rotation to make, and the new private key (PEM); nothing is written yet."""
+    current = LocalSigner(key_dir, name)
+    fresh = new_private_key(kind)
+    rotation = Rotation(
+        previous_key_id=current.key_id,
+        previous_algorithm=current.algorithm,
+        key_id=key_id_for_public_pem(public_pem_of(fresh)),
+        algorithm="ed25519" if kind == "ed25519" else "ecdsa-p256-sha256",
+    )
+    return rotation, private_key_pem(fresh)
+
+
+def apply_rotation(key_dir: Path, rotation: Rotation, private_pem: bytes, name: str = "signing") -> None:
+    """Keep the current key as verify-only, then put the new key in its place in one rename."""
+    current = LocalSigner(key_dir, name)
+    if current.key_id != rotation.previous_key_id:
+        raise InvalidInput(f"the signing key changed meanwhile (now {current.key_id}): rotate again")
+    keep_verify_only(key_dir, current.public_key_pem())
+    write_private_file(current.key_dir, current.path, private_pem, replace=True)
+    os.chmod(current.path, 0o600)
+    if LocalSigner(key_dir, name).key_id != rotation.key_id:
+        raise IntegrityViolation(f"the signing key {current.path} is not the new key {rotation.key_id}")
+
+
 def rotate_local_key(
     key_dir: Path, name: str = "signing", *, kind: LocalKeyKind = "ecdsa-p256-sha256"
 ) -> Rotation:
     """A new signing key in place of the current one, which stays trusted as verify-only."""
-    current = LocalSigner(key_dir, name)
-    previous = keep_verify_only(key_dir, current.public_key_pem())
-    fresh = new_private_key(kind)
-    write_private_file(current.key_dir, current.path, private_key_pem(fresh), replace=True)
-    now = LocalSigner(key_dir, name)
-    if now.key_id == previous:  # cannot happen with a fresh key; would mean the file was not replaced
-        raise InvalidInput(f"the signing key {current.path} was not replaced")
-    os.chmod(current.path, 0o600)
-    return Rotation(
-        previous_key_id=previous,
-        previous_algorithm=current.algorithm,
-        key_id=now.key_id,
-        algorithm=now.algorithm,
-    )
+    rotation, private_pem = prepare_rotation(key_dir, name, kind=kind)
+    apply_rotation(key_dir, rotation, private_pem, name)
+    return rotation

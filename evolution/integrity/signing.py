@@ -30,6 +30,8 @@ from evolution.errors import IntegrityViolation, InvalidInput
 
 Algorithm = Literal["ed25519", "ecdsa-p256-sha256"]
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+LocalKeyKind = Literal["ecdsa-p256-sha256", "ed25519"]
+LocalPrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _MAX_KEY_FILE = 16 * 1024
 
@@ -120,6 +122,11 @@ def _public_pem_of(key: PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def public_pem_of(private: LocalPrivateKey) -> bytes:
+    """The public key (SubjectPublicKeyInfo PEM) of a private key."""
+    return _public_pem_of(private.public_key())
+
+
 def key_id_for_public_pem(public_key_pem: bytes | str) -> str:
     """The key id the system derives from a public key: ``ed25519:<16 hex>`` or ``ecdsa-p256:<16 hex>``."""
     return _key_id_of(_load_public_pem(public_key_pem))
@@ -206,10 +213,6 @@ class KeyRing:
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
-
-
-LocalKeyKind = Literal["ecdsa-p256-sha256", "ed25519"]
-LocalPrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 
 def new_private_key(kind: LocalKeyKind) -> LocalPrivateKey:
