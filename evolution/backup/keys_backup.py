@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from evolution.backup.manifest import FileRecord, KeysPart, file_digest, safe_join
 from evolution.errors import Conflict, IntegrityViolation, NotFound
-from evolution.integrity.signing import LocalEd25519Signer
+from evolution.integrity.signing import LocalSigner
 from evolution.timeutil import utcnow
 
 KEYS_SUBDIR = "keys"
@@ -99,7 +99,7 @@ def signing_key_id(keys_dir: Path) -> str | None:
     """The key id of the home's signing key, if it has one (never creates a key)."""
     if not (keys_dir / SIGNING_KEY).exists():
         return None
-    return LocalEd25519Signer(keys_dir).key_id
+    return LocalSigner(keys_dir).key_id
 
 
 def backup_keys(keys_dir: Path, backup_dir: Path) -> KeysPart:

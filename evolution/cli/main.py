@@ -119,7 +119,13 @@ COMMANDS: tuple[LazyCommand, ...] = (
     LazyCommand(
         "model",
         "evolution.cli.model_commands",
-        "Model definitions: a tenant's features, target, loss, hyperparameters and trainer, in audited revisions.",
+        "Model definitions: a tenant's features, target, loss, hyperparameters and trainer, in audited revisions;\n"
+        "export a version with its OpenSSF signature.",
+    ),
+    LazyCommand(
+        "keys",
+        "evolution.cli.key_commands",
+        "The signing keys: export a public key (for model_signing), rotate the local key, trust a retired one.",
     ),
     LazyCommand(
         "backup",

@@ -1,5 +1,7 @@
 """`evolution model`: what a tenant's model is (features, target, loss, hyperparameters) and who trains it.
 
+``export`` writes a version's files and its OpenSSF model signature (``model.sig``) for ``model_signing verify``.
+
 ``define`` stores a new revision of the definition (admins; audited with the revision before it) and prints what
 changed; ``show`` prints the revision in force, or every revision with ``--history``. A change takes effect at the
 next retraining, never during one. The trainer contract is ``docs/bring-your-own-model.md``.
@@ -26,7 +28,8 @@ from evolution.registry.model_definitions import (
 from evolution.security import Action, Principal, authorize
 
 model_app = typer.Typer(
-    help="Model definitions: a tenant's features, target, loss, hyperparameters and trainer, in audited revisions.",
+    help="Model definitions: a tenant's features, target, loss, hyperparameters and trainer, in audited revisions;\n"
+    "export a version with its OpenSSF signature.",
     no_args_is_help=True,
 )
 
@@ -347,6 +350,38 @@ def model_show(
         typer.echo("in force:")
         for line in _describe(views[-1].definition):
             typer.echo(line)
+    finally:
+        svc.close()
+
+
+@model_app.command("export")
+@friendly_errors
+def model_export(
+    tenant: TenantArg,
+    model: ModelArg,
+    version: Annotated[str, typer.Argument(help="Version number, or 'champion'.")],
+    directory: Annotated[Path, typer.Argument(help="A new or empty directory to write into.")],
+) -> None:
+    """Write the version's files under their manifest names and its signature DIRECTORY/model.sig (a Sigstore
+    bundle), all checked first; `model_signing verify key` accepts them with the public key that
+    `evolution keys export-public` writes."""
+    from evolution.platform.model_export import export_model
+
+    svc = services()
+    try:
+        done = export_model(svc, operator(svc.settings), tenant, model, version, directory)
+        typer.echo(
+            f"exported {tenant}/{model} v{done.version.number} ({done.version.state}): {len(done.files)} files "
+            f"and model.sig to {done.directory}"
+        )
+        typer.echo("verify it with the OpenSSF verifier (pip install model-signing):")
+        key_option = "" if done.key_id == svc.signer.key_id else f" --key-id {done.key_id}"
+        typer.echo(f"  evolution keys export-public signing-key.pem{key_option}")
+        signature = shlex.quote(str(done.directory / "model.sig"))
+        typer.echo(
+            f"  model_signing verify key --signature {signature} --public_key signing-key.pem "
+            f"{shlex.quote(str(done.directory))}"
+        )
     finally:
         svc.close()
 

@@ -33,6 +33,13 @@ class KmsSignerConfig(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=20)
+    digest_signing: bool = Field(
+        default=True,
+        description="Sign a payload above KMS's 4096-byte RAW limit as MessageType DIGEST (its SHA-256), an "
+        "ordinary ECDSA P-256/SHA-256 signature over the payload. False only for KMS emulators that hash a digest "
+        "again (moto): those payloads are then signed through the prehash envelope, which model_signing cannot "
+        "verify, so a model whose statement is that large gets no OpenSSF bundle.",
+    )
     check_key_state: bool = Field(
         default=True,
         description="DescribeKey before every Sign, so a disabled key is refused with a clear error even by KMS "

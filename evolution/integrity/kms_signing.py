@@ -12,17 +12,22 @@ one pending deletion, is refused with :class:`SigningKeyUnavailable` naming the 
 with DisabledException / KMSInvalidStateException, which map to the same error). Every signature KMS returns is
 verified against the cached public key before it is handed out.
 
-Every message goes to KMS as MessageType RAW. Payloads up to 4096 bytes (KMS's RAW limit) are signed as they
-are; for a larger one what is signed is a fixed prefix and its SHA-256 (``Signature.prehash = "sha256"``, see
-:func:`~evolution.integrity.signing.signed_message`), which verifies offline just the same. MessageType DIGEST
-would do without the envelope, but KMS emulators (moto) hash a DIGEST message again.
+Payloads up to 4096 bytes (KMS's RAW limit) go to KMS as MessageType RAW. A larger one (or an empty one, which
+RAW refuses) goes as MessageType DIGEST: its SHA-256, which KMS signs without hashing again, so the signature is an
+ordinary ECDSA P-256/SHA-256 signature over the payload — nothing is capped at 4096 bytes, and a DSSE envelope of any
+size (:mod:`evolution.integrity.model_signature`) verifies with ``model_signing``. KMS emulators that hash a DIGEST
+message again (moto) are configured with ``digest_signing = false``: a large payload is then signed RAW through a
+fixed prefix and its SHA-256 (``Signature.prehash = "sha256"``, see
+:func:`~evolution.integrity.signing.signed_message`), which our verifier checks just the same (signatures made that
+way before keep verifying), but which is no DSSE signature.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 from cryptography.hazmat.primitives import serialization
@@ -123,12 +128,15 @@ class KmsSigner:
 
     algorithm: str = "ecdsa-p256-sha256"
 
-    def __init__(self, client: Any, key: str, *, check_state: bool = True) -> None:
+    def __init__(
+        self, client: Any, key: str, *, check_state: bool = True, digest_signing: bool = True
+    ) -> None:
         if not isinstance(key, str) or not key:
             raise InvalidInput("KMS key reference must be a non-empty key id, key ARN, alias or alias ARN")
         self.client = client
         self.key_reference = key
         self.check_state = check_state
+        self.digest_signing = digest_signing
         meta = _describe(client, key)
         _require_signing_key(meta, key)
         self.key_arn: str = str(meta.get("Arn") or meta["KeyId"])
@@ -142,6 +150,7 @@ class KmsSigner:
             client if client is not None else boto_client("kms", config),
             config.key_reference,
             check_state=config.check_key_state,
+            digest_signing=config.digest_signing,
         )
 
     def public_key_pem(self) -> bytes:
@@ -153,9 +162,14 @@ class KmsSigner:
         payload = bytes(payload)
         if self.check_state:
             _require_signing_key(_describe(self.client, self.key_arn), self.key_arn)
-        # KMS takes at most 4096 bytes RAW, and none empty: sign the prehash envelope instead.
-        prehash = None if 0 < len(payload) <= MAX_RAW_MESSAGE else "sha256"
-        message, message_type = signed_message(payload, prehash), "RAW"
+        prehash: Literal["sha256"] | None = None
+        if 0 < len(payload) <= MAX_RAW_MESSAGE:
+            message, message_type = payload, "RAW"
+        elif self.digest_signing:  # KMS takes at most 4096 bytes RAW, and none empty
+            message, message_type = hashlib.sha256(payload).digest(), "DIGEST"
+        else:
+            prehash = "sha256"
+            message, message_type = signed_message(payload, prehash), "RAW"
         try:
             response = self.client.sign(
                 KeyId=self.key_arn,
@@ -185,7 +199,15 @@ class KmsSigner:
         return signature
 
     def check(self) -> list[CheckResult]:
-        return check_kms_key(self.client, self.key_arn)
+        large = (
+            "MessageType DIGEST (OpenSSF model signatures of any size)"
+            if self.digest_signing
+            else "prehash envelope (digest_signing=false): no OpenSSF model signature above 4096 bytes"
+        )
+        return [
+            *check_kms_key(self.client, self.key_arn),
+            CheckResult("kms payloads above 4096 bytes", True, large),
+        ]
 
     def __repr__(self) -> str:
         return f"KmsSigner(key_id={self.key_id!r}, key_arn={self.key_arn!r})"

@@ -9,6 +9,9 @@ Schema v2 adds the trainer's identity (:mod:`evolution.integrity.trainer_identit
 command's argv and code file digests, or an image's digest) to the signed bytes. A v1 manifest has none, and its
 canonical encoding leaves the field out, so every manifest signed before v2 keeps verifying.
 
+A manifest signed by an ECDSA P-256 key also carries an OpenSSF model signature over the same files
+(:mod:`evolution.integrity.model_signature`), stored with it and checked with it.
+
 Loading goes in one direction only: signature first, then each file against its entry, and only then are bytes
 handed out. Nothing that failed a check is ever returned, so nothing unverified can reach a deserializer.
 """
@@ -35,6 +38,7 @@ from pydantic import (
 from evolution.canonical import canonical_json, sha256_hex
 from evolution.errors import IntegrityViolation, InvalidInput, NotFound
 from evolution.integrity.artifacts import TENANT_PATTERN, ArtifactStore
+from evolution.integrity.model_signature import make_model_bundle, verify_model_bundle
 from evolution.integrity.signing import KeyRing, Signature, Signer, verify_signature
 from evolution.integrity.trainer_identity import TrainerIdentity
 
@@ -145,6 +149,13 @@ class SignedManifest(BaseModel):
 
     manifest: ModelManifest
     signature: Signature
+    bundle: dict[str, Any] | None = Field(
+        default=None,
+        # absent rather than null when unset, so a manifest signed before bundles serialises byte for byte as before
+        exclude_if=lambda bundle: bundle is None,
+        description="The OpenSSF model signature (a Sigstore bundle, see evolution.integrity.model_signature) over "
+        "the same files, for `model_signing verify`; none for an Ed25519 signer or a version signed before.",
+    )
 
     @property
     def digest(self) -> str:
@@ -153,16 +164,24 @@ class SignedManifest(BaseModel):
 
 
 def sign_manifest(manifest: ModelManifest, signer: Signer) -> SignedManifest:
-    return SignedManifest(manifest=manifest, signature=signer.sign(manifest.canonical()))
+    """The manifest signed, and with it the OpenSSF model signature when the signer can make one."""
+    return SignedManifest(
+        manifest=manifest,
+        signature=signer.sign(manifest.canonical()),
+        bundle=make_model_bundle(manifest, signer),
+    )
 
 
 def verify_manifest(signed: SignedManifest, keys: KeyRing | bytes | str) -> None:
-    """Raises IntegrityViolation unless the manifest's signature verifies with a trusted key."""
+    """Raises IntegrityViolation unless the manifest's signature, and its model signature bundle if it has one,
+    verify with a trusted key."""
     payload = signed.manifest.canonical()
     if isinstance(keys, KeyRing):
         keys.verify(payload, signed.signature)
     else:
         verify_signature(keys, payload, signed.signature)
+    if signed.bundle is not None:
+        verify_model_bundle(signed.manifest, signed.bundle, keys)
 
 
 def verify_model_files(

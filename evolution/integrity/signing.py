@@ -1,7 +1,9 @@
-"""Signatures: the signer port, the local Ed25519 signer, offline verification and the key ring.
+"""Signatures: the signer port, the local key signer, offline verification and the key ring.
 
 Verification never needs the signer: it takes a public key in PEM, so every signature made by any backend (the
-local Ed25519 key, an AWS KMS ECC_NIST_P256 key) is checked offline with ``cryptography``. A failed check is
+local key, ECDSA P-256 by default and Ed25519 in homes made before; an AWS KMS ECC_NIST_P256 key) is checked offline
+with ``cryptography``. Every signature names its key by id, so a key ring that also holds retired keys (see
+:mod:`evolution.integrity.key_rotation`) keeps verifying what they signed. A failed check is
 always an :class:`IntegrityViolation`, whatever went wrong (bad base64, wrong key type, wrong signature):
 callers must not be able to mistake a malformed signature for a transient error.
 """
@@ -28,6 +30,8 @@ from evolution.errors import IntegrityViolation, InvalidInput
 
 Algorithm = Literal["ed25519", "ecdsa-p256-sha256"]
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+LocalKeyKind = Literal["ecdsa-p256-sha256", "ed25519"]
+LocalPrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _MAX_KEY_FILE = 16 * 1024
 
@@ -118,6 +122,11 @@ def _public_pem_of(key: PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def public_pem_of(private: LocalPrivateKey) -> bytes:
+    """The public key (SubjectPublicKeyInfo PEM) of a private key."""
+    return _public_pem_of(private.public_key())
+
+
 def key_id_for_public_pem(public_key_pem: bytes | str) -> str:
     """The key id the system derives from a public key: ``ed25519:<16 hex>`` or ``ecdsa-p256:<16 hex>``."""
     return _key_id_of(_load_public_pem(public_key_pem))
@@ -206,8 +215,60 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-class LocalEd25519Signer:
-    """The embedded signer: an Ed25519 key in ``<key_dir>/<name>.key`` (PKCS#8 PEM, mode 0600, dir 0700).
+def new_private_key(kind: LocalKeyKind) -> LocalPrivateKey:
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _sign_with(key: LocalPrivateKey, payload: bytes) -> Signature:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return Signature(
+            algorithm="ed25519", key_id=_key_id_of(key.public_key()), value=_b64(key.sign(payload))
+        )
+    raw = key.sign(payload, ec.ECDSA(hashes.SHA256()))  # DER-encoded (r, s), like AWS KMS and DSSE verifiers
+    return Signature(algorithm="ecdsa-p256-sha256", key_id=_key_id_of(key.public_key()), value=_b64(raw))
+
+
+def write_private_file(directory: Path, path: Path, data: bytes, *, replace: bool = False) -> bool:
+    """Write ``data`` to ``path`` (mode 0600) atomically: a private temporary file, fsynced, then linked into place.
+
+    Without ``replace`` an existing file is never overwritten (False: it was there first); with it, the new file
+    takes the old one's place in one rename, so readers see either the old key or the new one, never neither.
+    """
+    tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)  # the umask can only remove bits, but be explicit
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if the file appeared meanwhile: never overwrite a key
+            except FileExistsError:
+                return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(directory)
+    return True
+
+
+def private_key_pem(key: LocalPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+class LocalSigner:
+    """The embedded signer: a key in ``<key_dir>/<name>.key`` (PKCS#8 PEM, mode 0600, dir 0700).
+
+    A new key is ECDSA P-256 (what AWS KMS signs with in production, and what the OpenSSF ``model_signing``
+    verifier takes); a home made before that keeps its Ed25519 key, which signs until ``evolution keys rotate``.
 
     The key is created on first use and loaded afterwards. Creation is atomic and race-free: the key is
     written to a private temporary file, fsynced, and hard-linked into place, so a concurrent process either
@@ -216,18 +277,20 @@ class LocalEd25519Signer:
     forge models.
     """
 
-    algorithm: str = "ed25519"
-
-    def __init__(self, key_dir: Path, name: str = "signing") -> None:
+    def __init__(
+        self, key_dir: Path, name: str = "signing", *, new_key: LocalKeyKind = "ecdsa-p256-sha256"
+    ) -> None:
         if not _KEY_NAME.match(name):
             raise InvalidInput(f"key name {name!r} must match {_KEY_NAME.pattern}")
         self.key_dir = Path(key_dir)
         self.path = self.key_dir / f"{name}.key"
+        self._new_key: LocalKeyKind = new_key
         self._ensure_dir()
         private = self._load() if os.path.lexists(self.path) else self._create()
         self._private = private
-        self._public = private.public_key()
+        self._public: PublicKey = private.public_key()
         self.key_id: str = _key_id_of(self._public)
+        self.algorithm: str = _algorithm_of(self._public)
 
     def _ensure_dir(self) -> None:
         if not self.key_dir.exists():
@@ -242,30 +305,13 @@ class LocalEd25519Signer:
                 "anyone could replace the signing key: chmod 700 it"
             )
 
-    def _create(self) -> ed25519.Ed25519PrivateKey:
-        private = ed25519.Ed25519PrivateKey.generate()
-        pem = private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        tmp = self.key_dir / f".{self.path.name}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            try:
-                os.fchmod(fd, 0o600)  # the umask can only remove bits, but be explicit
-                os.write(fd, pem)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, self.path)  # fails if the key appeared meanwhile: never overwrite a key
-            except FileExistsError:
-                return self._load()
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(self.key_dir)
+    def _create(self) -> LocalPrivateKey:
+        private = new_private_key(self._new_key)
+        if not write_private_file(self.key_dir, self.path, private_key_pem(private)):
+            return self._load()
         return private
 
-    def _load(self) -> ed25519.Ed25519PrivateKey:
+    def _load(self) -> LocalPrivateKey:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as error:
@@ -291,18 +337,37 @@ class LocalEd25519Signer:
             raise IntegrityViolation(
                 f"signing key {self.path} is not a readable PEM private key: {error}"
             ) from None
-        if not isinstance(key, ed25519.Ed25519PrivateKey):
-            raise IntegrityViolation(f"signing key {self.path} is a {type(key).__name__}, not Ed25519")
-        return key
+        return self._accept(key)
+
+    def _accept(self, key: object) -> LocalPrivateKey:
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            return key
+        if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+            return key
+        raise IntegrityViolation(
+            f"signing key {self.path} is a {type(key).__name__}, not ECDSA P-256 or Ed25519"
+        )
 
     def sign(self, payload: bytes) -> Signature:
-        return Signature(algorithm="ed25519", key_id=self.key_id, value=_b64(self._private.sign(payload)))
+        return _sign_with(self._private, payload)
 
     def public_key_pem(self) -> bytes:
         return _public_pem_of(self._public)
 
     def __repr__(self) -> str:
-        return f"LocalEd25519Signer(key_id={self.key_id!r}, path={str(self.path)!r})"
+        return f"{type(self).__name__}(key_id={self.key_id!r}, path={str(self.path)!r})"
+
+
+class LocalEd25519Signer(LocalSigner):
+    """A local Ed25519 key only (event sources' habits, and the signer of homes made before ECDSA P-256)."""
+
+    def __init__(self, key_dir: Path, name: str = "signing") -> None:
+        super().__init__(key_dir, name, new_key="ed25519")
+
+    def _accept(self, key: object) -> LocalPrivateKey:
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise IntegrityViolation(f"signing key {self.path} is a {type(key).__name__}, not Ed25519")
+        return key
 
 
 def _fsync_dir(path: Path) -> None:
@@ -329,11 +394,8 @@ def sign_with_private_pem(private_pem: bytes | str, payload: bytes) -> Signature
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as error:
         raise InvalidInput(f"private key is not a readable unencrypted PEM private key: {error}") from None
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return Signature(
-            algorithm="ed25519", key_id=_key_id_of(key.public_key()), value=_b64(key.sign(payload))
-        )
-    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
-        raw = key.sign(payload, ec.ECDSA(hashes.SHA256()))
-        return Signature(algorithm="ecdsa-p256-sha256", key_id=_key_id_of(key.public_key()), value=_b64(raw))
+    if isinstance(key, ed25519.Ed25519PrivateKey) or (
+        isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
+    ):
+        return _sign_with(key, payload)
     raise InvalidInput(f"unsupported private key type {type(key).__name__}: only Ed25519 and ECDSA P-256")

@@ -225,8 +225,16 @@ def signer_checks(settings: Settings) -> list[Check]:
     mode = oct(signer.path.stat().st_mode & 0o777)
     private = mode == "0o600"
     return [
-        Check(component="signer", name="local Ed25519 key", ok=True, detail=signer.key_id),
+        Check(component="signer", name="local signing key", ok=True, detail=signer.key_id),
         Check(component="signer", name="key file private", ok=private, detail=f"{signer.path} mode {mode}"),
+        Check(
+            component="signer",
+            name="OpenSSF model signatures",
+            ok=signer.algorithm == "ecdsa-p256-sha256",
+            detail="ECDSA P-256: every new version gets a model.sig bundle"
+            if signer.algorithm == "ecdsa-p256-sha256"
+            else f"the key is {signer.algorithm}, which model_signing cannot verify: run `evolution keys rotate`",
+        ),
     ]
 
 

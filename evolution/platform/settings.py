@@ -75,7 +75,8 @@ class Settings(BaseSettings):
         default=None, description="EVOLUTION_S3__ENDPOINT_URL, __BUCKET_PREFIX, ..."
     )
     signer_backend: Literal["local", "kms"] = Field(
-        default="local", description="Who signs: a local Ed25519 key in the home dir, or AWS KMS (see kms)."
+        default="local",
+        description="Who signs: a local ECDSA P-256 key in the home dir, or AWS KMS (see kms).",
     )
     kms: KmsSignerConfig | None = Field(
         default=None, description="EVOLUTION_KMS__KEY_ID or __ALIAS, __REGION, ..."

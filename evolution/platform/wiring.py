@@ -64,11 +64,10 @@ class Services:
 
     @cached_property
     def keyring(self) -> KeyRing:
-        from evolution.integrity.signing import KeyRing
+        """The signer's key and every retired one (verify-only), so what an old key signed keeps verifying."""
+        from evolution.integrity.key_rotation import trusted_keyring
 
-        ring = KeyRing()
-        ring.add(self.signer.key_id, self.signer.public_key_pem())
-        return ring
+        return trusted_keyring(self.signer, self.settings.keys_dir)
 
     @cached_property
     def registry(self) -> ModelRegistryService:
@@ -360,9 +359,9 @@ def build_signer(settings: Settings) -> Signer:
 
         assert settings.kms is not None
         return KmsSigner.from_config(settings.kms)
-    from evolution.integrity.signing import LocalEd25519Signer
+    from evolution.integrity.signing import LocalSigner
 
-    return LocalEd25519Signer(settings.keys_dir)
+    return LocalSigner(settings.keys_dir)
 
 
 def build_compute_backend(settings: Settings) -> ComputeBackend:
@@ -377,7 +376,7 @@ def build_compute_backend(settings: Settings) -> ComputeBackend:
 
 
 def build_services(settings: Settings, migrate: bool = True) -> Services:
-    """The backends the settings choose: embedded defaults (SQLite, the home dir, a local Ed25519 key) or
+    """The backends the settings choose: embedded defaults (SQLite, the home dir, a local ECDSA P-256 key) or
     PostgreSQL, S3/MinIO and AWS KMS. Migrations run as the schema's owner; the services use the app's role."""
     from evolution.registry.db import connected, make_engine, make_session_factory, upgrade_to_head
 

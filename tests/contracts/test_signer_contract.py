@@ -28,6 +28,7 @@ from evolution.integrity.manifest import (
     verify_manifest,
     verify_model_files,
 )
+from evolution.integrity.model_signature import bundle_json
 from evolution.integrity.signing import (
     PREHASH_PREFIX,
     KeyRing,
@@ -38,6 +39,7 @@ from evolution.integrity.signing import (
     verify_signature,
 )
 from tests.contracts.conftest import aws_client, make_kms_signer
+from tests.support.model_signing_verifier import verify_with_api
 
 PAYLOAD = b'{"model":"yield-forecast","version":7,"root":"' + b"ab" * 32 + b'"}'
 
@@ -142,6 +144,39 @@ def test_signed_manifests_round_trip(signer_factory: Callable[[], Signer], tmp_p
     )
     with pytest.raises(IntegrityViolation):
         verify_manifest(altered, ring)
+
+
+def test_model_signing_verifies_the_bundle_of_every_ecdsa_signer(
+    signer_factory: Callable[[], Signer], tmp_path: Path
+) -> None:
+    """The OpenSSF verifier accepts the bundle of the local P-256 key and of KMS (moto signs RAW: a one-file model's
+    statement is below 4096 bytes; the DIGEST path is tests/unit/test_model_signature.py); Ed25519 makes none."""
+    signer = signer_factory()
+    model_dir = tmp_path / "export"
+    model_dir.mkdir()
+    (model_dir / "model.onnx").write_bytes(b"\x08\x07" * 300)
+    manifest = build_manifest_from_dir(
+        model_dir,
+        tenant="acme",
+        model_name="yield-forecast",
+        dataset_snapshot_id="snap-0001",
+        dataset_merkle_root="cd" * 32,
+        training_config={"trees": 200},
+        seed=42,
+        trainer="tests",
+    )
+    signed = sign_manifest(manifest, signer)
+    if signer.algorithm == "ed25519":
+        assert signed.bundle is None
+        return
+    assert signed.bundle is not None
+    (model_dir / "model.sig").write_text(bundle_json(signed.bundle))
+    key = tmp_path / "key.pem"
+    key.write_bytes(signer.public_key_pem())
+    verify_with_api(model_dir, key)
+    (model_dir / "model.onnx").write_bytes(b"\x08\x07" * 299)
+    with pytest.raises(ValueError, match="Hash mismatch"):
+        verify_with_api(model_dir, key)
 
 
 # -- KMS specifics -------------------------------------------------------------------------------------

@@ -1,15 +1,20 @@
-"""A user's first model through the CLI alone: up, tenant, source, ingest, seal, retrain, status, approve; and the
-approval as plain Temporal tooling sends it (`evolution approve --ticket-only`, then the printed signal)."""
+"""A user's first model through the CLI alone: up, tenant, source, ingest, seal, retrain, status, approve, export
+and check with the OpenSSF `model_signing` CLI; and the approval as plain Temporal tooling sends it
+(`evolution approve --ticket-only`, then the printed signal)."""
 
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import cli as run
 from tests.e2e.conftest import seed_tenant_with_cli, services_up
+from tests.support.model_signing_verifier import verify_with_api, verify_with_cli
 from tests.support.temporal import temporal_cli_path
 
 
@@ -20,6 +25,29 @@ def wait_for_approval(env: dict[str, str], tenant: str) -> str:
             return status
         time.sleep(0.5)
     raise AssertionError(f"{tenant} never waited for approval: {status}")
+
+
+def check_the_champion_with_model_signing(env: dict[str, str], work: Path) -> None:
+    """Exported with its model.sig, the champion verifies with the OpenSSF verifier's own CLI; a copy with one
+    byte changed does not (its Python API: the same checks)."""
+    exported = work / "champion"
+    done = run(env, "model", "export", "acme", "yield", "champion", str(exported))
+    assert done.returncode == 0 and "model.sig" in done.stdout, done.stdout + done.stderr
+    key = work / "signing-key.pem"
+    assert run(env, "keys", "export-public", str(key)).returncode == 0
+    verified = verify_with_cli(exported, key)
+    assert verified.returncode == 0 and "Verification succeeded" in verified.stdout, verified.stderr
+    tampered = work / "tampered"
+    shutil.copytree(exported, tampered)
+    victim = max(
+        (p for p in tampered.rglob("*") if p.is_file() and p.name != "model.sig"),
+        key=lambda p: p.stat().st_size,
+    )
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="Hash mismatch"):  # the same verifier, without a second start-up
+        verify_with_api(tampered, key)
 
 
 def test_retrain_status_and_approve_from_the_command_line(cli_env: dict[str, str], tmp_path: Path) -> None:
@@ -45,6 +73,7 @@ def test_retrain_status_and_approve_from_the_command_line(cli_env: dict[str, str
         assert "CHAMPION" in versions
         audit = run(cli_env, "audit", "-t", "acme").stdout
         assert "maria" in audit and "CANARY->CHAMPION" in audit
+        check_the_champion_with_model_signing(cli_env, tmp_path)
 
         # The same decision for globex, delivered the way the README shows for plain Temporal tooling.
         wait_for_approval(cli_env, "globex")

@@ -1,7 +1,8 @@
 """The walking skeleton once more, on the production backends: PostgreSQL with row-level security (the services
 connect as the fenced application role), S3 over HTTP (moto) and AWS KMS over HTTP (moto), chosen by settings alone.
-`evolution doctor` checks them all, the demo reaches a new champion, verify re-checks every signature, and a model
-file changed behind the store's back in S3 fails verify."""
+`evolution doctor` checks them all, the demo reaches a new champion, verify re-checks every signature, the champion
+exported with its KMS-signed model.sig verifies with model_signing, and a model file changed behind the store's back
+in S3 fails verify."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from evolution.integrity.kms_signing import create_signing_key
 from evolution.registry.db import upgrade_to_head
 from tests.e2e.conftest import cli
+from tests.support.model_signing_verifier import verify_with_api
 from tests.support.moto_server import FAKE_AWS_ENV, moto_server
 from tests.support.postgres import app_role_url, create_database, tls_as_settings
 
@@ -60,6 +62,7 @@ def production_env(cli_env: dict[str, str], pg_server: str, aws_endpoint: str) -
         "EVOLUTION_SIGNER_BACKEND": "kms",
         "EVOLUTION_KMS__KEY_ID": key_arn,
         "EVOLUTION_KMS__ENDPOINT_URL": aws_endpoint,
+        "EVOLUTION_KMS__DIGEST_SIGNING": "false",  # moto hashes a DIGEST message again
     }
 
 
@@ -89,6 +92,14 @@ def test_demo_runs_on_postgres_s3_and_kms_and_verify_catches_an_s3_tamper(
 
     verify = cli(production_env, "verify")
     assert verify.returncode == 0 and ", 0 failed" in verify.stdout, verify.stdout + verify.stderr
+
+    # The champion, signed by KMS, verifies with the OpenSSF verifier and the public key KMS holds.
+    exported = home.parent / "champion"
+    export = cli(production_env, "model", "export", "acme-agro", "yield", "champion", str(exported))
+    assert export.returncode == 0, export.stdout + export.stderr
+    key = home.parent / "kms-key.pem"
+    assert cli(production_env, "keys", "export-public", str(key)).returncode == 0
+    verify_with_api(exported, key)
 
     # An attacker with bucket credentials writes a new version of one artifact, bypassing the store.
     victim = max(objects, key=lambda k: s3.head_object(Bucket=bucket, Key=k)["ContentLength"])

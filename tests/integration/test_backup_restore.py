@@ -37,7 +37,7 @@ from evolution.cli.main import app
 from evolution.demo.scenario import Scenario
 from evolution.errors import Conflict, IntegrityViolation, InvalidInput
 from evolution.integrity.artifacts import FilesystemArtifactStore
-from evolution.integrity.signing import LocalEd25519Signer
+from evolution.integrity.signing import LocalSigner
 from evolution.lifecycle import ModelState
 from evolution.platform.settings import Settings
 from evolution.platform.verification import verify_all
@@ -354,7 +354,7 @@ def test_a_consistently_forged_backup_restores_but_verify_reports_the_broken_aud
     manifest: BackupManifest = read_manifest(backup)
     assert manifest.registry is not None
     manifest.registry.files = [record_file(backup, copy)]
-    write_manifest(backup, manifest, LocalEd25519Signer(backup / KEYS_SUBDIR))
+    write_manifest(backup, manifest, LocalSigner(backup / KEYS_SUBDIR))
 
     fresh = tmp_path / "fresh"
     _restore(fresh, backup)
@@ -366,7 +366,7 @@ def test_a_consistently_forged_backup_restores_but_verify_reports_the_broken_aud
 def test_a_backup_signed_by_another_key_than_the_homes_is_refused(demo_home: Path, tmp_path: Path) -> None:
     backup = _backup(demo_home, tmp_path / "backups", ("registry", "artifacts"))
     fresh = tmp_path / "fresh"
-    LocalEd25519Signer(fresh / "keys")  # this home already has a (different) signing key
+    LocalSigner(fresh / "keys")  # this home already has a (different) signing key
     with pytest.raises(IntegrityViolation, match="restore the keys that belong to it first"):
         _restore(fresh, backup)
 
