@@ -43,7 +43,11 @@ async def test_a_scan_seals_and_scans_its_window_in_one_activity_and_replays(
     history = await temporal_env.client.get_workflow_handle(
         f"{drift_scan_schedule_id('acme')}/manual"
     ).fetch_history()
-    assert scheduled_activities(history) == ["reconcile_candidates", "seal_and_scan_window"]
+    assert scheduled_activities(history) == [
+        "reconcile_candidates",
+        "stranded_watches",
+        "seal_and_scan_window",
+    ]
     await replay_and_keep(history, "drift-scan-one-activity")
 
 
