@@ -71,8 +71,11 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy evolution workflows activities workers dashboard
 	$(VENV)/bin/lint-imports --no-cache
 
+## Two processes, a test file each at a time (its module fixtures set up once): most of the suite waits on servers and
+## subprocesses, so the two cores stay busy. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) postgres-binaries promtool chromium nginx lint
-	$(PY) -m pytest -q -p no:cacheprovider --durations=25
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
