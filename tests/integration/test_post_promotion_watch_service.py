@@ -3,7 +3,6 @@ canary, and ending on harm rolls back exactly once even when the step is retried
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,19 +11,19 @@ import pytest
 from evolution.canary.watch_models import WatchEndIn, WatchStartIn, WatchStepIn
 from evolution.contracts import WatchPolicy
 from evolution.errors import InvalidInput
-from evolution.lifecycle import ModelState, TransitionRequest, VersionView
+from evolution.lifecycle import ModelState
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
 from evolution.registry.db import transaction
 from evolution.registry.schema import PostPromotionWatch
 from evolution.security import Principal, Role
 from evolution.stats.canary_models import GuardConfig, GuardState
+from tests.support.promotions import GUARD, promoted
 
 S = ModelState
 SYSTEM = Principal.system("acme")
 ADMIN = Principal.for_tenant("root", Role.ADMIN, "acme")
 MANAGER = Principal.for_tenant("maria", Role.MANAGER, "acme")
-GUARD = GuardConfig(tau=0.05, tau_harm=0.2)
 
 
 @pytest.fixture
@@ -33,23 +32,6 @@ def services(tmp_path: Path) -> Iterator[Services]:
     svc.tenants.ensure_tenant(ADMIN, "acme")
     yield svc
     svc.close()
-
-
-def promoted(services: Services, canary: bool = True) -> VersionView:
-    version = services.registry.register_version(SYSTEM, "acme", "yield", request_id=uuid.uuid4().hex)
-    for state in (S.TRAINING, S.VALIDATED, S.SHADOW, S.CANARY):
-        details = {"guard_config": GUARD.model_dump()} if state == S.CANARY and canary else {}
-        version = services.registry.transition(
-            SYSTEM,
-            TransitionRequest(
-                version_id=version.id,
-                to_state=state,
-                expected_version=version.lock_version,
-                request_id=uuid.uuid4().hex,
-                details=details,
-            ),
-        ).version
-    return services.registry.promote(MANAGER, version.id, version.lock_version, uuid.uuid4().hex).version
 
 
 def start(services: Services, champion: str, previous: str) -> str:

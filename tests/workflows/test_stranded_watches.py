@@ -5,18 +5,17 @@ same row (its harm test's state and cursor), once."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from evolution.canary.watch_models import WatchInput, watch_workflow_id
 from evolution.contracts import DriftScanInput, WatchPolicy
-from evolution.lifecycle import ModelState, TransitionRequest, VersionView
+from evolution.lifecycle import ModelState
 from evolution.platform.wiring import Services
 from evolution.security import Principal, Role
-from evolution.stats.canary_models import GuardConfig
 from tests.support.histories import replay_and_keep
+from tests.support.promotions import promoted
 from workers.orchestrator import TemporalOrchestrator
 
 S = ModelState
@@ -24,26 +23,6 @@ SYSTEM = Principal.system("acme")
 MANAGER = Principal.for_tenant("maria", Role.MANAGER, "acme")
 # Looks far apart: the watch only has to be running, not to decide anything.
 SLOW_LOOKS = WatchPolicy(min_s=3600, min_labels=10, look_interval_s=3600)
-
-
-def promoted(services: Services) -> VersionView:
-    """A version through a canary (with the guard the watch takes) to CHAMPION, by the registry alone."""
-    version = services.registry.register_version(SYSTEM, "acme", "yield", request_id=uuid.uuid4().hex)
-    for state in (S.TRAINING, S.VALIDATED, S.SHADOW, S.CANARY):
-        details = (
-            {"guard_config": GuardConfig(tau=0.05, tau_harm=0.2).model_dump()} if state == S.CANARY else {}
-        )
-        version = services.registry.transition(
-            SYSTEM,
-            TransitionRequest(
-                version_id=version.id,
-                to_state=state,
-                expected_version=version.lock_version,
-                request_id=uuid.uuid4().hex,
-                details=details,
-            ),
-        ).version
-    return services.registry.promote(MANAGER, version.id, version.lock_version, uuid.uuid4().hex).version
 
 
 async def started_watch(
