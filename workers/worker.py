@@ -60,7 +60,7 @@ def activity_objects(
         CanaryActivities(services.canary),
         BreakerActivities(services.breaker, services.notifier),
         GcActivities(services.retention),
-        EscalationActivities(services.escalator),
+        EscalationActivities(services.escalator, services.lineage_delivery),
         ApprovalActivities(services.approval_tickets),
         ReconcilerActivities(services.reconciler, liveness),
         QualityHoldActivities(services.snapshot_holds),
