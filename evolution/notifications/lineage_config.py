@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from evolution.registry.lineage_outbox import DEFAULT_NAMESPACE
+from evolution.registry.lineage_events import DEFAULT_NAMESPACE
 
 
 class LineageConfig(BaseModel):

@@ -27,6 +27,7 @@ from evolution.timeutil import as_utc, iso
 if TYPE_CHECKING:
     from evolution.registry.schema import DatasetSnapshot, ModelVersion
 
+DEFAULT_NAMESPACE = "controlled-evolution"
 PRODUCER = "urn:controlled-evolution:evolution"
 FACET_SCHEMA_PREFIX = "urn:controlled-evolution:lineage:facets:1:"
 INTEGRATION = "CONTROLLED_EVOLUTION"

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from evolution.registry.lineage_events import DEFAULT_NAMESPACE
 from evolution.registry.schema import DatasetSnapshot, ModelVersion, Notification
 from evolution.timeutil import utcnow
 
@@ -28,7 +29,6 @@ LINEAGE_KIND_PREFIX = "lineage."
 SNAPSHOT_SEALED = "lineage.snapshot.sealed"
 MODEL_TRAINED = "lineage.model.trained"
 MODEL_PROMOTED = "lineage.model.promoted"
-DEFAULT_NAMESPACE = "controlled-evolution"
 
 
 def is_lineage_kind(kind: str) -> bool:

@@ -30,13 +30,14 @@ from evolution.notifications.outbox import OutboxNotifier
 from evolution.platform.doctor import lineage_checks
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import Services, build_services
-from evolution.registry.db import reading
+from evolution.registry.db import reading, upgrade_to_head
 from evolution.registry.lineage_events import MERKLE_FACET, MODEL_FACET, PROMOTION_FACET, run_id
 from evolution.registry.lineage_outbox import MODEL_PROMOTED, MODEL_TRAINED, SNAPSHOT_SEALED
 from evolution.registry.schema import Notification
 from evolution.security import Principal, Role
 from evolution.timeutil import iso, utcnow
 from tests.support.http_server import free_port
+from tests.support.postgres import app_role_url, create_database
 
 SPEC = Path(__file__).resolve().parents[1] / "support" / "openlineage_spec"
 TENANT = "acme"
@@ -255,8 +256,6 @@ def test_doctor_reports_the_lineage_transport(file_world: Lifecycle) -> None:
 
 
 class Receiver(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]]
-
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         assert self.path == "/api/v1/lineage", self.path
@@ -268,12 +267,23 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings of the registry: SQLite in the home, or PostgreSQL as the application role (row-level security)."""
+    if request.param == "sqlite":
+        return {}
+    url = create_database(request.getfixturevalue("pg_server"))
+    upgrade_to_head(url)
+    return {"database_url": app_role_url(url), "database_owner_url": url}
+
+
 def test_events_wait_in_the_outbox_while_the_endpoint_is_down_and_are_delivered_once_each_after(
-    tmp_path: Path,
+    tmp_path: Path, database: dict[str, str]
 ) -> None:
     port = free_port()  # nothing listens here yet: the endpoint is down
     lineage = LineageConfig(transport="http", url=f"http://127.0.0.1:{port}", retries=0, timeout_s=2)
-    services = build_services(Settings(home=tmp_path / "home", tracing="off", lineage=lineage))
+    settings = Settings(home=tmp_path / "home", tracing="off", lineage=lineage, **database)  # type: ignore[arg-type]
+    services = build_services(settings)
     try:
         world = Lifecycle(services)  # every recording tried delivery at once, and failed
         rows = world.outbox()
