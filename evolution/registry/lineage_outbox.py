@@ -76,7 +76,7 @@ class LineageOutbox:
         from evolution.registry.lineage_events import model_promoted_event
 
         event = model_promoted_event(self._namespace, version, from_state, request_id, reason, at)
-        subject = f"{version.model_name} v{version.number} champion"
+        subject = f"{version.model_name} v{version.number} champion (request {request_id})"
         self._record(session, version.tenant_id, MODEL_PROMOTED, subject, event)
 
     def committed(self, tenant_id: str) -> None:
