@@ -21,7 +21,10 @@ import jsonschema
 import pytest
 from referencing import Registry, Resource
 from sqlalchemy import select
+from temporalio.testing import ActivityEnvironment
 
+from activities.escalations import EscalationActivities
+from evolution.contracts import EscalationsIn
 from evolution.data.event_schema import sign_event
 from evolution.integrity.signing import generate_source_keypair, key_id_for_public_pem
 from evolution.lifecycle import ModelState, TransitionRequest, VersionChanges
@@ -297,12 +300,14 @@ def test_events_wait_in_the_outbox_while_the_endpoint_is_down_and_are_delivered_
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            up = services.lineage_delivery.deliver_pending()
+            # The notify-escalations schedule's activity is the pass that retries (no channel to escalate to here).
+            scheduled = EscalationActivities(None, services.lineage_delivery).run_escalations
+            up = ActivityEnvironment().run(scheduled, EscalationsIn())
             again = services.lineage_delivery.deliver_pending()
         finally:
             server.shutdown()
             thread.join(timeout=10)
-        assert (up.delivered, up.pending, up.error) == (3, 0, None)
+        assert (up.lineage_delivered, up.lineage_pending, up.escalated) == (3, 0, 0)
         assert (again.delivered, again.pending) == (0, 0)
         received: list[dict[str, Any]] = server.received  # type: ignore[attr-defined]
         assert received == [r.body for r in rows]  # each once, in the order they were recorded
