@@ -16,6 +16,7 @@ event time, which is how OpenLineage consumers recognise a repeated event.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -132,29 +133,36 @@ class LineageDelivery:
     def deliver_pending(self, tenant_ids: Iterable[str] | None = None) -> LineagePass:
         """One pass over ``tenant_ids`` (default: every tenant): deliver what waits, oldest first."""
         with self._lock:  # one pass at a time in this process
-            outcome = LineagePass()
-            tenants = list(tenant_ids) if tenant_ids is not None else tenant_ids_visible(self._factory)
-            for tenant_id in tenants:
-                error = self._deliver_tenant(tenant_id, outcome)
-                if error is not None:
-                    outcome.failed_tenants.append(tenant_id)
-                    outcome.error = error
-            outcome.pending = self.pending(tenants)
-            if outcome.error is not None:
-                self._paused_until = self._clock() + NUDGE_PAUSE_S
-                log.warning(
-                    "lineage: %d event(s) wait in the outbox, %s did not take them: %s",
-                    outcome.pending,
-                    self.where(),
-                    outcome.error,
-                )
-            return outcome
+            return self._pass(tenant_ids)
 
     def nudge(self, tenant_id: str) -> None:
-        """Right after an event was recorded: deliver the tenant's events, unless a recent pass failed."""
-        if self._clock() < self._paused_until:
-            return  # the endpoint was down a moment ago; the scheduled pass will deliver
-        self.deliver_pending([tenant_id])
+        """Right after an event was recorded: deliver the tenant's events, unless a recent pass failed or a pass
+        is running now (the scheduled pass delivers what either leaves)."""
+        if self._clock() < self._paused_until or not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._pass([tenant_id])
+        finally:
+            self._lock.release()
+
+    def _pass(self, tenant_ids: Iterable[str] | None) -> LineagePass:
+        outcome = LineagePass()
+        tenants = list(tenant_ids) if tenant_ids is not None else tenant_ids_visible(self._factory)
+        for tenant_id in tenants:
+            error = self._deliver_tenant(tenant_id, outcome)
+            if error is not None:
+                outcome.failed_tenants.append(tenant_id)
+                outcome.error = error
+        outcome.pending = self.pending(tenants)
+        if outcome.error is not None:
+            self._paused_until = self._clock() + NUDGE_PAUSE_S
+            log.warning(
+                "lineage: %d event(s) wait in the outbox, %s did not take them: %s",
+                outcome.pending,
+                self.where(),
+                outcome.error,
+            )
+        return outcome
 
     def _deliver_tenant(self, tenant_id: str, outcome: LineagePass) -> str | None:
         query = (
@@ -165,12 +173,11 @@ class LineageDelivery:
             .with_for_update(skip_locked=True)
         )
         with transaction(self._factory, tenant_id) as session:
-            for row in session.scalars(query):
+            for row in list(session.scalars(query)):  # read before writing on the same connection
                 try:
                     self._open_transport().emit(row.body)
-                except (
-                    Exception
-                ) as error:  # the transport's own errors are many; the row stays for a later pass
+                # The transports raise many kinds of errors; any of them leaves the row for a later pass.
+                except Exception as error:
                     return f"{type(error).__name__}: {self._scrub(str(error))}"[:500]
                 row.delivered_at = utcnow()
                 session.flush()
@@ -201,8 +208,6 @@ class LineageDelivery:
         if self._config.transport == "file":
             directory = self._file.parent
             existing = next((p for p in (directory, *directory.parents) if p.exists()), None)
-            import os
-
             ok = existing is not None and os.access(existing, os.W_OK)
             return [CheckResult("lineage.file", ok, f"{self._file} ({'writable' if ok else 'not writable'})")]
         parts = urlsplit(self._config.url or "")

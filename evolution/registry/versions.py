@@ -456,7 +456,8 @@ class ModelRegistryService:
                 work=work,
             )
         )
-        self._lineage_committed(tenant_id)
+        if request.to_state == ModelState.CHAMPION or (request.changes and request.changes.model_hash):
+            self._lineage_committed(tenant_id)  # the transitions that record a lineage event
         return result
 
     @staticmethod
