@@ -537,7 +537,8 @@ class GcResult(BaseModel):
 
 
 class EscalationsIn(BaseModel):
-    """One pass of the notification escalation policy over every tenant's outbox (scheduled every few minutes)."""
+    """One pass of the notification escalation policy over every tenant's outbox (scheduled every few minutes),
+    which also delivers the outbox's waiting OpenLineage events."""
 
     tenants: list[str] | None = Field(default=None, description="None: every tenant")
 
@@ -545,3 +546,5 @@ class EscalationsIn(BaseModel):
 class EscalationsOut(BaseModel):
     escalated: int = 0
     failed_channels: int = 0
+    lineage_delivered: int = Field(default=0, description="OpenLineage events the same pass delivered")
+    lineage_pending: int = Field(default=0, description="OpenLineage events still waiting in the outbox")

@@ -62,7 +62,7 @@ def activity_objects(
         CanaryActivities(services.canary),
         BreakerActivities(services.breaker, services.notifier),
         GcActivities(services.retention),
-        EscalationActivities(services.escalator),
+        EscalationActivities(services.escalator, services.lineage_delivery),
         ApprovalActivities(services.approval_tickets),
         ReconcilerActivities(services.reconciler, services.stranded_watches, liveness),
         QualityHoldActivities(services.snapshot_holds),

@@ -32,6 +32,7 @@ from evolution.integrity.signing import KeyRing, Signature, Signer
 from evolution.progress import Advance, ProgressMeter, metered
 from evolution.registry.audit import append_audit, lock_tenant_chain
 from evolution.registry.db import consistent_reading, reading, transaction
+from evolution.registry.lineage_outbox import LineageOutbox
 from evolution.registry.schema import DatasetSnapshot, LearningEvent
 from evolution.registry.tenancy import tenant_of_snapshot
 from evolution.security import Action, Principal, authorize
@@ -271,10 +272,18 @@ def window_events(session: Session, tenant_id: str, start: datetime, end: dateti
 
 
 class DatasetSnapshotService:
-    def __init__(self, factory: sessionmaker[Session], store: ArtifactStore, signer: Signer) -> None:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        store: ArtifactStore,
+        signer: Signer,
+        lineage: LineageOutbox | None = None,
+    ) -> None:
+        """``lineage``: where each sealed snapshot's OpenLineage event is recorded (None: not)."""
         self._factory = factory
         self._store = store
         self._signer = signer
+        self._lineage = lineage
 
     def seal(
         self,
@@ -339,9 +348,12 @@ class DatasetSnapshotService:
                     self._require_rows(encoded[0], min_rows, start, window_end)
                 rows, size, merkle = encoded
                 digest = self._store.put_file(tenant_id, encoding)
-                return self._record(
+                sealed = self._record(
                     session, principal, tenant_id, start, window_end, rows, size, merkle, digest
                 )
+        if self._lineage is not None:
+            self._lineage.committed(tenant_id)
+        return sealed
 
     @staticmethod
     def _window_start(session: Session, tenant_id: str, window_end: datetime) -> datetime:
@@ -442,6 +454,8 @@ class DatasetSnapshotService:
                 "merkle_root": root,
             },
         )
+        if self._lineage is not None:
+            self._lineage.snapshot_sealed(session, row)  # in this transaction: no seal, no event
         return SnapshotView.of(row)
 
     @staticmethod

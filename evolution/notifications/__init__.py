@@ -8,4 +8,6 @@ May import registry, observability and the shared modules at the top of evolutio
   it with ``verify_webhook_signature``.
 * :mod:`~evolution.notifications.fanout`: the outbox first, then the channels an escalation policy routes to; it
   escalates requests nobody acted on (``FanOutNotifier.run_escalations``).
+* :mod:`~evolution.notifications.lineage`: delivers the OpenLineage events waiting in the outbox through the
+  OpenLineage client's file or HTTP transport (``LineageDelivery``; configured by ``lineage_config``).
 """

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from evolution.notifications.config import EscalationConfig, EscalationRule, Route
 from evolution.notifications.port import NotificationIn, Severity
 from evolution.registry.db import reading
+from evolution.registry.lineage_outbox import LINEAGE_KIND_PREFIX
 from evolution.registry.schema import Notification
 from evolution.registry.tenancy import tenant_ids_visible
 from evolution.timeutil import as_utc
@@ -190,7 +191,13 @@ def read_outbox(
     for tenant_id in tenants:
         query = (
             select(Notification)
-            .where(Notification.tenant_id == tenant_id, Notification.created_at >= since)
+            .where(
+                Notification.tenant_id == tenant_id,
+                Notification.created_at >= since,
+                ~Notification.kind.startswith(
+                    LINEAGE_KIND_PREFIX, autoescape=True
+                ),  # machine events, not requests
+            )
             .order_by(Notification.id)
         )
         with reading(factory, tenant_id) as session:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evolution.notifications.port import NotificationIn
 from evolution.registry.db import reading, transaction
+from evolution.registry.lineage_outbox import LINEAGE_KIND_PREFIX
 from evolution.registry.schema import Notification
 from evolution.timeutil import as_utc, utcnow
 
@@ -41,7 +42,11 @@ class OutboxNotifier:
         with reading(self._factory, tenant_id) as session:
             rows = session.scalars(
                 select(Notification)
-                .where(Notification.tenant_id == tenant_id)
+                .where(
+                    Notification.tenant_id == tenant_id,
+                    # Lineage events share the outbox for their delivery; they are not messages for people.
+                    ~Notification.kind.startswith(LINEAGE_KIND_PREFIX, autoescape=True),
+                )
                 .order_by(Notification.id.desc())
                 .limit(limit)
             )

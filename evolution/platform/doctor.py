@@ -270,6 +270,43 @@ def notification_checks(settings: Settings) -> list[Check]:
     return checks
 
 
+def lineage_checks(settings: Settings) -> list[Check]:
+    """The lineage transport, whether it can take events, and how many wait in the outbox."""
+    from evolution.notifications.lineage import LineageDelivery
+    from evolution.registry.db import make_session_factory
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        delivery = LineageDelivery(make_session_factory(engine), settings.lineage, settings.lineage_file)
+        checks = [
+            Check(
+                component="lineage",
+                name="transport",
+                ok=True,
+                detail=f"{delivery.where()}, namespace {settings.lineage.namespace} (OpenLineage, from the outbox)",
+            )
+        ]
+        checks += _checks("lineage", delivery.check())
+        try:
+            waiting = Check(
+                component="lineage",
+                name="outbox",
+                ok=True,
+                detail=f"{delivery.pending()} event(s) waiting for delivery",
+            )
+        except Exception as error:  # the database's own checks above say why
+            first_line = str(error).splitlines()[0][:200] if str(error) else ""
+            waiting = Check(
+                component="lineage",
+                name="outbox",
+                ok=False,
+                detail=f"not counted: {type(error).__name__}: {first_line}",
+            )
+        return [*checks, waiting]
+    finally:
+        engine.dispose()
+
+
 ORIGINS = {
     "file": "from file {file}",
     "environment": "from the environment",
@@ -385,6 +422,7 @@ CHECKS: dict[str, Callable[[Settings], list[Check]]] = {
     "signer": signer_checks,
     "compute": compute_checks,
     "notifications": notification_checks,
+    "lineage": lineage_checks,
 }
 
 

@@ -23,6 +23,7 @@ from pydantic_settings import (
 from evolution.integrity.kms_config import KmsSignerConfig
 from evolution.integrity.s3_config import S3StoreConfig
 from evolution.notifications.config import NotificationsConfig
+from evolution.notifications.lineage_config import LineageConfig
 from evolution.platform.secret_files import EnvWithoutSecretFiles, SecretFilesSource
 from evolution.platform.temporal_config import TemporalConnection, TemporalTlsConfig, temporal_connection
 from evolution.registry.pg_tls import SslMode, with_tls_defaults
@@ -91,6 +92,12 @@ class Settings(BaseSettings):
         default_factory=NotificationsConfig,
         description="The outbox always; e-mail (EVOLUTION_NOTIFICATIONS__SMTP__HOST, ...) and a signed webhook "
         "(EVOLUTION_NOTIFICATIONS__WEBHOOK__URL, ...) when configured, routed by the escalation policy.",
+    )
+    lineage: LineageConfig = Field(
+        default_factory=LineageConfig,
+        description="OpenLineage events of snapshots, trainings and promotions, delivered from the outbox: to "
+        "$EVOLUTION_HOME/lineage/events.jsonl, or to a lineage server (EVOLUTION_LINEAGE__TRANSPORT=http, "
+        "EVOLUTION_LINEAGE__URL, ...).",
     )
 
     temporal_address: str = "127.0.0.1:7233"
@@ -283,6 +290,11 @@ class Settings(BaseSettings):
     @property
     def keys_dir(self) -> Path:
         return self.home / "keys"
+
+    @property
+    def lineage_file(self) -> Path:
+        """Where the file transport writes the lineage events."""
+        return self.lineage.file or self.home / "lineage" / "events.jsonl"
 
     @property
     def logs_dir(self) -> Path:

@@ -38,10 +38,12 @@ if TYPE_CHECKING:
     from evolution.integrity.artifacts import ArtifactStore
     from evolution.integrity.signing import KeyRing, Signer
     from evolution.notifications.fanout import FanOutNotifier
+    from evolution.notifications.lineage import LineageDelivery
     from evolution.notifications.port import Notifier
     from evolution.platform.settings import Settings
     from evolution.registry.audit_checkpoints import AuditCheckpointer
     from evolution.registry.circuit_breaker import CircuitBreaker
+    from evolution.registry.lineage_outbox import LineageOutbox
     from evolution.registry.model_definitions import ModelDefinitions
     from evolution.registry.quota import QuotaManager
     from evolution.registry.stranded import CandidateReconciler
@@ -70,10 +72,26 @@ class Services:
         return trusted_keyring(self.signer, self.settings.keys_dir)
 
     @cached_property
+    def lineage_delivery(self) -> LineageDelivery:
+        """Delivers the outbox's OpenLineage events to the configured transport (file or HTTP)."""
+        from evolution.notifications.lineage import LineageDelivery
+
+        return LineageDelivery(self.factory, self.settings.lineage, self.settings.lineage_file)
+
+    @cached_property
+    def lineage(self) -> LineageOutbox:
+        """Records OpenLineage events in the outbox; each recording is followed by a delivery attempt."""
+        from evolution.registry.lineage_outbox import LineageOutbox
+
+        return LineageOutbox(
+            self.settings.lineage.namespace, on_recorded=lambda tenant: self.lineage_delivery.nudge(tenant)
+        )
+
+    @cached_property
     def registry(self) -> ModelRegistryService:
         from evolution.registry.versions import ModelRegistryService
 
-        return ModelRegistryService(self.factory)
+        return ModelRegistryService(self.factory, lineage=self.lineage)
 
     @cached_property
     def tenants(self) -> TenantService:
@@ -97,7 +115,7 @@ class Services:
     def snapshots(self) -> DatasetSnapshotService:
         from evolution.data.snapshots import DatasetSnapshotService
 
-        return DatasetSnapshotService(self.factory, self.store, self.signer)
+        return DatasetSnapshotService(self.factory, self.store, self.signer, lineage=self.lineage)
 
     @cached_property
     def events(self) -> EventIngestor:
@@ -336,6 +354,9 @@ class Services:
         )
 
     def close(self) -> None:
+        delivery = self.__dict__.get("lineage_delivery")
+        if delivery is not None:
+            delivery.close()
         self.engine.dispose()
         records_engine = self.__dict__.get("records_engine")
         if records_engine is not None:

@@ -28,6 +28,7 @@ from evolution.observability import metrics
 from evolution.registry.audit import ChainReport, append_audit, load_chain, lock_tenant_chain, verify_chain
 from evolution.registry.db import reading
 from evolution.registry.idempotency import run_idempotent
+from evolution.registry.lineage_outbox import LineageOutbox
 from evolution.registry.schema import AuditEntry, ModelVersion, Tenant
 from evolution.registry.tenancy import tenant_of_version
 from evolution.registry.views import AuditView, version_view
@@ -44,9 +45,16 @@ def check_model_name(name: str) -> str:
 
 
 class ModelRegistryService:
-    def __init__(self, factory: sessionmaker[Session], clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        clock: Callable[[], datetime] = utcnow,
+        lineage: LineageOutbox | None = None,
+    ) -> None:
+        """``lineage``: where a trained version's and a promotion's OpenLineage events are recorded (None: not)."""
         self._factory = factory
         self._clock = clock
+        self._lineage = lineage
 
     def register_version(
         self,
@@ -282,7 +290,7 @@ class ModelRegistryService:
                 demoted=version_view(demoted),
             ).model_dump(mode="json")
 
-        return TransitionResult.model_validate(
+        result = TransitionResult.model_validate(
             run_idempotent(
                 self._factory,
                 tenant_id=tenant_id,
@@ -292,6 +300,12 @@ class ModelRegistryService:
                 work=work,
             )
         )
+        self._lineage_committed(tenant_id)
+        return result
+
+    def _lineage_committed(self, tenant_id: str) -> None:
+        if self._lineage is not None:
+            self._lineage.committed(tenant_id)
 
     # ----------------------------------------------------------------- queries
     def get_version(self, principal: Principal, version_id: str) -> VersionView:
@@ -432,7 +446,7 @@ class ModelRegistryService:
         # first attempt committed reads a newer one, and must still be recognised as the same request.
         excluded = {"request_id", "expected_version"} if lock_read_here else {"request_id"}
         payload = request.model_dump(mode="json", exclude=excluded)
-        return TransitionResult.model_validate(
+        result = TransitionResult.model_validate(
             run_idempotent(
                 self._factory,
                 tenant_id=tenant_id,
@@ -442,6 +456,9 @@ class ModelRegistryService:
                 work=work,
             )
         )
+        if request.to_state == ModelState.CHAMPION or (request.changes and request.changes.model_hash):
+            self._lineage_committed(tenant_id)  # the transitions that record a lineage event
+        return result
 
     @staticmethod
     def _stale(version_id: str, expected_version: int, source: ModelState) -> StaleVersion:
@@ -493,6 +510,12 @@ class ModelRegistryService:
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise self._stale(row.id, expected_version, source)
         session.refresh(row)
+        if self._lineage is not None:
+            # In this transaction: the event exists exactly when the transition does.
+            if changes is not None and changes.model_hash is not None:
+                self._lineage.model_trained(session, row, now)
+            if target == ModelState.CHAMPION:
+                self._lineage.model_promoted(session, row, source.value, request_id, reason, now)
         entry = append_audit(
             session,
             tenant_id=row.tenant_id,

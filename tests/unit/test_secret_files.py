@@ -23,6 +23,7 @@ COMPANIONS = {
         "EVOLUTION_NOTIFICATIONS__SMTP__USERNAME": "evolution",
         "EVOLUTION_NOTIFICATIONS__WEBHOOK__URL": "https://hooks.example.com/evolution",
     },
+    "lineage": {"EVOLUTION_LINEAGE__TRANSPORT": "http", "EVOLUTION_LINEAGE__URL": "http://marquez:5000"},
 }
 SECRETS = secret_settings(Settings)
 
@@ -62,6 +63,7 @@ def test_the_secret_settings_are_derived_from_the_model() -> None:
         "EVOLUTION_NOTIFICATIONS__WEBHOOK__SECRET_FILE",
         "EVOLUTION_TEMPORAL_TLS__CLIENT_KEY_FILE",
         "EVOLUTION_TEMPORAL_API_KEY_FILE",
+        "EVOLUTION_LINEAGE__API_KEY_FILE",
     ]
 
 
