@@ -11,6 +11,8 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from evolution.platform.secret_files import why_unreadable
+
 # Renew before this: a certificate rotated on the last day leaves no time to roll it out.
 EXPIRY_WARNING = dt.timedelta(days=30)
 
@@ -65,9 +67,7 @@ def read_certificate_file(path: Path) -> CertificateSummary:
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise CertificateFileError(
-            f"{path}: cannot be read ({error.strerror or type(error).__name__})"
-        ) from None
+        raise CertificateFileError(f"{path}: {why_unreadable(error)}") from None
     try:
         return certificate_summary(data)
     except ValueError:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from evolution.errors import InvalidInput
 from evolution.platform.pem_certificates import certificate_summary
+from evolution.platform.secret_files import why_unreadable
 
 TLS_VARIABLE = "EVOLUTION_TEMPORAL_TLS__"
 CONNECT_TIMEOUT_S = 10.0
@@ -93,16 +94,8 @@ def _read(field: str, path: Path) -> bytes:
     where = f"{TLS_VARIABLE}{field.upper()}={path}"
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise TemporalConfigError(f"{where}: no such file") from None
-    except IsADirectoryError:
-        raise TemporalConfigError(f"{where}: is a directory, not a file") from None
-    except PermissionError:
-        raise TemporalConfigError(f"{where}: not readable by this process (permission denied)") from None
     except OSError as error:
-        raise TemporalConfigError(
-            f"{where}: cannot be read ({error.strerror or type(error).__name__})"
-        ) from None
+        raise TemporalConfigError(f"{where}: {why_unreadable(error)}") from None
     if b"-----BEGIN CERTIFICATE-----" not in data:
         raise TemporalConfigError(f"{where}: holds no PEM certificate")
     return data
