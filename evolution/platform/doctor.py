@@ -344,7 +344,8 @@ TLS_FILES = "TLS files"
 
 
 def temporal_auth_checks(settings: Settings) -> list[Check]:
-    from evolution.platform.temporal_config import TemporalConfigError, auth_of, certificate_validity
+    from evolution.platform.pem_certificates import certificate_summary
+    from evolution.platform.temporal_config import TemporalConfigError, auth_of
     from evolution.timeutil import utcnow
 
     tls = settings.temporal_tls
@@ -372,7 +373,7 @@ def temporal_auth_checks(settings: Settings) -> list[Check]:
     if material is None or material.client_cert is None:
         return checks
     try:
-        validity = certificate_validity(material.client_cert)
+        validity = certificate_summary(material.client_cert)
     except ValueError as error:
         return [*checks, Check(component="temporal", name="client certificate", ok=False, detail=str(error))]
     now = utcnow()

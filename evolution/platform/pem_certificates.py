@@ -1,7 +1,8 @@
-"""What `evolution doctor` says about a certificate file: whose it is, who signed it, and when it expires.
+"""What `evolution doctor` says about a certificate: whose it is, who signed it, and when it expires.
 
-Reads PEM files only (public certificates, never keys); a file of several certificates (a CA bundle) is summed up
-by the one that expires first, since that is the one that will break connections.
+One reader for both of doctor's TLS clients: PostgreSQL's CA and client certificate files and Temporal's client
+certificate. Reads PEM only (public certificates, never keys); several certificates (a CA bundle, or a leaf and its
+intermediates) are summed up by the one that expires first, since that is the one that will break connections.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+
+from evolution.platform.secret_files import why_unreadable
 
 # Renew before this: a certificate rotated on the last day leaves no time to roll it out.
 EXPIRY_WARNING = dt.timedelta(days=30)
@@ -21,6 +24,9 @@ class CertificateSummary:
     not_before: dt.datetime
     not_after: dt.datetime
     count: int
+
+    def days_left(self, now: dt.datetime) -> float:
+        return (self.not_after - now).total_seconds() / 86400
 
     def problem(self, now: dt.datetime) -> str | None:
         if now >= self.not_after:
@@ -42,19 +48,11 @@ class CertificateFileError(ValueError):
     """A certificate file that cannot be read or is not PEM; the message names the path."""
 
 
-def read_certificate_file(path: Path) -> CertificateSummary:
+def certificate_summary(pem: bytes) -> CertificateSummary:
+    """The certificates in ``pem`` summed up by the first to expire; ValueError if it holds none."""
     from cryptography import x509
 
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise CertificateFileError(
-            f"{path}: cannot be read ({error.strerror or type(error).__name__})"
-        ) from None
-    try:
-        certificates = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise CertificateFileError(f"{path}: not a PEM certificate") from None
+    certificates = x509.load_pem_x509_certificates(pem)
     first = min(certificates, key=lambda c: c.not_valid_after_utc)
     return CertificateSummary(
         subject=first.subject.rfc4514_string(),
@@ -63,3 +61,14 @@ def read_certificate_file(path: Path) -> CertificateSummary:
         not_after=first.not_valid_after_utc,
         count=len(certificates),
     )
+
+
+def read_certificate_file(path: Path) -> CertificateSummary:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CertificateFileError(f"{path}: {why_unreadable(error)}") from None
+    try:
+        return certificate_summary(data)
+    except ValueError:
+        raise CertificateFileError(f"{path}: not a PEM certificate") from None

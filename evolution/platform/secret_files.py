@@ -33,6 +33,17 @@ class SecretFileError(InvalidInput):
     """A ``…_FILE`` variable that cannot be used; the message names the variable and the path only."""
 
 
+def why_unreadable(error: OSError) -> str:
+    """Why a file named by a setting could not be read, in the words of what the operator must fix."""
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    if isinstance(error, IsADirectoryError):
+        return "is a directory, not a file"
+    if isinstance(error, PermissionError):
+        return "not readable by this process (permission denied)"
+    return f"cannot be read ({error.strerror or type(error).__name__})"
+
+
 @dataclass(frozen=True)
 class SecretSetting:
     """One secret setting: where it sits in the settings and the two variables that can give it."""
@@ -87,14 +98,8 @@ def read_secret_file(variable: str, path: str) -> str:
     where = f"{variable}={path}"
     try:
         raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise SecretFileError(f"{where}: no such file") from None
-    except IsADirectoryError:
-        raise SecretFileError(f"{where}: is a directory, not a file") from None
-    except PermissionError:
-        raise SecretFileError(f"{where}: not readable by this process (permission denied)") from None
     except OSError as error:
-        raise SecretFileError(f"{where}: cannot be read ({error.strerror or type(error).__name__})") from None
+        raise SecretFileError(f"{where}: {why_unreadable(error)}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -9,13 +9,14 @@ as ``…_FILE`` (Kubernetes Secret volumes) and are never printed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from evolution.errors import InvalidInput
+from evolution.platform.pem_certificates import certificate_summary
+from evolution.platform.secret_files import why_unreadable
 
 TLS_VARIABLE = "EVOLUTION_TEMPORAL_TLS__"
 CONNECT_TIMEOUT_S = 10.0
@@ -93,16 +94,8 @@ def _read(field: str, path: Path) -> bytes:
     where = f"{TLS_VARIABLE}{field.upper()}={path}"
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise TemporalConfigError(f"{where}: no such file") from None
-    except IsADirectoryError:
-        raise TemporalConfigError(f"{where}: is a directory, not a file") from None
-    except PermissionError:
-        raise TemporalConfigError(f"{where}: not readable by this process (permission denied)") from None
     except OSError as error:
-        raise TemporalConfigError(
-            f"{where}: cannot be read ({error.strerror or type(error).__name__})"
-        ) from None
+        raise TemporalConfigError(f"{where}: {why_unreadable(error)}") from None
     if b"-----BEGIN CERTIFICATE-----" not in data:
         raise TemporalConfigError(f"{where}: holds no PEM certificate")
     return data
@@ -145,30 +138,6 @@ def temporal_connection(
     )
 
 
-@dataclass(frozen=True)
-class CertificateValidity:
-    subject: str
-    issuer: str
-    not_before: datetime
-    not_after: datetime
-
-    def days_left(self, now: datetime) -> float:
-        return (self.not_after - now).total_seconds() / 86400
-
-
-def certificate_validity(pem: bytes) -> CertificateValidity:
-    """The validity of the first certificate in ``pem`` (the leaf: intermediates follow it)."""
-    from cryptography import x509
-
-    cert = x509.load_pem_x509_certificate(pem)
-    return CertificateValidity(
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-    )
-
-
 # What the SDK's connect errors say (rustls and tonic words), mapped to what the operator must fix.
 _SERVER_CERT_UNTRUSTED = ("UnknownIssuer", "BadSignature", "certificate verify failed")
 _CLIENT_CERT_REFUSED = (
@@ -204,7 +173,7 @@ def _client_cert_name(connection: TemporalConnection) -> str:
     if material is None or material.client_cert is None:
         return ""
     try:
-        validity = certificate_validity(material.client_cert)
+        validity = certificate_summary(material.client_cert)
     except ValueError:
         return ""
     return f" ({validity.subject}, issued by {validity.issuer}, valid until {validity.not_after:%Y-%m-%d})"

@@ -26,7 +26,8 @@ from evolution.platform.orchestrator import OrchestratorUnavailable
 from evolution.platform.settings import Settings
 from evolution.platform.temporal_config import TemporalTlsConfig
 from tests.e2e.conftest import EVOLUTION, free_port
-from tests.support.tls_proxy import Authority, GrpcProxy, Pem, grpc_proxy, issue, make_ca
+from tests.support.tls_authority import SERVER_NAMES, CertificateAuthority, Issued
+from tests.support.tls_proxy import GrpcProxy, grpc_proxy
 from tests.workflows.conftest import temporal_env  # noqa: F401  (the shared dev server)
 from workers.temporal_client import connect_client
 
@@ -36,11 +37,11 @@ PACKAGES_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class Pki:
-    ca: Authority
-    foreign_ca: Authority
-    client: Pem
-    foreign_client: Pem
-    expired_client: Pem
+    ca: CertificateAuthority
+    foreign_ca: CertificateAuthority
+    client: Issued
+    foreign_client: Issued
+    expired_client: Issued
 
 
 @dataclass(frozen=True)
@@ -53,23 +54,20 @@ class TlsWorld:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, temporal_env: WorkflowEnvironment) -> Iterator[TlsWorld]:  # noqa: F811
     directory = tmp_path_factory.mktemp("temporal-tls")
-    ca, foreign_ca = make_ca(directory, "evolution-test-ca"), make_ca(directory, "foreign-ca")
+    ca = CertificateAuthority.create(directory, "evolution-test-ca")
+    foreign_ca = CertificateAuthority.create(directory, "foreign-ca")
     pki = Pki(
         ca=ca,
         foreign_ca=foreign_ca,
-        client=issue(ca, directory, "evolution-worker"),
-        foreign_client=issue(foreign_ca, directory, "intruder"),
-        expired_client=issue(
-            ca,
-            directory,
-            "lapsed",
-            valid_from=datetime.now(UTC) - timedelta(days=40),
-            valid_for=timedelta(days=30),
+        client=ca.issue("evolution-worker"),
+        foreign_client=foreign_ca.issue("intruder"),
+        expired_client=ca.issue(
+            "lapsed", valid_from=datetime.now(UTC) - timedelta(days=40), valid_for=timedelta(days=30)
         ),
     )
-    server = issue(ca, directory, "temporal-frontend", server=True)
+    server = ca.issue("temporal-frontend", server_names=SERVER_NAMES)
     upstream = temporal_env.client.service_client.config.target_host
-    with grpc_proxy(directory, upstream, server, ca.pem, API_KEY) as proxy:
+    with grpc_proxy(directory, upstream, server, ca.cert_path, API_KEY) as proxy:
         yield TlsWorld(pki, proxy, directory / "home")
 
 
@@ -97,8 +95,8 @@ def base_env(world: TlsWorld, address: str, **settings: str) -> dict[str, str]:
     return env
 
 
-def mtls_env(world: TlsWorld, client: Pem | None, ca: Path | None = None) -> dict[str, str]:
-    settings = {"tls__server_ca": str(ca or world.pki.ca.pem)}
+def mtls_env(world: TlsWorld, client: Issued | None, ca: Path | None = None) -> dict[str, str]:
+    settings = {"tls__server_ca": str(ca or world.pki.ca.cert_path)}
     if client is not None:
         settings |= {"tls__client_cert": str(client.cert), "tls__client_key_file": str(client.key)}
     return base_env(world, world.proxy.mtls_address, **settings)
@@ -108,7 +106,10 @@ def api_key_env(world: TlsWorld, key: str) -> dict[str, str]:
     key_file = world.home.parent / f"api-key-{len(key)}-{key[-4:]}"
     key_file.write_text(key + "\n")
     return base_env(
-        world, world.proxy.api_key_address, tls__server_ca=str(world.pki.ca.pem), api_key_file=str(key_file)
+        world,
+        world.proxy.api_key_address,
+        tls__server_ca=str(world.pki.ca.cert_path),
+        api_key_file=str(key_file),
     )
 
 
@@ -173,11 +174,11 @@ def test_demo_completes_through_the_mutual_tls_proxy_with_the_right_certificate(
 
 
 def settings_for(
-    world: TlsWorld, door: str, client: Pem | None = None, ca: Path | None = None, key: str | None = None
+    world: TlsWorld, door: str, client: Issued | None = None, ca: Path | None = None, key: str | None = None
 ) -> Settings:
     """The settings a process would read from the environment of :func:`mtls_env` / :func:`api_key_env`."""
     tls = TemporalTlsConfig(
-        server_ca=ca or world.pki.ca.pem,
+        server_ca=ca or world.pki.ca.cert_path,
         client_cert=client.cert if client else None,
         client_key=SecretStr(client.key.read_text()) if client else None,
     )
@@ -222,7 +223,7 @@ def _settings_of(world: TlsWorld, case: tuple[str, str | None, str | None, str |
         "expired": world.pki.expired_client,
     }
     return settings_for(
-        world, door, pems[client] if client else None, world.pki.foreign_ca.pem if ca else None, key
+        world, door, pems[client] if client else None, world.pki.foreign_ca.cert_path if ca else None, key
     )
 
 

@@ -1,6 +1,9 @@
-"""A throwaway certificate authority for the tests' TLS servers, made with ``cryptography``.
+"""A throwaway certificate authority for the tests' TLS servers and clients, made with ``cryptography``.
 
-P-256 keys (fast to generate), files written 0600 as servers and libpq demand of private keys.
+One CA serves the PostgreSQL test server (tests/support/postgres.py) and the Temporal mTLS proxy
+(tests/support/tls_proxy.py): server certificates (``server_names`` as SANs) and client certificates (CN = the role
+or workload), any validity window (expired, not yet valid, about to expire), and a second, foreign CA for the
+"wrong CA" cases. P-256 keys (fast to generate); every file is written 0600, as servers and libpq demand of keys.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SERVER_NAMES = ("localhost", "127.0.0.1")
+LEAF_VALIDITY = dt.timedelta(days=90)
+# Backdated a little so that a certificate made now is valid to a server whose clock is a few seconds behind.
+CLOCK_SKEW = dt.timedelta(hours=1)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -43,6 +49,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 class Issued:
     cert: Path
     key: Path
+    not_before: dt.datetime
     not_after: dt.datetime
 
 
@@ -83,6 +90,7 @@ class CertificateAuthority:
                 ),
                 critical=True,
             )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
         ca = cls(directory=directory, name=name, key=key, cert=cert)
@@ -109,24 +117,28 @@ class CertificateAuthority:
     def issue(
         self,
         stem: str,
-        common_name: str,
+        common_name: str | None = None,
         *,
         server_names: tuple[str, ...] = (),
-        valid_days: float = 90,
+        valid_from: dt.datetime | None = None,
+        valid_for: dt.timedelta = LEAF_VALIDITY,
         expired: bool = False,
     ) -> Issued:
-        """A leaf certificate and key: a server's (``server_names`` as DNS/IP SANs) or a client's (CN = role)."""
+        """A leaf certificate and key as ``<stem>.crt`` and ``<stem>.key``: a server's (``server_names`` as DNS/IP
+        SANs) or else a client's. ``common_name`` defaults to ``stem``. The window starts at ``valid_from`` (in the
+        future: not yet valid) and lasts ``valid_for``; ``expired`` makes one that lapsed a day ago."""
+        if expired and valid_from is not None:
+            raise ValueError("give either expired or valid_from, not both")
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
-        not_before, not_after = (
-            (now - dt.timedelta(days=10), now - dt.timedelta(days=1))
-            if expired
-            else (now - dt.timedelta(hours=1), now + dt.timedelta(days=valid_days))
-        )
+        if expired:
+            valid_from, valid_for = now - dt.timedelta(days=10), dt.timedelta(days=9)
+        not_before = valid_from if valid_from is not None else now - CLOCK_SKEW
+        not_after = not_before + valid_for
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server_names else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(common_name))
+            .subject_name(_name(common_name or stem))
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -134,6 +146,9 @@ class CertificateAuthority:
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+            )
         )
         if server_names:
             builder = builder.add_extension(
@@ -143,6 +158,7 @@ class CertificateAuthority:
         return Issued(
             cert=_write(self.directory / f"{stem}.crt", _pem(cert)),
             key=_write(self.directory / f"{stem}.key", _key_pem(key)),
+            not_before=not_before,
             not_after=not_after,
         )
 

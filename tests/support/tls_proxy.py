@@ -1,133 +1,23 @@
-"""Certificates made with `cryptography`, and Debian's nginx as a TLS-terminating gRPC proxy in front of Temporal.
+"""Debian's nginx as a TLS-terminating gRPC proxy in front of Temporal, for the mutual TLS and API key tests.
 
 The proxy has two doors to the same dev server: one demands a client certificate from the test CA (mutual TLS, as a
 self-hosted cluster runs), the other demands ``authorization: Bearer <key>`` (an API key, as Temporal Cloud does).
 nginx runs in the foreground with its own prefix, temp dirs and logs under the test's directory, on free ports.
+Its certificates come from :mod:`tests.support.tls_authority`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-
-@dataclass(frozen=True)
-class Pem:
-    cert: Path
-    key: Path
-
-
-@dataclass(frozen=True)
-class Authority:
-    name: str
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-    pem: Path
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    path.chmod(0o600)
-
-
-def make_ca(directory: Path, common_name: str) -> Authority:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    pem = directory / f"{common_name}.pem"
-    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return Authority(common_name, key, cert, pem)
-
-
-def issue(
-    ca: Authority,
-    directory: Path,
-    common_name: str,
-    *,
-    server: bool = False,
-    valid_from: datetime | None = None,
-    valid_for: timedelta = timedelta(days=30),
-) -> Pem:
-    """A leaf certificate signed by ``ca``: a server one for localhost and 127.0.0.1, or a client one."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    start = valid_from or datetime.now(UTC) - timedelta(minutes=5)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + valid_for)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
-        )
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    cert = builder.sign(ca.key, hashes.SHA256())
-    pem = Pem(directory / f"{common_name}.crt", directory / f"{common_name}.key")
-    pem.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(key, pem.key)
-    return pem
+from tests.support.tls_authority import Issued
 
 
 def free_port() -> int:
@@ -204,7 +94,7 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> N
 
 @contextlib.contextmanager
 def grpc_proxy(
-    directory: Path, upstream: str, server: Pem, client_ca: Path, api_key: str
+    directory: Path, upstream: str, server: Issued, client_ca: Path, api_key: str
 ) -> Iterator[GrpcProxy]:
     """nginx in the foreground in front of ``upstream`` (host:port of a plaintext gRPC server)."""
     prefix = directory / "nginx"

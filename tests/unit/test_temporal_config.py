@@ -19,15 +19,15 @@ from evolution.platform.temporal_config import (
     TlsMaterial,
     connection_failure,
 )
-from tests.support.tls_proxy import Pem, issue, make_ca
+from tests.support.tls_authority import CertificateAuthority, Issued
 
 
 @pytest.fixture
-def client_pem(tmp_path: Path) -> Pem:
-    return issue(make_ca(tmp_path, "unit-ca"), tmp_path, "unit-client")
+def client_pem(tmp_path: Path) -> Issued:
+    return CertificateAuthority.create(tmp_path, "unit-ca").issue("unit-client")
 
 
-def mtls(pem: Pem) -> TemporalTlsConfig:
+def mtls(pem: Issued) -> TemporalTlsConfig:
     return TemporalTlsConfig(client_cert=pem.cert, client_key=SecretStr(pem.key.read_text()))
 
 
@@ -38,7 +38,7 @@ def test_the_private_key_and_the_api_key_can_come_from_files() -> None:
 
 
 def test_settings_from_the_environment_with_the_key_from_a_file(
-    client_pem: Pem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client_pem: Issued, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EVOLUTION_TEMPORAL_TLS__CLIENT_CERT", str(client_pem.cert))
     monkeypatch.setenv("EVOLUTION_TEMPORAL_TLS__CLIENT_KEY_FILE", str(client_pem.key))
@@ -49,7 +49,7 @@ def test_settings_from_the_environment_with_the_key_from_a_file(
     assert connection.tls.client_key == client_pem.key.read_bytes().rstrip(b"\n")
 
 
-def test_a_certificate_without_its_key_is_refused_naming_both(client_pem: Pem) -> None:
+def test_a_certificate_without_its_key_is_refused_naming_both(client_pem: Issued) -> None:
     half = Settings(temporal_tls=TemporalTlsConfig(client_cert=client_pem.cert))
     with pytest.raises(
         TemporalConfigError, match="CLIENT_CERT is set without EVOLUTION_TEMPORAL_TLS__CLIENT_KEY_FILE"
@@ -74,7 +74,7 @@ def test_a_certificate_without_its_key_is_refused_naming_both(client_pem: Pem) -
     ],
 )
 def test_which_auth_is_in_use(
-    client_pem: Pem, tls: object, api_key: str | None, auth: str, uses_tls: bool
+    client_pem: Issued, tls: object, api_key: str | None, auth: str, uses_tls: bool
 ) -> None:
     config = {False: None, True: TemporalTlsConfig(server_name="x"), "mtls": mtls(client_pem)}[tls]  # type: ignore[index]
     settings = Settings(temporal_tls=config, temporal_api_key=SecretStr(api_key) if api_key else None)
@@ -82,7 +82,7 @@ def test_which_auth_is_in_use(
     assert (connection.auth, connection.uses_tls) == (auth, uses_tls)
 
 
-def test_a_missing_or_wrong_file_is_named_with_its_variable(client_pem: Pem, tmp_path: Path) -> None:
+def test_a_missing_or_wrong_file_is_named_with_its_variable(client_pem: Issued, tmp_path: Path) -> None:
     missing = Settings(temporal_tls=TemporalTlsConfig(server_ca=tmp_path / "nope.pem"))
     with pytest.raises(
         TemporalConfigError, match=r"EVOLUTION_TEMPORAL_TLS__SERVER_CA=.*nope.pem: no such file"
@@ -154,7 +154,9 @@ SERVER_CA = TlsMaterial(
         ("some new error\nwith a second line", None, None, "some new error"),
     ],
 )
-def test_refusals_are_named(client_pem: Pem, raw: str, tls: object, api_key: str | None, named: str) -> None:
+def test_refusals_are_named(
+    client_pem: Issued, raw: str, tls: object, api_key: str | None, named: str
+) -> None:
     material = Settings(temporal_tls=mtls(client_pem)).temporal_connection().tls if tls == "mtls" else tls
     line = connection_failure(connection(material, api_key), raw)  # type: ignore[arg-type]
     assert named in line and "\n" not in line, line
@@ -162,13 +164,13 @@ def test_refusals_are_named(client_pem: Pem, raw: str, tls: object, api_key: str
 
 
 def test_doctor_warns_before_the_client_certificate_expires_and_fails_after(tmp_path: Path) -> None:
-    ca = make_ca(tmp_path, "doctor-ca")
+    ca = CertificateAuthority.create(tmp_path, "doctor-ca")
     now = datetime.now(UTC)
-    soon = issue(ca, tmp_path, "soon", valid_from=now - timedelta(days=25), valid_for=timedelta(days=30))
-    lapsed = issue(ca, tmp_path, "lapsed", valid_from=now - timedelta(days=40), valid_for=timedelta(days=30))
-    fresh = issue(ca, tmp_path, "fresh")
+    soon = ca.issue("soon", valid_from=now - timedelta(days=25), valid_for=timedelta(days=30))
+    lapsed = ca.issue("lapsed", valid_from=now - timedelta(days=40), valid_for=timedelta(days=30))
+    fresh = ca.issue("fresh")
 
-    def cert_row(pem: Pem) -> tuple[bool, str]:
+    def cert_row(pem: Issued) -> tuple[bool, str]:
         rows = {c.name: c for c in temporal_auth_checks(Settings(temporal_tls=mtls(pem)))}
         assert rows["auth"].detail.startswith("mutual TLS")
         return rows["client certificate"].ok, rows["client certificate"].detail
