@@ -30,6 +30,7 @@ from evolution.contracts import (
 from evolution.data.sources import create_source_key, load_source_key, records_to_events, source_key_path
 from evolution.demo.byo import EXAMPLE, TRAINER_FILE, check_example, example_definition
 from evolution.demo.scenario import HttpTransport, Scenario, TrafficDriver, history_records
+from evolution.demo.season import backfill_season, scan_after_promotion, set_demo_economics
 from evolution.demo.synthetic import TARGET, DriftSpec
 from evolution.errors import Conflict, EvolutionError
 from evolution.lifecycle import VersionView
@@ -226,6 +227,7 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress, byo: bool 
     )
     tenant, model = scenario.tenant_id, scenario.model_name
     services.tenants.ensure_tenant(admin, tenant, "ACME Agro (demo)")
+    set_demo_economics(services, admin, tenant)
     if source_key_path(cfg.keys_dir, tenant, SOURCE).exists():
         key_id, private_pem = load_source_key(cfg.keys_dir, tenant, SOURCE)
     else:
@@ -270,6 +272,8 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress, byo: bool 
     first = await _approve(services, orchestrator, tenant, "first model for the agronomists")
     made_by = ", trained by the built-in trainer, built-in format" if byo else ""
     progress.step(f"{DEMO_MANAGER} approved: {model} v1 is CHAMPION ({first.version_id}){made_by}")
+    season = backfill_season(services, tenant, model, snapshot.id, scenario.history_days, snapshot.window_end)
+    progress.step(f"drift history: {len(season)} windows of the past season scanned against v1's baseline")
     if byo:
         _define_tenant_model(services, admin, tenant, model, progress)
 
@@ -324,6 +328,7 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress, byo: bool 
     progress.step(
         f"v{status.version_number} served {2 * size.round_rows} forecasts{through}; their outcomes arrived"
     )
+    await scan_after_promotion(services, orchestrator, admin, tenant, utcnow())
     transport.close()
     await orchestrator.close()
 
