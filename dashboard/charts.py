@@ -30,7 +30,7 @@ def thresholds_layer(levels: Mapping[str, float], field: str) -> alt.LayerChart:
     labels = base.mark_text(align="right", baseline="bottom", dx=-4, dy=-2).encode(
         x=alt.value("width"), y=alt.Y(f"{field}:Q"), text="label:N", color=colour
     )
-    return alt.layer(rules, labels)
+    return alt.LayerChart(layer=[rules, labels])
 
 
 def lines_over_time(

@@ -47,8 +47,8 @@ def version_rows(services: Services, principal: Principal, tenant_id: str) -> li
                 "moved by": f"{moved.actor} ({moved.role})" if moved else "",
                 "when (UTC)": when(moved.at, seconds=True).removesuffix(" UTC") if moved else "",
                 "holdout MAE": _rounded(v.metrics.get("holdout_mae")),
-                "model hash": short_hash(v.model_hash),
                 "why": str(moved.details.get("reason", "")) if moved else "",
+                "model hash": short_hash(v.model_hash),
             }
         )
     return rows
@@ -137,8 +137,8 @@ def audit_rows(
             "role": e.role,
             "action": e.action,
             "change": f"{e.from_state or ''} → {e.to_state}" if e.to_state else "",
-            "entry hash": short_hash(e.entry_hash),
             "reason": str(e.details.get("reason", "")),
+            "entry hash": short_hash(e.entry_hash),
         }
         for e in reversed(audit_entries(services, principal, tenant_id, limit))
     ]

@@ -15,12 +15,12 @@ import pandas as pd
 import streamlit as st
 
 CELL_CHAR_PX = 7.5  # a character of the grid's 14 px sans-serif, generously
-HEADER_CHAR_PX = 8.0
+HEADER_CHAR_PX = 7.2
 CELL_PADDING_PX = 20
-HEADER_PADDING_PX = 40  # padding plus the header's sort/menu affordance
+HEADER_PADDING_PX = 32  # padding plus the header's sort/menu affordance
 MIN_PX = 60
-MAX_PX = 420
-WRAP_PX = 320
+MAX_PX = 360
+WRAP_PX = 300
 WRAP_LINES = 3
 WRAP_ROW_PX = 72  # > 4 rem: the grid wraps text
 WRAP_CHARS = int((WRAP_PX - CELL_PADDING_PX) / CELL_CHAR_PX * WRAP_LINES) - 3

@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from evolution.cli.context import friendly_errors, settings
+from evolution.cli.demo_season import backfill_season, scan_after_promotion, set_demo_economics
 from evolution.contracts import (
     DriftScanInput,
     RetrainingInput,
@@ -30,7 +31,6 @@ from evolution.contracts import (
 from evolution.data.sources import create_source_key, load_source_key, records_to_events, source_key_path
 from evolution.demo.byo import EXAMPLE, TRAINER_FILE, check_example, example_definition
 from evolution.demo.scenario import HttpTransport, Scenario, TrafficDriver, history_records
-from evolution.demo.season import backfill_season, scan_after_promotion, set_demo_economics
 from evolution.demo.synthetic import TARGET, DriftSpec
 from evolution.errors import Conflict, EvolutionError
 from evolution.lifecycle import VersionView
