@@ -174,6 +174,8 @@ class CanaryOutcome(BaseModel):
 
     @property
     def sentence(self) -> str:
+        if self.labels == 0 and self.decision == "promote":
+            return f"No canary comparison was needed: {self.reason}. Version state now: {self.final_state or 'unknown'}."
         verdict = {"promote": "promoted the candidate", "rollback": "rolled the candidate back"}.get(
             self.decision, f"ended with '{self.decision}'"
         )

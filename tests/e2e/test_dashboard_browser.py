@@ -101,6 +101,9 @@ def page_problems(page: Page, where: str) -> list[str]:
         or page.locator('[data-testid="stMainMenu"], [data-testid="stAppDeployButton"]').count()
     ):
         problems.append(f"{where}: Streamlit's Deploy button or developer menu is showing")
+    for n, table in enumerate(page.locator('[data-testid="stTable"]').all()):
+        if table.evaluate("t => t.scrollWidth > t.clientWidth + 1"):
+            problems.append(f"{where}, wrapped table {n + 1}: wider than the page")
     for n, chart in enumerate(page.locator('[data-testid="stVegaLiteChart"] svg.marks').all()):
         axes = chart.evaluate(
             """svg => [...svg.querySelectorAll('g.role-axis')].map(axis => ({
@@ -108,6 +111,7 @@ def page_problems(page: Page, where: str) -> list[str]:
                 labels: [...axis.querySelectorAll('g.role-axis-label text')].map(t => t.textContent),
             }))"""
         )
+        axes = [a for a in axes if a["labels"]]  # a grid is drawn as an axis of its own, without labels
         if not axes:
             problems.append(f"{where}, chart {n + 1}: no axis drawn")
         for axis in axes:
@@ -124,8 +128,8 @@ def show_whole_page(page: Page) -> None:
     """Make the window as tall as the page (Streamlit scrolls inside its own container, and draws a chart only once
     it is in view), then wait until every chart has drawn."""
     height = page.evaluate(
-        "() => Math.max(...[...document.querySelectorAll('[data-testid=stMain], [data-testid=stAppViewContainer]')]"
-        ".map(e => e.scrollHeight), 1000)"
+        "() => Math.max(1000, ...[...document.querySelectorAll('section, div')]"
+        ".filter(e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowY)).map(e => e.scrollHeight))"
     )
     page.set_viewport_size({"width": WIDTH, "height": int(height) + 40})
     page.wait_for_function(
