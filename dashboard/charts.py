@@ -86,7 +86,7 @@ def bars(
 ) -> alt.Chart:
     """Horizontal bars; with ``colour``, one bar per value of that field side by side in each category."""
     encoding: dict[str, object] = {
-        "y": alt.Y(f"{category}:N", sort=sort, title=category_title),
+        "y": alt.Y(f"{category}:N", sort=sort, title=category_title, axis=alt.Axis(labelLimit=320)),
         "x": alt.X(f"{value}:Q", title=value_title),
         "tooltip": [c for c in frame.columns],
     }

@@ -8,6 +8,7 @@ whole in a code block, whose copy button copies them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,11 +32,11 @@ def cell_text(value: Any) -> str:
 
 
 def header_px(header: str) -> int:
-    return int(len(header) * HEADER_CHAR_PX + HEADER_PADDING_PX)
+    return math.ceil(len(header) * HEADER_CHAR_PX + HEADER_PADDING_PX)
 
 
 def cell_px(text: str) -> int:
-    return int(len(text) * CELL_CHAR_PX + CELL_PADDING_PX)
+    return math.ceil(len(text) * CELL_CHAR_PX + CELL_PADDING_PX)
 
 
 def fit_width(header: str, values: Sequence[Any]) -> int:

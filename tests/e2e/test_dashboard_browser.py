@@ -127,10 +127,16 @@ def page_problems(page: Page, where: str) -> list[str]:
 def show_whole_page(page: Page) -> None:
     """Make the window as tall as the page (Streamlit scrolls inside its own container, and draws a chart only once
     it is in view), then wait until every chart has drawn."""
-    height = page.evaluate(
-        "() => Math.max(1000, ...[...document.querySelectorAll('section, div')]"
-        ".filter(e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowY)).map(e => e.scrollHeight))"
-    )
+    height, settled = 0, 0
+    for _ in range(60):  # until the page's height holds for a second: the script's run has finished
+        page.wait_for_timeout(500)
+        now = page.evaluate(
+            "() => Math.max(1000, ...[...document.querySelectorAll('*')].map(e => e.scrollHeight))"
+        )
+        settled = settled + 1 if now == height else 0
+        height = now
+        if settled == 2:
+            break
     page.set_viewport_size({"width": WIDTH, "height": int(height) + 40})
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=stVegaLiteChart]')]"
@@ -151,7 +157,6 @@ def check_and_shoot(page: Page, where: str, path: Path) -> list[str]:
 def open_page(page: Page, title: str) -> None:
     page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
     page.get_by_role("heading", name=f"{title} · acme").wait_for(timeout=TIMEOUT_MS)
-    page.wait_for_timeout(1500)  # let the page finish its run and its charts draw
 
 
 def test_every_role_sees_every_page_it_may_whole_and_labelled_in_a_real_browser(
