@@ -148,7 +148,8 @@ def test_demo_promotes_exports_metrics_leaks_no_secret_and_verify_catches_tamper
         assert (champion.id, state) in changes
     reports = services.drift_reports.list_reports(system, "acme-agro", limit=100)
     assert reports[0].level == "ok" and "alert" in [r.level for r in reports]
-    assert len(reports) >= 14  # a season of 12 windows before the drift, the drift, the window after promotion
+    # A season of 12 windows before the drift, the drift, and the window after the promotion.
+    assert len(reports) >= 14
 
     # No private key reaches a log, the registry (audit rows, reports, outbox) or a workflow history.
     haystacks = [*home.joinpath("logs").iterdir(), home / "registry.db", home / "temporal.db"]
