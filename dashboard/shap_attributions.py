@@ -155,10 +155,10 @@ def drift_frame(model: LoadedModel, subjects: Subjects) -> pd.DataFrame:
         [
             {
                 "feature": s.feature,
-                "baseline mean |SHAP|": round(s.baseline_mean_abs, 4),
-                "window mean |SHAP|": round(s.window_mean_abs, 4),
-                "baseline share %": round(100 * s.baseline_share, 1),
-                "window share %": round(100 * s.window_share, 1),
+                "baseline |SHAP|": round(s.baseline_mean_abs, 4),
+                "window |SHAP|": round(s.window_mean_abs, 4),
+                "baseline %": round(100 * s.baseline_share, 1),
+                "window %": round(100 * s.window_share, 1),
                 "shift": round(s.shift, 4),
                 "flagged": "yes" if s.flagged else "",
             }
@@ -168,10 +168,10 @@ def drift_frame(model: LoadedModel, subjects: Subjects) -> pd.DataFrame:
 
 
 DRIFT_COLUMNS = {
-    "baseline mean |SHAP|": "Mean absolute SHAP value on the champion's baseline rows, in the target's unit.",
-    "window mean |SHAP|": "Mean absolute SHAP value on the latest window's rows, in the target's unit.",
-    "baseline share %": "The feature's share of all attribution on the baseline.",
-    "window share %": "The feature's share of all attribution on the latest window.",
+    "baseline |SHAP|": "Mean absolute SHAP value on the champion's baseline rows, in the target's unit.",
+    "window |SHAP|": "Mean absolute SHAP value on the latest window's rows, in the target's unit.",
+    "baseline %": "The feature's share of all attribution on the baseline, in percent.",
+    "window %": "The feature's share of all attribution on the latest window, in percent.",
     "shift": "The feature's own change, net of the change common to all features, in units of the baseline's "
     "total attribution; flagged beyond ±0.03.",
 }

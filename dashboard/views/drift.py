@@ -26,7 +26,7 @@ st.caption(
 history = drift_history.psi_history(items)
 st.caption(
     f"{len(items)} signed drift report{'s' if len(items) != 1 else ''}, windows from {span(items[0].window_start, latest.window_end)}; each point "
-    "is one window compared with the champion's baseline (the data it was trained on)."
+    "is one window compared with the baseline of the champion at the time (the data it was trained on)."
 )
 st.subheader("PSI per feature over time")
 st.altair_chart(
