@@ -85,7 +85,8 @@ else:
     outcome = governance.canary_outcome(status)
     if outcome is not None:
         st.write(f"**Canary outcome.** {outcome.sentence}")
-        st.caption(f"Guard: {outcome.reason}")
+        if outcome.labels:
+            st.caption(f"Guard: {outcome.reason}")
     progress = governance.canary_progress(status)
     if progress is not None:
         st.caption(
