@@ -70,7 +70,7 @@ if fields:
             shap_attributions.waterfall_frame(chart),
             "step",
             "contribution",
-            category_title="average, then each feature",
+            category_title="step",
             value_title="contribution to the forecast (target unit)",
             sort=None,
         ),

@@ -127,8 +127,9 @@ def page_problems(page: Page, where: str) -> list[str]:
 def show_whole_page(page: Page) -> None:
     """Make the window as tall as the page (Streamlit scrolls inside its own container, and draws a chart only once
     it is in view), then wait until every chart has drawn."""
-    page.wait_for_function(  # Streamlit shows its status widget while the page's script runs
-        "() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=TIMEOUT_MS
+    page.wait_for_function(  # Streamlit marks its root with the script's run state
+        "() => document.querySelector('[data-testid=stApp]')?.dataset.testScriptState === 'notRunning'",
+        timeout=TIMEOUT_MS,
     )
     height, settled = 0, 0
     for _ in range(60):  # until the page's height holds for a second: the script's run has finished
