@@ -7,13 +7,16 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import auth
-from dashboard.state import get_services
+from dashboard.state import TOOLBAR_MODE, get_services
 from evolution.security import Role
 
 PAGES = Path(__file__).parent / "views"
 TENANT_KEY = "tenant"
 
 st.set_page_config(page_title="Controlled Evolution", layout="wide")
+st.set_option(
+    "client.toolbarMode", TOOLBAR_MODE
+)  # also when started with `streamlit run` instead of serve.py
 services = get_services()
 user = auth.signed_in(services)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from dashboard.formatting import bin_label, when
 from evolution.drift.reports import DriftReportView
 from evolution.errors import IntegrityViolation
 from evolution.platform.wiring import Services
@@ -85,8 +86,8 @@ def distribution(item: DriftReportView, feature: str) -> pd.DataFrame:
     base_total, window_total = max(sum(base), 1), max(sum(window), 1)
     rows: list[dict[str, Any]] = []
     for label, b, w in zip(found["bin_labels"], base, window, strict=True):
-        rows.append({"bin": label, "sample": "baseline", "share": b / base_total})
-        rows.append({"bin": label, "sample": "window", "share": w / window_total})
+        rows.append({"bin": bin_label(label), "sample": "baseline", "share": b / base_total})
+        rows.append({"bin": bin_label(label), "sample": "latest window", "share": w / window_total})
     return pd.DataFrame(rows)
 
 
@@ -100,20 +101,21 @@ def not_measured(item: DriftReportView) -> list[str]:
 
 
 def missing_changes(item: DriftReportView) -> pd.DataFrame:
-    """Missing shares, largest change first (an empty window has no missing share: its change is blank)."""
+    """Missing shares in percent, largest change first (an empty window has no missing share: its change is
+    blank)."""
     rows = []
     for f in item.report["result"]["features"]:
         base, window = f["baseline_missing_rate"], f.get("window_missing_rate")
         rows.append(
             {
                 "feature": f["feature"],
-                "baseline missing": base,
-                "window missing": window,
-                "change": None if window is None else window - base,
+                "baseline missing %": round(100 * base, 2),
+                "window missing %": None if window is None else round(100 * window, 2),
+                "change (points)": None if window is None else round(100 * (window - base), 2),
             }
         )
     return pd.DataFrame(rows).sort_values(
-        "change", key=lambda s: s.abs(), ascending=False, na_position="last"
+        "change (points)", key=lambda s: s.abs(), ascending=False, na_position="last"
     )
 
 
@@ -144,7 +146,7 @@ class WindowQuality:
 
     @property
     def title(self) -> str:
-        span = f"{self.window_start:%Y-%m-%d %H:%M} to {self.window_end:%Y-%m-%d %H:%M} UTC"
+        span = f"{when(self.window_start).removesuffix(' UTC')} to {when(self.window_end)}"
         if self.level is None:
             return f"Window {span}: {NOT_RUN}"
         if self.alerts:
@@ -206,8 +208,12 @@ def mae_trend(items: list[DriftReportView]) -> pd.DataFrame:
     for r in items:
         mae = r.report["result"].get("mae")
         if mae and mae.get("window_mae") is not None:
-            rows.append({"window end": r.window_end, "MAE": mae["window_mae"], "series": "window"})
-            rows.append({"window end": r.window_end, "MAE": mae["baseline_mae"], "series": "baseline"})
+            rows.append(
+                {"window end": r.window_end, "MAE": mae["window_mae"], "series": "champion on the window"}
+            )
+            rows.append(
+                {"window end": r.window_end, "MAE": mae["baseline_mae"], "series": "champion's baseline"}
+            )
     return pd.DataFrame(rows)
 
 
@@ -223,7 +229,7 @@ def verification(services: Services, items: list[DriftReportView]) -> pd.DataFra
         rows.append(
             {
                 "report": r.id,
-                "window end": r.window_end,
+                "window end (UTC)": when(r.window_end).removesuffix(" UTC"),
                 "level": r.level,
                 "data quality": quality["level"] if quality else "not run",
                 "verification": verdict,

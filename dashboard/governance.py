@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from dashboard.formatting import short_hash, when
 from dashboard.state import with_orchestrator
 from evolution.contracts import DAY_S, ApprovalDecision, ApprovalResponse, RetrainingStatus
 from evolution.drift.baselines import BaselineOverride
@@ -44,13 +45,26 @@ def version_rows(services: Services, principal: Principal, tenant_id: str) -> li
                 "version": v.number,
                 "state": v.state.value,
                 "moved by": f"{moved.actor} ({moved.role})" if moved else "",
-                "when": moved.at.isoformat(timespec="seconds") if moved else "",
-                "why": str(moved.details.get("reason", ""))[:80] if moved else "",
-                "holdout MAE": v.metrics.get("holdout_mae"),
-                "model hash": (v.model_hash or "")[:16],
+                "when (UTC)": when(moved.at, seconds=True).removesuffix(" UTC") if moved else "",
+                "holdout MAE": _rounded(v.metrics.get("holdout_mae")),
+                "why": str(moved.details.get("reason", "")) if moved else "",
+                "model hash": short_hash(v.model_hash),
             }
         )
     return rows
+
+
+def _rounded(value: Any, digits: int = 4) -> float | None:
+    return round(float(value), digits) if isinstance(value, int | float) else None
+
+
+def version_hashes(services: Services, principal: Principal, tenant_id: str) -> list[str]:
+    """'yield v2  <full model hash>' per version with a model: the table shows only their first characters."""
+    return [
+        f"{v.model_name} v{v.number}  {v.model_hash}"
+        for v in services.registry.list_versions(principal, tenant_id)
+        if v.model_hash
+    ]
 
 
 def breaker_warning(services: Services, principal: Principal, tenant_id: str) -> str | None:
@@ -71,7 +85,7 @@ def watch_rows(services: Services, principal: Principal, tenant_id: str) -> list
             "of days": round((w.min_until - w.started_at).total_seconds() / DAY_S, 1),
             "labels": w.labels,
             "of labels": w.min_labels,
-            "harm q": round(w.q_harm, 4),
+            "harm q (worse)": round(w.q_harm, 4),
             "why": w.reason,
         }
         for w in services.watches.progress(principal, tenant_id)
@@ -102,7 +116,7 @@ def failed_candidates(
             FailedCandidate(
                 model=model,
                 number=number,
-                at=entry.at.isoformat(timespec="seconds"),
+                at=when(entry.at, seconds=True),
                 headline=(reason.splitlines() or [""])[0][:160],
                 reason=reason,
             )
@@ -115,27 +129,85 @@ def failed_candidates(
 def audit_rows(
     services: Services, principal: Principal, tenant_id: str, limit: int = 50
 ) -> list[dict[str, Any]]:
-    entries = services.registry.audit_trail(principal, tenant_id)[-limit:]
     return [
         {
             "seq": e.seq,
-            "at": e.at.isoformat(timespec="seconds"),
+            "at (UTC)": when(e.at, seconds=True).removesuffix(" UTC"),
             "actor": e.actor,
             "role": e.role,
             "action": e.action,
             "change": f"{e.from_state or ''} → {e.to_state}" if e.to_state else "",
-            "reason": str(e.details.get("reason", ""))[:80],
-            "hash": e.entry_hash[:12],
+            "reason": str(e.details.get("reason", "")),
+            "entry hash": short_hash(e.entry_hash),
         }
-        for e in reversed(entries)
+        for e in reversed(audit_entries(services, principal, tenant_id, limit))
+    ]
+
+
+def audit_entries(services: Services, principal: Principal, tenant_id: str, limit: int = 50) -> list[Any]:
+    return services.registry.audit_trail(principal, tenant_id)[-limit:]
+
+
+def audit_hashes(services: Services, principal: Principal, tenant_id: str, limit: int = 50) -> list[str]:
+    return [
+        f"#{e.seq}  {e.entry_hash}" for e in reversed(audit_entries(services, principal, tenant_id, limit))
     ]
 
 
 def chain_status(services: Services, principal: Principal, tenant_id: str) -> tuple[bool, str]:
     report = services.registry.verify_audit(principal, tenant_id)
     if report.ok:
-        return True, f"audit chain intact: {report.entries} entries, head {report.head_hash[:16]}"
+        return True, f"audit chain intact: {report.entries} entries, head {short_hash(report.head_hash)}"
     return False, "audit chain BROKEN: " + "; ".join(report.problems[:3])
+
+
+class CanaryOutcome(BaseModel):
+    """How a decided canary ended: its decision and the figures it was taken on, not a live counter."""
+
+    decision: str
+    labels: int
+    p_value: float
+    q_value: float
+    mae_gain: float
+    reason: str
+    final_state: str | None
+
+    @property
+    def sentence(self) -> str:
+        if self.labels == 0 and self.decision == "promote":
+            return f"No canary comparison was needed: {self.reason}. Version state now: {self.final_state or 'unknown'}."
+        verdict = {"promote": "promoted the candidate", "rollback": "rolled the candidate back"}.get(
+            self.decision, f"ended with '{self.decision}'"
+        )
+        return (
+            f"The canary {verdict} after {self.labels:,} labelled requests: always-valid p (better) = "
+            f"{self.p_value:.3g}, q (worse) = {self.q_value:.3g}; the candidate's MAE was lower by "
+            f"{self.mae_gain:.3f} per forecast. Version state now: {self.final_state or 'unknown'}."
+        )
+
+
+DECIDED_PHASES = ("awaiting_approval", "finished")
+
+
+def canary_decided(status: RetrainingStatus) -> bool:
+    guard = status.guard
+    return guard is not None and (guard.action != "continue" or status.phase in DECIDED_PHASES)
+
+
+def canary_outcome(status: RetrainingStatus) -> CanaryOutcome | None:
+    """The canary's result once its test has decided (None while it runs, or without a canary)."""
+    guard = status.guard
+    if guard is None or not canary_decided(status):
+        return None
+    return CanaryOutcome(
+        decision=guard.action,
+        labels=guard.n,
+        p_value=guard.p_promote,
+        q_value=guard.q_rollback,
+        mae_gain=guard.theta_hat,
+        reason=guard.reason,
+        final_state=status.state,
+    )
 
 
 class CanaryProgress(BaseModel):
@@ -152,9 +224,10 @@ class CanaryProgress(BaseModel):
 
 
 def canary_progress(status: RetrainingStatus) -> CanaryProgress | None:
-    """How far the sequential test is from a decision, in words a manager can act on."""
+    """How far the running sequential test is from a decision, in words a manager can act on (None once the
+    test has decided: :func:`canary_outcome` says how it ended)."""
     guard = status.guard
-    if guard is None:
+    if guard is None or canary_decided(status):
         return None
     return CanaryProgress(
         labels=guard.n,

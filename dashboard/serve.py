@@ -8,7 +8,7 @@ from pathlib import Path
 from prometheus_client import start_http_server
 from streamlit.web import cli as streamlit_cli
 
-from dashboard.state import get_services
+from dashboard.state import TOOLBAR_MODE, get_services
 from evolution.platform.settings import load_settings
 
 APP = Path(__file__).resolve().parent / "app.py"
@@ -25,6 +25,7 @@ def main() -> None:
         "--server.address", settings.dashboard_host,
         "--server.port", str(settings.dashboard_port),
         "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", TOOLBAR_MODE,
     ]  # fmt: skip
     sys.exit(streamlit_cli.main())
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from evolution.lifecycle import ModelState
+from evolution.lifecycle import ModelState, VersionView
 from evolution.platform.wiring import Services
 from evolution.security import Principal
 from evolution.training.explain import (
@@ -41,6 +41,11 @@ class Subjects:
     baseline_id: str = ""
 
     @property
+    def window_is_baseline(self) -> bool:
+        """No window has been sealed since the champion's baseline: there is nothing newer to compare with."""
+        return bool(self.baseline_id) and self.baseline_id == self.window_id
+
+    @property
     def background(self) -> tuple[list[dict[str, Any]], str]:
         """The rows an estimate is measured against, and their snapshot id (for the cache)."""
         if self.baseline_rows:
@@ -63,12 +68,26 @@ def subjects(services: Services, principal: Principal, tenant_id: str, model_nam
     latest = services.snapshots.latest(principal, tenant_id)
     window = services.snapshots.load_rows(latest, services.keyring) if latest else []
     baseline: list[dict[str, Any]] = []
-    baseline_id = ""
-    if champion_view and champion_view.dataset_snapshot_id:
-        trained_on = services.snapshots.get(principal, champion_view.dataset_snapshot_id)
-        baseline = services.snapshots.load_rows(trained_on, services.keyring)
-        baseline_id = trained_on.id
+    baseline_id = baseline_snapshot_id(services, champion_view) or ""
+    if baseline_id:
+        if latest is not None and baseline_id == latest.id:
+            baseline = window
+        else:
+            baseline = services.snapshots.load_rows(
+                services.snapshots.get(principal, baseline_id), services.keyring
+            )
     return Subjects(champion, candidate, window, baseline, latest.id if latest else "", baseline_id)
+
+
+def baseline_snapshot_id(services: Services, champion: VersionView | None) -> str | None:
+    """The snapshot of the champion's drift baseline: an admin's signed reset if one is in force, else the data the
+    champion was trained on (the same source the drift scan compares each window with)."""
+    if champion is None:
+        return None
+    reset = services.baselines.effective_source(
+        champion.tenant_id, champion.model_name, champion.id, services.keyring
+    )
+    return reset[1] if reset is not None else champion.dataset_snapshot_id
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -132,4 +151,27 @@ def drift_frame(model: LoadedModel, subjects: Subjects) -> pd.DataFrame:
         explained(model, subjects.baseline_rows, subjects.baseline_id, subjects),
         explained(model, subjects.window_rows, subjects.window_id, subjects),
     )
-    return pd.DataFrame([s.model_dump() for s in shifts])
+    return pd.DataFrame(
+        [
+            {
+                "feature": s.feature,
+                "baseline |SHAP|": round(s.baseline_mean_abs, 4),
+                "window |SHAP|": round(s.window_mean_abs, 4),
+                "baseline %": round(100 * s.baseline_share, 1),
+                "window %": round(100 * s.window_share, 1),
+                "shift": round(s.shift, 4),
+                "flagged": "yes" if s.flagged else "",
+            }
+            for s in shifts
+        ]
+    )
+
+
+DRIFT_COLUMNS = {
+    "baseline |SHAP|": "Mean absolute SHAP value on the champion's baseline rows, in the target's unit.",
+    "window |SHAP|": "Mean absolute SHAP value on the latest window's rows, in the target's unit.",
+    "baseline %": "The feature's share of all attribution on the baseline, in percent.",
+    "window %": "The feature's share of all attribution on the latest window, in percent.",
+    "shift": "The feature's own change, net of the change common to all features, in units of the baseline's "
+    "total attribution; flagged beyond ±0.03.",
+}

@@ -13,6 +13,9 @@ from evolution.platform.settings import Settings, load_settings
 from evolution.platform.wiring import Services, build_services
 
 T = TypeVar("T")
+# No Deploy button and no developer menu (rerun, clear cache, settings): the dashboard is an application, not a
+# Streamlit script under development.
+TOOLBAR_MODE = "minimal"
 
 
 @st.cache_resource

@@ -3,10 +3,10 @@ distribution, missing rates, the MAE trend, verification."""
 
 from __future__ import annotations
 
-import altair as alt
 import streamlit as st
 
-from dashboard import auth, drift_history
+from dashboard import auth, charts, drift_history, tables
+from dashboard.formatting import span
 
 page = auth.page_context()
 services, tenant, principal = page.services, page.tenant, page.principal
@@ -24,21 +24,24 @@ st.caption(
 )
 
 history = drift_history.psi_history(items)
-psi = alt.Chart(history).mark_line(point=True).encode(x="window end:T", y="PSI:Q", color="feature:N")
-rules = (
-    alt.Chart(
-        {"values": [{"level": "warn", "PSI": limits["warn"]}, {"level": "alert", "PSI": limits["alert"]}]}
-    )
-    .mark_rule(strokeDash=[4, 4])
-    .encode(y="PSI:Q", color=alt.value("red"))
+st.caption(
+    f"{len(items)} signed drift report{'s' if len(items) != 1 else ''}, windows from {span(items[0].window_start, latest.window_end)}; each point "
+    "is one window compared with the baseline of the champion at the time (the data it was trained on)."
 )
 st.subheader("PSI per feature over time")
-st.altair_chart(psi + rules, width="stretch")
+st.altair_chart(
+    charts.psi_over_time(history, {"warn": limits["warn"], "alert": limits["alert"]}), width="stretch"
+)
 st.subheader("KL(current‖baseline) per feature over time")
 st.altair_chart(
-    alt.Chart(history)
-    .mark_line(point=True)
-    .encode(x="window end:T", y="KL(current‖baseline):Q", color="feature:N"),
+    charts.lines_over_time(
+        history,
+        "window end",
+        "KL(current‖baseline)",
+        "feature",
+        time_title="window end (UTC)",
+        value_title="KL divergence (nats)",
+    ),
     width="stretch",
 )
 unmeasured = drift_history.not_measured(latest)
@@ -61,30 +64,34 @@ for i, window in enumerate(windows):
             st.success(f"No data-quality alert: {window.ok} check(s) ok.")
         if window.unjudged:
             st.caption("Not judged in this window:")
-            st.dataframe(drift_history.findings_table(window.unjudged), hide_index=True, width="stretch")
+            tables.show(drift_history.findings_table(window.unjudged), wrap=["what it means"])
 if len(items) > len(windows):
     st.caption(f"The newest {len(windows)} windows are listed.")
 st.divider()
 
 st.subheader("Distribution: baseline vs latest window")
-feature = st.selectbox("Feature", drift_history.features(latest), key="drift_feature")
-st.altair_chart(
-    alt.Chart(drift_history.distribution(latest, feature))
-    .mark_bar()
-    .encode(x=alt.X("bin:N", sort=None), xOffset="sample:N", y="share:Q", color="sample:N"),
-    width="stretch",
+st.caption(
+    f"Latest window: {span(latest.window_start, latest.window_end)}. Bins are frozen with the baseline."
 )
+feature = st.selectbox("Feature", drift_history.features(latest), key="drift_feature")
+st.altair_chart(charts.shares_by_bin(drift_history.distribution(latest, feature), feature), width="stretch")
 
 st.subheader("Missing-rate changes (latest window)")
-st.dataframe(drift_history.missing_changes(latest), hide_index=True, width="stretch")
+st.caption("Share of rows with the feature missing, in percent; the change is in percentage points.")
+tables.show(drift_history.missing_changes(latest))
 
 mae = drift_history.mae_trend(items)
 if not mae.empty:
     st.subheader("Champion MAE: window vs baseline")
+    st.caption(
+        "Mean absolute error of the champion's forecasts, in the target's unit, on each window's labelled rows."
+    )
     st.altair_chart(
-        alt.Chart(mae).mark_line(point=True).encode(x="window end:T", y="MAE:Q", color="series:N"),
+        charts.lines_over_time(
+            mae, "window end", "MAE", "series", time_title="window end (UTC)", value_title="MAE (target unit)"
+        ),
         width="stretch",
     )
 
 st.subheader("Signed reports")
-st.dataframe(drift_history.verification(services, items), hide_index=True, width="stretch")
+tables.show(drift_history.verification(services, items), wrap=["verification"])

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import altair as alt
 import streamlit as st
 
-from dashboard import auth, executive_figures, governance
+from dashboard import auth, executive_figures, governance, tables
 from evolution.security import Role
 
 page = auth.page_context()
@@ -21,34 +20,34 @@ if not models:
     st.stop()
 model_name = st.selectbox("Model line", models, key="executive_model")
 view = executive_figures.summary(services, principal, tenant, model_name)
-unit = view.economics.target_unit
+figures = executive_figures.headline(view)
 
-cap = view.capitalization
+st.subheader("Value against cost")
+st.caption(figures.period)
 cols = st.columns(4)
-cols[0].metric("Capitalization (net value)", executive_figures.usd(cap.net_value_usd))
-cols[1].metric("Capitalization index", "—" if cap.index is None else f"{cap.index:,.0f}")
-cols[2].metric("GPU-hours this month", f"{view.quota.gpu_hours_used:.2f} / {view.quota.gpu_hours_quota:g}")
-cols[3].metric(
-    "Budget this month",
-    f"${view.quota.budget_used_usd:,.2f} / {executive_figures.usd(view.quota.budget_cap_usd)}",
-)
-st.caption(cap.definition)
-
-st.subheader("SLA-breach risk")
-st.caption(view.slo_status_rule)
-st.dataframe(executive_figures.slo_frame(view), hide_index=True, width="stretch")
+for column, figure in zip(cols, figures.line, strict=True):
+    column.metric(figure.label, figure.value, help=figure.help)
+st.subheader(f"Training budget and quota, {view.quota.month}")
+cols = st.columns(4)
+for column, figure in zip(cols, figures.budget, strict=True):
+    column.metric(figure.label, figure.value, help=figure.help)
+st.caption(view.quota.definition)
+with st.expander("How the capitalization index is defined"):
+    st.markdown(view.capitalization.definition)
 
 st.subheader("Promotions: value against cost")
-st.caption(
-    f"Value = error reduction ({unit} per forecast) × ${view.economics.value_per_unit_error_usd:g} per {unit} × "
-    f"forecasts served; cost = training + ${view.economics.serving_cost_per_1k_usd:g} per 1,000 forecasts."
-)
-st.dataframe(executive_figures.promotions_frame(view), hide_index=True, width="stretch")
+st.caption(executive_figures.promotions_caption(view))
+tables.show(executive_figures.promotions_frame(view), help=executive_figures.PROMOTION_COLUMNS)
 
 series = executive_figures.capitalization_frame(view)
 if not series.empty:
     st.subheader("Capitalization over time")
-    st.altair_chart(
-        alt.Chart(series).mark_line(point=True).encode(x="at:T", y="net_value_usd:Q"),
-        width="stretch",
+    st.caption(
+        "Net value (value delivered − cost, USD) of the model line at each instant of the period, from the first "
+        "champion to now; each promotion is a point."
     )
+    st.altair_chart(executive_figures.capitalization_chart(series), width="stretch")
+
+st.subheader("SLA-breach risk")
+st.caption(f"{view.slo_status_rule} Period: the last {view.slo_period_days:g} days.")
+tables.show(executive_figures.slo_frame(view), wrap=["detail"])

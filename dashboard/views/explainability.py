@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard import auth, governance, shap_attributions
+from dashboard import auth, charts, governance, shap_attributions, tables
 
 page = auth.page_context()
 services, tenant, principal = page.services, page.tenant, page.principal
@@ -38,10 +37,18 @@ frames = [
     for label, loaded in labels.items()
 ]
 importance = pd.concat(frames, ignore_index=True)
+st.caption(
+    "Mean absolute SHAP value per feature on the latest window: how much it moves a forecast, on average."
+)
 st.altair_chart(
-    alt.Chart(importance)
-    .mark_bar()
-    .encode(y=alt.Y("feature:N", sort="-x"), x="mean |SHAP|:Q", color="model:N", yOffset="model:N"),
+    charts.bars(
+        importance,
+        "feature",
+        "mean |SHAP|",
+        category_title="feature",
+        value_title="mean |SHAP| (target unit)",
+        colour="model",
+    ),
     width="stretch",
 )
 
@@ -59,18 +66,34 @@ if fields:
         + ("" if exact else " (estimated contributions)")
     )
     st.altair_chart(
-        alt.Chart(shap_attributions.waterfall_frame(chart))
-        .mark_bar()
-        .encode(y=alt.Y("step:N", sort=None), x="contribution:Q", tooltip=["step", "contribution", "value"]),
+        charts.bars(
+            shap_attributions.waterfall_frame(chart),
+            "step",
+            "contribution",
+            category_title="step",
+            value_title="contribution to the forecast (target unit)",
+            sort=None,
+        ),
         width="stretch",
     )
 
-st.subheader("Attribution drift: training data vs latest window")
-if subjects.baseline_rows:
+st.subheader("Attribution drift: the champion's baseline vs the latest window")
+if not subjects.baseline_rows:
+    st.write("The champion's baseline snapshot is not available.")
+elif subjects.window_is_baseline:
+    st.info(
+        "No window has been sealed since the champion's baseline (the data it was trained on): the latest window "
+        "is that baseline, so there is nothing newer to compare yet. The next drift scan seals one."
+    )
+else:
+    st.caption(
+        f"Baseline: snapshot {subjects.baseline_id} (the champion's drift baseline); latest window: snapshot "
+        f"{subjects.window_id}. A feature is flagged when its own shift exceeds 0.03 of the baseline's total."
+    )
     if subjects.champion.model.format != "builtin":
         st.caption(
             "The champion's attributions are estimates on both sides: a small shift may be sampling noise."
         )
-    st.dataframe(shap_attributions.drift_frame(subjects.champion, subjects), hide_index=True, width="stretch")
-else:
-    st.write("The champion's training snapshot is not available.")
+    tables.show(
+        shap_attributions.drift_frame(subjects.champion, subjects), help=shap_attributions.DRIFT_COLUMNS
+    )

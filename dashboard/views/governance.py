@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import auth, governance
+from dashboard import auth, governance, tables
 from evolution.contracts import ApprovalDecision
 from evolution.errors import EvolutionError
 from evolution.security import Role
@@ -24,7 +24,17 @@ if breaker:
     st.error(f"**Retraining disabled by the circuit breaker.** {breaker}")
 
 st.subheader("Model versions")
-st.dataframe(governance.version_rows(services, principal, tenant), hide_index=True, width="stretch")
+tables.show(
+    governance.version_rows(services, principal, tenant),
+    wrap=["why"],
+    help={
+        "when (UTC)": "When the version last changed state (UTC, 24-hour clock).",
+        "holdout MAE": "Mean absolute error on the held-out rows at training time, in the target's unit.",
+        "model hash": "The first characters of the signed model's SHA-256; the full hashes are listed below.",
+        "why": "The reason recorded with the last state change.",
+    },
+)
+tables.full_values("Full model hashes", governance.version_hashes(services, principal, tenant))
 
 failures = governance.failed_candidates(services, principal, tenant)
 if failures:
@@ -41,7 +51,17 @@ if watches:
         "rolls the new champion back if its error is significantly higher. A watch ends kept once both its days "
         "and its labels are reached."
     )
-    st.dataframe(watches, hide_index=True, width="stretch")
+    tables.show(
+        watches,
+        wrap=["why"],
+        help={
+            "days": "Days watched so far (until the end for a finished watch).",
+            "of days": "Days the watch lasts at least.",
+            "labels": "Labelled requests (outcomes arrived) compared so far.",
+            "of labels": "Labelled requests the watch needs at least.",
+            "harm q (worse)": "Always-valid p-value of 'the new champion is worse'; below the level: roll back.",
+        },
+    )
 
 st.subheader("Live retraining")
 try:
@@ -62,13 +82,37 @@ else:
         )
     if status.shadow_pairs:
         st.write(f"Shadow phase collected {status.shadow_pairs} labelled pairs (τ fixed from them).")
+    outcome = governance.canary_outcome(status)
+    if outcome is not None:
+        st.write(f"**Canary outcome.** {outcome.sentence}")
+        if outcome.labels:
+            st.caption(f"Guard: {outcome.reason}")
     progress = governance.canary_progress(status)
     if progress is not None:
+        st.caption(
+            "The canary's sequential test, live (labelled requests: forecasts whose outcome has arrived)."
+        )
         cols = st.columns(4)
-        cols[0].metric("Labels collected", progress.labels)
-        cols[1].metric("Always-valid p (better)", f"{progress.p_value:.3g}", help=progress.promote_rule)
-        cols[2].metric("q (worse)", f"{progress.q_value:.3g}", help=progress.rollback_rule)
-        cols[3].metric("Labels to the promotion test", progress.labels_to_promotion_test)
+        cols[0].metric(
+            "Labels collected",
+            f"{progress.labels:,}",
+            help="Labelled requests the test has seen so far (count).",
+        )
+        cols[1].metric(
+            "Always-valid p (better)",
+            f"{progress.p_value:.3g}",
+            help=f"Probability-scale evidence that the candidate is better. {progress.promote_rule}.",
+        )
+        cols[2].metric(
+            "Always-valid q (worse)",
+            f"{progress.q_value:.3g}",
+            help=f"Probability-scale evidence that the candidate is worse. {progress.rollback_rule}.",
+        )
+        cols[3].metric(
+            "Labels until promotion can be tested",
+            f"{progress.labels_to_promotion_test:,}",
+            help="Labelled requests still needed before the promotion test may decide (count).",
+        )
         st.caption(f"Guard: {progress.reason}")
     if status.awaiting_approval:
         st.info("The candidate passed its canary and waits for a manager's decision.")
@@ -118,4 +162,12 @@ if role == Role.ADMIN:
                 st.success(f"Baseline reset from snapshot {override.snapshot_id}, signed")
 
 st.subheader("Audit history")
-st.dataframe(governance.audit_rows(services, principal, tenant), hide_index=True, width="stretch")
+st.caption("The latest 50 entries, newest first; times in UTC (24-hour clock).")
+tables.show(
+    governance.audit_rows(services, principal, tenant),
+    wrap=["reason"],
+    help={
+        "entry hash": "The first characters of the entry's chained SHA-256; the full hashes are listed below."
+    },
+)
+tables.full_values("Full entry hashes", governance.audit_hashes(services, principal, tenant))

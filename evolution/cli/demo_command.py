@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from evolution.cli.context import friendly_errors, settings
+from evolution.cli.demo_season import backfill_season, scan_after_promotion, set_demo_economics
 from evolution.contracts import (
     DriftScanInput,
     RetrainingInput,
@@ -233,6 +234,7 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress, byo: bool 
     )
     tenant, model = scenario.tenant_id, scenario.model_name
     services.tenants.ensure_tenant(admin, tenant, "ACME Agro (demo)")
+    set_demo_economics(services, admin, tenant)
     if source_key_path(cfg.keys_dir, tenant, SOURCE).exists():
         key_id, private_pem = load_source_key(cfg.keys_dir, tenant, SOURCE)
     else:
@@ -277,6 +279,8 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress, byo: bool 
     first = await _approve(services, orchestrator, tenant, "first model for the agronomists")
     made_by = ", trained by the built-in trainer, built-in format" if byo else ""
     progress.step(f"{DEMO_MANAGER} approved: {model} v1 is CHAMPION ({first.version_id}){made_by}")
+    season = backfill_season(services, tenant, model, snapshot.id, scenario.history_days, snapshot.window_end)
+    progress.step(f"drift history: {len(season)} windows of the past season scanned against v1's baseline")
     if byo:
         _define_tenant_model(services, admin, tenant, model, progress)
 
@@ -339,6 +343,7 @@ async def run_demo(cfg: Settings, size: DemoSize, progress: Progress, byo: bool 
         f"v{status.version_number} served {served:,} forecasts{through} ({role_split(driver.last_roles)}); "
         "their outcomes arrived"
     )
+    await scan_after_promotion(services, orchestrator, admin, tenant, utcnow())
     transport.close()
     await orchestrator.close()
 

@@ -111,8 +111,21 @@ def tenant_configure(
             "(repeatable; default missing_rate, unseen_categories, stuck)."
         ),
     ] = None,
+    value_per_unit_error_usd: Annotated[
+        float | None,
+        typer.Option(
+            help="Economics: USD saved per unit of forecast error avoided, per forecast (docs/economics.md)."
+        ),
+    ] = None,
+    serving_cost_per_1k_usd: Annotated[
+        float | None, typer.Option(help="Economics: USD per 1,000 forecasts served.")
+    ] = None,
+    target_unit: Annotated[
+        str | None, typer.Option(help="Economics: the forecast's unit, e.g. t/ha.")
+    ] = None,
 ) -> None:
-    """Admin: change a tenant's drift thresholds, data-quality floors or identifier columns (validated, audited)."""
+    """Admin: change a tenant's drift thresholds, data-quality floors, identifier columns or economics (validated,
+    audited)."""
     drift = {
         k: v
         for k, v in {
@@ -146,6 +159,17 @@ def tenant_configure(
         patch["id_columns"] = id_column
     if breaker_threshold is not None:
         patch["circuit_breaker_threshold"] = breaker_threshold
+    economics = {
+        k: v
+        for k, v in {
+            "value_per_unit_error_usd": value_per_unit_error_usd,
+            "serving_cost_per_1k_usd": serving_cost_per_1k_usd,
+            "target_unit": target_unit,
+        }.items()
+        if v is not None
+    }
+    if economics:
+        patch["economics"] = economics
     if not patch:
         raise InvalidInput("nothing to change: pass at least one option (see --help)")
     svc = services()

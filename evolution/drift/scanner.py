@@ -25,11 +25,11 @@ from evolution.registry.tenants import TenantService
 from evolution.registry.versions import ModelRegistryService
 from evolution.security import Principal
 from evolution.stats.drift import scan
-from evolution.stats.drift_models import DriftResult
+from evolution.stats.drift_models import Baseline, DriftResult
 from evolution.stats.quality_models import QualityCheck, ReasonCode
 from evolution.timeutil import as_utc, utcnow
 from evolution.training.formats import ServedModel
-from evolution.training.loader import ModelLoader
+from evolution.training.loader import LoadedModel, ModelLoader
 
 log = logging.getLogger(__name__)
 DRIFT_DETECTION_SLO_S = 4 * 3600.0
@@ -152,43 +152,16 @@ class DriftScanner:
     ) -> ScanOut:
         """Scan ``window`` (the snapshot and the rows just sealed) or, without it, the stored snapshot."""
         system = Principal.system(tenant_id)
-        champion_view = self._registry.current(system, tenant_id, model_name, ModelState.CHAMPION)
-        if champion_view is None:
-            return ScanOut(
-                report_id=None, level="no_champion", message="no champion: nothing to compare against"
-            )
-        champion = self._loader.load(champion_view)
-        reset = (
-            self._baselines.effective_source(tenant_id, model_name, champion.version_id, self._keyring)
-            if self._baselines
-            else None
-        )
-        frozen, source = reset or (champion.baseline, champion_view.dataset_snapshot_id)
-        if frozen is None:
-            return ScanOut(
-                report_id=None, level="no_baseline", message=f"champion v{champion.number} has no baseline"
-            )
-        if self._quality is not None:
-            # A baseline made before the data-quality checks gets their data once, from its snapshot (audited).
-            frozen = self._quality.complete(tenant_id, model_name, frozen, source)
+        against = self._champion_baseline(tenant_id, model_name)
+        if isinstance(against, ScanOut):
+            return against
+        champion, frozen = against
         if window is None:
             snapshot = self._snapshots.get(system, snapshot_id)
             rows = self._snapshots.load_rows(snapshot, self._keyring)
         else:
             snapshot, rows = window
-        names = [f.name for f in frozen.features]
-        model = champion.model
-        raw = _columns(rows, list(dict.fromkeys([*names, *model.features])))
-        columns: dict[str, Any] = {name: _numeric_if_possible(raw[name]) for name in names}
-        labelled = np.flatnonzero([row.get("actual") is not None for row in rows])
-        abs_errors = None
-        if labelled.size:
-            predicted = model.predict(_model_columns(model, raw, columns, labelled))
-            actual = np.asarray([rows[i]["actual"] for i in labelled], dtype=float)
-            abs_errors = np.abs(actual - predicted)
-        settings = self._tenants.tenant_settings(system, tenant_id)
-        baseline = frozen.model_copy(update={"config": settings.drift_config_over(frozen.config)})
-        result = scan(baseline, columns, abs_errors)
+        result = self._result(tenant_id, champion, frozen, rows)
         report = self._reports.write(
             system,
             tenant_id=tenant_id,
@@ -210,6 +183,83 @@ class DriftScanner:
         return self._announce(
             tenant_id, model_name, result, report.id, snapshot.window_start, len(rows), snapshot.id
         )
+
+    def _champion_baseline(self, tenant_id: str, model_name: str) -> tuple[LoadedModel, Baseline] | ScanOut:
+        """The champion and the baseline windows are compared with (an admin's reset if one is in force)."""
+        system = Principal.system(tenant_id)
+        champion_view = self._registry.current(system, tenant_id, model_name, ModelState.CHAMPION)
+        if champion_view is None:
+            return ScanOut(
+                report_id=None, level="no_champion", message="no champion: nothing to compare against"
+            )
+        champion = self._loader.load(champion_view)
+        reset = (
+            self._baselines.effective_source(tenant_id, model_name, champion.version_id, self._keyring)
+            if self._baselines
+            else None
+        )
+        frozen, source = reset or (champion.baseline, champion_view.dataset_snapshot_id)
+        if frozen is None:
+            return ScanOut(
+                report_id=None, level="no_baseline", message=f"champion v{champion.number} has no baseline"
+            )
+        if self._quality is not None:
+            # A baseline made before the data-quality checks gets their data once, from its snapshot (audited).
+            frozen = self._quality.complete(tenant_id, model_name, frozen, source)
+        return champion, frozen
+
+    def _result(
+        self, tenant_id: str, champion: LoadedModel, frozen: Baseline, rows: list[dict[str, Any]]
+    ) -> DriftResult:
+        """Drift, data quality and (on labelled rows) the champion's MAE of ``rows`` against ``frozen``."""
+        names = [f.name for f in frozen.features]
+        model = champion.model
+        raw = _columns(rows, list(dict.fromkeys([*names, *model.features])))
+        columns: dict[str, Any] = {name: _numeric_if_possible(raw[name]) for name in names}
+        labelled = np.flatnonzero([row.get("actual") is not None for row in rows])
+        abs_errors = None
+        if labelled.size:
+            predicted = model.predict(_model_columns(model, raw, columns, labelled))
+            actual = np.asarray([rows[i]["actual"] for i in labelled], dtype=float)
+            abs_errors = np.abs(actual - predicted)
+        settings = self._tenants.tenant_settings(Principal.system(tenant_id), tenant_id)
+        baseline = frozen.model_copy(update={"config": settings.drift_config_over(frozen.config)})
+        return scan(baseline, columns, abs_errors)
+
+    def scan_past_windows(
+        self, tenant_id: str, model_name: str, snapshot_id: str, windows: Sequence[tuple[datetime, datetime]]
+    ) -> list[str]:
+        """Reports on past periods of one sealed snapshot (by event time), e.g. the season a tenant's history
+        covers, each against the champion's baseline: the drift history a new tenant starts with.
+
+        A backfill: no notification, no metric and no retraining follow from these reports; the ids written, in
+        the order of ``windows`` (a period without rows is skipped).
+        """
+        against = self._champion_baseline(tenant_id, model_name)
+        if isinstance(against, ScanOut):
+            raise InvalidInput(f"{tenant_id}/{model_name}: {against.message}")
+        champion, frozen = against
+        system = Principal.system(tenant_id, "drift-backfill")
+        rows = self._snapshots.load_rows(self._snapshots.get(system, snapshot_id), self._keyring)
+        times = [as_utc(datetime.fromisoformat(row["event_time"])) for row in rows]
+        written = []
+        for start, end in windows:
+            part = [row for row, at in zip(rows, times, strict=True) if start <= at < end]
+            if not part:
+                continue
+            report = self._reports.write(
+                system,
+                tenant_id=tenant_id,
+                model_name=model_name,
+                baseline_version_id=champion.version_id,
+                baseline_model_hash=champion.model_hash,
+                snapshot_id=snapshot_id,
+                window_start=start,
+                window_end=end,
+                result=self._result(tenant_id, champion, frozen, part),
+            )
+            written.append(report.id)
+        return written
 
     def _announce(
         self,

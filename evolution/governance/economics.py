@@ -35,20 +35,33 @@ from evolution.registry.tenant_settings import Economics
 DEFAULT_MODEL_NAME = "yield"
 
 CAPITALIZATION_INDEX_DEFINITION = """\
-**Capitalization index** = 100 × cumulative value delivered ÷ cumulative cost of the model line, since its \
-first champion.
+**Capitalization index** = 100 × value delivered ÷ cost of the model line, over the period from its first \
+champion to now (both dates are stated beside the figure).
 
 - *Value delivered*: for every promotion, the forecast error it removed per forecast (the replaced version's \
 mean absolute error minus the new version's, measured on the same labelled requests) × the tenant's value of one \
 unit of error × the forecasts the new version served while champion. An improvement that could not be measured \
 (the first champion has nothing to compare with) is credited zero.
-- *Cost*: every training run of the model line, promoted or not, plus the serving cost of the forecasts the \
-champions served.
+- *Cost*: every training run of the model line, promoted or not (what the monthly budget is charged), plus the \
+serving cost of the forecasts the champions served (the tenant's price per 1,000; not charged to the budget).
 - **100 = break-even**: the line has returned exactly what it cost. 250 means $2.50 back for every dollar spent; \
 below 100 it has not yet paid for itself. *Capitalization* (USD) is value minus cost: the net value accumulated.
 
 Conservative by construction: each version is credited only with its own improvement over the version it \
-replaced, never with improvements it inherited, and unmeasured improvements count as zero."""
+replaced, never with improvements it inherited, and unmeasured improvements count as zero. A worked example: \
+docs/economics.md."""
+
+ROI_DEFINITION = (
+    "ROI of a promotion = (its value − its cost) ÷ its cost, as a percentage, over the time it has been champion: "
+    "its value as above; its cost = its own training runs + the serving cost of the forecasts it served. "
+    "0 % = break-even; 100 % = it returned twice what it cost."
+)
+
+BUDGET_DEFINITION = (
+    "The monthly budget is charged for training only: each run's GPU-hours (a CPU-only run: a quarter of its "
+    "wall hours, by default) × the price per GPU-hour, for runs started this calendar month (UTC). Serving costs "
+    "are counted in the capitalization, not against the budget."
+)
 
 SLO_STATUS_RULE = (
     "ok: within the objective and below 75 % of it; at risk: at or above 75 % of the objective (for availability: "
@@ -101,6 +114,10 @@ class PromotionEconomics(BaseModel):
     net_value_usd: float
     roi: float | None = Field(description="(value − cost) / cost; None when nothing was spent.")
 
+    @property
+    def roi_percent(self) -> float | None:
+        return None if self.roi is None else 100.0 * self.roi
+
 
 class CapitalizationPoint(BaseModel):
     at: datetime
@@ -112,6 +129,10 @@ class CapitalizationPoint(BaseModel):
 
 class Capitalization(BaseModel):
     definition: str = CAPITALIZATION_INDEX_DEFINITION
+    period_start: datetime | None = Field(
+        default=None, description="The line's first promotion: where value and cost start to count."
+    )
+    period_end: datetime | None = Field(default=None, description="The moment of the summary.")
     value_usd: float
     training_cost_usd: float
     unpromoted_training_cost_usd: float = Field(description="Training runs of versions never promoted.")
@@ -132,6 +153,7 @@ class QuotaUsage(BaseModel):
     budget_share: float | None
     blocked_reason: str | None
     status: SloStatus
+    definition: str = BUDGET_DEFINITION
 
 
 class SloRisk(BaseModel):
@@ -466,6 +488,8 @@ def summarize(
         net_value_usd=total_value - total_cost,
         index=capitalization_index(total_value, total_cost),
         series=series,
+        period_start=promotions[0].at if promotions else None,
+        period_end=now,
     )
 
     gpu_share = (
@@ -534,10 +558,12 @@ def summarize(
 __all__ = [
     "AT_RISK_SHARE",
     "AVAILABILITY_OBJECTIVE",
+    "BUDGET_DEFINITION",
     "CAPITALIZATION_INDEX_DEFINITION",
     "DRIFT_LATENCY_OBJECTIVE_S",
     "MIN_PAIRED_OUTCOMES",
     "RETRAINING_DURATION_OBJECTIVE_S",
+    "ROI_DEFINITION",
     "ROLLOUT_WINDOW_OBJECTIVE_S",
     "SLO_STATUS_RULE",
     "Capitalization",

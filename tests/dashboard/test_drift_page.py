@@ -133,4 +133,12 @@ def test_missing_changes_and_psi_history_take_features_without_a_psi(
     result = {**new.report["result"], "features": [empty, *new.report["result"]["features"][1:]]}
     view = new.model_copy(update={"report": {**new.report, "result": result}})
     changes = drift_history.missing_changes(view)
-    assert changes.iloc[-1]["feature"] == feature["feature"] and changes["change"].isna().iloc[-1]
+    assert changes.iloc[-1]["feature"] == feature["feature"] and changes["change (points)"].isna().iloc[-1]
+
+
+def test_the_reserved_bins_read_other_and_missing(reports: tuple[DriftReportView, DriftReportView]) -> None:
+    _, new = reports
+    bins = set(drift_history.distribution(new, "rain_mm")["bin"]) | set(
+        drift_history.distribution(new, "soil")["bin"]
+    )
+    assert {"other", "missing"} <= bins and not [b for b in bins if b.startswith("__")]

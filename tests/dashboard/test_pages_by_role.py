@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from evolution.demo.scenario import Scenario
+from evolution.demo.season import season_windows
 from evolution.governance.users import UserService
 from evolution.lifecycle import ModelState
 from evolution.platform.wiring import Services
+from evolution.stats.drift import build_baseline, scan
 from evolution.timeutil import utcnow
 from evolution.training.explain import ESTIMATE_BACKGROUND_ROWS, ESTIMATE_MAX_ROWS, ESTIMATE_SAMPLES
 from tests.dashboard.conftest import ROOT
+from tests.dashboard.layout import _elements, layout_problems
 from tests.support.models import install_model, install_onnx_model
 from tests.support.scenario import seed_tenant
 
@@ -24,11 +30,33 @@ PAGES = ["governance.py", "drift.py", "explainability.py", "executive.py"]
 
 @pytest.fixture
 def tenant(services: Services, tmp_path: Path) -> str:
-    seed_tenant(services, Scenario(tenant_id="acme", history_rows=300))
-    services.snapshots.seal(ROOT, "acme", utcnow())
+    """A champion, a candidate in canary, and a season of drift reports over the tenant's history (written
+    directly: the installed models carry no drift baseline)."""
+    scenario = Scenario(tenant_id="acme", history_rows=300)
+    seed_tenant(services, scenario)
+    snapshot = services.snapshots.seal(ROOT, "acme", utcnow())
     install_model(services, "acme", tmp_path, ModelState.CHAMPION)
     install_model(services, "acme", tmp_path, ModelState.CANARY, seed=2)
+    rows = services.snapshots.load_rows(snapshot, services.keyring)
+    baseline = build_baseline(columns(rows))
+    end = snapshot.window_end
+    windows = season_windows(end - timedelta(days=scenario.history_days), end, count=4)
+    for n, (start, stop) in enumerate(windows):
+        services.drift_reports.write(
+            ROOT, tenant_id="acme", model_name="yield", baseline_version_id="mv-none", baseline_model_hash=None,
+            snapshot_id=snapshot.id, window_start=start, window_end=stop,
+            result=scan(baseline, columns(rows[n * 75 : (n + 1) * 75])),
+        )  # fmt: skip
     return "acme"
+
+
+def columns(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    return {
+        name: np.array(
+            [r.get(name) for r in rows], dtype=object if name in ("crop", "soil_texture") else float
+        )
+        for name in ("rain_mm", "temp_mean_c", "crop", "soil_texture")
+    }
 
 
 def buttons(at: AppTest) -> set[str]:
@@ -94,6 +122,9 @@ def test_every_page_renders_for_every_role_or_is_hidden(
     at.run()
     assert not at.exception, at.exception
     assert at.title and "acme" in at.title[0].value
+    assert layout_problems(at) == []
+    if page == "drift.py":  # the chart checks above are not vacuous
+        assert len(_elements(at, "vega_lite_chart")) == 3  # PSI, KL, a distribution
 
 
 def test_explainability_explains_the_champion_and_the_candidate(
