@@ -25,13 +25,14 @@ def audit_trail(
     ctx: typer.Context,
     tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant id.")] = None,
     limit: Annotated[int, typer.Option(help="Show the last N entries.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON.")] = False,
 ) -> None:
     """The tenant's audit trail (who moved what, when); `audit checkpoint` signs the chains' heads."""
     if ctx.invoked_subcommand is not None:
         return
     if tenant is None:
         raise InvalidInput("which tenant? pass --tenant (or see `evolution audit --help`)")
-    registry_commands.audit(tenant=tenant, limit=limit)
+    registry_commands.audit(tenant=tenant, limit=limit, as_json=as_json)
 
 
 @audit_app.command("checkpoint")
