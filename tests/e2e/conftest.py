@@ -53,8 +53,12 @@ def cli_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield private_env(tmp_path)
 
 
-def cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([EVOLUTION, *args], env=env, capture_output=True, text=True, timeout=timeout)
+def cli(
+    env: dict[str, str], *args: str, timeout: float = 300, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [EVOLUTION, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @contextmanager

@@ -38,7 +38,7 @@ def stack(cli_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
             timeout=120,
         )
         assert added.returncode == 0, added.stderr
-        assert run(cli_env, "retrain", "-t", "acme", "-m", "yield").returncode == 0
+        assert run(cli_env, "retrain", "-t", "acme", "-m", "yield", "--no-wait").returncode == 0
         for _ in range(240):
             if "waiting for approval" in run(cli_env, "status", "-t", "acme").stdout:
                 break

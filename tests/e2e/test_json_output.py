@@ -69,11 +69,18 @@ def test_snapshots_model_audit_users_and_tokens_as_json(demo_stack: DemoStack) -
     trail = read_json(demo_stack, "audit", "-t", T, "--limit", "500")
     assert [e["seq"] for e in trail] == sorted(e["seq"] for e in trail)
     assert any(e["to_state"] == "CHAMPION" for e in trail)
+    added = run(
+        demo_stack.env, "users", "add", "json-viewer", "--role", "viewer", "-t", T, "--password-stdin",
+        stdin="a json viewer's password\n",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert run(demo_stack.env, "users", "token", "create", "json-viewer", "--name", "json").returncode == 0
     users = read_json(demo_stack, "users", "list")
-    assert any(u["username"] == "demo-manager" and u["roles"].get(T) == "manager" for u in users)
+    viewer = next(u for u in users if u["username"] == "json-viewer")
+    assert viewer["roles"] == {T: "viewer"} and viewer["enabled"] is True
     assert all("password" not in json.dumps(u) for u in users)
-    tokens = read_json(demo_stack, "users", "token", "list")
-    assert tokens and all({"id", "username", "status"} <= t.keys() for t in tokens)
+    tokens = read_json(demo_stack, "users", "token", "list", "json-viewer")
+    assert [(t["name"], t["status"]) for t in tokens] == [("json", "active")]
 
 
 def test_checks_as_json_doctor_verify_gc_plan_and_backups(demo_stack: DemoStack, backups: Path) -> None:
