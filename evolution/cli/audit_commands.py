@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from evolution.cli import registry_commands
-from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
+from evolution.cli.context import EXIT_FAILURE, fail, friendly_errors, operator, services, settings, table
 from evolution.errors import InvalidInput
 from evolution.registry.audit_checkpoints import AuditCheckpointer
 
@@ -72,8 +72,7 @@ def audit_checkpoint(
         )
     typer.echo(table(rows, ["tenant", "entries", "checkpoints", "result", "detail"]))
     if failed:
-        typer.echo(f"\n{failed} tenant(s) not checkpointed: their audit chain does not verify", err=True)
-        raise typer.Exit(EXIT_FAILURE)
+        fail(f"{failed} tenant(s) not checkpointed: their audit chain does not verify", EXIT_FAILURE)
 
 
 @audit_app.command("acknowledge-restore")

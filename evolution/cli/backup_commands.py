@@ -16,6 +16,7 @@ from evolution.backup.selection import check_backup, choose_backup
 from evolution.cli.context import (
     EXIT_FAILURE,
     echo_json,
+    fail,
     friendly_errors,
     operator,
     services,
@@ -158,10 +159,7 @@ def backup_check(
     for problem in problems:
         typer.secho(f"  {problem}", err=True, fg=typer.colors.RED)
     if problems:
-        typer.secho(
-            f"backup {chosen.manifest.backup_id}: {len(problems)} problems", err=True, fg=typer.colors.RED
-        )
-        raise typer.Exit(EXIT_FAILURE)
+        fail(f"backup {chosen.manifest.backup_id}: {len(problems)} problems", EXIT_FAILURE)
     typer.echo(f"backup {chosen.manifest.backup_id}: signature and every digest match")
 
 

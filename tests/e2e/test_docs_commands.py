@@ -213,10 +213,13 @@ def test_every_documented_line_is_run_listed_or_refused_as_documented() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # about 45 commands; run alone, the test also waits for the demo state to be made
 def test_every_documented_command_line_runs_as_written(demo_stack: DemoStack) -> None:
     work = demo_stack.folder / "docs-work"
     work.mkdir()
-    (work / ".venv").symlink_to(Path(EVOLUTION).parents[1])  # `.venv/bin/evolution` as the README writes it
+    # As from a clone: `.venv/bin/evolution` as the README writes it, and the examples a definition names.
+    (work / ".venv").symlink_to(Path(EVOLUTION).parents[1])
+    (work / "examples").symlink_to(ROOT / "examples")
     drift_files(work)
     env = {**demo_stack.env, "PATH": f"{Path(EVOLUTION).parent}{os.pathsep}{os.environ['PATH']}"}
     prepare: dict[str, Callable[[], None]] = {
