@@ -89,8 +89,19 @@ REFUSED = {
     ),
     'evolution audit acknowledge-restore --tenant acme --reason "docs test"': (
         2,
-        "no checkpoint",
+        "nothing to acknowledge",
         "refused, as documented, when no restore to an earlier point left checkpoints beyond the chain",
+    ),
+    'evolution audit acknowledge-restore --tenant acme --reason "INC-42: restored 20261126T0930 to 09:41 after the '
+    'bad migration" --backup 20261126T093012.118Z-4f01aa --restored-to 2026-11-26T09:41:00Z': (
+        2,
+        "nothing to acknowledge",
+        "the same: no restore to an earlier point happened here",
+    ),
+    'evolution rollback --tenant acme --model yield --reason "docs test"': (
+        2,
+        "has no previous champion to restore",
+        "acme has had one champion at that point; tests/integration/test_registry_service.py rolls back between two",
     ),
 }
 
@@ -98,6 +109,7 @@ REFUSED = {
 IN_BACKGROUND = {
     "evolution retrain --tenant acme --model yield": (
         "waiting for approval",
+        "promoted",
         "waits for its outcome: the approve two lines later promotes the candidate, and it exits 0",
     ),
 }
@@ -227,7 +239,7 @@ def test_every_documented_command_line_runs_as_written(demo_stack: DemoStack) ->
             env, "acme", work / "events.jsonl"
         )
     }
-    background: list[tuple[DocLine, str, subprocess.Popen[str]]] = []
+    background: list[tuple[DocLine, str, str, subprocess.Popen[str]]] = []
     failures: list[str] = []
     ran = 0
     started = time.monotonic()
@@ -245,25 +257,26 @@ def test_every_documented_command_line_runs_as_written(demo_stack: DemoStack) ->
                 prepare[key]()
             ran += 1
             if key in IN_BACKGROUND:
-                background.append((line, command, _start_waiting(command, env, work, IN_BACKGROUND[key][0])))
+                until, ends_with, _ = IN_BACKGROUND[key]
+                background.append((line, command, ends_with, _start_waiting(command, env, work, until)))
                 continue
             if key in PROMPTS:
                 outcome = on_terminal(command, env, work, PROMPTS[key])
             elif key in OTHER_HOME:
-                other = private_env(work / "restored")
+                other = private_env(work / f"restored-{ran}")
                 outcome = shell(command, {**other, "PATH": env["PATH"]}, work)
             else:
                 outcome = shell(command, env, work)
             problem = _judge(key, outcome)
             if problem:
                 failures.append(f"{line}\n  ran: {command}\n  {problem}")
-    for line, command, process in background:
+    for line, command, ends_with, process in background:
         try:
             stdout, stderr = process.communicate(timeout=300)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGINT)
             stdout, stderr = process.communicate(timeout=60)
-        if process.returncode != 0:
+        if process.returncode != 0 or ends_with not in stdout:
             failures.append(
                 f"{line}\n  ran in the background: {command}\n  exit {process.returncode}: "
                 f"{stdout[-1500:]} {stderr[-1500:]}"
