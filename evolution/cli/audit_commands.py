@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from evolution.cli import registry_commands
-from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
+from evolution.cli.context import EXIT_FAILURE, fail, friendly_errors, operator, services, settings, table
 from evolution.errors import InvalidInput
 from evolution.registry.audit_checkpoints import AuditCheckpointer
 
@@ -25,13 +25,14 @@ def audit_trail(
     ctx: typer.Context,
     tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant id.")] = None,
     limit: Annotated[int, typer.Option(help="Show the last N entries.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON.")] = False,
 ) -> None:
     """The tenant's audit trail (who moved what, when); `audit checkpoint` signs the chains' heads."""
     if ctx.invoked_subcommand is not None:
         return
     if tenant is None:
         raise InvalidInput("which tenant? pass --tenant (or see `evolution audit --help`)")
-    registry_commands.audit(tenant=tenant, limit=limit)
+    registry_commands.audit(tenant=tenant, limit=limit, as_json=as_json)
 
 
 @audit_app.command("checkpoint")
@@ -71,8 +72,7 @@ def audit_checkpoint(
         )
     typer.echo(table(rows, ["tenant", "entries", "checkpoints", "result", "detail"]))
     if failed:
-        typer.echo(f"\n{failed} tenant(s) not checkpointed: their audit chain does not verify", err=True)
-        raise typer.Exit(EXIT_FAILURE)
+        fail(f"{failed} tenant(s) not checkpointed: their audit chain does not verify", EXIT_FAILURE)
 
 
 @audit_app.command("acknowledge-restore")

@@ -13,7 +13,16 @@ from evolution.backup.create import create_backup
 from evolution.backup.home import parse_parts
 from evolution.backup.manifest import list_backups
 from evolution.backup.selection import check_backup, choose_backup
-from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
+from evolution.cli.context import (
+    EXIT_FAILURE,
+    echo_json,
+    fail,
+    friendly_errors,
+    operator,
+    services,
+    settings,
+    table,
+)
 from evolution.cli.progress import progress_meter
 from evolution.errors import InvalidInput
 from evolution.platform.wiring import build_artifact_store, build_signer
@@ -92,10 +101,29 @@ def backup_create(
 
 @backup_app.command("list")
 @friendly_errors
-def backup_list(dest: Annotated[Path, typer.Argument(help="Backup location.")]) -> None:
+def backup_list(
+    dest: Annotated[Path, typer.Argument(help="Backup location.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print each backup and its manifest as JSON.")
+    ] = False,
+) -> None:
     """The backups in DEST, oldest first, with what they hold and the point they restore to."""
+    found = list_backups(dest)
+    if as_json:
+        echo_json(
+            [
+                {
+                    "id": b.backup_id,
+                    "complete": b.manifest is not None,
+                    "problem": b.problem or None,
+                    "manifest": b.manifest.model_dump(mode="json") if b.manifest else None,
+                }
+                for b in found
+            ]
+        )
+        return
     rows = []
-    for b in list_backups(dest):
+    for b in found:
         m = b.manifest
         if m is None:
             rows.append({"id": b.backup_id, "status": b.problem[:60]})
@@ -135,10 +163,7 @@ def backup_check(
     for problem in problems:
         typer.secho(f"  {problem}", err=True, fg=typer.colors.RED)
     if problems:
-        typer.secho(
-            f"backup {chosen.manifest.backup_id}: {len(problems)} problems", err=True, fg=typer.colors.RED
-        )
-        raise typer.Exit(EXIT_FAILURE)
+        fail(f"backup {chosen.manifest.backup_id}: {len(problems)} problems", EXIT_FAILURE)
     typer.echo(f"backup {chosen.manifest.backup_id}: signature and every digest match")
 
 

@@ -6,11 +6,12 @@ import asyncio
 import functools
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
 
+from evolution.cli.exit_codes import EXIT_BAD_INPUT, EXIT_FAILURE
 from evolution.errors import EvolutionError, InvalidInput, NotFound, PermissionDenied
 from evolution.platform.secret_files import SecretFileError
 from evolution.platform.settings import HOME_DIR_NAME, Settings, find_home, home_is_configured, load_settings
@@ -20,13 +21,33 @@ from evolution.security import Principal, Role
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_FAILURE = 1
-EXIT_BAD_INPUT = 2
-
 NO_HOME = (
     f"no {HOME_DIR_NAME} home here or in any parent directory; "
     "run evolution init (or up/demo) or set EVOLUTION_HOME"
 )
+
+
+def error(message: str) -> None:
+    """The one style of an error line: ``error: …`` on stderr (red on a terminal)."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    """Print ``error: message`` on stderr and leave with ``code``."""
+    error(message)
+    raise typer.Exit(code)
+
+
+def echo_json(value: Any) -> None:
+    """Machine-readable output of a read command's ``--json``: one JSON document on stdout.
+
+    Pydantic models, lists of them and plain data alike; times as ISO 8601 strings."""
+    from pydantic import BaseModel, TypeAdapter
+
+    if isinstance(value, BaseModel):
+        typer.echo(value.model_dump_json(indent=2))
+        return
+    typer.echo(TypeAdapter(Any).dump_json(value, indent=2).decode())
 
 
 def settings(create_home: bool = False) -> Settings:
@@ -45,15 +66,13 @@ def settings(create_home: bool = False) -> Settings:
         if found is not None:
             return load_settings(home=found)
         if not create_home:
-            typer.secho(f"error: {NO_HOME}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(EXIT_FAILURE)
+            fail(NO_HOME, EXIT_BAD_INPUT)
         home = Path.cwd().resolve() / HOME_DIR_NAME
         home.mkdir(parents=True, exist_ok=True)
         typer.echo(f"created a new home at {home}", err=True)
         return load_settings(home=home)
     except (SecretFileError, ValidationError) as error:
-        typer.secho(f"error: invalid settings: {settings_error_line(error)}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        fail(f"invalid settings: {settings_error_line(error)}", EXIT_BAD_INPUT)
 
 
 def settings_error_line(error: BaseException) -> str | None:
@@ -94,15 +113,12 @@ def friendly_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (InvalidInput, NotFound, PermissionDenied) as error:
-            typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-        except EvolutionError as error:
-            typer.secho(f"error ({error.error_type}): {error}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(EXIT_FAILURE) from None
-        except ConnectionError as error:
-            typer.secho(f"error: cannot reach a service: {error}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(EXIT_FAILURE) from None
+        except (InvalidInput, NotFound, PermissionDenied) as problem:
+            fail(str(problem), EXIT_BAD_INPUT)
+        except EvolutionError as problem:
+            fail(f"{problem} ({problem.error_type})", EXIT_FAILURE)
+        except ConnectionError as problem:
+            fail(f"cannot reach a service: {problem}", EXIT_FAILURE)
 
     return wrapper  # type: ignore[return-value]
 

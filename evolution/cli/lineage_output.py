@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from evolution.cli.context import EXIT_FAILURE, run_async
@@ -30,6 +32,36 @@ def print_lineage(services: Services, versions: list[VersionView]) -> None:
             continue
         for line in lineage_lines(lineage):
             typer.echo(f"  {line}")
+
+
+def lineage_json(services: Services, version: VersionView) -> dict[str, Any]:
+    """What `versions --lineage --json` prints per version: the same facts as the text, or why there are none."""
+    head: dict[str, Any] = {
+        "model_name": version.model_name,
+        "version": version.number,
+        "state": version.state.value,
+        "model_hash": version.model_hash,
+    }
+    try:
+        lineage = lineage_of(services, version)
+    except InvalidInput as untrained:
+        return {**head, "verified": None, "problem": str(untrained)}
+    except IntegrityViolation as broken:
+        return {**head, "verified": False, "problem": str(broken)}
+    manifest = lineage.signed.manifest
+    identity = lineage.identity
+    return {
+        **head,
+        "verified": True,
+        "snapshot_id": manifest.dataset_snapshot_id,
+        "merkle_root": manifest.dataset_merkle_root,
+        "seed": manifest.seed,
+        "trainer": manifest.trainer,
+        "trainer_identity": identity.model_dump(mode="json") if identity is not None else None,
+        "config_sha256": lineage.config_digest,
+        "manifest_schema": manifest.schema_,
+        "signed_by": lineage.signed.signature.key_id,
+    }
 
 
 def lineage_lines(lineage: Lineage) -> list[str]:

@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from evolution.cli.exit_codes import EXIT_CODES_HELP
 from evolution.cli.lazy_group import LazyCommand, LazyGroup
 
 # In the order `evolution --help` lists them; each summary is the first paragraph of the command's own help
@@ -45,7 +46,8 @@ COMMANDS: tuple[LazyCommand, ...] = (
     LazyCommand(
         "retrain",
         "evolution.cli.orchestration_commands",
-        "Start a retraining (refused while one runs for this tenant).",
+        "Start a retraining (refused while one runs for this tenant) and wait for its outcome, printing each "
+        "phase.",
     ),
     LazyCommand(
         "status",
@@ -150,6 +152,7 @@ app = typer.Typer(
     name="evolution",
     help="Controlled Evolution: keep every tenant's models healthy — snapshots, drift scans, retraining, "
     "canaries, approval and rollback, signed and audited.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     cls=EvolutionCommands,

@@ -7,8 +7,18 @@ from typing import Annotated
 
 import typer
 
-from evolution.cli.context import friendly_errors, operator, run_async, services, settings
+from evolution.cli.context import (
+    echo_json,
+    error,
+    friendly_errors,
+    operator,
+    run_async,
+    services,
+    settings,
+)
+from evolution.cli.exit_codes import EXIT_INTERRUPTED
 from evolution.cli.next_step import next_step
+from evolution.cli.retrain_wait import display, exit_code, is_over, outcome, wait_until_over
 from evolution.cli.stats_commands import drift_app
 from evolution.contracts import (
     ApprovalDecision,
@@ -43,8 +53,16 @@ def retrain(
     tenant: TenantOpt,
     model: ModelOpt,
     reason: Annotated[str, typer.Option(help="Why; recorded with the new version.")] = "manual request",
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="Start it and return at once (follow it with `evolution status`)."),
+    ] = False,
 ) -> None:
-    """Start a retraining (refused while one runs for this tenant)."""
+    """Start a retraining (refused while one runs for this tenant) and wait for its outcome, printing each phase.
+
+    The exit code is the outcome: 0 the candidate became CHAMPION; 1 the run ended otherwise (failed, blocked,
+    rejected, rolled back, no significant difference, approval timed out), with the reason and what to do next.
+    Ctrl-C stops the waiting, not the run (exit 130); --no-wait returns once it is started."""
     cfg = settings()
     principal = authorize(operator(cfg), Action.START_RETRAINING, tenant)
     request = RetrainingInput(
@@ -54,13 +72,43 @@ def retrain(
         reason=reason,
         requested_by=PrincipalRef(user=principal.user, role=principal.role, tenant_id=tenant),
     )
-    workflow_id = run_async(_with_orchestrator(lambda o: start_retraining_as(principal, o, request)))
-    typer.echo(f"started {workflow_id}")
-    typer.echo(f"follow it: evolution status --tenant {tenant}")
+    follow = f"follow it: evolution status --tenant {tenant}"
+    if no_wait:
+        workflow_id = run_async(_with_orchestrator(lambda o: start_retraining_as(principal, o, request)))
+        typer.echo(f"started {workflow_id}")
+        typer.echo(follow)
+        return
+
+    async def start_and_wait(orchestrator: Orchestrator) -> RetrainingStatus | None:
+        workflow_id = await start_retraining_as(principal, orchestrator, request)
+        with display() as shown:
+            shown.line(f"started {workflow_id} (Ctrl-C stops waiting; the run goes on)")
+            return await wait_until_over(orchestrator, tenant, shown.line)
+
+    try:
+        final = run_async(_with_orchestrator(start_and_wait))
+    except KeyboardInterrupt:
+        typer.echo(f"stopped waiting; the retraining goes on. {follow}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if final is None:  # not reached without a timeout; kept for the type
+        typer.echo(follow)
+        return
+    code = exit_code(final)
+    if code:
+        error(
+            f"retraining of {tenant}/{model} ended {outcome(final)}: {final.message.partition(': ')[2] or final.message}"
+        )
+        step = next_step(tenant, final.model_name or model, final.message, final.held_windows)
+        if step:
+            typer.echo(f"next: {step}", err=True)
+        raise typer.Exit(code)
 
 
 @friendly_errors
-def status(tenant: TenantOpt) -> None:
+def status(
+    tenant: TenantOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
+) -> None:
     """The live retraining of a tenant: phase, state, canary progress."""
     authorize(operator(settings()), Action.VIEW, tenant)
     reconciler = services().reconciler
@@ -71,6 +119,9 @@ def status(tenant: TenantOpt) -> None:
         return stranded, await orchestrator.retraining_status(tenant)
 
     stranded, current = run_async(_with_orchestrator(look))
+    if as_json:
+        echo_json(_status_json(tenant, stranded, current))
+        return
     for version in stranded:
         typer.echo(f"v{version.number} of {version.model_name} failed: {STRANDED_REASON}")
     _echo_watches(tenant)
@@ -101,6 +152,30 @@ def status(tenant: TenantOpt) -> None:
     if current.awaiting_approval:
         model = current.model_name or "<model>"
         typer.echo(f"waiting for approval: evolution approve --tenant {tenant} --model {model}")
+
+
+def _status_json(
+    tenant: str, stranded: list[VersionView], current: RetrainingStatus | None
+) -> dict[str, object]:
+    """What `status --json` prints: the run as the engine reports it, its outcome and next step once finished."""
+    ended = current is not None and is_over(current)
+    step = (
+        next_step(tenant, current.model_name, current.message, current.held_windows)
+        if current is not None and ended and current.message
+        else None
+    )
+    watches = services().watches.progress(operator(settings()), tenant)
+    return {
+        "tenant_id": tenant,
+        "retraining": current.model_dump(mode="json") if current is not None else None,
+        "over": ended,
+        "outcome": outcome(current) if current is not None and ended else None,
+        "next_step": step,
+        "stranded": [
+            {"model_name": v.model_name, "version": v.number, "reason": STRANDED_REASON} for v in stranded
+        ],
+        "watches": [w.model_dump(mode="json") for w in watches],
+    }
 
 
 def _echo_watches(tenant: str) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from evolution.cli.context import friendly_errors, settings
+from evolution.cli.context import EXIT_FAILURE, fail, friendly_errors, settings
 from evolution.platform.processes import PACKAGES_ROOT, ProcessGroup
 
 
@@ -37,8 +37,7 @@ def up(
             time.sleep(0.5)
             dead = [c.name for c in group.children if c.process and c.process.poll() is not None]
             if dead:
-                typer.secho(f"stopped unexpectedly: {', '.join(dead)}; shutting down", err=True, fg="red")
-                raise typer.Exit(1)
+                fail(f"stopped unexpectedly: {', '.join(dead)}; shutting down", EXIT_FAILURE)
     except KeyboardInterrupt:
         pass
     finally:

@@ -8,7 +8,15 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from evolution.cli.context import EXIT_FAILURE, friendly_errors, operator, services, settings, table
+from evolution.cli.context import (
+    EXIT_FAILURE,
+    echo_json,
+    friendly_errors,
+    operator,
+    services,
+    settings,
+    table,
+)
 from evolution.errors import InvalidInput
 from evolution.timeutil import utcnow
 
@@ -27,6 +35,7 @@ tenant_app.add_typer(quota_app, name="quota")
 tenant_app.add_typer(breaker_app, name="breaker")
 
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 # Files read as CSV records, and their default delimiter.
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 
@@ -179,17 +188,30 @@ def tenant_configure(
 
 @tenant_app.command("show")
 @friendly_errors
-def tenant_show(tenant_id: Annotated[str, typer.Argument(help="Tenant id.")]) -> None:
+def tenant_show(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant id.")], as_json: JsonOpt = False
+) -> None:
     """A tenant's settings, this month's quota use and whether the circuit breaker lets it retrain."""
     svc = services()
     principal = operator(svc.settings)
-    typer.echo(svc.tenants.tenant_settings(principal, tenant_id).model_dump_json(indent=2))
+    tenant_settings = svc.tenants.tenant_settings(principal, tenant_id)
     quota = svc.quota.status(principal, tenant_id)
+    breaker = _breaker(svc).status(principal, tenant_id)
+    if as_json:
+        echo_json(
+            {
+                "tenant_id": tenant_id,
+                "settings": tenant_settings.model_dump(mode="json"),
+                "quota": quota.model_dump(mode="json"),
+                "circuit_breaker": breaker.model_dump(mode="json"),
+            }
+        )
+        return
+    typer.echo(tenant_settings.model_dump_json(indent=2))
     typer.echo(
         f"{quota.month}: {quota.gpu_hours_used:.3f} of {quota.gpu_hours_quota:g} GPU-hours, "
         f"${quota.cost_usd:.2f} of ${quota.budget_cap_usd:g}"
     )
-    breaker = _breaker(svc).status(principal, tenant_id)
     typer.echo(
         breaker.blocked_reason
         or f"circuit breaker closed: {breaker.consecutive_failures} of {breaker.threshold} consecutive failures"
@@ -198,10 +220,15 @@ def tenant_show(tenant_id: Annotated[str, typer.Argument(help="Tenant id.")]) ->
 
 @quota_app.command("show")
 @friendly_errors
-def quota_show(tenant_id: Annotated[str, typer.Argument(help="Tenant id.")]) -> None:
+def quota_show(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant id.")], as_json: JsonOpt = False
+) -> None:
     """This month's GPU-hours and spend against the tenant's limits, and whether retraining is blocked."""
     svc = services()
     quota = svc.quota.status(operator(svc.settings), tenant_id)
+    if as_json:
+        echo_json(quota)
+        return
     typer.echo(
         f"{quota.month}: {quota.gpu_hours_used:.3f} of {quota.gpu_hours_quota:g} GPU-hours, "
         f"${quota.cost_usd:.2f} of ${quota.budget_cap_usd:g}"
@@ -233,10 +260,15 @@ def _breaker(svc: Services) -> CircuitBreaker:
 
 @breaker_app.command("status")
 @friendly_errors
-def breaker_status(tenant_id: Annotated[str, typer.Argument(help="Tenant id.")]) -> None:
+def breaker_status(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant id.")], as_json: JsonOpt = False
+) -> None:
     """Whether retraining is enabled, and the current streak of failed retrainings."""
     svc = services()
     status = _breaker(svc).status(operator(svc.settings), tenant_id)
+    if as_json:
+        echo_json(status)
+        return
     typer.echo(
         f"tenant {tenant_id}: breaker {status.state}, {status.consecutive_failures} of {status.threshold} "
         f"consecutive failures (last outcome: {status.last_outcome or 'none'})"
@@ -259,9 +291,13 @@ def breaker_reset(
 
 @tenant_app.command("list")
 @friendly_errors
-def tenant_list() -> None:
+def tenant_list(as_json: JsonOpt = False) -> None:
     """List tenants."""
-    for tenant_id in services().tenants.tenant_ids():
+    tenant_ids = services().tenants.tenant_ids()
+    if as_json:
+        echo_json(tenant_ids)
+        return
+    for tenant_id in tenant_ids:
         typer.echo(tenant_id)
 
 
@@ -425,9 +461,13 @@ def snapshot_accept(
 
 @snapshot_app.command("list")
 @friendly_errors
-def snapshot_list(tenant: TenantOpt) -> None:
+def snapshot_list(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
     """List a tenant's snapshots."""
     svc = services()
+    snapshots = svc.snapshots.list_snapshots(operator(svc.settings), tenant)
+    if as_json:
+        echo_json([s.model_dump(mode="json") for s in snapshots])
+        return
     rows = [
         {
             "id": s.id,
@@ -436,7 +476,7 @@ def snapshot_list(tenant: TenantOpt) -> None:
             "rows": s.row_count,
             "merkle_root": s.merkle_root[:16],
         }
-        for s in svc.snapshots.list_snapshots(operator(svc.settings), tenant)
+        for s in snapshots
     ]
     typer.echo(table(rows, ["id", "window_start", "window_end", "rows", "merkle_root"]))
 
@@ -453,14 +493,22 @@ def versions(
             "identity (image digest, or command and code file digests) and the config's digest.",
         ),
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Every model version with its state."""
     svc = services()
+    found = svc.registry.list_versions(operator(svc.settings), tenant, model, strict=True)
     if lineage:
         # Checking a lineage loads the training stack; listing versions does not.
-        from evolution.cli.lineage_output import print_lineage
+        from evolution.cli.lineage_output import lineage_json, print_lineage
 
-        print_lineage(svc, svc.registry.list_versions(operator(svc.settings), tenant, model, strict=True))
+        if as_json:
+            echo_json([lineage_json(svc, v) for v in found])
+        else:
+            print_lineage(svc, found)
+        return
+    if as_json:
+        echo_json([v.model_dump(mode="json") for v in found])
         return
     rows = [
         {
@@ -472,18 +520,23 @@ def versions(
             "updated": v.updated_at.isoformat(timespec="seconds"),
             "holdout_mae": v.metrics.get("holdout_mae", ""),
         }
-        for v in svc.registry.list_versions(operator(svc.settings), tenant, model, strict=True)
+        for v in found
     ]
     typer.echo(table(rows, ["model", "version", "state", "lock", "model_hash", "holdout_mae", "updated"]))
 
 
 @friendly_errors
 def audit(
-    tenant: TenantOpt, limit: Annotated[int, typer.Option(help="Show the last N entries.")] = 50
+    tenant: TenantOpt,
+    limit: Annotated[int, typer.Option(help="Show the last N entries.")] = 50,
+    as_json: JsonOpt = False,
 ) -> None:
     """The tenant's audit trail (who moved what, when)."""
     svc = services()
-    entries = svc.registry.audit_trail(operator(svc.settings), tenant)[-limit:]
+    entries = svc.registry.audit_trail(operator(svc.settings), tenant)[-limit:] if limit > 0 else []
+    if as_json:
+        echo_json([e.model_dump(mode="json") for e in entries])
+        return
     rows = [
         {
             "seq": e.seq,
@@ -529,6 +582,9 @@ def verify(
             "writes with the signed digests (exit 0: they match; 1: what differs, or what stopped it).",
         ),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print every check and the counts as JSON (not with --reproduce).")
+    ] = False,
 ) -> None:
     """Re-check every signature, Merkle root, audit chain and stored object; exit 1 on any failure.
 
@@ -542,8 +598,20 @@ def verify(
         svc = services()
         run_reproduction(svc, operator(svc.settings), *reproduce)
         return
-    with progress_meter() as meter:
+    with progress_meter(as_json) as meter:
         report = verify_all(services(), [tenant] if tenant else None, meter=meter)
+    if as_json:
+        echo_json(
+            {
+                "checks": [c.model_dump(mode="json") for c in report.checks],
+                "failed": len(report.failures),
+                "orphans": len(report.orphans),
+                "ok": not report.failures,
+            }
+        )
+        if report.failures:
+            raise typer.Exit(EXIT_FAILURE)
+        return
     rows = [
         {
             "tenant": c.tenant_id,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from evolution.cli.context import friendly_errors, operator, services, table
+from evolution.cli.context import echo_json, friendly_errors, operator, services, table
 from evolution.errors import InvalidInput
 from evolution.security import Action, authorize
 from evolution.timeutil import utcnow
@@ -20,6 +20,7 @@ token_app = typer.Typer(
 users_app.add_typer(token_app, name="token")
 
 RoleOpt = Annotated[str, typer.Option("--role", "-r", help="viewer, manager or admin.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -58,9 +59,14 @@ def users_add(
 @friendly_errors
 def users_list(
     tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Only this tenant's users.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Admin: users with their role on each tenant you manage."""
     svc = services()
+    users = svc.users.list_users(operator(svc.settings), tenant)
+    if as_json:
+        echo_json([{**u.model_dump(mode="json"), "enabled": u.enabled} for u in users])
+        return
     rows = [
         {
             "username": user.username,
@@ -69,7 +75,7 @@ def users_list(
             "status": "enabled" if user.enabled else "disabled",
             "created": user.created_at.isoformat(timespec="seconds"),
         }
-        for user in svc.users.list_users(operator(svc.settings), tenant)
+        for user in users
         for tenant_id, role in user.roles.items()
     ]
     typer.echo(table(rows, ["username", "tenant", "role", "status", "created"]))
@@ -158,10 +164,15 @@ def token_create(
 @friendly_errors
 def token_list(
     username: Annotated[str | None, typer.Argument(help="Only this user's tokens.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Admin: API tokens (never the tokens themselves) of the users you manage."""
     svc = services()
     now = utcnow()
+    tokens = svc.tokens.list_tokens(operator(svc.settings), username)
+    if as_json:
+        echo_json([{**t.model_dump(mode="json"), "status": t.status(now)} for t in tokens])
+        return
     rows = [
         {
             "id": t.id,
@@ -171,7 +182,7 @@ def token_list(
             "created": t.created_at.isoformat(timespec="seconds"),
             "expires": t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never",
         }
-        for t in svc.tokens.list_tokens(operator(svc.settings), username)
+        for t in tokens
     ]
     typer.echo(table(rows, ["id", "username", "name", "status", "created", "expires"]))
 

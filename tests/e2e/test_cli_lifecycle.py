@@ -54,12 +54,12 @@ def test_retrain_status_and_approve_from_the_command_line(cli_env: dict[str, str
     with services_up(cli_env, "--no-dashboard"):
         seed_tenant_with_cli(cli_env, tmp_path)
         seed_tenant_with_cli(cli_env, tmp_path, tenant="globex")
-        started = run(cli_env, "retrain", "-t", "acme", "-m", "yield", "--reason", "first model")
+        started = run(cli_env, "retrain", "-t", "acme", "-m", "yield", "--reason", "first model", "--no-wait")
         assert started.returncode == 0 and "retrain/acme" in started.stdout, started.stderr[:3000]
         assert "follow it: evolution status --tenant acme" in started.stdout
         refused = run(cli_env, "retrain", "-t", "acme", "-m", "yield")
         assert refused.returncode == 1 and "already running" in refused.stderr
-        assert run(cli_env, "retrain", "-t", "globex", "-m", "yield").returncode == 0
+        assert run(cli_env, "retrain", "-t", "globex", "-m", "yield", "--no-wait").returncode == 0
 
         wait_for_approval(cli_env, "acme")
         viewer = {**cli_env, "EVOLUTION_OPERATOR_ROLE": "viewer"}

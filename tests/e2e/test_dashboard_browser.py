@@ -62,7 +62,7 @@ def stack(cli_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
         seed_tenant_with_cli(cli_env, tmp_path)
         for name, role in USERS.items():
             add_user(cli_env, name, role)
-        assert run(cli_env, "retrain", "-t", "acme", "-m", "yield").returncode == 0
+        assert run(cli_env, "retrain", "-t", "acme", "-m", "yield", "--no-wait").returncode == 0
         for _ in range(240):
             if "waiting for approval" in run(cli_env, "status", "-t", "acme").stdout:
                 break

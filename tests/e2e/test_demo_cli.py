@@ -1,5 +1,5 @@
 """The CLI as a user runs it: the demo reaches a new champion with a full audit trail; while it keeps running, every
-process exports its metrics; afterwards verify is clean, no secret leaked (neither a private key nor any of the canary
+process exports its metrics; verify is clean, no secret leaked (neither a private key nor any of the canary
 secrets planted by tests/e2e/test_secret_canary.py), and a tampered artifact fails verify. Its output tells one
 consistent story (tests/support/demo_story.py)."""
 
@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,15 +16,9 @@ from evolution.observability.metrics import EXPORTED_METRICS
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import build_services
 from evolution.security import Principal
-from tests.e2e.conftest import EVOLUTION
+from tests.e2e.conftest import DEMO_TENANT, DemoStack
 from tests.e2e.conftest import cli as run
-from tests.e2e.test_secret_canary import (
-    CanaryRun,
-    canaries_were_live,
-    notification_canaries,
-    plant_user_secrets,
-    search,
-)
+from tests.e2e.test_secret_canary import canaries_were_live, plant_user_secrets, search
 from tests.support.demo_story import story_problems
 
 
@@ -46,50 +37,16 @@ def value(found: dict[str, float], name: str, **labels: str) -> float:
     return sum(v for k, v in found.items() if k.split("{")[0] == name and all(w in k for w in wanted))
 
 
-def scrape_while_running(
-    env: dict[str, str], while_running: Callable[[], None] | None = None
-) -> tuple[str, dict[str, dict[str, float]], dict[str, str]]:
-    """Run the demo with --keep-running, scrape every process's /metrics (then ``while_running``), then Ctrl-C."""
-    demo = subprocess.Popen(
-        [EVOLUTION, "demo", "--fast", "--keep-running"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    try:
-        assert demo.stdout is not None
-        for line in demo.stdout:
-            lines.append(line)
-            if "services keep running" in line:
-                break
-        output = "".join(lines)
-        assert "services keep running" in output, output[-4000:]
-        urls = {
-            "worker": f"http://127.0.0.1:{env['EVOLUTION_WORKER_METRICS_PORT']}/metrics",
-            "temporal-sdk": f"http://127.0.0.1:{env['EVOLUTION_TEMPORAL_METRICS_PORT']}/metrics",
-            "serving": f"http://127.0.0.1:{env['EVOLUTION_SERVE_PORT']}/metrics",
-            "dashboard": f"http://127.0.0.1:{env['EVOLUTION_DASHBOARD_METRICS_PORT']}/metrics",
-        }
-        scraped = {name: httpx.get(url, timeout=30).text for name, url in urls.items()}
-        if while_running is not None:
-            while_running()
-    finally:
-        demo.send_signal(signal.SIGINT)
-        try:
-            # Stopping takes at most twice 15 s (evolution/platform/processes.py); a loaded CI machine gets ample slack.
-            rest, _ = demo.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-            rest, _ = demo.communicate()
-            logs = Path(env["EVOLUTION_HOME"], "logs")
-            tails = {p.name: p.read_text(errors="replace")[-1500:] for p in sorted(logs.glob("*"))}
-            raise AssertionError(
-                f"the demo did not stop after Ctrl-C: {(rest or '')[-2000:]} {tails}"
-            ) from None
-    assert demo.returncode == 0
-    return output + (rest or ""), {k: samples(v) for k, v in scraped.items()}, scraped
+def scrape(env: dict[str, str]) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Every process's /metrics while the demo's services keep running."""
+    urls = {
+        "worker": f"http://127.0.0.1:{env['EVOLUTION_WORKER_METRICS_PORT']}/metrics",
+        "temporal-sdk": f"http://127.0.0.1:{env['EVOLUTION_TEMPORAL_METRICS_PORT']}/metrics",
+        "serving": f"http://127.0.0.1:{env['EVOLUTION_SERVE_PORT']}/metrics",
+        "dashboard": f"http://127.0.0.1:{env['EVOLUTION_DASHBOARD_METRICS_PORT']}/metrics",
+    }
+    scraped = {name: httpx.get(url, timeout=30).text for name, url in urls.items()}
+    return {k: samples(v) for k, v in scraped.items()}, scraped
 
 
 def secret_bodies(keys_dir: Path) -> list[bytes]:
@@ -102,13 +59,13 @@ def secret_bodies(keys_dir: Path) -> list[bytes]:
 
 
 def test_demo_promotes_exports_metrics_leaks_no_secret_and_verify_catches_tampering(
-    cli_env: dict[str, str],
+    demo_stack: DemoStack,
 ) -> None:
-    canaries = CanaryRun()  # secrets planted in settings, users and tokens; searched for at the end
-    with notification_canaries(cli_env, canaries):
-        output, found, texts = scrape_while_running(
-            cli_env, lambda: plant_user_secrets(cli_env, canaries, "acme-agro")
-        )
+    # The shared demo state (tests/e2e/conftest.py); its clean stop on Ctrl-C is checked when the session ends.
+    cli_env, output = demo_stack.env, demo_stack.output
+    canaries = demo_stack.canaries  # secrets planted in settings, users and tokens; searched for at the end
+    found, texts = scrape(cli_env)
+    plant_user_secrets(cli_env, canaries, DEMO_TENANT)
     canaries.outputs["demo output"] = output
     assert "promoted; approved by demo-manager" in output and ", 0 failed" in output
     # One consistent story: the last canary figures printed are the summary's decision; the traffic adds up.
@@ -167,11 +124,17 @@ def test_demo_promotes_exports_metrics_leaks_no_secret_and_verify_catches_tamper
     # Tamper with one model file: verify must now fail and name it.
     entry = champion.manifest["manifest"]["files"][0]  # type: ignore[index]
     path = next(Path(home, "artifacts", "acme-agro").rglob(entry["sha256"]))
+    mode = path.stat().st_mode
+    original = path.read_bytes()
     os.chmod(path, 0o644)
-    data = bytearray(path.read_bytes())
+    data = bytearray(original)
     data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
-    tampered = run(cli_env, "verify", "--tenant", "acme-agro")
+    try:
+        path.write_bytes(bytes(data))
+        tampered = run(cli_env, "verify", "--tenant", "acme-agro")
+    finally:  # the demo state is shared: put the file back as it was
+        path.write_bytes(original)
+        os.chmod(path, mode)
     assert tampered.returncode == 1
     assert "FAILED" in tampered.stdout and entry["name"] in tampered.stdout
     services.close()
