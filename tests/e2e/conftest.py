@@ -111,16 +111,8 @@ class DemoStack:
 
 
 @pytest.fixture(scope="session")
-def demo_stack(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[DemoStack]:
-    from tests.conftest import SHARED_DEMO_STATE_FILES
+def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
     from tests.e2e.test_secret_canary import CanaryRun, notification_canaries
-
-    user = Path(request.node.path).relative_to(Path(__file__).resolve().parents[2]).as_posix()
-    assert user in SHARED_DEMO_STATE_FILES, (
-        f"{user} uses the shared demo state: add it to SHARED_DEMO_STATE_FILES"
-    )
 
     folder = tmp_path_factory.mktemp("demo")
     env = private_env(folder)

@@ -32,7 +32,14 @@ from tests.support.doc_commands import DocLine, concrete, extract
 ROOT = Path(__file__).resolve().parents[2]
 
 # Upper-case words of a synopsis and what the test puts in their place.
-PLACEHOLDERS = {"DEST": "backups", "SRC": "backups", "T": "acme", "SNAPSHOT_ID": "@latest-snapshot@"}
+PLACEHOLDERS = {
+    "DEST": "backups",
+    "SRC": "backups",
+    "T": "acme",
+    "SNAPSHOT_ID": "@latest-snapshot@",
+    "DIR": "exported-champion",
+    "KEY": "signing-key",
+}
 
 # Lines as written that the test does not run, and why.
 NOT_RUN = {
