@@ -72,10 +72,12 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 
 ## Two processes, a test file each at a time (its module fixtures set up once): most of the suite waits on servers and
-## subprocesses, so the two cores stay busy. TEST_WORKERS=0 runs it in one process.
+## subprocesses, so the two cores stay busy. TEST_WORKERS=0 runs it in one process. Tests marked `serial` (the crash
+## test: kills aimed at running activities, with step timeouts capped) run alone afterwards.
 TEST_WORKERS ?= 2
 test: $(STAMP) postgres-binaries promtool chromium nginx lint
-	$(PY) -m pytest -q -p no:cacheprovider --durations=25 -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+	$(PY) -m pytest -q -p no:cacheprovider --durations=5 -m serial
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit

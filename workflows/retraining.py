@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any, Literal, TypeVar, overload
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType, WorkflowAlreadyStartedError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 from temporalio.types import MethodAsyncSingleParam, MethodSyncSingleParam
 from temporalio.workflow import ParentClosePolicy
@@ -320,11 +320,18 @@ class RetrainingWorkflow:
                 await self._quarantine(_error_message(error))
                 return self._finish("quarantined", _error_message(error))
             if isinstance(error.cause, ActivityTimeoutError) and self._status.phase == "training":
-                # SLO: a retraining over its limit is cancelled (the compute job is killed) and alerts.
-                reason = f"training exceeded its {inp.timing.training_timeout_s / 3600:g} h limit and was cancelled"
-                await self._notify(
-                    "critical", "slo.retraining_duration", f"Retraining of {inp.model_name}: {reason}"
-                )
+                # SLO: a retraining over its limit is cancelled (the compute job is killed) and alerts. A training
+                # whose worker stopped heartbeating on every attempt (killed, starved) is another failure: say so.
+                if error.cause.type == TimeoutType.HEARTBEAT:
+                    kind = "retraining.worker_lost"
+                    reason = (
+                        f"training lost its worker on each of its {TRAINING_RETRY.maximum_attempts} attempts "
+                        "(no heartbeat in time) and was given up"
+                    )
+                else:
+                    kind = "slo.retraining_duration"
+                    reason = f"training exceeded its {inp.timing.training_timeout_s / 3600:g} h limit and was cancelled"
+                await self._notify("critical", kind, f"Retraining of {inp.model_name}: {reason}")
                 await self._fail(reason)
                 return self._finish("failed", reason)
             await self._fail(f"{_error_type(error) or 'error'}: {_error_message(error)}")

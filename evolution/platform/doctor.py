@@ -7,7 +7,6 @@ picture at once, not the first failure.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -440,12 +439,11 @@ def run_checks(settings: Settings, skip: Iterable[str] = ()) -> list[Check]:
 
 
 def render_table(checks: Sequence[Check]) -> str:
-    width = shutil.get_terminal_size((120, 20)).columns
     headers = ("component", "check", "status", "detail")
     rows = [(c.component, c.name, "ok" if c.ok else "FAIL", c.detail) for c in checks]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers[:3])]
     lines = []
     for row in [headers, *rows]:
         head = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3]))
-        lines.append(f"{head}  {row[3]}"[: max(width, 80) * 3])
+        lines.append(f"{head}  {row[3]}")  # never cut: the detail is the cause and what to do about it
     return "\n".join(lines)

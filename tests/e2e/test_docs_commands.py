@@ -46,6 +46,8 @@ NOT_RUN = {
     "evolution demo [--fast] [--keep-running] [--byo]": "the demo made the state every line here runs against "
     "(tests/e2e/conftest.py demo_stack); --byo is tests/e2e/test_byo_lifecycle.py",
     "evolution demo --byo --fast": "a second whole demo; tests/e2e/test_byo_lifecycle.py runs it",
+    "EVOLUTION_LINEAGE__TRANSPORT=http EVOLUTION_LINEAGE__URL=http://localhost:5000 evolution demo --fast": "a "
+    "second whole demo, against a lineage server; tests/integration/test_lineage_events.py delivers over HTTP",
     "evolution up": "runs until Ctrl-C, and the demo's services already hold its ports; tests/e2e/test_up.py",
     "EVOLUTION_BACKUP_PG_URL=postgresql+psycopg://backup:…@db:5432/evolution evolution backup create /backups "
     "--what registry,artifacts --wal-archive /srv/wal": "PostgreSQL base backup to production paths; "

@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.crash_harness import CrashPlan, run_crash_test
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 SEED = 20240607
 log = logging.getLogger(__name__)
 

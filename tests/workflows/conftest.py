@@ -56,13 +56,18 @@ async def worker(
 
 
 async def terminate_leftovers(client: Client, task_queue: str) -> None:
-    """A test that failed half-way leaves its run (``retrain/acme``) open; the next test would find the id taken."""
+    """A test that failed half-way leaves its run (``retrain/acme``) open; the next test would find the id taken.
+    A schedule left behind (``drift-scan/acme``) would start its workflows on this test's task queue, which no worker
+    serves any more, and a later test's "create if missing" would keep it: both go."""
     query = f'TaskQueue = "{task_queue}" AND ExecutionStatus = "Running"'
     async for execution in client.list_workflows(query):
         with contextlib.suppress(RPCError):  # it ended meanwhile
             await client.get_workflow_handle(execution.id, run_id=execution.run_id).terminate(
                 reason="test teardown: left running"
             )
+    async for listed in await client.list_schedules():
+        with contextlib.suppress(RPCError):  # deleted meanwhile
+            await client.get_schedule_handle(listed.id).delete()
 
 
 @pytest.fixture
