@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from evolution.cli.context import friendly_errors, operator, services
+from evolution.cli.context import echo_json, friendly_errors, operator, services
 from evolution.errors import InvalidInput
 
 keys_app = typer.Typer(
@@ -50,18 +50,29 @@ def export_public(
 
 @keys_app.command("list")
 @friendly_errors
-def list_keys() -> None:
+def list_keys(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the keys as JSON.")] = False,
+) -> None:
     """The key that signs now and every verify-only key."""
     from evolution.integrity.signing import algorithm_for_public_pem
 
     svc = services()
     try:
-        for key_id in svc.keyring:
-            status = "signing" if key_id == svc.signer.key_id else "verify-only"
-            algorithm = algorithm_for_public_pem(svc.keyring.public_key_pem(key_id))
-            typer.echo(f"{key_id}  {algorithm}  {status}")
+        keys = [
+            {
+                "key_id": key_id,
+                "algorithm": algorithm_for_public_pem(svc.keyring.public_key_pem(key_id)),
+                "status": "signing" if key_id == svc.signer.key_id else "verify-only",
+            }
+            for key_id in svc.keyring
+        ]
     finally:
         svc.close()
+    if as_json:
+        echo_json(keys)
+        return
+    for key in keys:
+        typer.echo(f"{key['key_id']}  {key['algorithm']}  {key['status']}")
 
 
 @keys_app.command("rotate")

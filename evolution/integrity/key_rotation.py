@@ -57,8 +57,18 @@ def verify_only_keys(key_dir: Path) -> dict[str, bytes]:
 
 
 def trusted_keyring(signer: Signer, key_dir: Path) -> KeyRing:
-    """The keys this home trusts: the signer's own and every retired (verify-only) one."""
-    ring = KeyRing(verify_only_keys(key_dir))
+    """The keys this home trusts: the signer's own and every retired (verify-only) one, read again when a
+    signature names a key the ring does not know (another process rotated the key: its new signing key, and
+    the old one now verify-only)."""
+
+    def current() -> dict[str, bytes]:
+        keys = verify_only_keys(key_dir)
+        if isinstance(signer, LocalSigner) and signer.path.exists():
+            rotated = LocalSigner(signer.key_dir, signer.path.stem)
+            keys[rotated.key_id] = rotated.public_key_pem()
+        return keys
+
+    ring = KeyRing(verify_only_keys(key_dir), reload=current)
     ring.add(signer.key_id, signer.public_key_pem())
     return ring
 

@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -165,12 +165,30 @@ def verify_signature(public_key_pem: bytes | str, payload: bytes, signature: Sig
 
 
 class KeyRing:
-    """Trusted public keys by key id; verifies a signature with the key its ``key_id`` names."""
+    """Trusted public keys by key id; verifies a signature with the key its ``key_id`` names.
 
-    def __init__(self, keys: Mapping[str, bytes | str] | None = None) -> None:
+    ``reload`` (optional) reads the trusted keys again from where they are kept: a key id the ring does not know
+    asks it once before the key is called untrusted, so a process that was running when another one rotated the
+    signing key trusts the new key (and the old one, kept verify-only) without a restart."""
+
+    def __init__(
+        self,
+        keys: Mapping[str, bytes | str] | None = None,
+        reload: Callable[[], Mapping[str, bytes]] | None = None,
+    ) -> None:
         self._keys: dict[str, bytes] = {}
+        self._reload = reload
         for key_id, pem in (keys or {}).items():
             self.add(key_id, pem)
+
+    def _knows(self, key_id: object) -> bool:
+        if key_id in self._keys:
+            return True
+        if self._reload is not None:
+            for known_id, pem in self._reload().items():
+                if known_id not in self._keys:
+                    self.add(known_id, pem)
+        return key_id in self._keys
 
     @classmethod
     def of(cls, *signers: Signer) -> KeyRing:
@@ -192,17 +210,16 @@ class KeyRing:
         self._keys[key_id] = pem
 
     def public_key_pem(self, key_id: str) -> bytes:
-        try:
-            return self._keys[key_id]
-        except KeyError:
-            raise IntegrityViolation(f"signing key {key_id!r} is not a trusted key") from None
+        if not self._knows(key_id):
+            raise IntegrityViolation(f"signing key {key_id!r} is not a trusted key")
+        return self._keys[key_id]
 
     def verify(self, payload: bytes, signature: Signature) -> None:
         """Raises IntegrityViolation unless a trusted key named by the signature verifies it."""
         verify_signature(self.public_key_pem(signature.key_id), payload, signature)
 
     def __contains__(self, key_id: object) -> bool:
-        return key_id in self._keys
+        return self._knows(key_id)
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._keys))

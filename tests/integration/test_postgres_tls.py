@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from evolution.backup.postgres_server import PgConnection, PgTools, run_tool
-from evolution.platform.doctor import Check, run_checks
+from evolution.platform.doctor import CHECKS, Check, run_checks
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import build_services
 from evolution.registry.db import upgrade_to_head
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.postgres
 
 EVOLUTION = str(Path(sys.executable).parent / "evolution")
 PASSWORD = "pw-canary-7f3a"  # trust auth ignores it; it must never be printed
-NOT_DATABASE = ["secrets", "temporal", "artifacts", "signer", "compute", "notifications"]
+NOT_DATABASE = [component for component in CHECKS if component != "database"]
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ READ = {
     "doctor",
     "drift compare",
     "gc run",  # --dry-run reads; a real run's report is JSON too
+    "keys list",
     "ingest",  # a write, but its summary is what a pipeline reads
     "model show",
     "snapshot list",
@@ -40,8 +41,12 @@ OTHERS = {
     "demo",
     "drift scan",
     "init",
+    "keys export-public",
+    "keys rotate",
+    "keys trust",
     "migrate",
     "model define",
+    "model export",
     "reject",
     "restore",
     "retrain",

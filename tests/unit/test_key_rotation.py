@@ -76,6 +76,22 @@ def test_a_second_rotation_keeps_both_retired_keys(tmp_path: Path) -> None:
     assert (keys / "signing.key").stat().st_mode & 0o777 == 0o600
 
 
+def test_a_process_running_before_a_rotation_trusts_the_new_key_without_a_restart(tmp_path: Path) -> None:
+    """The worker's ring was built before `evolution keys rotate` ran in another process; what a new process signs
+    with the new key (a CLI seal, say) must verify in the worker, or the worker quarantines it."""
+    keys = tmp_path / "keys"
+    running = LocalSigner(keys)
+    ring = trusted_keyring(running, keys)
+    rotate_local_key(keys)  # by another process
+    signed_by_the_new_key = LocalSigner(keys).sign(PAYLOAD)
+    ring.verify(PAYLOAD, signed_by_the_new_key)
+    ring.verify(PAYLOAD, running.sign(PAYLOAD))  # the old key, verify-only now, still verifies
+    assert len(ring) == 2
+    forged = signed_by_the_new_key.model_copy(update={"key_id": "ecdsa-p256:0000000000000000"})
+    with pytest.raises(IntegrityViolation, match="is not a trusted key"):
+        ring.verify(PAYLOAD, forged)
+
+
 def test_a_verify_only_file_holding_another_key_is_refused(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     rotation = rotate_local_key(keys)
