@@ -26,6 +26,7 @@ from activities.training import TrainingActivities
 from activities.watch import WatchActivities
 from evolution.errors import EvolutionError
 from evolution.observability.logs import configure_logging
+from evolution.platform.orchestrator import OrchestratorUnavailable
 from evolution.platform.settings import Settings, load_settings
 from evolution.platform.wiring import Services, build_services
 from evolution.registry.pg_tls import DatabaseUnreachable
@@ -100,11 +101,32 @@ def build_worker(
     )
 
 
+# A worker started beside a Temporal server that is still coming up (`evolution up` on a busy machine, a pod before
+# the cluster answers) waits for it this long; a refused certificate, CA or key fails at once.
+CONNECT_PATIENCE_S = 60.0
+NOT_ANSWERING = ("nothing answers there", "no answer within")
+
+
+async def _connect_patiently(settings: Settings) -> Client:
+    runtime = metrics_runtime(settings)  # once: it binds the SDK metrics port
+    deadline = asyncio.get_running_loop().time() + CONNECT_PATIENCE_S
+    while True:
+        try:
+            return await connect_client(settings, runtime)
+        except OrchestratorUnavailable as error:
+            if not any(words in str(error) for words in NOT_ANSWERING):
+                raise
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("Temporal does not answer yet (%s); trying again", error)
+            await asyncio.sleep(2)
+
+
 async def run_worker(settings: Settings) -> None:
     services = build_services(settings)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.metrics_host)
-    client = await connect_client(settings, metrics_runtime(settings))
+    client = await _connect_patiently(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

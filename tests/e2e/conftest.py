@@ -67,9 +67,14 @@ def services_up(env: dict[str, str], *options: str) -> Iterator[None]:
     up = subprocess.Popen([EVOLUTION, "up", *options], env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert up.stdout is not None
+        said = []
         for line in up.stdout:
+            said.append(line)
             if "all services up" in line:
                 break
+        assert "all services up" in "".join(said), (
+            f"`evolution up` stopped before its services were up: {said}"
+        )
         yield
     finally:
         up.send_signal(signal.SIGINT)
