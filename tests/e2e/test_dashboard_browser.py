@@ -72,7 +72,9 @@ def stack(cli_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
 
 def a_window_scanned(env: dict[str, str], work: Path) -> None:
     """Fresh events sealed and scanned against the new champion: the Drift page has a report to draw."""
-    records = generate_rows(300, seed=12, start=utcnow() - timedelta(seconds=30), period_s=0.1)
+    # After the last sealed window (the retraining sealed one moments ago: older events would be refused), and in
+    # the past by the time the scan seals (the CLI takes seconds to start).
+    records = generate_rows(300, seed=12, start=utcnow() + timedelta(seconds=0.5), period_s=0.001)
     window = work / "window.jsonl"
     window.write_text("\n".join(json.dumps(r) for r in records))
     assert run(env, "ingest", str(window), "-t", "acme", "--sign-with", "sensors").returncode == 0
