@@ -85,7 +85,10 @@ def read_columns(
             raise _fail(f"{path}: unknown format (expected .csv, .csv.gz, .parquet or .pq)")
     except (pa.ArrowInvalid, OSError) as exc:
         raise _fail(f"{path}: cannot be read: {exc}") from exc
-    available = table.column_names
+    try:
+        available = table.column_names
+    except UnicodeDecodeError:  # pyarrow checks values as UTF-8 while reading, the header names only here
+        raise _fail(f"{path}: its header is not UTF-8 text") from None
     wanted = names if names is not None else available
     absent = [n for n in wanted if n not in available]
     if absent:

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import typer
 from rich.console import Console
 
 from evolution.cli.progress import RichMeter, progress_meter
@@ -167,3 +168,15 @@ def test_drift_compare_with_json_draws_no_bar_even_on_a_terminal(
     out = capsys.readouterr().out
     assert drawn == b""
     assert json.loads(out)["level"] in ("ok", "warn", "alert") and "\x1b" not in out
+
+
+@pytest.mark.parametrize("metered_read", [False, True])
+def test_a_drift_file_whose_header_is_not_utf8_is_refused_by_name(
+    tmp_path: Path, metered_read: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "broken.csv"
+    path.write_bytes(b"rain_mm,garbage\xff\n1.0,2\n")
+    with pytest.raises(typer.Exit) as refused:
+        read_columns(path, None, RecordingMeter() if metered_read else None)
+    assert refused.value.exit_code == 2
+    assert "broken.csv: its header is not UTF-8 text" in capsys.readouterr().err
