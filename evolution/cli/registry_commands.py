@@ -56,6 +56,11 @@ def tenant_create(
     typer.echo(f"tenant {tenant_id} {'created' if created else 'already exists'}")
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the command line set (typer passes the others as None)."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 @tenant_app.command("configure")
 @friendly_errors
 def tenant_configure(
@@ -135,31 +140,23 @@ def tenant_configure(
 ) -> None:
     """Admin: change a tenant's drift thresholds, data-quality floors, identifier columns or economics (validated,
     audited)."""
-    drift = {
-        k: v
-        for k, v in {
-            "alpha": alpha,
-            "warn_psi": warn_psi,
-            "alert_psi": alert_psi,
-            "min_window": min_window,
-            "mae_material_change": mae_change,
-        }.items()
-        if v is not None
-    }
+    drift = _given(
+        alpha=alpha,
+        warn_psi=warn_psi,
+        alert_psi=alert_psi,
+        min_window=min_window,
+        mae_material_change=mae_change,
+    )
     patch: dict[str, Any] = {"drift": drift} if drift else {}
-    floors = {
-        k: v
-        for k, v in {
-            "out_of_range_min_share": out_of_range_min_share,
-            "out_of_range_baseline_multiple": out_of_range_baseline_multiple,
-            "missing_rate_min_increase": missing_rate_min_increase,
-            "unseen_min_share": unseen_min_share,
-            "stuck_min_share": stuck_min_share,
-            "high_cardinality_share": high_cardinality_share,
-            "min_values": quality_min_values,
-        }.items()
-        if v is not None
-    }
+    floors = _given(
+        out_of_range_min_share=out_of_range_min_share,
+        out_of_range_baseline_multiple=out_of_range_baseline_multiple,
+        missing_rate_min_increase=missing_rate_min_increase,
+        unseen_min_share=unseen_min_share,
+        stuck_min_share=stuck_min_share,
+        high_cardinality_share=high_cardinality_share,
+        min_values=quality_min_values,
+    )
     if floors:
         patch["quality"] = floors
     if hold_on:
@@ -168,15 +165,11 @@ def tenant_configure(
         patch["id_columns"] = id_column
     if breaker_threshold is not None:
         patch["circuit_breaker_threshold"] = breaker_threshold
-    economics = {
-        k: v
-        for k, v in {
-            "value_per_unit_error_usd": value_per_unit_error_usd,
-            "serving_cost_per_1k_usd": serving_cost_per_1k_usd,
-            "target_unit": target_unit,
-        }.items()
-        if v is not None
-    }
+    economics = _given(
+        value_per_unit_error_usd=value_per_unit_error_usd,
+        serving_cost_per_1k_usd=serving_cost_per_1k_usd,
+        target_unit=target_unit,
+    )
     if economics:
         patch["economics"] = economics
     if not patch:

@@ -23,8 +23,8 @@ from evolution.registry.model_definitions import ImageTrainer, Resources
 from evolution.training.compute import ContractRun, TrainingJob
 from evolution.training.kubernetes_image_job import CONTRACT_INPUT_FILES, image_trainer_job_manifest
 from evolution.training.kubernetes_manifest import KubernetesBackendConfig, Toleration, build_job
-from evolution.training.trainer import TrainingConfig
 from tests.support.kustomize import K8S, KUSTOMIZATIONS, ROOT, build, load_docs, manifest_files
+from tests.unit.test_kubernetes_manifest import RUN_DIR, _job
 
 # The three newest minor releases whose schemas the installed kubernetes-validate ships (Kubernetes itself supports
 # the newest three). docs/production.md names the same; raise them together when kubernetes-validate is upgraded.
@@ -90,23 +90,8 @@ def test_every_kustomization_as_built_is_valid_for_every_supported_kubernetes_ve
 
 # ------------------------------------------------------------------------------------ the Jobs the backend builds
 
-RUN_DIR = "/var/lib/evolution/work/acme/retrain-acme-7"
 TENANT_IMAGE = "registry.example.com/acme/yield@sha256:" + "e" * 64
 DIGESTS = {name: "ab" * 32 for name in CONTRACT_INPUT_FILES}
-
-
-def _job(**overrides: Any) -> TrainingJob:
-    fields: dict[str, Any] = {
-        "job_id": "retrain_acme_7",
-        "tenant": "acme",
-        "model_name": "yield",
-        "dataset_path": f"{RUN_DIR}/dataset.jsonl",
-        "config": TrainingConfig(features=["rain", "ndvi"], target="yield_t_ha"),
-        "seed": 5,
-        "output_dir": f"{RUN_DIR}/model",
-        "timeout_s": 86400.0,
-    }
-    return TrainingJob.model_validate(fields | overrides)
 
 
 def _image_job(trainer: ImageTrainer) -> TrainingJob:
