@@ -11,7 +11,8 @@ services with four tenants, each with really trained, really signed models (test
 `evolution serve` runs as a subprocess (the app workers/serving.py builds: token authentication against the
 registry, the prediction records written to it) and is asked, with a real API token, over keep-alive connections
 from a few client threads paced open-loop to --rate requests a second in total (a late request does not delay the
-next one's slot), for:
+next one's slot), in a small client process of their own (bench/paced_client.py: in this process the client's
+threads and collector added their own stalls to every case), for:
 
     bare             GET /healthz of the same app: the server's round trip with no work
     predict <case>   POST .../predict with one instance, for each tenant above
@@ -30,15 +31,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
+import gc
 import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
-import threading
-import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_serving_availability import ServingProcess, free_port
+from paced_client import paced
 
 from evolution.demo.synthetic import TARGET, generate_rows
 from evolution.lifecycle import ModelState
@@ -62,6 +64,7 @@ from tests.support.postgres import app_role_url, create_database, stoppable_post
 
 ROOT = Principal.for_tenant("root", Role.ADMIN, "*")
 MODEL = "yield"
+CLIENT = Path(__file__).resolve().parent / "paced_client.py"
 SLACK_MS = 2.0
 # tenant -> (format, with a shadow candidate)
 CASES: dict[str, tuple[str, bool]] = {
@@ -85,79 +88,38 @@ def one_row() -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in ("event_time", TARGET)}
 
 
-# ----------------------------------------------------------------------------------------------- pacing
-def paced(
-    make_call: Callable[[], Callable[[int], None]], n: int, skip: int, rate: float, threads: int
-) -> list[float]:
-    """Call ``n`` times from ``threads`` threads (each with its own ``make_call()``) at ``rate`` calls a second in
-    total (open loop: each call has its slot; a late one is sent at once and does not move the next slot); the
-    seconds each call took, but for the first ``skip`` (the warm-up)."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    interval = 1.0 / rate
-    start = time.perf_counter() + 0.05
-    errors: list[BaseException] = []
+# ----------------------------------------------------------------------------------------------- the cases
+def http_case(
+    port: int, method: str, path: str, token: str | None, features: dict[str, Any] | None, tag: str
+) -> Callable[[int, int, float, int], list[float]]:
+    """Requests of one kind, sent by a paced client process of their own (bench/paced_client.py says why); the
+    seconds each took."""
 
-    def worker(k: int) -> None:
-        mine: list[float] = []
-        call = make_call()
-        try:
-            for i in range(k, n, threads):
-                delay = start + i * interval - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                t0 = time.perf_counter()
-                call(i)
-                if i >= skip:
-                    mine.append(time.perf_counter() - t0)
-        except BaseException as error:  # reported by the caller
-            errors.append(error)
-        with lock:
-            latencies.extend(mine)
+    def run(n: int, skip: int, rate: float, threads: int) -> list[float]:
+        spec = {"port": port, "method": method, "path": path, "token": token, "features": features}
+        spec.update(n=n, skip=skip, rate=rate, threads=threads, tag=f"{tag}-{uuid.uuid4().hex[:8]}")
+        done = subprocess.run(
+            [sys.executable, str(CLIENT), json.dumps(spec)], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{method} {path}: {done.stderr.strip()}")
+        return [ms / 1000 for ms in json.loads(done.stdout)]
 
-    pool = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    if errors:
-        raise errors[0]
-    return latencies
+    return run
 
 
-class HttpCase:
-    """A request kind over keep-alive connections (one per client thread)."""
+def model_case(
+    model: ServedModel, rows: list[dict[str, Any]]
+) -> Callable[[int, int, float, int], list[float]]:
+    """The model's own predict on ``rows``, in this process, paced the same way; the seconds each call took."""
 
-    def __init__(self, port: int, method: str, path: str, token: str | None, row: dict[str, Any] | None):
-        self._port, self._method, self._path = port, method, path
-        self._headers = {"Content-Type": "application/json"}
-        if token:
-            self._headers["Authorization"] = f"Bearer {token}"
-        self._prefix = self._suffix = b""
-        if row is not None:
-            features = json.dumps(row, separators=(",", ":")).encode()
-            self._prefix = b'{"instances":[{"request_id":"'
-            self._suffix = b'","features":' + features + b"}]}"
-        self._seq = 0
-        self._seq_lock = threading.Lock()
+    def call(_i: int) -> None:
+        model.predict(rows)
 
-    def client(self) -> Callable[[int], None]:
-        conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=30)
+    def run(n: int, skip: int, rate: float, threads: int) -> list[float]:
+        return paced(lambda: call, n, skip, rate, threads)
 
-        def call(_i: int) -> None:
-            body = None
-            if self._prefix:
-                with self._seq_lock:
-                    self._seq += 1
-                    seq = self._seq
-                body = self._prefix + f"b{os.getpid()}-{seq}".encode() + self._suffix
-            conn.request(self._method, self._path, body=body, headers=self._headers)
-            response = conn.getresponse()
-            data = response.read()
-            if response.status != 200:
-                raise RuntimeError(f"{self._method} {self._path}: {response.status} {data[:300]!r}")
-
-        return call
+    return run
 
 
 # ----------------------------------------------------------------------------------------------- the stack
@@ -228,34 +190,26 @@ def measure(
 ) -> dict[str, Figures]:
     row = one_row()
     port = s.serving.port
-    http_cases: dict[str, HttpCase] = {"bare": HttpCase(port, "GET", "/healthz", None, None)}
+    cases: dict[str, Callable[[int, int, float, int], list[float]]] = {
+        "bare": http_case(port, "GET", "/healthz", None, None, "bare")
+    }
     for tenant in CASES:
         path = f"/v1/tenants/{tenant}/models/{MODEL}/predict"
-        http_cases[f"predict {tenant}"] = HttpCase(port, "POST", path, s.token, row)
-    makers: dict[str, Callable[[], Callable[[int], None]]] = {
-        name: case.client for name, case in http_cases.items()
-    }
+        cases[f"predict {tenant}"] = http_case(port, "POST", path, s.token, row, tenant)
     for tenant, (fmt, shadow) in CASES.items():
         model = s.models[tenant][1 if shadow else 0]  # the shadow tenants' champions are the same kind
-        makers[f"model {fmt} shadow" if shadow else f"model {fmt}"] = _model_call(model, [row])
-    figures = {name: Figures(name, []) for name in makers}
+        cases[f"model {fmt} shadow" if shadow else f"model {fmt}"] = model_case(model, [row])
+    # What was loaded to get here stays, as in the server (workers/serving.py): a full collection walking it would
+    # pause a model's measured call for milliseconds that the server never pays.
+    gc.freeze()
+    figures = {name: Figures(name, []) for name in cases}
     per_round = max(1, requests // rounds)
     for r in range(rounds):
-        for name, make_call in makers.items():
-            latencies = paced(make_call, warmup + per_round, warmup, rate, clients)
+        for name, run in cases.items():
+            latencies = run(warmup + per_round, warmup, rate, clients)
             figures[name].latencies_ms += [x * 1000 for x in latencies]
         print(f"round {r + 1}/{rounds} done", flush=True)
     return figures
-
-
-def _model_call(model: ServedModel, rows: list[dict[str, Any]]) -> Callable[[], Callable[[int], None]]:
-    def call(_i: int) -> None:
-        model.predict(rows)
-
-    def make() -> Callable[[int], None]:
-        return call
-
-    return make
 
 
 def table(figures: dict[str, Figures], rate: float, clients: int) -> tuple[str, bool]:

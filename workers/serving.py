@@ -43,6 +43,9 @@ def build(settings: Settings) -> tuple[FastAPI, Predictor]:
         services.token_authenticator(),
         limits,
         definitions=services.model_definitions,
+        # When the server stops (SIGTERM from Kubernetes or `evolution up`), buffered prediction records get
+        # their last chance to reach the registry: uvicorn ends the process on SIGTERM before any code after it.
+        on_shutdown=predictor.close,
     )
     return app, predictor
 
@@ -66,7 +69,7 @@ def main() -> None:
     try:
         uvicorn.run(app, host=settings.serve_host, port=settings.serve_port, log_config=None)
     finally:
-        predictor.close()  # a last chance for buffered prediction records to reach the registry
+        predictor.close()  # when uvicorn returns at all (it could not start): the app's shutdown did it otherwise
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ Prometheus.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Request, Response, Security
@@ -306,12 +308,22 @@ def create_app(
     limits: BodyLimits | None = None,
     *,
     definitions: ModelDefinitions | None = None,
+    on_shutdown: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The API; the model-definition operations are offered when ``definitions`` is given (the serving process
-    gives it)."""
+    gives it). ``on_shutdown`` runs, in a worker thread, once the server has stopped taking requests: uvicorn
+    re-raises the SIGTERM it caught once it has shut down, so code after ``uvicorn.run`` never runs on SIGTERM."""
     limits = limits or BodyLimits()
     metrics.export_inference_availability()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if on_shutdown is not None:
+            await run_in_threadpool(on_shutdown)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Controlled Evolution serving API",
         version="1",
         description="Predictions from each tenant's verified champion (with shadow and canary candidates), "
