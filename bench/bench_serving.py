@@ -19,7 +19,8 @@ threads and collector added their own stalls to every case), for:
 
 and, in this process, each model's own ``predict`` on the same one row (as the predictor calls it), paced the same.
 The cases are interleaved in --rounds rounds (so a noisy minute on this shared machine hits every case alike);
---warmup requests per case and round are sent first and not counted.
+--warmup requests per case and round are sent first and not counted, and before the first round each case gets
+that many (the server loads a model on its first request).
 
 Target (issue 15, serving speed): predict p99 <= bare p99 + the model's p99 (the champion's plus the shadow's where
 a shadow scores) + 2 ms. The table prints p50 and p99 per case and the check per predict case; exit 1 if one fails.
@@ -203,6 +204,11 @@ def measure(
     # pause a model's measured call for milliseconds that the server never pays.
     gc.freeze()
     figures = {name: Figures(name, []) for name in cases}
+    # The server loads each model on its first request (verified, and for ONNX a session built): a second or so
+    # in which the first round's warm-up requests would pile up and spill into the measured ones.
+    for run in cases.values():
+        run(warmup, warmup, rate, clients)
+    print("every case warmed up", flush=True)
     per_round = max(1, requests // rounds)
     for r in range(rounds):
         for name, run in cases.items():

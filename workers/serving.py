@@ -24,9 +24,10 @@ from evolution.serving.body_limits import BodyLimits
 from evolution.serving.predictor import Predictor
 
 # Prediction records are written behind the answers, each batch gathering what arrived within this window: the
-# request path pays for no database round trip (bench/bench_serving.py), and an outcome joins its prediction when
-# the canary reads paired errors, long after.
-RECORDS_WRITE_BEHIND_S = 0.02
+# request path pays for no database round trip, and an outcome joins its prediction when the canary reads paired
+# errors, long after. Ten transactions a second rather than fifty: each one holds the interpreter lock for about a
+# millisecond, and a request arriving then waits for it (bench/bench_serving.py: the tail got a little shorter).
+RECORDS_WRITE_BEHIND_S = 0.1
 # Requests are answered on the event loop while background threads (the record writer, the model refresher) run
 # Python too; the loop would wait up to the interpreter's 5 ms switch interval for the GIL behind them.
 GIL_SWITCH_INTERVAL_S = 0.0005

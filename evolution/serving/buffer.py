@@ -145,12 +145,17 @@ class PredictionBuffer:
     # ---------------------------------------------------------------- the queue and its writer
     def _enqueue(self, records: Sequence[PredictionRecord]) -> None:
         with self._cond:
+            was_empty = not self._queue
             self._queue.extend(records)
             dropped = self._trim()
             if self._writer is None and not self._closing:
                 self._writer = threading.Thread(target=self._drain, name="prediction-records", daemon=True)
                 self._writer.start()
-            self._cond.notify_all()  # a write-behind writer waiting for records
+            # Wake a write-behind writer only when it waits for a first record or its batch is full: otherwise it
+            # sleeps until its gathering window ends anyway, and waking it for every request would make each one
+            # hand the interpreter lock to it and wait to get it back.
+            if was_empty or len(self._queue) >= self._batch_size:
+                self._cond.notify_all()
         self._count_dropped(dropped, "buffer_full")
 
     def _trim(self) -> list[PredictionRecord]:
