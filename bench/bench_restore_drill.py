@@ -51,7 +51,8 @@ from evolution.security import Principal
 from evolution.timeutil import utcnow
 from tests.integration.test_postgres_pitr_drill import run_drill, table_rows
 from tests.support.pg_cluster import postgres_cluster, server_owned_dir
-from tests.support.postgres import _free_port, create_database
+from tests.support.ports import free_port
+from tests.support.postgres import create_database
 from tests.support.scenario import ADMIN, seed_tenant
 
 TARGETS = {"db": (300.0, 1800.0), "artifacts": (900.0, 3600.0), "keys": (0.0, 7200.0)}
@@ -106,7 +107,7 @@ def db_crash_drill(workdir: Path, archive_timeout_s: int, events: int, seed: int
             seen = list(committed)  # every commit the writer saw acknowledged before the crash
             db_name = db_url.rsplit("/", 1)[1]
 
-        port = _free_port()
+        port = free_port()
         restored_url = PgConnection.from_url(db_url).with_port(port).sqlalchemy_url()
         restored = Settings(home=workdir / "crash-restored", database_url=restored_url)
         started = time.monotonic()

@@ -49,7 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_serving_availability import ServingProcess, free_port
+from bench_serving_availability import ServingProcess
 from paced_client import paced
 
 from evolution.demo.synthetic import TARGET, generate_rows
@@ -61,6 +61,7 @@ from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
 from evolution.training.formats import ServedModel
 from tests.support.models import install_model, install_onnx_model
+from tests.support.ports import free_port
 from tests.support.postgres import app_role_url, create_database, stoppable_postgres_server
 
 ROOT = Principal.for_tenant("root", Role.ADMIN, "*")

@@ -67,6 +67,7 @@ from evolution.registry.db import upgrade_to_head
 from evolution.security import Principal, Role
 from evolution.timeutil import utcnow
 from tests.support.models import install_model
+from tests.support.ports import free_port
 from tests.support.postgres import PgServer, app_role_url, create_database, stoppable_postgres_server
 from tests.support.temporal import dev_server_command
 
@@ -85,12 +86,6 @@ SCHEDULE: tuple[tuple[float, str, str], ...] = (
     (0.65, "stop db+kill temporal", "both down"),
     (0.90, "start db+start temporal", "all back"),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def port_open(port: int) -> bool:

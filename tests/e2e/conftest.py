@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,12 @@ import pytest
 
 from evolution.demo.synthetic import generate_rows
 from evolution.timeutil import utcnow
+from tests.support.ports import free_port
 
 if TYPE_CHECKING:
     from tests.e2e.test_secret_canary import CanaryRun
 
 EVOLUTION = str(Path(sys.executable).parent / "evolution")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def private_env(folder: Path) -> dict[str, str]:

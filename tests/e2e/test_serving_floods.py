@@ -23,7 +23,8 @@ from evolution.platform.settings import Settings
 from evolution.platform.wiring import build_services
 from evolution.security import Principal, Role
 from evolution.serving.body_limits import DEFAULT_MAX_INGEST_BYTES, DEFAULT_MAX_PREDICT_BYTES, MIB
-from tests.e2e.conftest import EVOLUTION, free_port
+from tests.e2e.conftest import EVOLUTION
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 

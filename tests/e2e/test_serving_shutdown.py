@@ -23,8 +23,9 @@ from evolution.lifecycle import ModelState
 from evolution.platform.settings import Settings
 from evolution.platform.wiring import build_services
 from evolution.security import Principal, Role
-from tests.e2e.conftest import EVOLUTION, free_port
+from tests.e2e.conftest import EVOLUTION
 from tests.support.models import demo_features, demo_rows, install_model
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,8 @@ from evolution.platform.doctor import Check, temporal_checks
 from evolution.platform.orchestrator import OrchestratorUnavailable
 from evolution.platform.settings import Settings
 from evolution.platform.temporal_config import TemporalTlsConfig
-from tests.e2e.conftest import EVOLUTION, free_port
+from tests.e2e.conftest import EVOLUTION
+from tests.support.ports import free_port
 from tests.support.tls_authority import SERVER_NAMES, CertificateAuthority, Issued
 from tests.support.tls_proxy import GrpcProxy, grpc_proxy
 from tests.workflows.conftest import temporal_env  # noqa: F401  (the shared dev server)

@@ -39,7 +39,7 @@ from evolution.registry.lineage_outbox import MODEL_PROMOTED, MODEL_TRAINED, SNA
 from evolution.registry.schema import Notification
 from evolution.security import Principal, Role
 from evolution.timeutil import iso, utcnow
-from tests.support.http_server import free_port
+from tests.support.ports import free_port
 from tests.support.postgres import app_role_url, create_database
 
 SPEC = Path(__file__).resolve().parents[1] / "support" / "openlineage_spec"

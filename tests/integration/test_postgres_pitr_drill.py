@@ -50,7 +50,8 @@ from evolution.registry.audit_checkpoints import CHECKPOINT_PREFIX, checkpoint_k
 from evolution.security import Principal
 from evolution.timeutil import as_utc
 from tests.support.pg_cluster import postgres_cluster, server_owned_dir
-from tests.support.postgres import _free_port, create_database
+from tests.support.ports import free_port
+from tests.support.postgres import create_database
 from tests.support.scenario import ADMIN, seed_tenant
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -197,7 +198,7 @@ def _drill(
         finally:
             services.close()
 
-        port = _free_port()
+        port = free_port()
         restored_url = PgConnection.from_url(db_url).with_port(port).sqlalchemy_url()
         restored = Settings(home=workdir / "restored-home", database_url=restored_url)
         # The store is not lost with the database: the recovered home's keeps A's checkpoints from after T.
@@ -353,7 +354,7 @@ def test_cli_backs_up_postgres_and_recovers_to_the_end_of_the_archive_then_verif
             assert runner.invoke(app, ["tenant", "create", "later"], env=env).exit_code == 0  # after the base
             wait_archived(PgConnection.from_url(db_url), switch_wal(PgConnection.from_url(db_url)))
 
-        port = _free_port()  # the primary is gone; recover on a new port
+        port = free_port()  # the primary is gone; recover on a new port
         restored_url = PgConnection.from_url(db_url).with_port(port).sqlalchemy_url()
         restored_env = {"EVOLUTION_HOME": str(tmp_path / "restored"), "EVOLUTION_DATABASE_URL": restored_url}
         args = ["restore", str(backups), "--pg-data-dir", str(restored_data), "--no-archiving"]

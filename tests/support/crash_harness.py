@@ -72,6 +72,7 @@ from evolution.registry.schema import Notification
 from evolution.security import Principal
 from evolution.timeutil import utcnow
 from tests.support.approvals import decide
+from tests.support.ports import free_port
 from tests.support.scenario import SeededTenant, seed_tenant
 from tests.support.temporal import dev_server_command
 from workers.activity_journal import JOURNAL_ENV
@@ -148,12 +149,6 @@ class CrashPlan:
 
 
 # ------------------------------------------------------------------------------------------------ processes
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.3)

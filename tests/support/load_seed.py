@@ -60,6 +60,7 @@ from evolution.timeutil import iso, utcnow
 from evolution.training.candidates import TRAINER_NAME, feature_columns, labelled, training_config_for
 from evolution.training.loader import BASELINE_FILE
 from evolution.training.trainer import TrainedModel, TrainingConfig, train
+from tests.support.ports import free_port
 from tests.support.temporal import dev_server_command
 from workers.temporal_client import connect_client
 
@@ -483,12 +484,6 @@ def digest_of_signed_event(event: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ the load run
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _tree(pid: int) -> list[int]:
     """``pid`` and its descendants, from /proc (a process that went away in between is skipped)."""
     parents: dict[int, list[int]] = {}

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evolution.backup.postgres_conf import conf_lines
-from tests.support.postgres import _as_db_user, _free_port, find_pg_bin
+from tests.support.ports import free_port
+from tests.support.postgres import _as_db_user, find_pg_bin
 
 
 @dataclass
@@ -64,7 +65,7 @@ def postgres_cluster(
     server_owned_dir(root)
     data = root / "data"
     log = root / "log"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
     subprocess.run(
         _as_db_user(

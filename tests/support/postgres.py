@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -18,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.ports import free_port
 from tests.support.tls_authority import SERVER_NAMES, CertificateAuthority, Issued
 
 CANDIDATE_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
@@ -31,12 +31,6 @@ def find_pg_bin() -> Path | None:
         if (candidate / "pg_ctl").exists():
             return candidate
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_db_user(cmd: list[str]) -> list[str]:
@@ -154,7 +148,7 @@ def stoppable_postgres_server() -> Iterator[PgServer]:
         raise RuntimeError("PostgreSQL binaries not found: `make test` installs Debian's postgresql package")
     root = Path(tempfile.mkdtemp(prefix="evolution-pg-"))
     data = root / "data"
-    port = _free_port()
+    port = free_port()
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     subprocess.run(
