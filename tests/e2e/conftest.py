@@ -25,6 +25,16 @@ if TYPE_CHECKING:
 EVOLUTION = str(Path(sys.executable).parent / "evolution")
 
 
+def as_from_a_terminal(argv: list[str]) -> list[str]:
+    """``argv`` started with Ctrl-C (SIGINT) at its default, as a terminal's foreground command has it.
+
+    A suite started in the background by a script (``cmd &`` without job control, as nohup'd CI runners do)
+    hands every process below it SIGINT ignored (POSIX), exec keeps it ignored, and Python then installs no
+    KeyboardInterrupt for it: a test pressing Ctrl-C would find it ignored whatever the command does."""
+    reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    return [sys.executable, "-c", reset, *argv]
+
+
 def private_env(folder: Path) -> dict[str, str]:
     """A private state dir (``folder/state``) and private ports, so a test never meets another run's services."""
     return {

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import EVOLUTION, DemoStack, seed_tenant_with_cli
+from tests.e2e.conftest import EVOLUTION, DemoStack, as_from_a_terminal, seed_tenant_with_cli
 from tests.e2e.conftest import cli as run
 
 
@@ -35,7 +35,7 @@ def test_ctrl_c_stops_waiting_but_not_the_run(demo_stack: DemoStack) -> None:
     env = demo_stack.env
     seed_tenant_with_cli(env, demo_stack.folder, tenant="patient")
     waiting = subprocess.Popen(
-        [EVOLUTION, "retrain", "-t", "patient", "-m", "yield"],
+        as_from_a_terminal([EVOLUTION, "retrain", "-t", "patient", "-m", "yield"]),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
