@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from datetime import timedelta
 
 from temporalio.client import (
@@ -14,6 +15,8 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
     WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
 )
@@ -50,17 +53,28 @@ class TemporalOrchestrator:
         self._task_queue = task_queue
 
     async def ensure_drift_schedule(self, scan: DriftScanInput, interval_s: float) -> str:
-        """Create ``drift-scan/{tenant}`` if it does not exist (idempotent)."""
+        """Create ``drift-scan/{tenant}``, or give the existing one this scan and interval (idempotent).
+
+        An existing schedule keeps its state (paused from the Web UI stays paused) and its overlap policy; only what
+        the caller says is replaced, so `evolution schedule --every-minutes 30` after an earlier 60 is what it says."""
         schedule_id = drift_scan_schedule_id(scan.tenant_id)
-        schedule = Schedule(
-            action=ScheduleActionStartWorkflow(
-                DriftScanWorkflow.run, scan, id=schedule_id, task_queue=self._task_queue
-            ),
-            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=interval_s))]),
-            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        action = ScheduleActionStartWorkflow(
+            DriftScanWorkflow.run, scan, id=schedule_id, task_queue=self._task_queue
         )
-        with contextlib.suppress(ScheduleAlreadyRunningError):
-            await self._client.create_schedule(schedule_id, schedule)
+        spec = ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=interval_s))])
+        try:
+            await self._client.create_schedule(
+                schedule_id,
+                Schedule(action=action, spec=spec, policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP)),
+            )
+        except ScheduleAlreadyRunningError:
+
+            def replaced(existing: ScheduleUpdateInput) -> ScheduleUpdate:
+                return ScheduleUpdate(
+                    schedule=dataclasses.replace(existing.description.schedule, action=action, spec=spec)
+                )
+
+            await self._client.get_schedule_handle(schedule_id).update(replaced)
         return schedule_id
 
     async def ensure_gc_schedule(self, tenant_id: str) -> str:

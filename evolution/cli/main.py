@@ -67,7 +67,7 @@ COMMANDS: tuple[LazyCommand, ...] = (
     LazyCommand(
         "schedule",
         "evolution.cli.orchestration_commands",
-        "Create the tenant's drift-scan schedule and its daily gc/{tenant} retention schedule (idempotent).",
+        "Create or update the tenant's drift-scan schedule and its daily gc/{tenant} retention schedule (idempotent).",
     ),
     LazyCommand(
         "init",

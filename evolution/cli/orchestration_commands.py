@@ -298,7 +298,7 @@ def schedule(
     model: ModelOpt,
     every_minutes: Annotated[float, typer.Option(help="Scan interval (SLO: detection within 4 h).")] = 60.0,
 ) -> None:
-    """Create the tenant's drift-scan schedule and its daily gc/{tenant} retention schedule (idempotent)."""
+    """Create or update the tenant's drift-scan schedule and its daily gc/{tenant} retention schedule (idempotent)."""
     authorize(operator(settings()), Action.MANAGE_TENANT, tenant)
     scan = DriftScanInput(tenant_id=tenant, model_name=model)
 

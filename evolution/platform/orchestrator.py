@@ -46,7 +46,10 @@ def orchestrator_was_used() -> bool:
 
 
 class Orchestrator(Protocol):
-    async def ensure_drift_schedule(self, scan: DriftScanInput, interval_s: float) -> str: ...
+    async def ensure_drift_schedule(self, scan: DriftScanInput, interval_s: float) -> str:
+        """Create the tenant's ``drift-scan/{tenant}`` schedule, or give the existing one this scan and interval
+        (its paused state kept); returns its id."""
+        ...
 
     async def ensure_gc_schedule(self, tenant_id: str) -> str:
         """Create the tenant's daily ``gc/{tenant}`` retention schedule if it does not exist; returns its id."""

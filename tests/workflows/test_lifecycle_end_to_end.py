@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
+from temporalio.testing import WorkflowEnvironment
+
 from evolution.contracts import DriftScanInput, RetrainingInput, RolloutTiming
 from evolution.demo.scenario import InProcessTransport, Scenario, TrafficDriver
 from evolution.demo.synthetic import DriftSpec
@@ -107,6 +110,31 @@ async def test_drift_scan_schedule_is_created_once_and_runs_a_scan(
     snapshot = services.snapshots.latest(Principal.system("acme"), "acme")
     assert snapshot is not None and snapshot.row_count == SCENARIO.history_rows
     services.snapshots.verify(snapshot, services.keyring)
+
+
+async def test_scheduling_again_gives_the_existing_scan_schedule_its_new_interval_and_model_and_keeps_it_paused(
+    temporal_env: WorkflowEnvironment, orchestrator: TemporalOrchestrator
+) -> None:
+    first = await orchestrator.ensure_drift_schedule(
+        DriftScanInput(tenant_id="acme", model_name="yield"), 3600
+    )
+    handle = temporal_env.client.get_schedule_handle(first)
+    try:
+        await handle.pause(note="an operator paused it from the Web UI")
+        again = await orchestrator.ensure_drift_schedule(
+            DriftScanInput(tenant_id="acme", model_name="rainfall", auto_retrain=False), 1800
+        )
+        assert again == first
+        described = await handle.describe()
+        assert [i.every for i in described.schedule.spec.intervals] == [timedelta(minutes=30)]
+        assert described.schedule.state.paused
+        assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+        action = described.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        sent = await temporal_env.client.data_converter.decode(action.args, [DriftScanInput])  # type: ignore[arg-type]
+        assert sent == [DriftScanInput(tenant_id="acme", model_name="rainfall", auto_retrain=False)]
+    finally:
+        await handle.delete()
 
 
 async def test_a_candidate_that_is_worse_on_live_traffic_is_rolled_back_and_the_champion_stays(
