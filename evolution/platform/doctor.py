@@ -19,7 +19,14 @@ from evolution.errors import EvolutionError
 from evolution.platform.secret_files import secret_origins
 from evolution.platform.settings import Settings
 from evolution.registry.db import MIGRATIONS_DIR, alembic_config, connected, make_engine
-from evolution.registry.pg_tls import SETTING_OF, DatabaseUnreachable, Endpoint, sslmode_of, tls_parameters
+from evolution.registry.pg_tls import (
+    SETTING_OF,
+    DatabaseUnreachable,
+    Endpoint,
+    is_postgresql,
+    sslmode_of,
+    tls_parameters,
+)
 from evolution.registry.row_security import IDENTITY_TABLES
 
 
@@ -44,7 +51,7 @@ def _guarded(component: str, name: str, run: Callable[[], list[Check]]) -> list[
 
 def database_checks(settings: Settings) -> list[Check]:
     url = settings.resolved_database_url
-    checks = database_tls_file_checks(url, "")
+    checks = database_tls_file_checks(url, "") + _tls_settings_unused(settings, url)
     engine = make_engine(url)
     try:
         checks += _database_checks(engine, url)
@@ -55,6 +62,28 @@ def database_checks(settings: Settings) -> list[Check]:
     if settings.database_owner_url and settings.resolved_owner_database_url != url:
         checks += database_owner_checks(settings.resolved_owner_database_url)
     return checks
+
+
+def _tls_settings_unused(settings: Settings, url: str) -> list[Check]:
+    """PostgreSQL TLS settings beside a registry that is not PostgreSQL: they do nothing, and whoever set them
+    most likely meant a PostgreSQL URL that is missing (the registry would be a local SQLite file instead)."""
+    given = [SETTING_OF[name] for name, value in settings.database_tls.items() if value is not None]
+    if not given or is_postgresql(url):
+        return []
+    where = (
+        "EVOLUTION_DATABASE_URL is not set"
+        if not settings.database_url
+        else "EVOLUTION_DATABASE_URL is not PostgreSQL"
+    )
+    return [
+        Check(
+            component="database",
+            name="TLS",
+            ok=False,
+            detail=f"{', '.join(given)} set, but {where}: the registry is {url.partition(':')[0]}, which they do not "
+            "apply to; set the PostgreSQL URL or unset them",
+        )
+    ]
 
 
 def _database_checks(engine: Engine, url: str) -> list[Check]:

@@ -122,3 +122,16 @@ def test_connection_failures_read_as_one_line_without_the_password(libpq_says: s
         "cannot connect to PostgreSQL at db.example:5432 as evolution_svc (sslmode=verify-full): "
     )
     assert we_say in line and "\n" not in line and "pw-secret" not in line
+
+
+def test_doctor_fails_tls_settings_that_a_sqlite_registry_ignores_and_names_them(tmp_path: Path) -> None:
+    from evolution.platform.doctor import database_checks
+
+    meant = Settings(home=tmp_path, database_sslmode="verify-full", database_sslrootcert="system")
+    tls = [c for c in database_checks(meant) if c.name == "TLS"]
+    assert len(tls) == 1 and not tls[0].ok
+    assert tls[0].detail.startswith(
+        "EVOLUTION_DATABASE_SSLMODE, EVOLUTION_DATABASE_SSLROOTCERT set, but EVOLUTION_DATABASE_URL is not set: "
+        "the registry is sqlite"
+    )
+    assert not [c for c in database_checks(Settings(home=tmp_path)) if c.name == "TLS"]
