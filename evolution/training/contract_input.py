@@ -39,11 +39,18 @@ def snapshot_table(
         columns = as_columns(rows, names, categorical)
     except InvalidInput as error:  # a feature declared numeric holds text
         raise TrainingFailed(f"the snapshot does not fit the model definition: {error}") from None
+    absent = [name for name in names if name not in columns]
+    if absent and rows:
+        # In no row of the whole snapshot: a misspelt or renamed feature, not a sparse one. Trained on, it would be
+        # an all-missing column the model learns nothing from, and the run would end as "worse than the champion".
+        present = sorted({key for row in rows for key in row} - {OUTCOME_COLUMN})
+        raise TrainingFailed(
+            f"the model definition's feature(s) {', '.join(repr(a) for a in absent)} are in no row of the snapshot "
+            f"(its rows have {', '.join(present)}): correct the definition (evolution model define)"
+        )
     arrays: dict[str, pa.Array] = {}
     for spec in features:
-        column = columns.get(spec.name)
-        if column is None:  # declared but in no row: all missing, as a row without the key would be
-            column = np.full(len(rows), None if spec.type == "categorical" else np.nan, dtype=object)
+        column = columns[spec.name] if rows else np.empty(0, dtype=object)
         if spec.type == "categorical":
             arrays[spec.name] = pa.array([None if v is None else str(v) for v in column], type=pa.string())
         else:

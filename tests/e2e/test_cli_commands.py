@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
 from evolution.demo.synthetic import generate_rows
 from evolution.timeutil import utcnow
+from tests.e2e.conftest import EVOLUTION
 from tests.e2e.conftest import cli as run
 
 
@@ -45,3 +47,15 @@ def test_unknown_tenant_and_missing_file_are_clear_errors(cli_env: dict[str, str
     assert "Traceback" not in unknown.stderr
     bad_tenant = run(cli_env, "tenant", "create", "Bad Name")
     assert bad_tenant.returncode == 2 and "tenant id" in bad_tenant.stderr
+
+
+def test_a_reader_that_goes_away_ends_a_command_quietly_with_141(cli_env: dict[str, str]) -> None:
+    assert run(cli_env, "tenant", "create", "acme").returncode == 0
+    listing = subprocess.Popen(
+        [EVOLUTION, "audit", "-t", "acme"], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert listing.stdout is not None and listing.stderr is not None
+    listing.stdout.close()  # as `| head` does once it has its lines
+    stderr = listing.stderr.read().decode()
+    assert listing.wait(timeout=120) == 141
+    assert stderr == ""  # not "cannot reach a service: [Errno 32] Broken pipe"
