@@ -118,7 +118,9 @@ def _error_type(error: BaseException) -> str | None:
 
 def _error_message(error: BaseException) -> str:
     cause = error.cause if isinstance(error, ActivityError) and error.cause else error
-    return str(cause)
+    # An ApplicationError's str() starts with its type, which every caller here names already: the message alone
+    # ("failed: TrainingFailed: TrainingFailed: …" otherwise, in the status, the audit and the CLI).
+    return cause.message if isinstance(cause, ApplicationError) else str(cause)
 
 
 @workflow.defn(name="RetrainingWorkflow")

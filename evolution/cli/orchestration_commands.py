@@ -128,7 +128,11 @@ def status(
     if current is None:
         typer.echo(f"no retraining recorded for {tenant}")
         return
-    typer.echo(f"phase: {current.phase}  version: v{current.version_number}  state: {current.state}")
+    # A run blocked before it made a version (breaker open, no quota) has neither a version nor a state to show.
+    made = (
+        f"  version: v{current.version_number}" if current.version_number is not None else "  no version made"
+    )
+    typer.echo(f"phase: {current.phase}{made}" + (f"  state: {current.state}" if current.state else ""))
     if current.phase == "finished" and current.message:
         # How the run ended and why: a failed trainer's reason and its last output lines.
         typer.echo(f"outcome: {current.message}")

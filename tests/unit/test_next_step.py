@@ -62,5 +62,13 @@ def test_a_model_unknown_to_the_status_is_a_placeholder() -> None:
 
 def test_no_next_step_for_a_promotion_or_an_unknown_cause() -> None:
     assert next_step("acme", "yield", "promoted: the canary's guard promoted it") is None
-    assert next_step("acme", "yield", "failed: TrainingFailed: exit code 1") is None
+    assert next_step("acme", "yield", "failed: SomethingNew: ?") is None
+
+
+def test_a_trainer_that_failed_points_to_its_last_lines_and_its_definition() -> None:
+    step = next_step("acme", "yield", "failed: TrainingFailed: training job failed: exit code 1")
+    assert step == (
+        "read the trainer's last lines (above; also evolution audit --tenant acme), fix the trainer or its "
+        "definition (evolution model show acme yield), then evolution retrain --tenant acme --model yield"
+    )
     assert next_step("acme", "yield", "blocked: SOMETHING_NEW: ?") is None
