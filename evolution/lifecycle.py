@@ -84,6 +84,17 @@ class VersionView(BaseModel):
     created_at: datetime
     updated_at: datetime
 
+    def why_no_manifest(self) -> str:
+        """Why this version has no signed manifest: one is recorded when a trained model passes validation."""
+        if self.state in (ModelState.DRAFT, ModelState.TRAINING):
+            return (
+                f"it is {self.state.value} (a manifest is recorded once its model is trained and validated)"
+            )
+        return (
+            f"it ended {self.state.value} before its model was validated and registered (a trained model that "
+            "fails its checks or the comparison with the champion keeps none; evolution audit shows why)"
+        )
+
 
 class VersionChanges(BaseModel):
     """Facts recorded together with a transition (e.g. the signed manifest when training ends)."""

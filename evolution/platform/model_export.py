@@ -68,7 +68,7 @@ def export_model(
 ) -> Export:
     view = find_version(services, principal, tenant, model, version)
     if not view.manifest:
-        raise NotFound(f"{tenant}/{model} v{view.number} has no signed manifest (it was never trained)")
+        raise NotFound(f"{tenant}/{model} v{view.number} has no signed manifest: {view.why_no_manifest()}")
     signed = SignedManifest.model_validate(view.manifest)
     if signed.bundle is None:
         raise NotFound(

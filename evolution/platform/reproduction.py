@@ -88,7 +88,7 @@ def lineage_of(services: Services, version: VersionView) -> Lineage:
     """The version's lineage from its signed manifest; IntegrityViolation if the signature does not verify."""
     if not version.manifest:
         raise InvalidInput(
-            f"version {version.number} of {version.model_name} has no signed manifest (never trained)"
+            f"version {version.number} of {version.model_name} has no signed manifest: {version.why_no_manifest()}"
         )
     try:
         signed = SignedManifest.model_validate(version.manifest)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 
 import pytest
 
 from evolution.errors import IllegalTransition
-from evolution.lifecycle import TERMINAL_STATES, TRANSITIONS, ModelState, check_transition
+from evolution.lifecycle import TERMINAL_STATES, TRANSITIONS, ModelState, VersionView, check_transition
 
 S = ModelState
 EXPECTED_LEGAL = {
@@ -61,3 +62,19 @@ def test_failed_to_champion_is_refused_with_a_clear_message() -> None:
 
 def test_failed_is_the_only_terminal_state() -> None:
     assert {S.FAILED} == TERMINAL_STATES
+
+
+def test_a_version_without_a_manifest_says_why_not_that_it_was_never_trained() -> None:
+    def view(state: ModelState) -> VersionView:
+        now = datetime.now(UTC)
+        return VersionView(
+            id="v", tenant_id="acme", model_name="yield", number=5, state=state, lock_version=1,
+            created_at=now, updated_at=now,
+        )  # fmt: skip
+
+    assert (
+        view(ModelState.FAILED)
+        .why_no_manifest()
+        .startswith("it ended FAILED before its model was validated and registered")
+    )
+    assert view(ModelState.TRAINING).why_no_manifest().startswith("it is TRAINING")
