@@ -93,12 +93,13 @@ def run_reproduction(services: Services, principal: Principal, tenant: str, mode
     """Re-run the version's trainer; exit 0 when every digest matches, 1 naming what differs or stopped it."""
     reproduction = run_async(reproduce(services, principal, tenant, model, number))
     identity = reproduction.lineage.identity
-    typer.echo(f"{model} v{number}: re-ran {identity.describe() if identity else '?'}")
-    if reproduction.refused:
-        typer.echo("not reproduced:")
+    trainer = identity.describe() if identity else "?"
+    if reproduction.refused:  # a changed code file (never run) or a trainer that failed: no digests to compare
+        typer.echo(f"{model} v{number}: not reproduced ({trainer}):")
         for reason in reproduction.refused:
             typer.echo(f"  {reason}")
         raise typer.Exit(EXIT_FAILURE)
+    typer.echo(f"{model} v{number}: re-ran {trainer}")
     for name, (signed, again) in sorted(reproduction.compared.items()):
         same = "same" if signed == again else "DIFFERS"
         typer.echo(f"  {name}: {same}  signed {signed or '(none)'}  reproduced {again or '(none)'}")
