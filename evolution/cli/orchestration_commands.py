@@ -29,7 +29,7 @@ from evolution.contracts import (
     RetrainingInput,
     RetrainingStatus,
 )
-from evolution.errors import InvalidInput
+from evolution.errors import InvalidInput, NotFound
 from evolution.lifecycle import VersionView
 from evolution.platform.orchestrator import Orchestrator, connect_orchestrator, decide_as, start_retraining_as
 from evolution.platform.settings import Settings
@@ -111,6 +111,8 @@ def status(
 ) -> None:
     """The live retraining of a tenant: phase, state, canary progress."""
     authorize(operator(settings()), Action.VIEW, tenant)
+    if tenant not in services().tenants.tenant_ids():  # not "no retraining recorded", exit 0, for a typo
+        raise NotFound(f"tenant {tenant!r} does not exist")
     reconciler = services().reconciler
 
     async def look(orchestrator: Orchestrator) -> tuple[list[VersionView], RetrainingStatus | None]:

@@ -25,6 +25,8 @@ from evolution.platform.doctor import Check, temporal_checks
 from evolution.platform.orchestrator import OrchestratorUnavailable
 from evolution.platform.settings import Settings
 from evolution.platform.temporal_config import TemporalTlsConfig
+from evolution.platform.wiring import build_services
+from evolution.security import Principal, Role
 from tests.e2e.conftest import EVOLUTION
 from tests.support.ports import free_port
 from tests.support.tls_authority import SERVER_NAMES, CertificateAuthority, Issued
@@ -68,6 +70,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, temporal_env: WorkflowEnviro
     )
     server = ca.issue("temporal-frontend", server_names=SERVER_NAMES)
     upstream = temporal_env.client.service_client.config.target_host
+    home = build_services(Settings(home=directory / "home"))  # `status` asks about a tenant that exists
+    home.tenants.ensure_tenant(Principal.for_tenant("root", Role.ADMIN, "*"), "acme")
+    home.close()
     with grpc_proxy(directory, upstream, server, ca.cert_path, API_KEY) as proxy:
         yield TlsWorld(pki, proxy, directory / "home")
 
