@@ -101,6 +101,10 @@ class RetrainingStatus(BaseModel):
     awaiting_approval: bool = False
     guard: Decision | None = None
     shadow_pairs: int = 0
+    shadow_pairs_needed: int = Field(
+        default=0,
+        description="Labelled shadow pairs the candidate needs before its canary (0: not in shadow yet).",
+    )
     message: str = ""
     workflow_id: str | None = Field(
         default=None, description="What an approval ticket must name, with run_id."

@@ -448,6 +448,7 @@ class RetrainingWorkflow:
         assert self._version is not None
         timing = inp.timing
         self._set("shadow")
+        self._status.shadow_pairs_needed = timing.shadow_min_pairs
         cursor = 0
         started = workflow.now()
         shadow = ShadowOut(pairs=0, cursor=0, guard_config=None)

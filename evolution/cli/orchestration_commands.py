@@ -141,7 +141,12 @@ def status(
         step = next_step(tenant, current.model_name, current.message, current.held_windows)
         if step:
             typer.echo(f"next: {step}")
-    if current.shadow_pairs:
+    if current.phase == "shadow" and current.shadow_pairs_needed:
+        typer.echo(
+            f"shadow pairs: {current.shadow_pairs} of {current.shadow_pairs_needed} needed before the canary "
+            "(live predictions whose outcomes have arrived)"
+        )
+    elif current.shadow_pairs:
         typer.echo(f"shadow pairs: {current.shadow_pairs}")
     if current.guard:
         g = current.guard

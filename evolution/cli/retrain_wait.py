@@ -38,7 +38,13 @@ def phase_line(status: RetrainingStatus, tenant: str) -> str:
     version = f" v{status.version_number}" if status.version_number is not None else ""
     state = f" ({status.state})" if status.state else ""
     line = f"{status.phase}{version}{state}"
-    if status.phase == "shadow" and status.shadow_pairs:
+    if status.phase == "shadow" and status.shadow_pairs_needed:
+        # Without live traffic it waits here: say what for, so a quiet tenant does not look stuck.
+        line += (
+            f": {status.shadow_pairs} of {status.shadow_pairs_needed} labelled shadow pairs "
+            "(live predictions whose outcomes have arrived)"
+        )
+    elif status.phase == "shadow" and status.shadow_pairs:
         line += f": {status.shadow_pairs} labelled shadow pairs"
     if status.phase == "canary" and status.guard is not None:
         g = status.guard

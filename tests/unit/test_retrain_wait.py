@@ -102,3 +102,12 @@ def test_a_terminal_gets_the_lines_above_a_spinner(capsys: pytest.CaptureFixture
 def test_a_line_is_the_same_for_the_same_look() -> None:
     once = look("canary", guard=guard(5, 0.5))
     assert phase_line(once, "acme") == phase_line(once.model_copy(), "acme")
+
+
+def test_a_candidate_in_shadow_says_how_many_labelled_pairs_it_still_waits_for() -> None:
+    status = RetrainingStatus(
+        phase="shadow", version_number=3, state="SHADOW", shadow_pairs=40, shadow_pairs_needed=200
+    )
+    assert phase_line(status, "acme") == (
+        "shadow v3 (SHADOW): 40 of 200 labelled shadow pairs (live predictions whose outcomes have arrived)"
+    )
