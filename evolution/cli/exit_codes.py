@@ -18,9 +18,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1  # the command ran and the answer is negative: a check failed, a run failed or was blocked
 EXIT_BAD_INPUT = 2  # nothing done: a usage error, a bad value, an unknown tenant or model, no permission
 EXIT_INTERRUPTED = 130  # Ctrl-C while `retrain` waits (128 + SIGINT, as shells report it); the run goes on
-EXIT_OUTPUT_CLOSED = (
-    141  # the reader of stdout went away (`| head`): 128 + SIGPIPE, as a program killed by it
-)
+# The reader of stdout went away (`| head`): 128 + SIGPIPE, as shells report a program killed by it.
+EXIT_OUTPUT_CLOSED = 141
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done (a retraining: promoted); "

@@ -94,9 +94,8 @@ def run_reproduction(services: Services, principal: Principal, tenant: str, mode
     reproduction = run_async(reproduce(services, principal, tenant, model, number))
     identity = reproduction.lineage.identity
     trainer = identity.describe() if identity else "?"
-    if (
-        reproduction.refused
-    ):  # a changed code file (never run) or a trainer that failed: no digests to compare
+    # A changed code file (never run) or a trainer that failed: no digests to compare.
+    if reproduction.refused:
         typer.echo(f"{model} v{number}: not reproduced ({trainer}):")
         for reason in reproduction.refused:
             typer.echo(f"  {reason}")

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from evolution.backup.postgres_server import PgConnection
+from evolution.platform.doctor import database_checks
 from evolution.platform.settings import Settings
 from evolution.registry.pg_tls import (
     explain_connection_failure,
@@ -125,8 +126,6 @@ def test_connection_failures_read_as_one_line_without_the_password(libpq_says: s
 
 
 def test_doctor_fails_tls_settings_that_a_sqlite_registry_ignores_and_names_them(tmp_path: Path) -> None:
-    from evolution.platform.doctor import database_checks
-
     meant = Settings(home=tmp_path, database_sslmode="verify-full", database_sslrootcert="system")
     tls = [c for c in database_checks(meant) if c.name == "TLS"]
     assert len(tls) == 1 and not tls[0].ok
