@@ -28,7 +28,7 @@ EVOLUTION = str(Path(sys.executable).parent / "evolution")
 def as_from_a_terminal(argv: list[str]) -> list[str]:
     """``argv`` started with Ctrl-C (SIGINT) at its default, as a terminal's foreground command has it.
 
-    A suite started in the background by a script (``cmd &`` without job control, as nohup'd CI runners do)
+    A suite started in the background by a script (``cmd &`` in a shell without job control, e.g. a CI runner's)
     hands every process below it SIGINT ignored (POSIX), exec keeps it ignored, and Python then installs no
     KeyboardInterrupt for it: a test pressing Ctrl-C would find it ignored whatever the command does."""
     reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
