@@ -73,8 +73,8 @@ lint: $(STAMP)
 
 ## Three processes, a test file each at a time (its module fixtures set up once): most of the suite waits on servers
 ## and subprocesses, so three keep two cores busy (the non-serial part took 1,090 s with two, 652 s with three on
-## this 2-core machine). TEST_WORKERS=0 runs it in one process. Tests marked `serial` (the crash
-## test: kills aimed at running activities, with step timeouts capped) run alone afterwards.
+## this 2-core machine). TEST_WORKERS=0 runs it in one process. Tests marked `serial` (the crash test: kills aimed
+## at running activities, with step timeouts capped) run alone afterwards.
 TEST_WORKERS ?= 3
 test: $(STAMP) postgres-binaries promtool chromium nginx lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=25 -n $(TEST_WORKERS) --dist loadfile -m "not serial"
