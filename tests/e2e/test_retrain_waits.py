@@ -41,11 +41,18 @@ def test_ctrl_c_stops_waiting_but_not_the_run(demo_stack: DemoStack) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert waiting.stdout is not None
-    first = waiting.stdout.readline()  # printed once the run is started
-    assert first.startswith("started retrain/patient"), first
-    waiting.send_signal(signal.SIGINT)
-    out, err = waiting.communicate(timeout=60)
+    try:
+        assert waiting.stdout is not None
+        first = waiting.stdout.readline()  # printed once the run is started
+        assert first.startswith("started retrain/patient"), first
+        waiting.send_signal(signal.SIGINT)
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        if (
+            waiting.poll() is None
+        ):  # a wait that ignored Ctrl-C would otherwise poll a stopped server for ever
+            waiting.kill()
+            waiting.wait()
     assert waiting.returncode == 130, out + err
     assert "stopped waiting; the retraining goes on. follow it: evolution status --tenant patient" in err
     assert "Traceback" not in err
