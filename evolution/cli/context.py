@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import select
-import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -14,7 +11,7 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 
-from evolution.cli.exit_codes import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OUTPUT_CLOSED
+from evolution.cli.exit_codes import EXIT_BAD_INPUT, EXIT_FAILURE
 from evolution.errors import EvolutionError, InvalidInput, NotFound, PermissionDenied
 from evolution.platform.secret_files import SecretFileError
 from evolution.platform.settings import HOME_DIR_NAME, Settings, find_home, home_is_configured, load_settings
@@ -94,6 +91,12 @@ def services() -> Services:
     return build_services(settings())
 
 
+def require_tenant(svc: Services, tenant: str) -> None:
+    """NotFound (exit 2) for a tenant the registry does not have, before a command acts on or reports about it."""
+    if tenant not in svc.tenants.tenant_ids():
+        raise NotFound(f"tenant {tenant!r} does not exist")
+
+
 def operator(cfg: Settings) -> Principal:
     """The CLI acts as the configured local operator (EVOLUTION_OPERATOR_USER / _ROLE / _TENANTS)."""
     try:
@@ -109,16 +112,6 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
 
-def _stdout_closed() -> bool:
-    """Whether stdout is a pipe whose reader has gone (a broken pipe of ours, not of a connection to a service)."""
-    try:
-        poller = select.poll()
-        poller.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
-    except (OSError, ValueError, AttributeError):  # no real file behind stdout (captured by a test)
-        return False
-
-
 def friendly_errors(fn: F) -> F:
     """Domain errors become one clear line on stderr and a non-zero exit, never a traceback."""
 
@@ -130,12 +123,10 @@ def friendly_errors(fn: F) -> F:
             fail(str(problem), EXIT_BAD_INPUT)
         except EvolutionError as problem:
             fail(f"{problem} ({problem.error_type})", EXIT_FAILURE)
-        except BrokenPipeError as problem:
-            if not _stdout_closed():
-                fail(f"cannot reach a service: {problem}", EXIT_FAILURE)
-            # The reader went away (`| head`): stop quietly, with nothing more to flush into the closed pipe.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(EXIT_OUTPUT_CLOSED) from None
+        except BrokenPipeError:
+            # Not a service out of reach (it is a ConnectionError too): stdout's reader went away (`| head`).
+            # Click ends the command quietly with exit 1, as it does for commands without this wrapper.
+            raise
         except ConnectionError as problem:
             fail(f"cannot reach a service: {problem}", EXIT_FAILURE)
 

@@ -5,28 +5,18 @@ A module of its own, with no imports, so the root group's help costs nothing to 
 
 from __future__ import annotations
 
-__all__ = [
-    "EXIT_BAD_INPUT",
-    "EXIT_CODES_HELP",
-    "EXIT_FAILURE",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_OUTPUT_CLOSED",
-]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_CODES_HELP", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the command ran and the answer is negative: a check failed, a run failed or was blocked
 EXIT_BAD_INPUT = 2  # nothing done: a usage error, a bad value, an unknown tenant or model, no permission
 EXIT_INTERRUPTED = 130  # Ctrl-C while `retrain` waits (128 + SIGINT, as shells report it); the run goes on
-# The reader of stdout went away (`| head`): 128 + SIGPIPE, as shells report a program killed by it.
-EXIT_OUTPUT_CLOSED = 141
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done (a retraining: promoted); "
     "1 the command ran and the answer is negative (a check failed, records rejected, a retraining failed, "
     "was blocked or ended without a new champion, a service is unreachable); "
     "2 nothing done: a usage error, a bad value, an unknown tenant or model, no permission, invalid settings or "
-    "no home; 130 Ctrl-C while `retrain` waits (the retraining goes on); "
-    "141 the output was closed before the end (`| head`), quietly. "
+    "no home; 130 Ctrl-C while `retrain` waits (the retraining goes on). "
     "Errors are one line on stderr starting with `error:`; `--json` prints machine-readable JSON on stdout."
 )
