@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 
 from evolution.cli import registry_commands
-from evolution.cli.context import EXIT_FAILURE, fail, friendly_errors, operator, services, settings, table
+from evolution.cli.context import (
+    EXIT_FAILURE,
+    fail,
+    friendly_errors,
+    operator,
+    require_tenant,
+    services,
+    settings,
+    table,
+)
 from evolution.errors import InvalidInput
 from evolution.registry.audit_checkpoints import AuditCheckpointer
 
@@ -47,8 +56,8 @@ def audit_checkpoint(
     svc = services()
     checkpointer = AuditCheckpointer(svc.factory, svc.store, svc.signer, svc.keyring)
     tenants = [tenant] if tenant else svc.tenants.tenant_ids()
-    if tenant and tenant not in svc.tenants.tenant_ids():
-        raise InvalidInput(f"tenant {tenant!r} does not exist")
+    if tenant:
+        require_tenant(svc, tenant)
     rows = []
     failed = 0
     for tenant_id in tenants:
@@ -94,8 +103,7 @@ def audit_acknowledge_restore(
     within it does not verify: an acknowledgement excuses a shorter chain, never a rewritten one.
     """
     svc = services()
-    if tenant not in svc.tenants.tenant_ids():
-        raise InvalidInput(f"tenant {tenant!r} does not exist")
+    require_tenant(svc, tenant)
     done = svc.audit_checkpoints.acknowledge_restore(
         operator(settings()), tenant, reason, backup_id=backup, restored_to=restored_to
     )

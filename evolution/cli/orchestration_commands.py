@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from evolution.cli.context import (
     error,
     friendly_errors,
     operator,
+    require_tenant,
     run_async,
     services,
     settings,
@@ -29,7 +31,7 @@ from evolution.contracts import (
     RetrainingInput,
     RetrainingStatus,
 )
-from evolution.errors import InvalidInput, NotFound
+from evolution.errors import InvalidInput
 from evolution.lifecycle import VersionView
 from evolution.platform.orchestrator import Orchestrator, connect_orchestrator, decide_as, start_retraining_as
 from evolution.platform.settings import Settings
@@ -38,6 +40,8 @@ from evolution.security import Action, authorize
 
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name.")]
+# What Temporal accepts as an interval is wider; a scan more often than a minute or rarer than a week is a slip.
+MIN_SCAN_MINUTES, MAX_SCAN_MINUTES = 1.0, 7 * 24 * 60.0
 
 
 async def _with_orchestrator(work):  # type: ignore[no-untyped-def]
@@ -111,9 +115,9 @@ def status(
 ) -> None:
     """The live retraining of a tenant: phase, state, canary progress."""
     authorize(operator(settings()), Action.VIEW, tenant)
-    if tenant not in services().tenants.tenant_ids():  # not "no retraining recorded", exit 0, for a typo
-        raise NotFound(f"tenant {tenant!r} does not exist")
-    reconciler = services().reconciler
+    svc = services()
+    require_tenant(svc, tenant)  # not "no retraining recorded", exit 0, for a typo
+    reconciler = svc.reconciler
 
     async def look(orchestrator: Orchestrator) -> tuple[list[VersionView], RetrainingStatus | None]:
         # A run terminated from outside leaves its candidate behind: fail it before reporting.
@@ -311,6 +315,12 @@ def schedule(
 ) -> None:
     """Create or update the tenant's drift-scan schedule and its daily gc/{tenant} retention schedule (idempotent)."""
     authorize(operator(settings()), Action.MANAGE_TENANT, tenant)
+    if not (math.isfinite(every_minutes) and MIN_SCAN_MINUTES <= every_minutes <= MAX_SCAN_MINUTES):
+        raise InvalidInput(
+            f"--every-minutes {every_minutes:g}: give {MIN_SCAN_MINUTES:g} to {MAX_SCAN_MINUTES:g} minutes "
+            "(the drift SLO asks for a scan within 4 h of a window opening)"
+        )
+    require_tenant(services(), tenant)  # a schedule for no tenant would fail every scan it starts
     scan = DriftScanInput(tenant_id=tenant, model_name=model)
 
     async def ensure(orchestrator: Orchestrator) -> tuple[str, str, str]:
