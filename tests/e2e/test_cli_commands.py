@@ -59,3 +59,18 @@ def test_a_reader_that_goes_away_ends_a_command_quietly(cli_env: dict[str, str])
     stderr = listing.stderr.read().decode()
     assert listing.wait(timeout=120) == 1  # click's own ending for a closed stdout, as for every command
     assert stderr == ""  # not "cannot reach a service: [Errno 32] Broken pipe"
+
+
+def test_schedule_refuses_a_slip_of_an_interval_or_an_unknown_tenant_before_reaching_temporal(
+    cli_env: dict[str, str],
+) -> None:
+    assert run(cli_env, "tenant", "create", "acme").returncode == 0
+    for minutes in ("0", "-5", "0.5", "nan", "inf", "1e12"):
+        refused = run(cli_env, "schedule", "-t", "acme", "-m", "yield", f"--every-minutes={minutes}")
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.startswith(
+            f"error: --every-minutes {float(minutes):g}: give 1 to 10080 minutes"
+        )
+        assert "Traceback" not in refused.stderr
+    unknown = run(cli_env, "schedule", "-t", "nosuch", "-m", "yield")
+    assert (unknown.returncode, unknown.stderr.strip()) == (2, "error: tenant 'nosuch' does not exist")
