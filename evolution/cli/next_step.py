@@ -34,10 +34,8 @@ def next_step(tenant: str, model: str | None, message: str, held_windows: Sequen
     if outcome == "approval_timeout":
         return f"start again: {retrain}"
     if reason.startswith("TrainingFailed"):
-        return (
-            f"read the trainer's last lines (above; also evolution audit --tenant {tenant}), fix the trainer or its "
-            f"definition (evolution model show {tenant} {model}), then {retrain}"
-        )
+        # The reason quotes the trainer's last lines when it ran; a definition that does not fit the data stops first.
+        return f"fix the trainer or its definition (evolution model show {tenant} {model}), then {retrain}"
     if "no sealed snapshot" in reason:
         return f"seal a snapshot: evolution snapshot seal --tenant {tenant}; then {retrain}"
     if reason.startswith("InsufficientData") and "labelled events" in reason:

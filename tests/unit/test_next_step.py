@@ -65,10 +65,10 @@ def test_no_next_step_for_a_promotion_or_an_unknown_cause() -> None:
     assert next_step("acme", "yield", "failed: SomethingNew: ?") is None
 
 
-def test_a_trainer_that_failed_points_to_its_last_lines_and_its_definition() -> None:
+def test_a_trainer_that_failed_points_to_its_definition() -> None:
     step = next_step("acme", "yield", "failed: TrainingFailed: training job failed: exit code 1")
     assert step == (
-        "read the trainer's last lines (above; also evolution audit --tenant acme), fix the trainer or its "
-        "definition (evolution model show acme yield), then evolution retrain --tenant acme --model yield"
+        "fix the trainer or its definition (evolution model show acme yield), "
+        "then evolution retrain --tenant acme --model yield"
     )
     assert next_step("acme", "yield", "blocked: SOMETHING_NEW: ?") is None
